@@ -1,0 +1,7 @@
+//! pos-agent: the daemon that sits between a card terminal's serial line and Paywall's
+//! Physical POS payment API. One module per concern; `docs/architecture.md` draws the map.
+
+pub mod cli;
+pub mod paywall;
+pub mod serial;
+pub mod simulator;

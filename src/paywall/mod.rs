@@ -1,0 +1,1 @@
+//! Client for Paywall's PhysicalAPI and the PaymentAPI unlink/deactivate calls.

@@ -1,0 +1,1 @@
+//! Serial link protocol v1 to the terminal (`shared/spec/serial-link.md`).
