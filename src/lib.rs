@@ -2,6 +2,7 @@
 //! Physical POS payment API. One module per concern; `docs/architecture.md` draws the map.
 
 pub mod cli;
+pub mod config;
 pub mod paywall;
 pub mod serial;
 pub mod simulator;
