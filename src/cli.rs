@@ -28,6 +28,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Validate and print the effective configuration, secrets redacted.
+    CheckConfig(crate::config::ConfigArgs),
     /// Run a simulated payment API on loopback (for the demo and manual runs).
     SimulateApi(crate::simulator::api::CommandArgs),
     /// Run a simulated card terminal on a serial device (for the demo and manual runs).
@@ -59,6 +61,7 @@ pub fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
+            Command::CheckConfig(args) => Ok(crate::config::check_config_command(&args)?),
             Command::SimulateApi(args) => crate::simulator::api::run_command(args).await,
             Command::SimulateTerminal(args) => crate::simulator::terminal::run_command(args).await,
         }
@@ -67,7 +70,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("pos-agent: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+                ExitCode::from(exit::CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
