@@ -397,6 +397,17 @@ fn override_key(name: &str) -> Option<String> {
     Some(rest.replace(ENV_SEPARATOR, "."))
 }
 
+/// The parameter name, with its case, of a `connection.establish.service_parameters.<name>`
+/// override.
+fn service_parameter_name<'a>(key: &str, variable: &'a str) -> Option<&'a str> {
+    key.strip_prefix("connection.establish.service_parameters.")?;
+    let prefix = format!(
+        "{ENV_PREFIX}{ENV_SEPARATOR}CONNECTION{ENV_SEPARATOR}ESTABLISH{ENV_SEPARATOR}\
+         SERVICE_PARAMETERS{ENV_SEPARATOR}"
+    );
+    variable.get(prefix.len()..).filter(|name| !name.is_empty())
+}
+
 /// Where a value in the effective configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -585,10 +596,17 @@ pub fn load_with(path: &Path, env: &EnvSnapshot) -> Result<Config, ConfigError> 
         });
     }
 
+    // Provider parameter names are case-sensitive, and the `config` crate lowercases the keys
+    // it takes from the environment: those overrides are applied after deserialising.
     let mut env_vars = config::Map::new();
-    for name in overrides.values() {
-        if let Some(value) = env.get(name) {
-            env_vars.insert(name.clone(), value.to_owned());
+    let mut parameter_overrides = Vec::new();
+    for (key, name) in &overrides {
+        let Some(value) = env.get(name) else { continue };
+        match service_parameter_name(key, name) {
+            Some(parameter) => parameter_overrides.push((key, name, parameter, value)),
+            None => {
+                env_vars.insert(name.clone(), value.to_owned());
+            }
         }
     }
     let built = config::Config::builder()
@@ -607,6 +625,23 @@ pub fn load_with(path: &Path, env: &EnvSnapshot) -> Result<Config, ConfigError> 
         .map_err(|e| ConfigError::one(path, problem_from_config_error(e, &provenance)))?;
 
     let mut problems = Vec::new();
+    for (key, name, parameter, value) in parameter_overrides {
+        match config.connection.establish.as_mut() {
+            Some(establish) => {
+                establish
+                    .service_parameters
+                    .insert(parameter.to_owned(), SecretString::from(value.to_owned()));
+            }
+            None => {
+                let mut problem = Problem::invalid(
+                    key,
+                    "a service parameter is given but [connection.establish] is not configured",
+                );
+                problem.source = Some(Source::Environment(name.clone()));
+                problems.push(problem);
+            }
+        }
+    }
     for name in SECRET_KEYS {
         if config.paywall.secret(name).is_some() {
             let source = match overrides.get(&format!("paywall.{name}")) {
@@ -1418,6 +1453,28 @@ tag_code = "shop_1"
         assert_eq!(config.connection.establish.unwrap().brand_id, 42);
         // Strings that look like numbers stay strings, leading zeros included.
         assert_eq!(config.terminal.tag_code.as_deref(), Some("007"));
+    }
+
+    #[test]
+    fn service_parameter_override_keeps_the_case_of_its_name() {
+        let text = with(
+            "connection.establish",
+            "name = \"n\"\nbrand_id = 10\nprovider_id = 10\nregion_id = 1\nend_of_day_id = 10",
+        );
+        let variable = "POS_AGENT__CONNECTION__ESTABLISH__SERVICE_PARAMETERS__Reporting_ApiKey";
+        let config = load_text(&text, &[(variable, "param")]).unwrap();
+        let parameters = config.connection.establish.unwrap().service_parameters;
+        assert_eq!(parameters["Reporting_ApiKey"].expose_secret(), "param");
+        let nested = "POS_AGENT__CONNECTION__ESTABLISH__SERVICE_PARAMETERS__Api__Key";
+        let config = load_text(&text, &[(nested, "param")]).unwrap();
+        assert!(config
+            .connection
+            .establish
+            .unwrap()
+            .service_parameters
+            .contains_key("Api__Key"));
+        let problem = only_problem(load_text(VALID, &[(variable, "param")]));
+        assert!(problem.to_string().contains(variable), "{problem}");
     }
 
     #[test]
