@@ -6,3 +6,4 @@ pub mod config;
 pub mod paywall;
 pub mod serial;
 pub mod simulator;
+pub mod state;
