@@ -24,9 +24,10 @@ pub const LOCK_FILE: &str = "state.lock";
 /// The format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 /// Final sales are kept this long for idempotency...
-pub const FINAL_SALE_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-/// ...and at most this many (the newest). Intents and started sales are never dropped.
-pub const MAX_FINAL_SALES: usize = 2_000;
+pub const FINAL_SALE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// ...and at most this many (the newest): each write rewrites the whole file, on flash.
+/// Intents and started sales are never dropped.
+pub const MAX_FINAL_SALES: usize = 1_000;
 
 /// The latest instant RFC 3339 can write with a four-digit year.
 const MAX_UNIX_MILLIS: u64 = 253_402_300_799_999;
