@@ -97,18 +97,20 @@ async fn exchange(socket: &Path, request: &ControlRequest) -> Result<ControlResp
         reason: format!("cannot encode the request: {e}"),
     })?;
     line.push(b'\n');
-    stream.write_all(&line).await.map_err(closed)?;
+    // A daemon that refuses the connection (`busy`) answers and closes before reading, so a
+    // failed write is only final if no answer follows it.
+    let written = stream.write_all(&line).await;
 
     let mut reader = BufReader::new(stream.take(MAX_RESPONSE_BYTES));
     let mut answer = Vec::new();
-    reader
-        .read_until(b'\n', &mut answer)
-        .await
-        .map_err(closed)?;
+    let read = reader.read_until(b'\n', &mut answer).await;
     if answer.is_empty() {
-        return Err(ClientError::Closed {
-            socket: socket.to_owned(),
-            reason: None,
+        return Err(match (written, read) {
+            (Err(e), _) | (Ok(()), Err(e)) => closed(e),
+            (Ok(()), Ok(_)) => ClientError::Closed {
+                socket: socket.to_owned(),
+                reason: None,
+            },
         });
     }
     let bad = |reason: String| ClientError::BadReply {
