@@ -25,8 +25,9 @@ pub enum OperatorCommand {
     Pending(OutputArgs),
     /// Cancel one pending payment (async cancel) or all of them, and tell the terminal.
     Cancel(CancelArgs),
-    /// Cancel the pending payments, then deactivate the payment API connection. The daemon
-    /// keeps running and refuses sales until `reconnect`.
+    /// Cancel the pending payments, then deactivate the payment API connection.
+    ///
+    /// The daemon keeps running and refuses sales (`not_connected`) until `reconnect`.
     Disconnect(OutputArgs),
     /// Re-activate the payment API connection.
     Reconnect(OutputArgs),
