@@ -57,8 +57,8 @@ fn unreachable_hint(error: &io::Error) -> String {
         io::ErrorKind::ConnectionRefused => "nothing is listening there; pos-agent is not \
             running (a socket file was left behind)"
             .to_owned(),
-        io::ErrorKind::PermissionDenied => "permission denied; run as a member of the daemon's \
-            group (pos-agent) or as root"
+        io::ErrorKind::PermissionDenied => "permission denied; run as a member of the socket's \
+            group (`ls -l` the socket to see it) or as root"
             .to_owned(),
         _ => error.to_string(),
     }
