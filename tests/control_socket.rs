@@ -285,16 +285,30 @@ async fn a_one_mebibyte_line_is_cut_off_at_the_limit_not_read_whole() {
 }
 
 #[tokio::test]
-async fn a_silent_client_times_out_without_delaying_others() {
+async fn a_silent_client_does_not_delay_others() {
+    // The silent client would hold the server for a minute if connections were served in turn.
+    let served = Served::start(ServeLimits {
+        request_timeout: Duration::from_secs(60),
+        ..ServeLimits::default()
+    });
+    let silent = UnixStream::connect(&served.socket).await.unwrap();
+    served.assert_still_serves().await;
+    served.assert_still_serves().await;
+    drop(silent);
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_answered_and_closed_after_the_request_timeout() {
     let served = Served::start(ServeLimits {
         request_timeout: Duration::from_millis(300),
         ..ServeLimits::default()
     });
     let mut silent = UnixStream::connect(&served.socket).await.unwrap();
-    served.assert_still_serves().await;
     let (kind, message) = error_of(&read_all(&mut silent).await);
     assert_eq!(kind, "invalid_request");
     assert!(message.contains("no complete request within"), "{message}");
+    served.assert_still_serves().await;
     served.stop().await;
 }
 
