@@ -553,3 +553,73 @@ fn an_unanswered_request_times_out_with_75() {
     );
     assert_eq!(daemon.received().len(), 1);
 }
+
+/// Something on the socket that is not a pos-agent: accepts one connection, reads the request
+/// line, answers `reply` (possibly nothing) and closes.
+fn impostor(reply: &'static [u8]) -> (tempfile::TempDir, PathBuf, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("impostor.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let thread = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&stream)
+            .read_line(&mut line)
+            .unwrap();
+        stream.write_all(reply).unwrap();
+    });
+    (dir, socket, thread)
+}
+
+#[test]
+fn a_connection_closed_without_an_answer_exits_69() {
+    let (_dir, socket, thread) = impostor(b"");
+    let output = common::pos_agent()
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    thread.join().unwrap();
+    assert_eq!(output.status.code(), Some(69));
+    assert!(
+        stderr(&output).contains("closed the connection without answering"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn an_answer_that_is_not_the_protocol_exits_69() {
+    let (_dir, socket, thread) = impostor(b"HTTP/1.1 400 Bad Request\n");
+    let output = common::pos_agent()
+        .args(["pending", "--json", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    thread.join().unwrap();
+    assert_eq!(output.status.code(), Some(69));
+    assert!(
+        stderr(&output).contains("cannot read"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(json_stdout(&output)["error"]["kind"], "bad_reply");
+}
+
+#[test]
+fn an_answer_to_another_command_is_not_taken_for_this_one() {
+    let (_dir, socket, thread) = impostor(b"{\"ok\":true,\"command\":\"pending\",\"result\":[]}\n");
+    let output = common::pos_agent()
+        .args(["cancel", "--all", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    thread.join().unwrap();
+    assert_eq!(output.status.code(), Some(69));
+    assert!(
+        stderr(&output).contains("asked `cancel`"),
+        "{}",
+        stderr(&output)
+    );
+}
