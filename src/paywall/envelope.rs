@@ -64,6 +64,16 @@ impl DecodeContext<'_> {
         cut
     }
 
+    /// `text` with the client's secrets replaced by `***` (for the API's own messages).
+    pub fn scrub(&self, text: Option<String>) -> Option<String> {
+        text.map(|mut t| {
+            for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
+                t = t.replace(secret, "***");
+            }
+            t
+        })
+    }
+
     pub fn undecodable(&self, reason: impl Into<String>, body: &[u8]) -> ApiError {
         ApiError::Undecodable {
             operation: self.operation,
@@ -170,8 +180,8 @@ pub(crate) fn physical_result(ctx: &DecodeContext<'_>, body: &[u8]) -> Result<Va
     if !ok {
         return Err(ApiError::Rejected {
             operation: ctx.operation,
-            message: text(object.get("message")),
-            client_message: text(object.get("clientmessage")),
+            message: ctx.scrub(text(object.get("message"))),
+            client_message: ctx.scrub(text(object.get("clientmessage"))),
             error_code,
         });
     }
@@ -194,7 +204,7 @@ pub(crate) fn payment_body(ctx: &DecodeContext<'_>, body: &[u8]) -> Result<Value
             .or_else(|| text(object.get("errormessage")));
         return Err(ApiError::Rejected {
             operation: ctx.operation,
-            message,
+            message: ctx.scrub(message),
             client_message: None,
             error_code,
         });
@@ -221,8 +231,8 @@ pub(crate) fn masterpass_body(ctx: &DecodeContext<'_>, body: &[u8]) -> Result<Va
             .or_else(|| text(masterpass.get("message")));
         return Err(ApiError::Rejected {
             operation: ctx.operation,
-            message,
-            client_message: text(exception.and_then(|e| e.get("code"))),
+            message: ctx.scrub(message),
+            client_message: ctx.scrub(text(exception.and_then(|e| e.get("code")))),
             error_code: Some(status_code),
         });
     }

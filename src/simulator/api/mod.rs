@@ -115,7 +115,8 @@ pub struct SimPayment {
     pub created_at: SystemTime,
 }
 
-/// One request as it arrived (recorded before any fault or latency is applied).
+/// One request as it arrived (recorded before any fault or latency is applied). Its `Debug`
+/// hides the key headers and `ServiceParameters` values; the fields hold them as sent.
 #[derive(Clone)]
 pub struct RecordedRequest {
     pub method: String,
@@ -181,9 +182,26 @@ impl std::fmt::Debug for RecordedRequest {
             .field("method", &self.method)
             .field("path", &self.path)
             .field("headers", &headers)
-            .field("body", &self.body)
+            .field("body", &self.body.as_ref().map(redact_service_parameters))
             .finish()
     }
+}
+
+/// A copy of a body with the values of `ServiceParameters` (provider credentials) replaced.
+fn redact_service_parameters(body: &Value) -> Value {
+    let mut body = body.clone();
+    if let Some(map) = body.as_object_mut() {
+        for (key, value) in map.iter_mut() {
+            if key.eq_ignore_ascii_case("serviceparameters") {
+                if let Some(parameters) = value.as_object_mut() {
+                    for v in parameters.values_mut() {
+                        *v = Value::String("[redacted]".into());
+                    }
+                }
+            }
+        }
+    }
+    body
 }
 
 /// What a fault does to a matching request.
