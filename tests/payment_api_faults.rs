@@ -267,3 +267,39 @@ async fn search_errors_are_errors_not_absence() {
     );
     assert_eq!(sim.requests_to("POST", "/api/payment/list").len(), 3);
 }
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_so_the_keys_stay_home() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let thief = start();
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector_url = format!("http://{}", redirector.local_addr().unwrap());
+    let location = format!("{}/api/connection/disconnect", thief.url());
+    tokio::spawn(async move {
+        let (mut stream, _) = redirector.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        // Read the head and the small body, then answer with a redirect.
+        while !String::from_utf8_lossy(&request).contains("\"Id\"") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        let answer = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+    });
+    let c = PaywallClient::from_config(&config(&redirector_url))
+        .unwrap()
+        .with_retry_policy(RetryPolicy::NONE);
+    let err = c.disconnect(DEMO_CONNECTION_ID).await.unwrap_err();
+    assert!(
+        matches!(err, ApiError::Status { status: 307, .. }),
+        "{err:?}"
+    );
+    assert!(thief.requests().is_empty(), "the redirect was followed");
+}

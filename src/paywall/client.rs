@@ -288,6 +288,8 @@ impl PaywallClient {
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("pos-agent/", env!("CARGO_PKG_VERSION")))
             .https_only(!config.allow_insecure_http)
+            // A redirect would carry the key headers to wherever it points: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientSetupError::Http(e.to_string()))?;
 
@@ -339,9 +341,10 @@ impl PaywallClient {
             Value::Object(map) => match map.get("id") {
                 Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
                 Some(Value::Number(n)) => Ok(n.to_string()),
-                _ => Err(self.no_field(OP, "Result.Id", false)),
+                _ => Err(self.no_field(OP, "Result.Id", true)),
             },
-            _ => Err(self.no_field(OP, "Result.Id", false)),
+            // The connection was (presumably) created, but its Id is not known.
+            _ => Err(self.no_field(OP, "Result.Id", true)),
         }
     }
 
