@@ -6,6 +6,8 @@
 //! `docs/payment-api.md` documents its behaviour and the choices made where the API's
 //! documentation has gaps.
 
+mod admin;
+mod command;
 mod state;
 
 use std::collections::VecDeque;
@@ -20,12 +22,13 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::paywall::PaymentStatus;
+pub use command::{run_command, CommandArgs};
 pub use state::codes;
 use state::{KeyPairKind, Reply, State};
 
@@ -585,7 +588,7 @@ async fn handle(
     let path = parts.uri.path().to_owned();
 
     if let Some(admin_path) = path.strip_prefix("/_sim/") {
-        let reply = admin(&shared, &method, admin_path, &raw_body);
+        let reply = admin::admin(&shared, &method, admin_path, &raw_body);
         return Ok(reply_response(reply));
     }
 
@@ -701,140 +704,4 @@ async fn handle(
     let reply = shared.lock().state.handle(&method, &path, &raw_body);
     log(&reply.status.to_string());
     Ok(reply_response(reply))
-}
-
-/// The control endpoints under `/_sim/` (no keys needed; the simulator listens on loopback):
-/// `GET /_sim/state`, `POST /_sim/fault`, `DELETE /_sim/faults`, `POST /_sim/latency`,
-/// `POST /_sim/masterpass`. See `docs/payment-api.md`.
-fn admin(shared: &Shared, method: &str, path: &str, body: &[u8]) -> Reply {
-    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let ok = |result: Value| Reply {
-        status: 200,
-        body: json!({ "ok": true, "result": result }),
-    };
-    let bad = |message: &str| Reply {
-        status: 400,
-        body: json!({ "ok": false, "error": message }),
-    };
-    match (method, path.trim_end_matches('/')) {
-        ("GET", "state") => {
-            let inner = shared.lock();
-            ok(json!({
-                "connections": inner.state.connections.iter().map(state::connection_json).collect::<Vec<_>>(),
-                "payments": inner.state.payments.iter().map(state::payment_json).collect::<Vec<_>>(),
-                "requests": inner.requests.len(),
-            }))
-        }
-        ("POST", "fault") => {
-            let text = |key: &str| body.get(key).and_then(Value::as_str);
-            let (Some(method), Some(path), Some(kind)) =
-                (text("method"), text("path"), text("kind"))
-            else {
-                return bad("method, path and kind are required");
-            };
-            let kind =
-                match kind {
-                    "latency" => FaultKind::Latency(Duration::from_millis(
-                        body.get("latency_ms")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(1000),
-                    )),
-                    "http_500" => FaultKind::Status500,
-                    "malformed_body" => FaultKind::MalformedBody,
-                    "close" => FaultKind::CloseWithoutReply,
-                    "create_then_drop" => FaultKind::CreateThenDropReply,
-                    _ => return bad(
-                        "kind must be latency, http_500, malformed_body, close or create_then_drop",
-                    ),
-                };
-            let mut fault = Fault::new(method, path, kind);
-            fault.times = match body.get("times") {
-                Some(Value::Null) => None,
-                Some(n) => match n.as_u64() {
-                    Some(n) => Some(n as usize),
-                    None => return bad("times must be a number or null"),
-                },
-                None => Some(1),
-            };
-            shared.lock().faults.push_back(fault);
-            ok(Value::Null)
-        }
-        ("DELETE", "faults") => {
-            shared.lock().faults.clear();
-            ok(Value::Null)
-        }
-        ("POST", "latency") => match body.get("ms").and_then(Value::as_u64) {
-            Some(ms) => {
-                shared.lock().latency = Duration::from_millis(ms);
-                ok(Value::Null)
-            }
-            None => bad("ms is required"),
-        },
-        ("POST", "masterpass") => match body
-            .get("session_id")
-            .and_then(Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok())
-        {
-            Some(session) => {
-                shared.lock().state.masterpass_sessions.insert(session);
-                ok(Value::Null)
-            }
-            None => bad("session_id must be a Guid"),
-        },
-        _ => Reply {
-            status: 404,
-            body: json!({ "ok": false, "error": "no such simulator control endpoint" }),
-        },
-    }
-}
-
-/// Arguments of `pos-agent simulate-api`.
-#[derive(Debug, clap::Args)]
-pub struct CommandArgs {
-    /// Address to listen on (port 0 picks a free one; the URL is printed first on stdout).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Start without the demo connection (the agent must establish one).
-    #[arg(long)]
-    pub no_connection: bool,
-    /// Latency added to every request, e.g. "300ms".
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub latency: Option<Duration>,
-}
-
-/// Runs `pos-agent simulate-api`: prints its URL as the first line on stdout, logs requests to
-/// stderr, and runs until SIGINT or SIGTERM.
-pub async fn run_command(args: CommandArgs) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    use std::io::Write as _;
-    use tokio::signal::unix::{signal, SignalKind};
-
-    let simulator = ApiSimulator::start(SimulatorOptions {
-        listen: args.listen,
-        with_connection: !args.no_connection,
-        log_requests: true,
-        ..SimulatorOptions::default()
-    })
-    .with_context(|| format!("cannot listen on {}", args.listen))?;
-    if let Some(latency) = args.latency {
-        simulator.set_latency(latency);
-    }
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{}", simulator.url()).context("cannot write to stdout")?;
-        stdout.flush().context("cannot write to stdout")?;
-    }
-    eprintln!(
-        "simulate-api: serving the PhysicalAPI and the PaymentAPI on {} (demo keys: see docs/payment-api.md; terminal {DEMO_TERMINAL_ID}, tag {DEMO_TERMINAL_TAG_CODE})",
-        simulator.url()
-    );
-    tokio::select! {
-        _ = terminate.recv() => {},
-        _ = interrupt.recv() => {},
-    }
-    eprintln!("simulate-api: stopping");
-    drop(simulator);
-    Ok(())
 }
