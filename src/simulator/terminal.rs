@@ -59,8 +59,8 @@ impl TerminalSimulator {
                         id: incoming.id(),
                         request: incoming.request().clone(),
                     };
-                    incoming.reply(Reply::Ok);
                     let _ = record.send(notification);
+                    incoming.reply(Reply::Ok);
                 }
             }
         });
@@ -199,6 +199,7 @@ pub async fn run_command(args: CommandArgs) -> anyhow::Result<()> {
         }
     }
     link.shutdown();
-    printer.abort();
+    // The printer ends once the link has ended and every notification is printed.
+    let _ = tokio::time::timeout(Duration::from_secs(2), printer).await;
     Ok(())
 }
