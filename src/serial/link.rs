@@ -59,10 +59,11 @@ pub struct LinkSettings {
 impl LinkSettings {
     /// The link timers of the `[serial]` section, the rest from the spec.
     pub fn from_config(config: &SerialConfig) -> Self {
+        // Floors keep a mistyped configuration from turning the link into a busy loop.
         Self {
-            ack_timeout: config.ack_timeout,
+            ack_timeout: config.ack_timeout.max(Duration::from_millis(10)),
             max_sends: config.max_sends.max(1),
-            ping_interval: config.ping_interval,
+            ping_interval: config.ping_interval.max(Duration::from_millis(100)),
             ..Self::default()
         }
     }
@@ -541,7 +542,6 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             let idle = io.last_activity + self.settings.ping_interval;
             input.reserve(4096);
             tokio::select! {
-                biased;
                 read = reader.read_buf(&mut input) => match read {
                     Ok(0) => break SessionEnd::Lost(std::io::ErrorKind::UnexpectedEof.into()),
                     Ok(_) => {
@@ -855,5 +855,217 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             frame,
             request_id: None,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serial::message::{AgentState, CancelReason};
+    use tokio::io::DuplexStream;
+
+    /// The terminal's side of a duplex line, at byte level.
+    struct Peer {
+        line: DuplexStream,
+        codec: FrameCodec,
+        input: BytesMut,
+    }
+
+    impl Peer {
+        async fn next(&mut self) -> Inbound {
+            loop {
+                if let Some(item) = self.codec.decode(&mut self.input).unwrap() {
+                    return item;
+                }
+                self.input.reserve(256);
+                let n = self.line.read_buf(&mut self.input).await.unwrap();
+                assert!(n > 0, "line closed");
+            }
+        }
+
+        async fn next_json(&mut self) -> serde_json::Value {
+            match self.next().await {
+                Inbound::Frame(apdu) => serde_json::from_slice(&apdu).unwrap(),
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+
+        async fn send(&mut self, bytes: &[u8]) {
+            self.line.write_all(bytes).await.unwrap();
+        }
+
+        /// ACKs the opening probe and answers it, leaving the link up and quiet.
+        async fn handshake(&mut self) {
+            let ping = self.next_json().await;
+            assert_eq!(ping["type"], "ping");
+            self.send(&[ACK]).await;
+            let pong = format!(r#"{{"type":"pong","re":{}}}"#, ping["id"]);
+            self.send(&frame_bytes(pong.as_bytes()).unwrap()).await;
+            assert_eq!(self.next().await, Inbound::Ack);
+        }
+    }
+
+    fn settings() -> LinkSettings {
+        LinkSettings {
+            ping_interval: Duration::from_secs(3600),
+            ..LinkSettings::default()
+        }
+    }
+
+    fn agent_over(
+        buffer: usize,
+    ) -> (
+        LinkHandle<AgentRequest>,
+        mpsc::UnboundedReceiver<LinkEvent<TerminalRequest>>,
+        Peer,
+    ) {
+        let (ours, theirs) = tokio::io::duplex(buffer);
+        let (handle, events) = AgentLink::over(ours, settings());
+        let peer = Peer {
+            line: theirs,
+            codec: FrameCodec::new(),
+            input: BytesMut::new(),
+        };
+        (handle, events, peer)
+    }
+
+    async fn next_request(
+        events: &mut mpsc::UnboundedReceiver<LinkEvent<TerminalRequest>>,
+    ) -> IncomingRequest<TerminalRequest> {
+        loop {
+            match events.recv().await {
+                Some(LinkEvent::Request(incoming)) => return incoming,
+                Some(_) => {}
+                None => panic!("link ended"),
+            }
+        }
+    }
+
+    fn ready() -> AgentRequest {
+        AgentRequest::AgentState {
+            state: AgentState::Ready,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn second_frame_waits_until_the_first_is_acknowledged() {
+        let (agent, _events, mut peer) = agent_over(4096);
+        peer.handshake().await;
+        let (a, b) = (agent.clone(), agent.clone());
+        let first = tokio::spawn(async move { a.request(ready()).await });
+        let first_frame = peer.next_json().await;
+        let second = tokio::spawn(async move { b.request(AgentRequest::Ping).await });
+        // No ACK yet: the only thing that may come is the same frame again after T3.
+        let again = peer.next_json().await;
+        assert_eq!(again, first_frame);
+        peer.send(&[ACK]).await;
+        let second_frame = peer.next_json().await;
+        assert_eq!(second_frame["type"], "ping");
+        peer.send(&[ACK]).await;
+        for (frame, reply) in [(&first_frame, "ok"), (&second_frame, "pong")] {
+            let text = format!(r#"{{"type":"{reply}","re":{}}}"#, frame["id"]);
+            peer.send(&frame_bytes(text.as_bytes()).unwrap()).await;
+            assert_eq!(peer.next().await, Inbound::Ack);
+        }
+        assert_eq!(first.await.unwrap(), Ok(Reply::Ok));
+        assert_eq!(second.await.unwrap(), Ok(Reply::Pong));
+    }
+
+    #[tokio::test]
+    async fn ack_is_never_written_inside_an_outgoing_frame() {
+        // A tiny line buffer forces the long frame out in many small writes.
+        let (agent, mut events, mut peer) = agent_over(16);
+        peer.handshake().await;
+        let long_id = "x".repeat(3000);
+        let sender = agent.clone();
+        let id = long_id.clone();
+        let request = tokio::spawn(async move {
+            sender
+                .request(AgentRequest::PaymentCancelled {
+                    payment_request_id: id,
+                    reason: CancelReason::Operator,
+                })
+                .await
+        });
+        // While that frame is on its way, the terminal sends a frame of its own.
+        let status = frame_bytes(br#"{"type":"status","id":1}"#).unwrap();
+        let (mut reader, mut writer) = tokio::io::split(peer.line);
+        let write = tokio::spawn(async move {
+            writer.write_all(&status).await.unwrap();
+            writer
+        });
+        let mut input = BytesMut::new();
+        let mut items = Vec::new();
+        while items.len() < 2 {
+            input.reserve(64);
+            assert!(reader.read_buf(&mut input).await.unwrap() > 0);
+            while let Some(item) = peer.codec.decode(&mut input).unwrap() {
+                items.push(item);
+            }
+        }
+        assert!(matches!(items[0], Inbound::Frame(_) | Inbound::Ack));
+        assert!(items.iter().all(|i| !matches!(i, Inbound::Rejected(_))));
+        assert!(items.iter().any(|i| *i == Inbound::Ack));
+        assert_eq!(peer.codec.stats().noise_bytes, 0);
+        let mut writer = write.await.unwrap();
+        writer.write_all(&[ACK]).await.unwrap();
+        let incoming = next_request(&mut events).await;
+        assert_eq!(incoming.request(), &TerminalRequest::Status);
+        drop(request);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_without_reply_times_out() {
+        let (agent, _events, mut peer) = agent_over(4096);
+        peer.handshake().await;
+        let sender = agent.clone();
+        let request = tokio::spawn(async move {
+            sender
+                .request_with_timeout(ready(), Duration::from_secs(2))
+                .await
+        });
+        peer.next_json().await;
+        peer.send(&[ACK]).await;
+        assert_eq!(
+            request.await.unwrap(),
+            Err(LinkError::Timeout(Duration::from_secs(2)))
+        );
+        assert_eq!(agent.state(), LinkState::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_a_request_unanswered_lets_its_retransmission_through() {
+        let (_agent, mut events, mut peer) = agent_over(4096);
+        peer.handshake().await;
+        let status = frame_bytes(br#"{"type":"status","id":5}"#).unwrap();
+        peer.send(&status).await;
+        assert_eq!(peer.next().await, Inbound::Ack);
+        drop(next_request(&mut events).await);
+        // Let the link see the drop before the retransmission comes.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        peer.send(&status).await;
+        assert_eq!(peer.next().await, Inbound::Ack);
+        assert_eq!(next_request(&mut events).await.id(), 5);
+    }
+
+    #[test]
+    fn replay_cache_keeps_the_last_64_answers() {
+        let mut cache = ReplayCache::default();
+        for id in 0..70u32 {
+            assert!(matches!(cache.check(id, 1), Seen::New));
+            cache.start(id, 1);
+            assert!(matches!(cache.check(id, 1), Seen::InProgress));
+            cache.answer(id, Bytes::from(id.to_string()));
+        }
+        for id in 0..6 {
+            assert!(matches!(cache.check(id, 1), Seen::New), "id {id} kept");
+        }
+        for id in 6..70u32 {
+            match cache.check(id, 1) {
+                Seen::Answered(reply) => assert_eq!(reply, Bytes::from(id.to_string())),
+                _ => panic!("id {id} forgotten"),
+            }
+        }
+        assert!(matches!(cache.check(69, 2), Seen::New), "content differs");
     }
 }
