@@ -1005,7 +1005,7 @@ mod tests {
         }
         assert!(matches!(items[0], Inbound::Frame(_) | Inbound::Ack));
         assert!(items.iter().all(|i| !matches!(i, Inbound::Rejected(_))));
-        assert!(items.iter().any(|i| *i == Inbound::Ack));
+        assert!(items.contains(&Inbound::Ack));
         assert_eq!(peer.codec.stats().noise_bytes, 0);
         let mut writer = write.await.unwrap();
         writer.write_all(&[ACK]).await.unwrap();
