@@ -90,3 +90,64 @@ proptest! {
         }
     }
 }
+
+/// The hex dump of one frame as `docs/serial-protocol.md` prints it: 16 bytes a line, offset,
+/// hex, ASCII.
+fn dump(bytes: &[u8]) -> String {
+    bytes
+        .chunks(16)
+        .enumerate()
+        .map(|(line, chunk)| {
+            let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+            let ascii: String = chunk
+                .iter()
+                .map(|&b| {
+                    if (0x20..0x7f).contains(&b) {
+                        b as char
+                    } else {
+                        '.'
+                    }
+                })
+                .collect();
+            format!("{:04x}  {:<47}  {}\n", line * 16, hex.join(" "), ascii)
+        })
+        .collect()
+}
+
+#[test]
+fn documented_sale_exchange_is_byte_for_byte_what_the_link_writes() {
+    use pos_agent::serial::message::{encode_reply, encode_request};
+    use pos_agent::serial::{Reply, Sale, TerminalRequest};
+
+    let code = "6f1c1a7e-3b7f-4d0e-9a51-0f2b7c3d9e10".parse().unwrap();
+    let sale = encode_request(
+        1,
+        &TerminalRequest::Sale(Sale {
+            merchant_unique_code: code,
+            amount_minor: 2250.try_into().unwrap(),
+            currency_id: None,
+            display_code: None,
+        }),
+    )
+    .unwrap();
+    let started = encode_reply(
+        1,
+        &Reply::SaleStarted {
+            payment_request_id: "7cc7c8e8-9d92-41b6-9378-e9ecef5a7812".into(),
+            merchant_unique_code: code,
+        },
+    )
+    .unwrap();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/serial-protocol.md"
+    ))
+    .unwrap();
+    for frame in [sale, started] {
+        let expected = dump(&frame_bytes(&frame).unwrap());
+        assert!(
+            doc.contains(&expected),
+            "docs/serial-protocol.md lacks this frame:\n{expected}"
+        );
+    }
+}
