@@ -415,12 +415,17 @@ struct Io {
     in_flight: Option<InFlight>,
     last_byte: Instant,
     last_activity: Instant,
+    /// When the device last accepted bytes (or output began waiting).
+    last_write_progress: Instant,
     unanswered_pings: u32,
     last_ping_id: Option<u32>,
 }
 
 impl Io {
     fn append(&mut self, bytes: &[u8]) {
+        if self.out.is_empty() {
+            self.last_write_progress = Instant::now();
+        }
         self.out.extend_from_slice(bytes);
         self.appended += bytes.len() as u64;
     }
@@ -523,6 +528,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             in_flight: None,
             last_byte: now,
             last_activity: now,
+            last_write_progress: now,
             unanswered_pings: 0,
             last_ping_id: None,
         };
@@ -540,6 +546,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 .in_frame()
                 .then(|| io.last_byte + self.settings.inter_byte_timeout);
             let idle = io.last_activity + self.settings.ping_interval;
+            let stall = (!io.out.is_empty()).then(|| io.last_write_progress + self.stall_limit());
             input.reserve(4096);
             tokio::select! {
                 read = reader.read_buf(&mut input) => match read {
@@ -556,11 +563,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                     Ok(0) => break SessionEnd::Lost(std::io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
                         io.written += n as u64;
-                        if io.out.is_empty() {
-                            if let Err(e) = writer.flush().await {
-                                break SessionEnd::Lost(e);
-                            }
-                        }
+                        io.last_write_progress = Instant::now();
                         if let Some(flight) = io.in_flight.as_mut() {
                             if flight.deadline.is_none() && io.written >= flight.frame_end {
                                 flight.deadline = Some(Instant::now() + self.settings.ack_timeout);
@@ -581,15 +584,16 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                     }
                 },
                 _ = sleep_until(idle) => self.on_idle(&mut io),
+                _ = sleep_until(stall.unwrap_or(now)), if stall.is_some() => self.on_write_stall(&mut io),
             }
         };
 
         if let SessionEnd::Shutdown = end {
             // Best effort: pending ACKs and replies still go out.
-            let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                writer.write_all_buf(&mut io.out).await?;
-                writer.flush().await
-            })
+            let _ = tokio::time::timeout(
+                Duration::from_millis(500),
+                writer.write_all_buf(&mut io.out),
+            )
             .await;
         }
         let stats = io.codec.stats();
@@ -718,6 +722,28 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             self.fail_message(flight.message, LinkError::NotAcknowledged);
             self.link_down(io);
         }
+    }
+
+    /// How long output may wait for the device to accept a byte before the frame counts as
+    /// not acknowledged: T3 for every allowed send.
+    fn stall_limit(&self) -> Duration {
+        self.settings.ack_timeout * self.settings.max_sends.max(1)
+    }
+
+    /// The device has accepted nothing for [`stall_limit`](Self::stall_limit) (hardware flow
+    /// control held off by a dead peer, a wedged driver): T3 can never start, so without this the
+    /// link would stay up forever. The frame fails and the link goes down; the bytes stay queued
+    /// in case the line moves again.
+    fn on_write_stall(&mut self, io: &mut Io) {
+        io.last_write_progress = Instant::now();
+        tracing::warn!(
+            pending = io.out.len(),
+            "the serial device accepts no output: serial link down"
+        );
+        if let Some(flight) = io.in_flight.take() {
+            self.fail_message(flight.message, LinkError::NotAcknowledged);
+        }
+        self.link_down(io);
     }
 
     fn on_ack_timeout(&mut self, io: &mut Io) {
@@ -1046,6 +1072,24 @@ mod tests {
         peer.send(&status).await;
         assert_eq!(peer.next().await, Inbound::Ack);
         assert_eq!(next_request(&mut events).await.id(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn output_the_device_never_accepts_fails_the_frame_and_takes_the_link_down() {
+        let (agent, mut events, mut peer) = agent_over(64);
+        peer.handshake().await;
+        // The peer stops reading: a long frame can never be written out completely.
+        let result = agent
+            .request(AgentRequest::PaymentCancelled {
+                payment_request_id: "y".repeat(2000),
+                reason: CancelReason::Timeout,
+            })
+            .await;
+        assert_eq!(result, Err(LinkError::NotAcknowledged));
+        assert_eq!(agent.state(), LinkState::Down);
+        assert!(matches!(events.recv().await, Some(LinkEvent::Up)));
+        assert!(matches!(events.recv().await, Some(LinkEvent::Down)));
+        drop(peer);
     }
 
     #[test]
