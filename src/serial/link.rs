@@ -107,6 +107,8 @@ pub enum LinkError {
     Closed,
     #[error("the message does not fit in one frame ({0} bytes, limit {MAX_APDU})")]
     TooLong(usize),
+    #[error("the peer's reply is not one this side understands: {0}")]
+    UnreadableReply(String),
 }
 
 /// What the link reports to the application.
@@ -801,7 +803,12 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                     None if io.last_ping_id == Some(re) => {}
                     None => tracing::debug!(re, "reply to no waiting request dropped"),
                 },
-                Err(reason) => tracing::warn!(re, %reason, "unreadable reply dropped"),
+                Err(reason) => {
+                    tracing::warn!(re, %reason, "unreadable reply");
+                    if let Some(waiter) = self.waiting.remove(&re) {
+                        let _ = waiter.send(Err(LinkError::UnreadableReply(reason)));
+                    }
+                }
             },
             Incoming::Request { id, body } => {
                 let print = fingerprint(&apdu);
@@ -1090,6 +1097,23 @@ mod tests {
         assert!(matches!(events.recv().await, Some(LinkEvent::Up)));
         assert!(matches!(events.recv().await, Some(LinkEvent::Down)));
         drop(peer);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reply_of_an_unknown_type_fails_the_request_at_once() {
+        let (agent, _events, mut peer) = agent_over(4096);
+        peer.handshake().await;
+        let sender = agent.clone();
+        let request = tokio::spawn(async move { sender.request(ready()).await });
+        let frame = peer.next_json().await;
+        peer.send(&[ACK]).await;
+        let reply = format!(r#"{{"type":"teapot","re":{}}}"#, frame["id"]);
+        peer.send(&frame_bytes(reply.as_bytes()).unwrap()).await;
+        assert_eq!(peer.next().await, Inbound::Ack);
+        assert!(matches!(
+            request.await.unwrap(),
+            Err(LinkError::UnreadableReply(_))
+        ));
     }
 
     #[test]
