@@ -97,6 +97,35 @@ async fn simulate_terminal_sends_stdin_requests_and_prints_replies_and_notificat
 }
 
 #[test]
+fn simulate_terminal_fails_when_a_request_gets_no_reply() {
+    // A pty pair with nobody on the master: frames are never acknowledged.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let line = runtime.block_on(async { VirtualSerial::open().unwrap() });
+    let mut child = common::pos_agent()
+        .args(["simulate-terminal", "--reply-timeout", "1s", "--device"])
+        .arg(line.slave_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"type\":\"status\"}\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no reply"));
+    drop(line);
+}
+
+#[test]
 fn simulate_terminal_on_a_missing_device_fails_with_the_path_in_the_message() {
     let output = common::pos_agent()
         .args(["simulate-terminal", "--device", "/nonexistent/ttyTERM"])

@@ -136,7 +136,7 @@ pub struct CommandArgs {
 /// `id` (for example `{"type":"status"}`); it is sent and its reply printed on stdout as one
 /// JSON line. Notifications from the agent are printed as they arrive (with their `id`) and
 /// answered with `ok`. Link state changes go to stderr. Ends at the end of stdin, once the
-/// last reply is in.
+/// last reply is in; fails (exit status 1) if any request got no reply.
 pub async fn run_command(args: CommandArgs) -> anyhow::Result<()> {
     let config = SerialConfig {
         device: args.device,
@@ -180,6 +180,7 @@ pub async fn run_command(args: CommandArgs) -> anyhow::Result<()> {
             }
         }
     });
+    let mut unanswered = 0usize;
     while let Some(line) = lines.recv().await {
         let line = line.trim();
         if line.is_empty() {
@@ -195,11 +196,17 @@ pub async fn run_command(args: CommandArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(args.reply_timeout, link.wait_for_state(LinkState::Up)).await;
         match link.request(request).await {
             Ok(reply) => println!("{}", serde_json::to_string(&reply)?),
-            Err(e) => eprintln!("simulate-terminal: no reply: {e}"),
+            Err(e) => {
+                unanswered += 1;
+                eprintln!("simulate-terminal: no reply: {e}");
+            }
         }
     }
     link.shutdown();
     // The printer ends once the link has ended and every notification is printed.
     let _ = tokio::time::timeout(Duration::from_secs(2), printer).await;
+    if unanswered > 0 {
+        anyhow::bail!("{unanswered} request(s) got no reply");
+    }
     Ok(())
 }
