@@ -545,6 +545,12 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         let mut closing: Option<Instant> = None;
 
         let end = loop {
+            if closing.is_some() {
+                // Replies given before the shutdown may still sit in their channel.
+                while let Ok(reply) = self.replies.try_recv() {
+                    self.on_reply_command(&mut io, reply);
+                }
+            }
             self.start_next_frame(&mut io);
             if closing.is_some()
                 && io.in_flight.is_none()
