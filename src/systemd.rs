@@ -73,6 +73,9 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// binds its own socket. An error when systemd passed something the agent cannot use: more than
 /// one descriptor, or a descriptor that is not a listening Unix stream socket. That is a
 /// misconfigured socket unit, and the error says which.
+///
+/// The listener comes as systemd made it, usually in blocking mode: for tokio, call
+/// `set_nonblocking(true)` before `tokio::net::UnixListener::from_std`. It is close-on-exec.
 pub fn listen_socket() -> io::Result<Option<UnixListener>> {
     let passed = passed_descriptor_count(
         std::env::var("LISTEN_PID").ok().as_deref(),
