@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pos_agent::config::Config;
+use pos_agent::config::{self, EnvSnapshot, Source};
 
 fn repository_file(path: &str) -> String {
     let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
@@ -21,19 +21,39 @@ fn unit_setting(unit: &str, key: &str) -> String {
 }
 
 #[test]
-fn packaged_example_configuration_parses_with_no_secrets_in_it() {
-    let text = repository_file("packaging/agent.example.toml");
-    let config: Config = config::Config::builder()
-        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-        .build()
-        .unwrap()
-        .try_deserialize()
-        .unwrap();
-    assert_eq!(config.shutdown.deadline, Duration::from_secs(30));
-    assert!(config.paywall.api_key_private.is_none());
-    assert!(config.paywall.api_client_private.is_none());
-    assert!(config.paywall.api_key_public.is_none());
-    assert!(config.paywall.api_client_public.is_none());
+fn packaged_example_configuration_loads_with_the_keys_from_systemd_credentials() {
+    let example = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/agent.example.toml"
+    ));
+    // No secrets in the example: without credentials the required keys are missing.
+    let error = config::load_with(
+        &example,
+        &EnvSnapshot::from_vars(Vec::<(String, String)>::new()),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("api_key_private"), "{error}");
+
+    // $CREDENTIALS_DIRECTORY as systemd fills it from /etc/credstore/pos-agent.<key>.
+    let credentials = tempfile::tempdir().unwrap();
+    for key in config::SECRET_KEYS {
+        std::fs::write(credentials.path().join(key), format!("{key}-value\n")).unwrap();
+    }
+    let env = EnvSnapshot::from_vars([(
+        "CREDENTIALS_DIRECTORY".to_owned(),
+        credentials.path().display().to_string(),
+    )]);
+    let loaded = config::load_with(&example, &env).unwrap();
+    assert_eq!(loaded.shutdown.deadline, Duration::from_secs(30));
+    for key in config::SECRET_KEYS {
+        assert!(
+            matches!(
+                loaded.provenance.source_of(&format!("paywall.{key}")),
+                Source::Credentials(_)
+            ),
+            "{key} did not come from the credentials"
+        );
+    }
 }
 
 #[test]
