@@ -1,0 +1,590 @@
+//! The payment lifecycle of `shared/spec/agent.md` §2: sales, cancels, results and the
+//! connection, each step made durable before its side effect. The daemon's main loop
+//! (`super::daemon`) feeds it terminal requests, operator commands and timers; every
+//! operation here runs in its own task and meets the others only through the state store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{watch, Notify};
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::control::{ConnectionState, PendingPaymentView};
+use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
+use crate::serial::message::{AgentRequest, CancelReason, ErrorCode, Reply};
+use crate::serial::LinkHandle;
+use crate::state::{CancelReason as StoredCancelReason, PaymentOutcome, PaymentSource, SaleRecord, StateStore};
+
+/// Why a request could not be carried out, in the terms both the terminal (`error` codes of
+/// serial-link.md §3) and the operator (control socket error kinds) understand.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the agent is stopping and accepts no new sale")]
+    Busy,
+    #[error("there is no active payment-API connection")]
+    NotConnected,
+    #[error("payment {0} is not pending here")]
+    NotFound(String),
+    #[error("the payment API refused: {message}")]
+    ApiRejected {
+        message: String,
+        client_message: Option<String>,
+        error_code: Option<i64>,
+    },
+    #[error("the payment API could not be reached: {0}")]
+    ApiUnavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Refusal {
+    pub fn from_api_error(error: &ApiError) -> Self {
+        match error {
+            ApiError::Rejected {
+                message,
+                client_message,
+                error_code,
+            } => Refusal::ApiRejected {
+                message: message.clone().unwrap_or_default(),
+                client_message: client_message.clone(),
+                error_code: *error_code,
+            },
+            other => Refusal::ApiUnavailable(other.to_string()),
+        }
+    }
+
+    /// The `error` reply the terminal gets for this refusal.
+    pub fn to_reply(&self) -> Reply {
+        let code = match self {
+            Refusal::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Refusal::Busy => ErrorCode::Busy,
+            Refusal::NotConnected => ErrorCode::NotConnected,
+            Refusal::NotFound(_) => ErrorCode::NotFound,
+            Refusal::ApiRejected { .. } => ErrorCode::ApiRejected,
+            Refusal::ApiUnavailable(_) | Refusal::Internal(_) => ErrorCode::ApiUnavailable,
+        };
+        let message = match self {
+            Refusal::ApiRejected { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        Reply::error(code, message)
+    }
+}
+
+/// A sale as the terminal asked for it (serial-link.md §3, `sale`).
+#[derive(Debug, Clone)]
+pub struct SaleOrder {
+    pub merchant_unique_code: Uuid,
+    pub amount_minor: i64,
+    pub currency_id: Option<i64>,
+    pub display_code: Option<String>,
+}
+
+/// What a sale ended in, shared with every request that waits on the same merchant code.
+#[derive(Debug, Clone)]
+pub enum SaleOutcome {
+    Started { payment_request_id: String },
+    Refused(Refusal),
+    /// The outcome could not be established before the agent began to stop; the intent stays
+    /// in state and is resolved at the next start. The terminal gets no reply.
+    Unresolved,
+}
+
+/// The agent's shared core.
+pub struct Core {
+    config: Arc<Config>,
+    client: PaywallClient,
+    store: Mutex<StateStore>,
+    link: LinkHandle,
+    connection: watch::Sender<ConnectionState>,
+    stopping: watch::Sender<bool>,
+    sales_in_flight: Mutex<HashMap<Uuid, watch::Receiver<Option<SaleOutcome>>>>,
+    cancels_in_flight: Mutex<HashSet<String>>,
+    /// Woken whenever something the main loop shows or times (STATUS=, payment timeouts) changed.
+    pub changed: Notify,
+}
+
+impl Core {
+    pub fn new(config: Arc<Config>, client: PaywallClient, store: StateStore, link: LinkHandle) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            client,
+            store: Mutex::new(store),
+            link,
+            connection: watch::channel(ConnectionState::Connecting).0,
+            stopping: watch::channel(false).0,
+            sales_in_flight: Mutex::new(HashMap::new()),
+            cancels_in_flight: Mutex::new(HashSet::new()),
+            changed: Notify::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn client(&self) -> &PaywallClient {
+        &self.client
+    }
+
+    pub fn link(&self) -> &LinkHandle {
+        &self.link
+    }
+
+    /// Reads the state store. The lock is never held across an await.
+    pub fn with_store<T>(&self, f: impl FnOnce(&StateStore) -> T) -> T {
+        f(&lock(&self.store))
+    }
+
+    /// Changes the state store (each change is durable when `f` returns) and wakes the main
+    /// loop, whose status line and payment timer depend on it.
+    pub fn mutate_store<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
+        let result = f(&mut lock(&self.store));
+        self.changed.notify_one();
+        result
+    }
+
+    pub fn connection_state(&self) -> ConnectionState {
+        *self.connection.borrow()
+    }
+
+    pub fn set_connection_state(&self, state: ConnectionState) {
+        self.connection.send_replace(state);
+        self.changed.notify_one();
+    }
+
+    pub fn connection_id(&self) -> Option<String> {
+        self.with_store(|s| s.connection_id().map(str::to_owned))
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    pub fn begin_stopping(&self) {
+        self.stopping.send_replace(true);
+        self.changed.notify_one();
+    }
+
+    pub fn stopping_signal(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// The pending payments as the control socket shows them.
+    pub fn pending_views(&self) -> Vec<PendingPaymentView> {
+        self.with_store(|s| s.pending().map(PendingPaymentView::from).collect())
+    }
+
+    pub fn pending_ids(&self) -> Vec<String> {
+        self.with_store(|s| s.pending().map(|p| p.payment_request_id.clone()).collect())
+    }
+
+    // ----- sales (serial-link.md §3 `sale`, agent.md §2) -----
+
+    /// Starts a sale for the terminal, idempotently by merchant code: a code already held (in
+    /// this run or an earlier one, or still in flight) gets the same answer and no second
+    /// payment.
+    pub async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
+        if order.amount_minor <= 0 {
+            return SaleOutcome::Refused(Refusal::InvalidRequest("amount_minor must be greater than 0".into()));
+        }
+        if order.display_code.as_ref().is_some_and(|d| d.chars().count() > 25) {
+            return SaleOutcome::Refused(Refusal::InvalidRequest("display_code is longer than 25 characters".into()));
+        }
+        let code = order.merchant_unique_code;
+        let known = self.with_store(|s| s.sale(&code).cloned());
+        if let Some(record) = known {
+            if let Some(payment_request_id) = record.payment_request_id() {
+                info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state");
+                return SaleOutcome::Started {
+                    payment_request_id: payment_request_id.to_owned(),
+                };
+            }
+        }
+        let claim = {
+            let mut in_flight = lock(&self.sales_in_flight);
+            match in_flight.get(&code) {
+                Some(rx) => Err(rx.clone()),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    in_flight.insert(code, rx);
+                    Ok(tx)
+                }
+            }
+        };
+        match claim {
+            Ok(tx) => {
+                let outcome = self.start_sale(order, known).await;
+                tx.send_replace(Some(outcome.clone()));
+                lock(&self.sales_in_flight).remove(&code);
+                outcome
+            }
+            // The same code is being sold right now: share that sale's outcome.
+            Err(mut rx) => match rx.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone().unwrap_or(SaleOutcome::Unresolved),
+                Err(_) => SaleOutcome::Unresolved,
+            },
+        }
+    }
+
+    async fn start_sale(self: &Arc<Self>, order: SaleOrder, known: Option<SaleRecord>) -> SaleOutcome {
+        if self.is_stopping() {
+            return SaleOutcome::Refused(Refusal::Busy);
+        }
+        if self.connection_state() != ConnectionState::Connected {
+            return SaleOutcome::Refused(Refusal::NotConnected);
+        }
+        let code = order.merchant_unique_code;
+        let since = match &known {
+            // An intent left by an earlier run: its sale may or may not have reached the API.
+            Some(record) => {
+                if record.amount_minor() != Some(order.amount_minor) {
+                    return SaleOutcome::Refused(Refusal::InvalidRequest(format!(
+                        "merchant_unique_code {code} is already used for another amount"
+                    )));
+                }
+                match self.resolve_sale(code, record.since()).await {
+                    Resolution::Found(id) => return self.sale_started(code, id),
+                    Resolution::Absent => record.since(),
+                    Resolution::Unknown => return SaleOutcome::Unresolved,
+                }
+            }
+            None => {
+                let now = SystemTime::now();
+                let currency = order.currency_id.unwrap_or(self.config.terminal.currency_id);
+                if let Err(e) = self.mutate_store(|s| s.record_sale_intent(code, order.amount_minor, currency, now)) {
+                    error!(merchant_unique_code = %code, "cannot record the sale intent: {e}");
+                    return SaleOutcome::Refused(Refusal::Internal(format!(
+                        "the agent cannot write its state ({e}); nothing was created"
+                    )));
+                }
+                now
+            }
+        };
+        let request = self.sale_request(&order);
+        // Sends happen only after the API was shown not to hold the code, so a send is never a
+        // blind repeat; the API also rejects a repeated MerchantUniqueCode.
+        let mut sends_left = 2u32;
+        loop {
+            sends_left -= 1;
+            let error = match self.client.sale(&request).await {
+                Ok(accepted) => return self.sale_started(code, accepted.payment_request_id),
+                Err(error) => error,
+            };
+            if error.is_rejection() && !is_duplicate_code(&error) {
+                warn!(merchant_unique_code = %code, "sale refused by the payment API: {error}");
+                self.forget_intent(code);
+                return SaleOutcome::Refused(Refusal::from_api_error(&error));
+            }
+            warn!(merchant_unique_code = %code, "sale outcome unknown ({error}); looking the payment up");
+            match self.resolve_sale(code, since).await {
+                Resolution::Found(id) => return self.sale_started(code, id),
+                Resolution::Absent if sends_left > 0 && !self.is_stopping() => continue,
+                Resolution::Absent => {
+                    self.forget_intent(code);
+                    return SaleOutcome::Refused(Refusal::ApiUnavailable(error.to_string()));
+                }
+                Resolution::Unknown => return SaleOutcome::Unresolved,
+            }
+        }
+    }
+
+    fn sale_request(&self, order: &SaleOrder) -> SaleRequest {
+        let terminal = match (&self.config.terminal.id, &self.config.terminal.tag_code) {
+            (Some(id), _) => TerminalRef::Id(id.clone()),
+            (None, Some(tag)) => TerminalRef::TagCode(tag.clone()),
+            (None, None) => TerminalRef::TagCode(String::new()),
+        };
+        SaleRequest {
+            terminal,
+            merchant_unique_code: order.merchant_unique_code,
+            amount_minor: order.amount_minor,
+            currency_id: order.currency_id.unwrap_or(self.config.terminal.currency_id),
+            display_code: order.display_code.clone(),
+            callback_address: self.config.terminal.callback_url.clone(),
+        }
+    }
+
+    fn sale_started(&self, code: Uuid, payment_request_id: String) -> SaleOutcome {
+        match self.mutate_store(|s| s.record_sale_started(code, &payment_request_id, SystemTime::now())) {
+            Ok(()) => {
+                info!(merchant_unique_code = %code, payment_request_id, "sale started");
+                SaleOutcome::Started { payment_request_id }
+            }
+            Err(e) => {
+                // The payment exists but cannot be made durable: do not let the terminal run a
+                // card dialogue for it. Cancel it and say so.
+                error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale: {e}; cancelling it");
+                let core = Arc::clone(self);
+                let id = payment_request_id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = core.client.cancel(&id).await {
+                        error!(payment_request_id = id, "cancel of the unrecorded payment failed: {e}");
+                    }
+                });
+                SaleOutcome::Refused(Refusal::Internal(format!(
+                    "the agent cannot write its state ({e}); payment {payment_request_id} is being cancelled"
+                )))
+            }
+        }
+    }
+
+    fn forget_intent(&self, code: Uuid) {
+        if let Err(e) = self.mutate_store(|s| s.forget_sale_intent(&code)) {
+            error!(merchant_unique_code = %code, "cannot forget the sale intent: {e}");
+        }
+    }
+
+    /// Establishes whether the API holds a payment with this merchant code: through the
+    /// payments list, retried with backoff until it answers or the agent stops.
+    async fn resolve_sale(&self, code: Uuid, since: SystemTime) -> Resolution {
+        let mut delay = Duration::from_millis(500);
+        let mut stopping = self.stopping_signal();
+        loop {
+            match self.client.find_payment_by_merchant_code(code, since).await {
+                Ok(Some(found)) => return Resolution::Found(found.payment_request_id),
+                Ok(None) => return Resolution::Absent,
+                Err(e) => warn!(merchant_unique_code = %code, "cannot look the sale up yet: {e}"),
+            }
+            if self.is_stopping() {
+                return Resolution::Unknown;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stopping.wait_for(|s| *s) => return Resolution::Unknown,
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// At start: every sale intent left by an earlier run is resolved (agent.md §2).
+    pub async fn resolve_leftover_intents(self: &Arc<Self>) {
+        let intents: Vec<(Uuid, SystemTime)> = self.with_store(|s| s.unresolved_intents().collect());
+        for (code, since) in intents {
+            match self.resolve_sale(code, since).await {
+                Resolution::Found(id) => {
+                    info!(merchant_unique_code = %code, payment_request_id = id, "recovered a sale the API created");
+                    let _ = self.sale_started(code, id);
+                }
+                Resolution::Absent => {
+                    info!(merchant_unique_code = %code, "a sale intent of an earlier run was never created; forgetting it");
+                    self.forget_intent(code);
+                }
+                Resolution::Unknown => return,
+            }
+        }
+    }
+
+    // ----- payments reported by the terminal -----
+
+    /// `payment_started`: track a payment started elsewhere.
+    pub fn track_elsewhere(&self, payment_request_id: &str) -> Result<(), Refusal> {
+        if payment_request_id.trim().is_empty() {
+            return Err(Refusal::InvalidRequest("payment_request_id is empty".into()));
+        }
+        self.mutate_store(|s| s.track_payment(payment_request_id, PaymentSource::Elsewhere, SystemTime::now()))
+            .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
+        info!(payment_request_id, "tracking a payment started elsewhere");
+        Ok(())
+    }
+
+    /// `payment_result`: the payment is final.
+    pub fn payment_result(&self, payment_request_id: &str, succeeded: bool) -> Result<(), Refusal> {
+        let pending = self.with_store(|s| s.is_pending(payment_request_id));
+        if !pending {
+            return Err(Refusal::NotFound(payment_request_id.to_owned()));
+        }
+        let outcome = if succeeded { PaymentOutcome::Succeeded } else { PaymentOutcome::Failed };
+        self.mutate_store(|s| s.finish_payment(payment_request_id, outcome))
+            .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
+        info!(payment_request_id, succeeded, "payment final");
+        Ok(())
+    }
+
+    // ----- cancels -----
+
+    /// Cancels one pending payment: marked durable, sent (retried by the client), then
+    /// forgotten and the terminal told. A rejection clears the mark; a transport failure keeps
+    /// it, so the cancel is sent again later (in the background, at shutdown, at next start).
+    pub async fn cancel(self: &Arc<Self>, payment_request_id: &str, reason: CancelReason) -> Result<(), Refusal> {
+        if !self.with_store(|s| s.is_pending(payment_request_id)) {
+            return Err(Refusal::NotFound(payment_request_id.to_owned()));
+        }
+        if !lock(&self.cancels_in_flight).insert(payment_request_id.to_owned()) {
+            return Err(Refusal::Internal(format!(
+                "a cancel of {payment_request_id} is already under way"
+            )));
+        }
+        let result = self.send_cancel(payment_request_id, reason).await;
+        lock(&self.cancels_in_flight).remove(payment_request_id);
+        result
+    }
+
+    async fn send_cancel(self: &Arc<Self>, id: &str, reason: CancelReason) -> Result<(), Refusal> {
+        self.mutate_store(|s| s.mark_cancel_requested(id, stored_reason(reason), SystemTime::now()))
+            .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
+        match self.client.cancel(id).await {
+            Ok(_) => {
+                self.confirm_cancel(id, reason);
+                Ok(())
+            }
+            Err(error) if error.is_rejection() => {
+                warn!(payment_request_id = id, "cancel refused by the payment API: {error}");
+                if let Err(e) = self.mutate_store(|s| s.clear_cancel_request(id)) {
+                    error!(payment_request_id = id, "cannot write state: {e}");
+                }
+                Err(Refusal::from_api_error(&error))
+            }
+            Err(error) => {
+                warn!(payment_request_id = id, "cancel not confirmed ({error}); it will be sent again");
+                Err(Refusal::from_api_error(&error))
+            }
+        }
+    }
+
+    fn confirm_cancel(self: &Arc<Self>, id: &str, reason: CancelReason) {
+        if let Err(e) = self.mutate_store(|s| s.finish_payment(id, PaymentOutcome::Cancelled)) {
+            error!(payment_request_id = id, "cannot record the confirmed cancel: {e}");
+        }
+        info!(payment_request_id = id, reason = reason.as_str(), "payment cancelled");
+        if reason != CancelReason::Terminal {
+            self.tell_terminal(AgentRequest::PaymentCancelled {
+                payment_request_id: id.to_owned(),
+                reason,
+            });
+        }
+    }
+
+    /// Sends a notification to the terminal without waiting for it; a terminal that is not
+    /// there learns the state from `status` when it is back.
+    pub fn tell_terminal(&self, request: AgentRequest) {
+        let link = self.link.clone();
+        tokio::spawn(async move {
+            if let Err(e) = link.request(request).await {
+                info!("the terminal did not take a notification: {e}");
+            }
+        });
+    }
+
+    /// Cancels every pending payment, `concurrency` at a time. Returns the ids cancelled and
+    /// those that failed with why.
+    pub async fn cancel_all(
+        self: &Arc<Self>,
+        reason: CancelReason,
+        concurrency: usize,
+    ) -> (Vec<String>, Vec<(String, Refusal)>) {
+        use futures_util::stream::{self, StreamExt};
+        let ids = self.pending_ids();
+        let results: Vec<(String, Result<(), Refusal>)> = stream::iter(ids)
+            .map(|id| {
+                let core = Arc::clone(self);
+                async move {
+                    let result = core.cancel(&id, reason).await;
+                    (id, result)
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for (id, result) in results {
+            match result {
+                Ok(()) => done.push(id),
+                Err(e) => failed.push((id, e)),
+            }
+        }
+        (done, failed)
+    }
+
+    /// At start and after a reconnect: cancels asked for and not confirmed are sent again.
+    pub async fn resend_requested_cancels(self: &Arc<Self>) {
+        use futures_util::stream::{self, StreamExt};
+        let marked: Vec<(String, CancelReason)> = self.with_store(|s| {
+            s.pending()
+                .filter_map(|p| p.cancel_requested.as_ref().map(|c| (p.payment_request_id.clone(), wire_reason(c.reason))))
+                .collect()
+        });
+        if marked.is_empty() {
+            return;
+        }
+        info!(count = marked.len(), "sending again the cancels an earlier run did not see confirmed");
+        let concurrency = self.config.shutdown.concurrency;
+        stream::iter(marked)
+            .for_each_concurrent(concurrency.max(1), |(id, reason)| {
+                let core = Arc::clone(self);
+                async move {
+                    let _ = core.cancel(&id, reason).await;
+                }
+            })
+            .await;
+    }
+
+    /// The earliest instant a pending payment runs past `payment_timeout`.
+    pub fn next_payment_timeout(&self) -> Option<SystemTime> {
+        let timeout = self.config.terminal.payment_timeout;
+        self.with_store(|s| {
+            s.pending()
+                .filter(|p| p.cancel_requested.is_none())
+                .map(|p| p.since + timeout)
+                .min()
+        })
+    }
+
+    /// Cancels, with reason `timeout`, every payment pending longer than `payment_timeout`.
+    pub async fn cancel_timed_out(self: &Arc<Self>) {
+        let timeout = self.config.terminal.payment_timeout;
+        let now = SystemTime::now();
+        let expired: Vec<String> = self.with_store(|s| {
+            s.pending()
+                .filter(|p| p.cancel_requested.is_none() && p.since + timeout <= now)
+                .map(|p| p.payment_request_id.clone())
+                .collect()
+        });
+        for id in expired {
+            info!(payment_request_id = id, "payment pending longer than payment_timeout; cancelling");
+            let _ = self.cancel(&id, CancelReason::Timeout).await;
+        }
+    }
+}
+
+enum Resolution {
+    Found(String),
+    Absent,
+    Unknown,
+}
+
+/// The API's code for "MerchantUniqueCode already exists": the payment is there.
+fn is_duplicate_code(error: &ApiError) -> bool {
+    matches!(error, ApiError::Rejected { error_code: Some(4), .. })
+}
+
+fn stored_reason(reason: CancelReason) -> StoredCancelReason {
+    match reason {
+        CancelReason::Operator => StoredCancelReason::Operator,
+        CancelReason::Terminal => StoredCancelReason::Terminal,
+        CancelReason::Shutdown => StoredCancelReason::Shutdown,
+        CancelReason::Timeout => StoredCancelReason::Timeout,
+    }
+}
+
+fn wire_reason(reason: StoredCancelReason) -> CancelReason {
+    match reason {
+        StoredCancelReason::Operator => CancelReason::Operator,
+        StoredCancelReason::Terminal => CancelReason::Terminal,
+        StoredCancelReason::Shutdown => CancelReason::Shutdown,
+        StoredCancelReason::Timeout => CancelReason::Timeout,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

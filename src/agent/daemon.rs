@@ -1,0 +1,377 @@
+//! `pos-agent run`: start-up, the one main loop, and shutdown (agent.md §3, §6).
+//!
+//! The main loop is a single `tokio::select!`, watchdog first. Everything that can take time
+//! (API calls, terminal replies, operator commands) runs in its own task, so the loop keeps
+//! petting the watchdog and answering signals whatever the payment API does.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::connection;
+use super::core::{Core, Refusal, SaleOrder, SaleOutcome};
+use crate::cli::exit;
+use crate::config::{self, Config};
+use crate::control::{self, ConnectionState, ControlCall, ControlRequest, ControlResponse, LinkState, StatusReport};
+use crate::paywall::{ApmTarget, PaywallClient};
+use crate::serial::message::{AgentRequest, AgentStateKind, CancelReason, Reply, TerminalRequest};
+use crate::serial::{self, IncomingRequest, LinkEvent};
+use crate::state::StateStore;
+use crate::{logging, systemd};
+
+/// Exit code when the state file cannot be read (EX_IOERR): an operator must look at it.
+pub const EXIT_STATE_UNREADABLE: u8 = 74;
+
+/// Runs the daemon until it is told to stop; returns the process exit code.
+pub async fn run(config_path: &Path) -> ExitCode {
+    let env = config::Env::from_process();
+    let config = match config::load_with(config_path, &env) {
+        Ok(config) => Arc::new(config),
+        Err(e) => {
+            eprintln!("pos-agent: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    logging::init(&config.log.level);
+
+    let state_dir = config.state_directory(&env);
+    let store = match StateStore::open(&state_dir) {
+        Ok(store) => store,
+        Err(e) => {
+            error!("cannot start: {e}");
+            return ExitCode::from(EXIT_STATE_UNREADABLE);
+        }
+    };
+    if config.connection.id.is_none() && store.connection_id().is_none() && config.connection.establish.is_none() {
+        error!("no connection Id in [connection].id or in state, and no [connection.establish] to create one");
+        return ExitCode::from(exit::CONFIG);
+    }
+    let client = match PaywallClient::from_config(&config.paywall) {
+        Ok(client) => client,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let listener = match systemd::listen_socket() {
+        Some(listener) => tokio::net::UnixListener::from_std(listener),
+        None => control::bind(&config.control_socket(&env)),
+    };
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!("cannot open the control socket: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut signals, mut interrupts) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            error!("cannot install the signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let (link, mut link_events) = serial::spawn_link(config.serial.clone());
+    let core = Core::new(Arc::clone(&config), client, store, link);
+    let (calls, mut control_calls) = mpsc::channel::<ControlCall>(16);
+    let control_stop = core.stopping_signal();
+    tokio::spawn(control::serve(listener, calls, control_stop));
+
+    tokio::spawn(connection::maintain(Arc::clone(&core)));
+    systemd::notify_ready();
+    info!(version = env!("CARGO_PKG_VERSION"), "pos-agent ready");
+
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+    let mut link_up = false;
+    let mut last_status = String::new();
+    loop {
+        let status = status_line(&core, link_up);
+        if status != last_status {
+            systemd::notify_status(&status);
+            last_status = status;
+        }
+        let next_timeout = core.next_payment_timeout();
+        tokio::select! {
+            biased;
+            _ = tick(&mut watchdog) => systemd::notify_watchdog(),
+            _ = signals.recv() => break,
+            _ = interrupts.recv() => break,
+            Some(call) = control_calls.recv() => {
+                let core = Arc::clone(&core);
+                tokio::spawn(async move {
+                    let response = handle_control(&core, call.request).await;
+                    let _ = call.reply.send(response);
+                });
+            }
+            Some(event) = link_events.recv() => match event {
+                LinkEvent::Up => {
+                    link_up = true;
+                    info!("terminal link up");
+                    core.tell_terminal(AgentRequest::AgentState { state: AgentStateKind::Ready });
+                }
+                LinkEvent::Down => {
+                    link_up = false;
+                    warn!("terminal link down");
+                }
+                LinkEvent::Request(request) => {
+                    let core = Arc::clone(&core);
+                    tokio::spawn(handle_terminal(core, request));
+                }
+            },
+            _ = sleep_until(next_timeout) => {
+                let core = Arc::clone(&core);
+                tokio::spawn(async move { core.cancel_timed_out().await });
+            }
+            _ = core.changed.notified() => {}
+        }
+    }
+    shut_down(&core, &mut signals, &mut interrupts, &mut watchdog, link_up).await
+}
+
+/// agent.md §3: stop taking sales, cancel what is pending, disconnect, all within the
+/// deadline; a second signal ends it at once. State is written at every step, so whatever
+/// is cut short is finished at the next start.
+async fn shut_down(
+    core: &Arc<Core>,
+    signals: &mut Signal,
+    interrupts: &mut Signal,
+    watchdog: &mut Option<tokio::time::Interval>,
+    link_up: bool,
+) -> ExitCode {
+    let settings = core.config().shutdown.clone();
+    let pending = core.pending_ids().len();
+    info!(pending, deadline = ?settings.deadline, "shutting down");
+    systemd::notify_stopping();
+    systemd::extend_timeout(settings.deadline + Duration::from_secs(5));
+    core.begin_stopping();
+    if link_up {
+        core.tell_terminal(AgentRequest::AgentState { state: AgentStateKind::Stopping });
+    }
+    let work = async {
+        if settings.cancel_pending {
+            let (cancelled, failed) = core.cancel_all(CancelReason::Shutdown, settings.concurrency).await;
+            info!(cancelled = cancelled.len(), failed = failed.len(), "pending payments cancelled");
+        }
+        if settings.disconnect {
+            if let Some(id) = core.connection_id() {
+                match core.client().disconnect(&id).await {
+                    Ok(()) => {
+                        core.set_connection_state(ConnectionState::Disconnected);
+                        info!(connection_id = id, "connection deactivated");
+                    }
+                    Err(e) => warn!(connection_id = id, "disconnect failed: {e}"),
+                }
+            }
+        }
+    };
+    tokio::pin!(work);
+    let deadline = tokio::time::sleep(settings.deadline);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            _ = tick(watchdog) => systemd::notify_watchdog(),
+            _ = signals.recv() => return interrupted(core),
+            _ = interrupts.recv() => return interrupted(core),
+            () = &mut work => break,
+            () = &mut deadline => {
+                let left = core.pending_ids().len();
+                warn!(left, "shutdown deadline reached; what is left is finished at the next start");
+                break;
+            }
+        }
+    }
+    info!(pending = core.pending_ids().len(), "stopped");
+    ExitCode::SUCCESS
+}
+
+fn interrupted(core: &Core) -> ExitCode {
+    let left = core.pending_ids().len();
+    warn!(left, "second signal: stopping at once; what is left is finished at the next start");
+    ExitCode::FAILURE
+}
+
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<SystemTime>) {
+    match at {
+        Some(at) => {
+            let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(wait).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn status_line(core: &Core, link_up: bool) -> String {
+    let connection = match core.connection_state() {
+        ConnectionState::Connected => "connected",
+        ConnectionState::Connecting => "connecting",
+        ConnectionState::Disconnected => "disconnected",
+    };
+    let stopping = if core.is_stopping() { "stopping · " } else { "" };
+    format!(
+        "{stopping}{connection} · terminal {} · {} pending",
+        if link_up { "up" } else { "down" },
+        core.pending_ids().len()
+    )
+}
+
+/// One request from the terminal (serial-link.md §3, terminal → agent).
+async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
+    let reply = match request.request().clone() {
+        TerminalRequest::Sale {
+            merchant_unique_code,
+            amount_minor,
+            currency_id,
+            display_code,
+        } => {
+            let order = SaleOrder {
+                merchant_unique_code,
+                amount_minor,
+                currency_id,
+                display_code,
+            };
+            match core.sale(order).await {
+                SaleOutcome::Started { payment_request_id } => Reply::SaleStarted {
+                    payment_request_id,
+                    merchant_unique_code,
+                },
+                SaleOutcome::Refused(refusal) => refusal.to_reply(),
+                SaleOutcome::Unresolved => return,
+            }
+        }
+        TerminalRequest::PaymentStarted { payment_request_id } => match core.track_elsewhere(&payment_request_id) {
+            Ok(()) => Reply::Ok,
+            Err(refusal) => refusal.to_reply(),
+        },
+        TerminalRequest::PaymentResult {
+            payment_request_id,
+            status,
+        } => match core.payment_result(&payment_request_id, status.succeeded()) {
+            Ok(()) => Reply::Ok,
+            Err(refusal) => refusal.to_reply(),
+        },
+        TerminalRequest::Cancel {
+            payment_request_id: Some(id),
+        } => match core.cancel(&id, CancelReason::Terminal).await {
+            Ok(()) => Reply::Cancelled {
+                payment_request_ids: vec![id],
+            },
+            Err(refusal) => refusal.to_reply(),
+        },
+        TerminalRequest::Cancel {
+            payment_request_id: None,
+        } => {
+            let (cancelled, failed) = core
+                .cancel_all(CancelReason::Terminal, core.config().shutdown.concurrency)
+                .await;
+            match failed.into_iter().next() {
+                Some((_, refusal)) if cancelled.is_empty() => refusal.to_reply(),
+                _ => Reply::Cancelled {
+                    payment_request_ids: cancelled,
+                },
+            }
+        }
+        TerminalRequest::Status => Reply::Status {
+            connection_id: core.connection_id(),
+            connected: core.connection_state() == ConnectionState::Connected,
+            pending: core.pending_ids(),
+        },
+        TerminalRequest::Ping => Reply::Pong,
+    };
+    request.reply(reply);
+}
+
+/// One operator command from the control socket (agent.md §4).
+async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlResponse {
+    let result: Result<serde_json::Value, Refusal> = match request {
+        ControlRequest::Status => Ok(json!(status_report(core))),
+        ControlRequest::Pending => Ok(json!(core.pending_views())),
+        ControlRequest::Cancel {
+            payment_request_id: Some(id),
+            ..
+        } => core
+            .cancel(&id, CancelReason::Operator)
+            .await
+            .map(|()| json!({ "cancelled": [id], "failed": [] })),
+        ControlRequest::Cancel { .. } => {
+            let (cancelled, failed) = core
+                .cancel_all(CancelReason::Operator, core.config().shutdown.concurrency)
+                .await;
+            let failed: Vec<_> = failed
+                .iter()
+                .map(|(id, why)| json!({ "payment_request_id": id, "error": why.to_string() }))
+                .collect();
+            Ok(json!({ "cancelled": cancelled, "failed": failed }))
+        }
+        ControlRequest::Disconnect => connection::operator_disconnect(core)
+            .await
+            .map(|(id, cancelled)| json!({ "connection_id": id, "connection": "disconnected", "cancelled": cancelled })),
+        ControlRequest::Reconnect => connection::operator_reconnect(core)
+            .await
+            .map(|id| json!({ "connection_id": id, "connection": "connected" })),
+        ControlRequest::ApmUnlink {
+            phone,
+            apm_key,
+            apm_connection_id,
+        } => {
+            let target = match (apm_key, apm_connection_id) {
+                (Some(key), None) => Ok(ApmTarget::Key(key)),
+                (None, Some(id)) => Ok(ApmTarget::ConnectionId(id)),
+                _ => Err(Refusal::InvalidRequest(
+                    "give exactly one of apm_key and apm_connection_id".into(),
+                )),
+            };
+            match target {
+                Ok(target) => core
+                    .client()
+                    .apm_unlink(&phone, target)
+                    .await
+                    .map(|outcome| json!(outcome))
+                    .map_err(|e| Refusal::from_api_error(&e)),
+                Err(refusal) => Err(refusal),
+            }
+        }
+        ControlRequest::MasterpassUnlink { session_id } => core
+            .client()
+            .masterpass_unlink(&session_id)
+            .await
+            .map(|outcome| json!(outcome))
+            .map_err(|e| Refusal::from_api_error(&e)),
+        ControlRequest::CheckoutDeactivate { id } => core
+            .client()
+            .checkout_deactivate(id)
+            .await
+            .map(|outcome| json!(outcome))
+            .map_err(|e| Refusal::from_api_error(&e)),
+    };
+    match result {
+        Ok(value) => ControlResponse::ok(value),
+        Err(refusal) => refusal.to_control_response(),
+    }
+}
+
+fn status_report(core: &Core) -> StatusReport {
+    StatusReport {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        connection_id: core.connection_id(),
+        connection: core.connection_state(),
+        terminal_link: if core.link().is_up() { LinkState::Up } else { LinkState::Down },
+        pending: core.pending_views(),
+    }
+}
