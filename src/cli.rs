@@ -1,9 +1,12 @@
 //! The command-line interface (`shared/spec/agent.md` §4): parses arguments, runs the command,
 //! maps its outcome to the documented exit codes.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+pub mod operator;
 
 /// Exit codes of agent.md §4.
 pub mod exit {
@@ -22,16 +25,41 @@ pub mod exit {
     about = "Card-terminal agent for Paywall's Physical POS API"
 )]
 pub struct Cli {
+    /// The running daemon's control socket [default: /run/pos-agent/control.sock].
+    #[arg(long, global = true, env = "POS_AGENT_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Validate and print the effective configuration, secrets redacted.
+    CheckConfig(crate::config::ConfigArgs),
     /// Run a simulated payment API on loopback (for the demo and manual runs).
     SimulateApi(crate::simulator::api::CommandArgs),
     /// Run a simulated card terminal on a serial device (for the demo and manual runs).
     SimulateTerminal(crate::simulator::terminal::CommandArgs),
+    #[command(flatten)]
+    Operator(operator::OperatorCommand),
+}
+
+/// A command's failure with the exit code it maps to (see [`exit`]); `main` prints the message.
+/// Other errors exit with 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 /// Parses the command line and runs the command.
@@ -59,15 +87,23 @@ pub fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
+            Command::CheckConfig(args) => Ok(crate::config::check_config_command(&args)?),
             Command::SimulateApi(args) => crate::simulator::api::run_command(args).await,
             Command::SimulateTerminal(args) => crate::simulator::terminal::run_command(args).await,
+            Command::Operator(command) => operator::run(command, cli.socket.as_deref()).await,
         }
     });
     match outcome {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("pos-agent: {e:#}");
-            ExitCode::FAILURE
+            let code = if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+                exit::CONFIG
+            } else {
+                e.downcast_ref::<Failure>()
+                    .map_or(1, |failure| failure.code)
+            };
+            ExitCode::from(code)
         }
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod paywall;
 pub mod serial;
 pub mod simulator;
+pub mod state;

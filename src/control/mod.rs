@@ -1,0 +1,27 @@
+//! The operators' control channel (`shared/spec/agent.md` §4): a Unix stream socket on which the
+//! operator commands of the CLI ask the running daemon for status, cancels, disconnect/reconnect
+//! and the PaymentAPI unlink operations. The daemon holds the API keys; nothing secret crosses
+//! this channel.
+//!
+//! - [`protocol`]: the request and response messages (one JSON line each way).
+//! - [`server`]: binding the socket and serving it; each request reaches the daemon core as a
+//!   [`ControlCall`] on a channel, and the core answers on the call's oneshot.
+//! - [`client`]: one request, one answer, for the CLI.
+//!
+//! The wire format and the exit codes are documented for operators in `docs/operations.md`.
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+pub use client::{call, ClientError};
+pub use protocol::{
+    rfc3339, ApmAccount, CancelFailure, CancelReason, CancelReport, CancelTarget, ConnectionReport,
+    ConnectionState, ControlError, ControlErrorKind, ControlReply, ControlRequest, ControlResponse,
+    DisconnectReport, LinkState, PendingPaymentView, StatusReport, UnlinkReport,
+};
+pub use server::{adopt, bind, serve, serve_with_limits, ControlCall, ServeLimits, SOCKET_MODE};
+
+/// Where operators' commands look for the daemon when neither `--socket` nor
+/// `POS_AGENT_SOCKET` says otherwise (agent.md §4).
+pub const DEFAULT_SOCKET: &str = "/run/pos-agent/control.sock";

@@ -1,0 +1,282 @@
+//! `pos-agent check-config` as an operator runs it: the real binary on real files, with the
+//! environment set on the child process only.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SECRETS: [&str; 5] = [
+    "FILE-SECRET-KEY",
+    "FILE-SECRET-CLIENT",
+    "ENV-SECRET",
+    "CRED-SECRET",
+    "PARAM-SECRET",
+];
+
+const VALID: &str = r#"
+[paywall]
+physical_api_url = "https://physical.example"
+api_key_private = "FILE-SECRET-KEY"
+api_client_private = "FILE-SECRET-CLIENT"
+
+[connection.establish]
+name = "till-3"
+brand_id = 10
+provider_id = 10
+region_id = 1
+end_of_day_id = 10
+service_parameters = { Reporting_ApiKey = "PARAM-SECRET" }
+
+[terminal]
+tag_code = "shop_1"
+"#;
+
+/// `check-config` with a clean environment: no override, credential or config path leaks in
+/// from the environment the tests run in.
+fn check_config() -> Command {
+    let mut command = common::pos_agent();
+    command.arg("check-config");
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("POS_AGENT_") && name != "POS_AGENT_TEST_RUNNER"
+            || name == "CREDENTIALS_DIRECTORY"
+            || name == "STATE_DIRECTORY"
+            || name == "RUNTIME_DIRECTORY"
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(command: &mut Command) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().unwrap();
+    let run = Run {
+        code: status.code(),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    };
+    for secret in SECRETS {
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "a secret was printed:\n{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+    run
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn valid_file_prints_effective_configuration_with_defaults_and_redactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), VALID);
+    let out = run(check_config().arg("--config").arg(&path));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for expected in [
+        "physical_api_url = \"https://physical.example\"",
+        "api_key_private = \"<redacted>\"  # from the configuration file",
+        "\"Reporting_ApiKey\" = \"<redacted>\"",
+        "request_timeout = \"10s\"",
+        "payment_timeout = \"10m\"",
+        "baud_rate = 115200",
+        "ack_timeout = \"1s\"",
+        "deadline = \"30s\"",
+        "concurrency = 8",
+        "level = \"info\"",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "missing {expected:?} in\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn config_path_can_come_from_pos_agent_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), VALID);
+    let out = run(check_config().env("POS_AGENT_CONFIG", &path));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains(&path.display().to_string()));
+}
+
+#[test]
+fn unknown_key_exits_78_naming_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &format!("{VALID}\n[serial]\nbaud = 9600\n"));
+    let out = run(check_config().arg("--config").arg(&path));
+    assert_eq!(out.code, Some(78));
+    assert!(out.stderr.contains("serial.baud"), "{}", out.stderr);
+    assert!(out.stderr.contains("[serial]"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&path.display().to_string()),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn missing_required_key_exits_78_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &VALID.replace("physical_api_url", "# physical_api_url"),
+    );
+    let out = run(check_config().arg("--config").arg(&path));
+    assert_eq!(out.code, Some(78));
+    assert!(
+        out.stderr.contains("paywall.physical_api_url"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&path.display().to_string()));
+}
+
+#[test]
+fn missing_file_exits_78_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.toml");
+    let out = run(check_config().arg("--config").arg(&path));
+    assert_eq!(out.code, Some(78));
+    assert!(
+        out.stderr.contains(&path.display().to_string()),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn both_terminal_id_and_tag_code_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = VALID.replace(
+        "[terminal]\n",
+        "[terminal]\nid = \"38e895c3-2d9f-4f2a-9d43-6a1a7b1b2c3d\"\n",
+    );
+    let path = write_config(dir.path(), &text);
+    let out = run(check_config().arg("--config").arg(&path));
+    assert_eq!(out.code, Some(78));
+    assert!(out.stderr.contains("terminal.id"), "{}", out.stderr);
+    assert!(out.stderr.contains("terminal.tag_code"), "{}", out.stderr);
+}
+
+#[test]
+fn http_address_without_allow_insecure_http_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = VALID.replace("https://physical", "http://physical");
+    let path = write_config(dir.path(), &text);
+    let out = run(check_config().arg("--config").arg(&path));
+    assert_eq!(out.code, Some(78));
+    assert!(
+        out.stderr.contains("paywall.physical_api_url"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("allow_insecure_http"), "{}", out.stderr);
+
+    let out = run(check_config()
+        .arg("--config")
+        .arg(&path)
+        .env("POS_AGENT__PAYWALL__ALLOW_INSECURE_HTTP", "true"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("allow_insecure_http = true"));
+}
+
+#[test]
+fn environment_override_wins_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &format!("{VALID}\n[serial]\ndevice = \"/dev/ttyS1\"\n"),
+    );
+    let out = run(check_config()
+        .arg("--config")
+        .arg(&path)
+        .env("POS_AGENT__SERIAL__DEVICE", "/dev/ttyUSB7")
+        .env("POS_AGENT__SHUTDOWN__CONCURRENCY", "4")
+        .env("POS_AGENT__CONNECTION__ESTABLISH__BRAND_ID", "77")
+        .env("POS_AGENT__PAYWALL__API_KEY_PRIVATE", "ENV-SECRET"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("device = \"/dev/ttyUSB7\""),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("concurrency = 4"));
+    assert!(out.stdout.contains("brand_id = 77"));
+    assert!(out
+        .stdout
+        .contains("api_key_private = \"<redacted>\"  # from environment variable POS_AGENT__PAYWALL__API_KEY_PRIVATE"));
+}
+
+#[test]
+fn bad_environment_override_exits_78_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), VALID);
+    let out = run(check_config()
+        .arg("--config")
+        .arg(&path)
+        .env("POS_AGENT__SERIAL__DATA_BITS", "9"));
+    assert_eq!(out.code, Some(78));
+    assert!(out.stderr.contains("serial.data_bits"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("POS_AGENT__SERIAL__DATA_BITS"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn credentials_directory_wins_over_the_file_and_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), VALID);
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("api_key_private"), "CRED-SECRET\n").unwrap();
+    let out = run(check_config()
+        .arg("--config")
+        .arg(&path)
+        .env("CREDENTIALS_DIRECTORY", &credentials));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let expected = format!(
+        "api_key_private = \"<redacted>\"  # from credential file {}",
+        credentials.join("api_key_private").display()
+    );
+    assert!(out.stdout.contains(&expected), "{}", out.stdout);
+    assert!(out
+        .stdout
+        .contains("api_client_private = \"<redacted>\"  # from the configuration file"));
+}
+
+#[test]
+fn example_configuration_is_accepted_with_credentials() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/agent.example.toml");
+    let credentials = tempfile::tempdir().unwrap();
+    for name in ["api_key_private", "api_client_private"] {
+        std::fs::write(credentials.path().join(name), "CRED-SECRET\n").unwrap();
+    }
+    let out = run(check_config()
+        .arg("--config")
+        .arg(&example)
+        .env("CREDENTIALS_DIRECTORY", credentials.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("tag_code = \"store12_till3\""));
+}
