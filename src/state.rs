@@ -476,6 +476,8 @@ pub struct StateStore {
     directory: PathBuf,
     file: PathBuf,
     state: AgentState,
+    /// Changes applied by [`StateStore::defer`] and not written yet.
+    dirty: bool,
     _lock: Flock<File>,
 }
 
@@ -527,6 +529,7 @@ impl StateStore {
             directory: directory.to_owned(),
             file,
             state,
+            dirty: false,
             _lock: lock,
         })
     }
@@ -573,11 +576,31 @@ impl StateStore {
         let mut next = self.state.clone();
         let value = change(&mut next)?;
         next.prune_final_sales(SystemTime::now());
-        if next != self.state {
+        if next != self.state || self.dirty {
             write_state_file(&self.directory, &next)?;
             self.state = next;
+            self.dirty = false;
         }
         Ok(value)
+    }
+
+    /// Applies `change` in memory only; the next write (any change, or [`StateStore::flush`])
+    /// carries it. Only for changes whose loss a restart repairs by itself, such as the
+    /// confirmation of a cancel (an unconfirmed cancel is sent again): the shutdown batches
+    /// them to spare the flash.
+    pub fn defer(&mut self, change: impl FnOnce(&mut AgentState)) {
+        change(&mut self.state);
+        self.dirty = true;
+    }
+
+    /// Writes what [`StateStore::defer`] changed, if anything.
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        if self.dirty {
+            self.state.prune_final_sales(SystemTime::now());
+            write_state_file(&self.directory, &self.state)?;
+            self.dirty = false;
+        }
+        Ok(())
     }
 
     pub fn set_connection_id(&mut self, id: Option<String>) -> Result<(), StateError> {
@@ -691,7 +714,7 @@ fn write_state_file(directory: &Path, state: &AgentState) -> Result<(), StateErr
         source,
     };
     let mut bytes =
-        serde_json::to_vec_pretty(state).map_err(|e| write_error(std::io::Error::other(e)))?;
+        serde_json::to_vec(state).map_err(|e| write_error(std::io::Error::other(e)))?;
     bytes.push(b'\n');
     // A leftover from a crash may have other permissions; a new file gets 0600.
     match std::fs::remove_file(&temp) {

@@ -12,11 +12,11 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::control::{ConnectionState, PendingPaymentView};
+use crate::control::{rfc3339, ConnectionState, ControlError, ControlErrorKind, ControlResponse, PendingPaymentView};
 use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
-use crate::serial::message::{AgentRequest, CancelReason, ErrorCode, Reply};
+use crate::serial::message::{AgentRequest, ErrorCode, Reply};
 use crate::serial::LinkHandle;
-use crate::state::{CancelReason as StoredCancelReason, PaymentOutcome, PaymentSource, SaleRecord, StateStore};
+use crate::state::{CancelReason, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage, StateStore};
 
 /// Why a request could not be carried out, in the terms both the terminal (`error` codes of
 /// serial-link.md §3) and the operator (control socket error kinds) understand.
@@ -177,11 +177,31 @@ impl Core {
 
     /// The pending payments as the control socket shows them.
     pub fn pending_views(&self) -> Vec<PendingPaymentView> {
-        self.with_store(|s| s.pending().map(PendingPaymentView::from).collect())
+        self.with_store(|s| {
+            s.pending()
+                .iter()
+                .map(|(id, p)| PendingPaymentView {
+                    payment_request_id: id.clone(),
+                    merchant_unique_code: p.merchant_unique_code.clone(),
+                    amount_minor: p.amount_minor.and_then(|a| i64::try_from(a).ok()),
+                    since: rfc3339(p.since.to_system_time()),
+                    cancel_requested: p.cancel_requested.is_some(),
+                    cancel_reason: p.cancel_requested.map(|c| c.reason),
+                })
+                .collect()
+        })
     }
 
     pub fn pending_ids(&self) -> Vec<String> {
-        self.with_store(|s| s.pending().map(|p| p.payment_request_id.clone()).collect())
+        self.with_store(|s| s.pending().keys().cloned().collect())
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.with_store(|s| s.pending().len())
+    }
+
+    fn is_pending(&self, payment_request_id: &str) -> bool {
+        self.with_store(|s| s.payment(payment_request_id).is_some())
     }
 
     // ----- sales (serial-link.md §3 `sale`, agent.md §2) -----
@@ -190,22 +210,16 @@ impl Core {
     /// this run or an earlier one, or still in flight) gets the same answer and no second
     /// payment.
     pub async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
-        if order.amount_minor <= 0 {
-            return SaleOutcome::Refused(Refusal::InvalidRequest("amount_minor must be greater than 0".into()));
+        let Ok(amount) = u64::try_from(order.amount_minor) else {
+            return refused(Refusal::InvalidRequest("amount_minor must be greater than 0".into()));
+        };
+        if amount == 0 {
+            return refused(Refusal::InvalidRequest("amount_minor must be greater than 0".into()));
         }
         if order.display_code.as_ref().is_some_and(|d| d.chars().count() > 25) {
-            return SaleOutcome::Refused(Refusal::InvalidRequest("display_code is longer than 25 characters".into()));
+            return refused(Refusal::InvalidRequest("display_code is longer than 25 characters".into()));
         }
         let code = order.merchant_unique_code;
-        let known = self.with_store(|s| s.sale(&code).cloned());
-        if let Some(record) = known {
-            if let Some(payment_request_id) = record.payment_request_id() {
-                info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state");
-                return SaleOutcome::Started {
-                    payment_request_id: payment_request_id.to_owned(),
-                };
-            }
-        }
         let claim = {
             let mut in_flight = lock(&self.sales_in_flight);
             match in_flight.get(&code) {
@@ -219,7 +233,7 @@ impl Core {
         };
         match claim {
             Ok(tx) => {
-                let outcome = self.start_sale(order, known).await;
+                let outcome = self.start_sale(order, amount).await;
                 tx.send_replace(Some(outcome.clone()));
                 lock(&self.sales_in_flight).remove(&code);
                 outcome
@@ -232,34 +246,54 @@ impl Core {
         }
     }
 
-    async fn start_sale(self: &Arc<Self>, order: SaleOrder, known: Option<SaleRecord>) -> SaleOutcome {
-        if self.is_stopping() {
-            return SaleOutcome::Refused(Refusal::Busy);
-        }
-        if self.connection_state() != ConnectionState::Connected {
-            return SaleOutcome::Refused(Refusal::NotConnected);
-        }
+    async fn start_sale(self: &Arc<Self>, order: SaleOrder, amount: u64) -> SaleOutcome {
         let code = order.merchant_unique_code;
-        let since = match &known {
-            // An intent left by an earlier run: its sale may or may not have reached the API.
-            Some(record) => {
-                if record.amount_minor() != Some(order.amount_minor) {
-                    return SaleOutcome::Refused(Refusal::InvalidRequest(format!(
-                        "merchant_unique_code {code} is already used for another amount"
-                    )));
+        let key = code.to_string();
+        let known: Option<Sale> = self.with_store(|s| s.sale(&key).cloned());
+        let since = match known {
+            Some(sale) => match sale.stage {
+                SaleStage::Started { payment_request_id }
+                | SaleStage::Final {
+                    payment_request_id: Some(payment_request_id),
+                    ..
+                } => {
+                    info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state");
+                    return SaleOutcome::Started { payment_request_id };
                 }
-                match self.resolve_sale(code, record.since()).await {
-                    Resolution::Found(id) => return self.sale_started(code, id),
-                    Resolution::Absent => record.since(),
-                    Resolution::Unknown => return SaleOutcome::Unresolved,
+                SaleStage::Final { payment_request_id: None, .. } => {
+                    return refused(Refusal::ApiRejected {
+                        message: format!("the payment API refused the sale with merchant_unique_code {code} earlier; use a new code"),
+                        client_message: None,
+                        error_code: None,
+                    });
                 }
-            }
+                // An intent left by an earlier run: its sale may or may not have reached the API.
+                SaleStage::Intent => {
+                    if sale.amount_minor != amount {
+                        return refused(Refusal::InvalidRequest(format!(
+                            "merchant_unique_code {code} is already used for another amount"
+                        )));
+                    }
+                    let since = sale.since.to_system_time();
+                    match self.resolve_sale(code, since).await {
+                        Resolution::Found(id) => return self.sale_started(code, id),
+                        Resolution::Absent => since,
+                        Resolution::Unknown => return SaleOutcome::Unresolved,
+                    }
+                }
+            },
             None => {
+                if self.is_stopping() {
+                    return refused(Refusal::Busy);
+                }
+                if self.connection_state() != ConnectionState::Connected {
+                    return refused(Refusal::NotConnected);
+                }
                 let now = SystemTime::now();
                 let currency = order.currency_id.unwrap_or(self.config.terminal.currency_id);
-                if let Err(e) = self.mutate_store(|s| s.record_sale_intent(code, order.amount_minor, currency, now)) {
+                if let Err(e) = self.mutate_store(|s| s.record_sale_intent(&key, amount, currency, now)) {
                     error!(merchant_unique_code = %code, "cannot record the sale intent: {e}");
-                    return SaleOutcome::Refused(Refusal::Internal(format!(
+                    return refused(Refusal::Internal(format!(
                         "the agent cannot write its state ({e}); nothing was created"
                     )));
                 }
@@ -267,10 +301,14 @@ impl Core {
             }
         };
         let request = self.sale_request(&order);
-        // Sends happen only after the API was shown not to hold the code, so a send is never a
+        // A send happens only while the API is known not to hold the code, so it is never a
         // blind repeat; the API also rejects a repeated MerchantUniqueCode.
         let mut sends_left = 2u32;
         loop {
+            if self.is_stopping() {
+                self.forget_intent(code);
+                return refused(Refusal::Busy);
+            }
             sends_left -= 1;
             let error = match self.client.sale(&request).await {
                 Ok(accepted) => return self.sale_started(code, accepted.payment_request_id),
@@ -278,16 +316,18 @@ impl Core {
             };
             if error.is_rejection() && !is_duplicate_code(&error) {
                 warn!(merchant_unique_code = %code, "sale refused by the payment API: {error}");
-                self.forget_intent(code);
-                return SaleOutcome::Refused(Refusal::from_api_error(&error));
+                if let Err(e) = self.mutate_store(|s| s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())) {
+                    error!(merchant_unique_code = %code, "cannot record the refused sale: {e}");
+                }
+                return refused(Refusal::from_api_error(&error));
             }
             warn!(merchant_unique_code = %code, "sale outcome unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => return self.sale_started(code, id),
-                Resolution::Absent if sends_left > 0 && !self.is_stopping() => continue,
+                Resolution::Absent if sends_left > 0 => continue,
                 Resolution::Absent => {
                     self.forget_intent(code);
-                    return SaleOutcome::Refused(Refusal::ApiUnavailable(error.to_string()));
+                    return refused(Refusal::ApiUnavailable(error.to_string()));
                 }
                 Resolution::Unknown => return SaleOutcome::Unresolved,
             }
@@ -310,14 +350,15 @@ impl Core {
         }
     }
 
-    fn sale_started(&self, code: Uuid, payment_request_id: String) -> SaleOutcome {
-        match self.mutate_store(|s| s.record_sale_started(code, &payment_request_id, SystemTime::now())) {
+    fn sale_started(self: &Arc<Self>, code: Uuid, payment_request_id: String) -> SaleOutcome {
+        let key = code.to_string();
+        match self.mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now())) {
             Ok(()) => {
                 info!(merchant_unique_code = %code, payment_request_id, "sale started");
                 SaleOutcome::Started { payment_request_id }
             }
             Err(e) => {
-                // The payment exists but cannot be made durable: do not let the terminal run a
+                // The payment exists but cannot be made durable: the terminal must not run a
                 // card dialogue for it. Cancel it and say so.
                 error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale: {e}; cancelling it");
                 let core = Arc::clone(self);
@@ -327,7 +368,7 @@ impl Core {
                         error!(payment_request_id = id, "cancel of the unrecorded payment failed: {e}");
                     }
                 });
-                SaleOutcome::Refused(Refusal::Internal(format!(
+                refused(Refusal::Internal(format!(
                     "the agent cannot write its state ({e}); payment {payment_request_id} is being cancelled"
                 )))
             }
@@ -335,12 +376,12 @@ impl Core {
     }
 
     fn forget_intent(&self, code: Uuid) {
-        if let Err(e) = self.mutate_store(|s| s.forget_sale_intent(&code)) {
+        if let Err(e) = self.mutate_store(|s| s.forget_sale_intent(&code.to_string())) {
             error!(merchant_unique_code = %code, "cannot forget the sale intent: {e}");
         }
     }
 
-    /// Establishes whether the API holds a payment with this merchant code: through the
+    /// Establishes whether the API holds a payment with this merchant code, through the
     /// payments list, retried with backoff until it answers or the agent stops.
     async fn resolve_sale(&self, code: Uuid, since: SystemTime) -> Resolution {
         let mut delay = Duration::from_millis(500);
@@ -364,8 +405,21 @@ impl Core {
 
     /// At start: every sale intent left by an earlier run is resolved (agent.md §2).
     pub async fn resolve_leftover_intents(self: &Arc<Self>) {
-        let intents: Vec<(Uuid, SystemTime)> = self.with_store(|s| s.unresolved_intents().collect());
-        for (code, since) in intents {
+        let intents: Vec<(String, SystemTime)> = self.with_store(|s| {
+            s.state()
+                .sales
+                .iter()
+                .filter(|(_, sale)| sale.stage == SaleStage::Intent)
+                .map(|(code, sale)| (code.clone(), sale.since.to_system_time()))
+                .collect()
+        });
+        for (key, since) in intents {
+            let Ok(code) = Uuid::parse_str(&key) else {
+                continue;
+            };
+            if lock(&self.sales_in_flight).contains_key(&code) {
+                continue;
+            }
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => {
                     info!(merchant_unique_code = %code, payment_request_id = id, "recovered a sale the API created");
@@ -387,7 +441,8 @@ impl Core {
         if payment_request_id.trim().is_empty() {
             return Err(Refusal::InvalidRequest("payment_request_id is empty".into()));
         }
-        self.mutate_store(|s| s.track_payment(payment_request_id, PaymentSource::Elsewhere, SystemTime::now()))
+        let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
+        self.mutate_store(|s| s.track_payment(payment_request_id, payment))
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         info!(payment_request_id, "tracking a payment started elsewhere");
         Ok(())
@@ -395,13 +450,13 @@ impl Core {
 
     /// `payment_result`: the payment is final.
     pub fn payment_result(&self, payment_request_id: &str, succeeded: bool) -> Result<(), Refusal> {
-        let pending = self.with_store(|s| s.is_pending(payment_request_id));
-        if !pending {
+        let outcome = if succeeded { PaymentOutcome::Succeeded } else { PaymentOutcome::Failed };
+        let was_pending = self
+            .mutate_store(|s| s.finish_payment(payment_request_id, outcome, SystemTime::now()))
+            .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
+        if !was_pending {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
         }
-        let outcome = if succeeded { PaymentOutcome::Succeeded } else { PaymentOutcome::Failed };
-        self.mutate_store(|s| s.finish_payment(payment_request_id, outcome))
-            .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         info!(payment_request_id, succeeded, "payment final");
         Ok(())
     }
@@ -410,53 +465,68 @@ impl Core {
 
     /// Cancels one pending payment: marked durable, sent (retried by the client), then
     /// forgotten and the terminal told. A rejection clears the mark; a transport failure keeps
-    /// it, so the cancel is sent again later (in the background, at shutdown, at next start).
+    /// it, so the cancel is sent again (at shutdown, at the next start).
     pub async fn cancel(self: &Arc<Self>, payment_request_id: &str, reason: CancelReason) -> Result<(), Refusal> {
-        if !self.with_store(|s| s.is_pending(payment_request_id)) {
+        if !self.is_pending(payment_request_id) {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
         }
         if !lock(&self.cancels_in_flight).insert(payment_request_id.to_owned()) {
-            return Err(Refusal::Internal(format!(
+            return Err(Refusal::ApiUnavailable(format!(
                 "a cancel of {payment_request_id} is already under way"
             )));
         }
-        let result = self.send_cancel(payment_request_id, reason).await;
+        let marked = self.mutate_store(|s| s.mark_cancel_requested(payment_request_id, reason, SystemTime::now()));
+        let result = match marked {
+            Ok(()) => self.send_cancel(payment_request_id, reason, Durability::Immediate).await,
+            Err(e) => Err(Refusal::Internal(format!("cannot write state: {e}"))),
+        };
         lock(&self.cancels_in_flight).remove(payment_request_id);
         result
     }
 
-    async fn send_cancel(self: &Arc<Self>, id: &str, reason: CancelReason) -> Result<(), Refusal> {
-        self.mutate_store(|s| s.mark_cancel_requested(id, stored_reason(reason), SystemTime::now()))
-            .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
+    async fn send_cancel(self: &Arc<Self>, id: &str, reason: CancelReason, durability: Durability) -> Result<(), Refusal> {
         match self.client.cancel(id).await {
             Ok(_) => {
-                self.confirm_cancel(id, reason);
+                match durability {
+                    Durability::Immediate => {
+                        if let Err(e) = self.mutate_store(|s| s.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now())) {
+                            error!(payment_request_id = id, "cannot record the confirmed cancel: {e}");
+                        }
+                    }
+                    Durability::Batched => self.mutate_store(|s| {
+                        s.defer(|state| {
+                            state.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now());
+                        })
+                    }),
+                }
+                info!(payment_request_id = id, reason = %reason_name(reason), "payment cancelled");
+                if reason != CancelReason::Terminal {
+                    self.tell_terminal(AgentRequest::PaymentCancelled {
+                        payment_request_id: id.to_owned(),
+                        reason,
+                    });
+                }
                 Ok(())
             }
             Err(error) if error.is_rejection() => {
                 warn!(payment_request_id = id, "cancel refused by the payment API: {error}");
-                if let Err(e) = self.mutate_store(|s| s.clear_cancel_request(id)) {
+                let cleared = self.mutate_store(|s| {
+                    s.update(|state| {
+                        if let Some(payment) = state.payments.get_mut(id) {
+                            payment.cancel_requested = None;
+                        }
+                        Ok(())
+                    })
+                });
+                if let Err(e) = cleared {
                     error!(payment_request_id = id, "cannot write state: {e}");
                 }
                 Err(Refusal::from_api_error(&error))
             }
             Err(error) => {
-                warn!(payment_request_id = id, "cancel not confirmed ({error}); it will be sent again");
+                warn!(payment_request_id = id, "cancel not confirmed ({error}); it stays marked and is sent again");
                 Err(Refusal::from_api_error(&error))
             }
-        }
-    }
-
-    fn confirm_cancel(self: &Arc<Self>, id: &str, reason: CancelReason) {
-        if let Err(e) = self.mutate_store(|s| s.finish_payment(id, PaymentOutcome::Cancelled)) {
-            error!(payment_request_id = id, "cannot record the confirmed cancel: {e}");
-        }
-        info!(payment_request_id = id, reason = reason.as_str(), "payment cancelled");
-        if reason != CancelReason::Terminal {
-            self.tell_terminal(AgentRequest::PaymentCancelled {
-                payment_request_id: id.to_owned(),
-                reason,
-            });
         }
     }
 
@@ -471,35 +541,84 @@ impl Core {
         });
     }
 
-    /// Cancels every pending payment, `concurrency` at a time. Returns the ids cancelled and
-    /// those that failed with why.
-    pub async fn cancel_all(
+    /// Cancels every pending payment, `concurrency` at a time; returns the ids cancelled and
+    /// those that were not, with why.
+    pub async fn cancel_all(self: &Arc<Self>, reason: CancelReason, concurrency: usize) -> CancelSummary {
+        self.cancel_many(self.pending_ids(), reason, concurrency, Durability::Immediate).await
+    }
+
+    /// The shutdown's cancels (agent.md §3): every pending payment is marked in one write
+    /// before any request leaves; confirmations are written in batches (at most every
+    /// `BATCH_WRITE_INTERVAL`, and once at the end), since a confirmation lost in a crash only
+    /// means the cancel is sent again at the next start.
+    pub async fn cancel_all_for_shutdown(self: &Arc<Self>, concurrency: usize) -> CancelSummary {
+        let ids = self.pending_ids();
+        let now = SystemTime::now();
+        let marked = self.mutate_store(|s| {
+            s.update(|state| {
+                for id in &ids {
+                    state.mark_cancel_requested(id, CancelReason::Shutdown, now)?;
+                }
+                Ok(())
+            })
+        });
+        if let Err(e) = marked {
+            error!("cannot mark the shutdown's cancels: {e}; sending them one by one");
+            return self.cancel_all(CancelReason::Shutdown, concurrency).await;
+        }
+        let flusher = {
+            let core = Arc::clone(self);
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(BATCH_WRITE_INTERVAL);
+                loop {
+                    interval.tick().await;
+                    core.flush_store();
+                }
+            })
+        };
+        let summary = self.cancel_many(ids, CancelReason::Shutdown, concurrency, Durability::Batched).await;
+        flusher.abort();
+        self.flush_store();
+        summary
+    }
+
+    /// Writes batched changes now.
+    pub fn flush_store(&self) {
+        if let Err(e) = lock(&self.store).flush() {
+            error!("cannot write state: {e}");
+        }
+    }
+
+    async fn cancel_many(
         self: &Arc<Self>,
+        ids: Vec<String>,
         reason: CancelReason,
         concurrency: usize,
-    ) -> (Vec<String>, Vec<(String, Refusal)>) {
+        durability: Durability,
+    ) -> CancelSummary {
         use futures_util::stream::{self, StreamExt};
-        let ids = self.pending_ids();
         let results: Vec<(String, Result<(), Refusal>)> = stream::iter(ids)
             .map(|id| {
                 let core = Arc::clone(self);
                 async move {
-                    let result = core.cancel(&id, reason).await;
+                    let result = match durability {
+                        Durability::Immediate => core.cancel(&id, reason).await,
+                        Durability::Batched => core.send_cancel(&id, reason, durability).await,
+                    };
                     (id, result)
                 }
             })
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
-        let mut done = Vec::new();
-        let mut failed = Vec::new();
+        let mut summary = CancelSummary::default();
         for (id, result) in results {
             match result {
-                Ok(()) => done.push(id),
-                Err(e) => failed.push((id, e)),
+                Ok(()) => summary.cancelled.push(id),
+                Err(e) => summary.failed.push((id, e)),
             }
         }
-        (done, failed)
+        summary
     }
 
     /// At start and after a reconnect: cancels asked for and not confirmed are sent again.
@@ -507,13 +626,14 @@ impl Core {
         use futures_util::stream::{self, StreamExt};
         let marked: Vec<(String, CancelReason)> = self.with_store(|s| {
             s.pending()
-                .filter_map(|p| p.cancel_requested.as_ref().map(|c| (p.payment_request_id.clone(), wire_reason(c.reason))))
+                .iter()
+                .filter_map(|(id, p)| p.cancel_requested.map(|c| (id.clone(), c.reason)))
                 .collect()
         });
         if marked.is_empty() {
             return;
         }
-        info!(count = marked.len(), "sending again the cancels an earlier run did not see confirmed");
+        info!(count = marked.len(), "sending again the cancels not seen confirmed");
         let concurrency = self.config.shutdown.concurrency;
         stream::iter(marked)
             .for_each_concurrent(concurrency.max(1), |(id, reason)| {
@@ -530,8 +650,9 @@ impl Core {
         let timeout = self.config.terminal.payment_timeout;
         self.with_store(|s| {
             s.pending()
+                .values()
                 .filter(|p| p.cancel_requested.is_none())
-                .map(|p| p.since + timeout)
+                .map(|p| p.since.to_system_time() + timeout)
                 .min()
         })
     }
@@ -542,14 +663,46 @@ impl Core {
         let now = SystemTime::now();
         let expired: Vec<String> = self.with_store(|s| {
             s.pending()
-                .filter(|p| p.cancel_requested.is_none() && p.since + timeout <= now)
-                .map(|p| p.payment_request_id.clone())
+                .iter()
+                .filter(|(_, p)| p.cancel_requested.is_none() && p.since.to_system_time() + timeout <= now)
+                .map(|(id, _)| id.clone())
                 .collect()
         });
         for id in expired {
             info!(payment_request_id = id, "payment pending longer than payment_timeout; cancelling");
             let _ = self.cancel(&id, CancelReason::Timeout).await;
         }
+    }
+}
+
+/// How often the shutdown writes its batched cancel confirmations.
+const BATCH_WRITE_INTERVAL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy)]
+enum Durability {
+    /// The confirmation is written before the terminal hears of it.
+    Immediate,
+    /// The confirmation is written with the next batch.
+    Batched,
+}
+
+/// The outcome of cancelling several payments.
+#[derive(Debug, Default)]
+pub struct CancelSummary {
+    pub cancelled: Vec<String>,
+    pub failed: Vec<(String, Refusal)>,
+}
+
+fn refused(refusal: Refusal) -> SaleOutcome {
+    SaleOutcome::Refused(refusal)
+}
+
+fn reason_name(reason: CancelReason) -> &'static str {
+    match reason {
+        CancelReason::Operator => "operator",
+        CancelReason::Terminal => "terminal",
+        CancelReason::Shutdown => "shutdown",
+        CancelReason::Timeout => "timeout",
     }
 }
 
@@ -562,24 +715,6 @@ enum Resolution {
 /// The API's code for "MerchantUniqueCode already exists": the payment is there.
 fn is_duplicate_code(error: &ApiError) -> bool {
     matches!(error, ApiError::Rejected { error_code: Some(4), .. })
-}
-
-fn stored_reason(reason: CancelReason) -> StoredCancelReason {
-    match reason {
-        CancelReason::Operator => StoredCancelReason::Operator,
-        CancelReason::Terminal => StoredCancelReason::Terminal,
-        CancelReason::Shutdown => StoredCancelReason::Shutdown,
-        CancelReason::Timeout => StoredCancelReason::Timeout,
-    }
-}
-
-fn wire_reason(reason: StoredCancelReason) -> CancelReason {
-    match reason {
-        StoredCancelReason::Operator => CancelReason::Operator,
-        StoredCancelReason::Terminal => CancelReason::Terminal,
-        StoredCancelReason::Shutdown => CancelReason::Shutdown,
-        StoredCancelReason::Timeout => CancelReason::Timeout,
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
