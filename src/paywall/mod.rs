@@ -1,1 +1,17 @@
-//! Client for Paywall's PhysicalAPI and the PaymentAPI unlink/deactivate calls.
+//! Client for Paywall's PhysicalAPI and the PaymentAPI unlink/deactivate calls
+//! (`shared/spec/agent.md` §1, `shared/reference/paywall-api.md`). The agent builds one
+//! [`PaywallClient`] from `[paywall]` and calls it; `docs/payment-api.md` lists every endpoint as
+//! implemented and every choice made where the API's documentation has a gap.
+
+mod client;
+pub(crate) mod envelope;
+mod error;
+mod types;
+
+pub use client::{PaywallClient, RetryPolicy};
+pub use error::{ApiError, ClientSetupError, TransportKind};
+pub use types::{
+    amount, ApmTarget, ApmUnlinked, CancelAccepted, ConnectionInfo, MasterpassUnlinked, Page,
+    PageRequest, PaymentActivity, PaymentListQuery, PaymentStatus, PaymentSummary, SaleAccepted,
+    SaleRequest, TerminalInfo, TerminalRef,
+};

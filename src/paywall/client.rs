@@ -1,0 +1,1022 @@
+//! [`PaywallClient`]: one typed async method per payment API call the agent makes
+//! (`shared/spec/agent.md` §1, issue 2 §1). It sets the header pair each endpoint needs, reads
+//! both envelopes, retries with exponential backoff and jitter the calls that are safe to repeat
+//! (agent.md §2), never repeats a sale, and traces each request at debug level with method,
+//! path, status and timing (never a header value).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::envelope::{self, DecodeContext};
+use super::error::{ApiError, ClientSetupError, TransportKind};
+use super::types::*;
+use crate::config::{EstablishConfig, PaywallConfig};
+
+/// How calls that are safe to repeat are retried: up to `max_retries` more attempts, waiting
+/// from `min_delay` doubling up to `max_delay`, each wait with random jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_retries: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 4,
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all.
+    pub const NONE: RetryPolicy = RetryPolicy {
+        max_retries: 0,
+        min_delay: Duration::ZERO,
+        max_delay: Duration::ZERO,
+    };
+
+    fn backoff(&self) -> ExponentialBuilder {
+        // backon is built without its `std` feature, so its jitter would start from a fixed
+        // seed on every terminal of a fleet; seed it from the OS random source instead.
+        let seed = Uuid::new_v4().as_u64_pair().0;
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay.max(self.min_delay))
+            .with_max_times(self.max_retries)
+            .with_jitter()
+            .with_jitter_seed(seed)
+    }
+}
+
+/// A client of the PhysicalAPI and of the PaymentAPI unlink/deactivate calls. Cheap to clone:
+/// clones share one connection pool.
+#[derive(Clone)]
+pub struct PaywallClient {
+    inner: Arc<Inner>,
+    retry: RetryPolicy,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    physical_base: String,
+    payment_base: Option<String>,
+    private: KeyPair,
+    public: Option<KeyPair>,
+    locale: Option<HeaderValue>,
+    /// The key values, kept only to scrub them out of body excerpts.
+    secrets: Vec<SecretString>,
+}
+
+struct KeyPair {
+    key: HeaderValue,
+    client: HeaderValue,
+}
+
+impl std::fmt::Debug for PaywallClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaywallClient")
+            .field("physical_api_url", &self.inner.physical_base)
+            .field("payment_api_url", &self.inner.payment_base)
+            .field("private_keys", &"[redacted]")
+            .field(
+                "public_keys",
+                &self.inner.public.as_ref().map(|_| "[redacted]"),
+            )
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// Which base address a call goes to.
+#[derive(Clone, Copy)]
+enum Api {
+    Physical,
+    Payment,
+}
+
+/// Which header pair a call carries.
+#[derive(Clone, Copy, PartialEq)]
+enum Auth {
+    Private,
+    Public,
+}
+
+/// Which envelope the answer comes in.
+#[derive(Clone, Copy)]
+enum Envelope {
+    Physical,
+    Payment,
+    Masterpass,
+}
+
+struct Call {
+    operation: &'static str,
+    method: Method,
+    api: Api,
+    auth: Auth,
+    path: String,
+    body: Option<Value>,
+    envelope: Envelope,
+    /// Safe to repeat: retried, and an unreadable answer leaves no unknown outcome.
+    idempotent: bool,
+}
+
+fn base_url(
+    key: &'static str,
+    url: &str,
+    allow_insecure_http: bool,
+) -> Result<String, ClientSetupError> {
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| ClientSetupError::InvalidUrl {
+        key,
+        reason: e.to_string(),
+    })?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if allow_insecure_http => {}
+        "http" => return Err(ClientSetupError::InsecureUrl { key }),
+        other => {
+            return Err(ClientSetupError::InvalidUrl {
+                key,
+                reason: format!("unsupported scheme {other:?}"),
+            })
+        }
+    }
+    if parsed.host_str().is_none() {
+        return Err(ClientSetupError::InvalidUrl {
+            key,
+            reason: "no host".into(),
+        });
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(ClientSetupError::InvalidUrl {
+            key,
+            reason: "a base address takes no query or fragment".into(),
+        });
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
+fn present(secret: &Option<SecretString>) -> Option<&SecretString> {
+    secret
+        .as_ref()
+        .filter(|s| !s.expose_secret().trim().is_empty())
+}
+
+fn header_value(key: &'static str, secret: &SecretString) -> Result<HeaderValue, ClientSetupError> {
+    let mut value = HeaderValue::from_str(secret.expose_secret().trim())
+        .map_err(|_| ClientSetupError::InvalidHeaderValue { key })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn utc_date(time: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(time).to_string();
+    stamp.get(..10).unwrap_or("1970-01-01").to_owned()
+}
+
+fn transport_error(operation: &'static str, idempotent: bool, e: &reqwest::Error) -> ApiError {
+    let kind = if e.is_connect() {
+        TransportKind::Connect
+    } else if e.is_timeout() {
+        TransportKind::Timeout
+    } else {
+        TransportKind::ConnectionLost
+    };
+    // The innermost cause says what happened ("connection refused", "connection closed before
+    // message completed"); reqwest's own text adds only the URL, which the operation names.
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        detail = cause.to_string();
+        source = cause.source();
+    }
+    ApiError::Transport {
+        operation,
+        kind,
+        detail,
+        // Nothing was sent when the connection could not be made.
+        outcome_unknown: !idempotent && kind != TransportKind::Connect,
+    }
+}
+
+impl PaywallClient {
+    /// Builds a client from `[paywall]` (agent.md §5). Fails, naming the key, when the private
+    /// pair is missing, when only half of the public pair is set, or when a base address is not
+    /// https and `allow_insecure_http` is off.
+    pub fn from_config(config: &PaywallConfig) -> Result<Self, ClientSetupError> {
+        let physical_base = base_url(
+            "paywall.physical_api_url",
+            &config.physical_api_url,
+            config.allow_insecure_http,
+        )?;
+        let payment_base = config
+            .payment_api_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| base_url("paywall.payment_api_url", u, config.allow_insecure_http))
+            .transpose()?;
+
+        let key_private =
+            present(&config.api_key_private).ok_or(ClientSetupError::MissingPrivateKey {
+                key: "paywall.api_key_private",
+            })?;
+        let client_private =
+            present(&config.api_client_private).ok_or(ClientSetupError::MissingPrivateKey {
+                key: "paywall.api_client_private",
+            })?;
+        let private = KeyPair {
+            key: header_value("paywall.api_key_private", key_private)?,
+            client: header_value("paywall.api_client_private", client_private)?,
+        };
+        let public = match (
+            present(&config.api_key_public),
+            present(&config.api_client_public),
+        ) {
+            (Some(key), Some(client)) => Some(KeyPair {
+                key: header_value("paywall.api_key_public", key)?,
+                client: header_value("paywall.api_client_public", client)?,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ClientSetupError::IncompletePublicPair {
+                    key: "paywall.api_key_public",
+                    missing: "paywall.api_client_public",
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ClientSetupError::IncompletePublicPair {
+                    key: "paywall.api_client_public",
+                    missing: "paywall.api_key_public",
+                })
+            }
+        };
+        let locale = config
+            .locale
+            .as_deref()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                HeaderValue::from_str(l.trim()).map_err(|_| ClientSetupError::InvalidHeaderValue {
+                    key: "paywall.locale",
+                })
+            })
+            .transpose()?;
+
+        let secrets = [
+            &config.api_key_private,
+            &config.api_client_private,
+            &config.api_key_public,
+            &config.api_client_public,
+        ]
+        .into_iter()
+        .filter_map(|s| present(s).cloned())
+        .collect();
+
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("pos-agent/", env!("CARGO_PKG_VERSION")))
+            .https_only(!config.allow_insecure_http)
+            // A redirect would carry the key headers to wherever it points: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClientSetupError::Http(e.to_string()))?;
+
+        Ok(PaywallClient {
+            inner: Arc::new(Inner {
+                http,
+                physical_base,
+                payment_base,
+                private,
+                public,
+                locale,
+                secrets,
+            }),
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// The same client with another retry policy (short budgets for tests and for shutdown).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    // ---- PhysicalAPI: connection (reference §5) ----
+
+    /// `POST /api/connection`. Returns the new connection's `Id`, read from `Result.Id` (or a
+    /// bare string `Result`). Not retried: a lost answer may have created a connection.
+    pub async fn establish_connection(
+        &self,
+        establish: &EstablishConfig,
+    ) -> Result<String, ApiError> {
+        const OP: &str = "establish connection";
+        let body = self.connection_body(OP, None, establish)?;
+        let result: Value = self
+            .run(Call::physical(
+                OP,
+                Method::POST,
+                "/api/connection".into(),
+                Some(body),
+                false,
+            ))
+            .await?;
+        match &result {
+            Value::String(id) if !id.is_empty() => Ok(id.clone()),
+            Value::Object(map) => match map.get("id") {
+                Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
+                Some(Value::Number(n)) => Ok(n.to_string()),
+                _ => Err(self.no_field(OP, "Result.Id", true)),
+            },
+            // The connection was (presumably) created, but its Id is not known.
+            _ => Err(self.no_field(OP, "Result.Id", true)),
+        }
+    }
+
+    /// `GET /api/connection/{id}/detail`.
+    pub async fn connection_detail(&self, connection_id: &str) -> Result<ConnectionInfo, ApiError> {
+        const OP: &str = "connection detail";
+        let path = format!(
+            "/api/connection/{}/detail",
+            path_segment(OP, connection_id)?
+        );
+        self.run(Call::physical(OP, Method::GET, path, None, true))
+            .await
+    }
+
+    /// `POST /api/connection/list` with `{pageIndex, pageSize}`.
+    pub async fn list_connections(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<ConnectionInfo>, ApiError> {
+        const OP: &str = "connection list";
+        let wire: PageWire<ConnectionInfo> = self
+            .run(Call::physical(
+                OP,
+                Method::POST,
+                "/api/connection/list".into(),
+                Some(page_body(page)),
+                true,
+            ))
+            .await?;
+        Ok(wire.into())
+    }
+
+    /// `PUT /api/connection`: the establish body plus `Id`.
+    pub async fn update_connection(
+        &self,
+        connection_id: &str,
+        establish: &EstablishConfig,
+    ) -> Result<(), ApiError> {
+        const OP: &str = "update connection";
+        let body = self.connection_body(OP, Some(connection_id), establish)?;
+        let _: IgnoredAny = self
+            .run(Call::physical(
+                OP,
+                Method::PUT,
+                "/api/connection".into(),
+                Some(body),
+                true,
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// `DELETE /api/connection` with `{"Id"}`.
+    pub async fn delete_connection(&self, connection_id: &str) -> Result<(), ApiError> {
+        self.connection_command(
+            "delete connection",
+            Method::DELETE,
+            "/api/connection",
+            connection_id,
+        )
+        .await
+    }
+
+    /// `PUT /api/connection/reconnect` with `{"Id"}`: re-activates a disconnected connection.
+    pub async fn reconnect(&self, connection_id: &str) -> Result<(), ApiError> {
+        self.connection_command(
+            "reconnect",
+            Method::PUT,
+            "/api/connection/reconnect",
+            connection_id,
+        )
+        .await
+    }
+
+    /// `PUT /api/connection/disconnect` with `{"Id"}` (seed 000): deactivates the connection.
+    pub async fn disconnect(&self, connection_id: &str) -> Result<(), ApiError> {
+        self.connection_command(
+            "disconnect",
+            Method::PUT,
+            "/api/connection/disconnect",
+            connection_id,
+        )
+        .await
+    }
+
+    // ---- PhysicalAPI: terminal (reference §6) ----
+
+    /// `POST /api/terminal/list` with `{pageIndex, pageSize}`.
+    pub async fn list_terminals(&self, page: PageRequest) -> Result<Page<TerminalInfo>, ApiError> {
+        const OP: &str = "terminal list";
+        let wire: PageWire<TerminalInfo> = self
+            .run(Call::physical(
+                OP,
+                Method::POST,
+                "/api/terminal/list".into(),
+                Some(page_body(page)),
+                true,
+            ))
+            .await?;
+        Ok(wire.into())
+    }
+
+    // ---- PhysicalAPI: payment (reference §8) ----
+
+    /// `POST /api/payment/async/sale`. Sent exactly once, never retried: when the error says
+    /// [`ApiError::outcome_unknown`], resolve it with [`Self::find_payment_by_merchant_code`].
+    pub async fn sale(&self, sale: &SaleRequest) -> Result<SaleAccepted, ApiError> {
+        const OP: &str = "async sale";
+        let invalid = |reason: String| ApiError::InvalidRequest {
+            operation: OP,
+            reason,
+        };
+        let mut body = Map::new();
+        match &sale.terminal {
+            TerminalRef::Id(id) if !id.trim().is_empty() => {
+                body.insert("TerminalId".into(), json!(id.trim()));
+            }
+            TerminalRef::TagCode(tag) if !tag.trim().is_empty() && tag.chars().count() <= 25 => {
+                body.insert("TerminalTagCode".into(), json!(tag));
+            }
+            _ => {
+                return Err(invalid(
+                    "the terminal id or tag code is empty or longer than 25 characters".into(),
+                ))
+            }
+        }
+        body.insert(
+            "MerchantUniqueCode".into(),
+            json!(sale.merchant_unique_code),
+        );
+        if sale.amount_minor <= 0 {
+            return Err(invalid(format!(
+                "the amount must be positive (got {} minor units)",
+                sale.amount_minor
+            )));
+        }
+        let amount = amount::minor_to_decimal(sale.amount_minor)
+            .ok_or_else(|| invalid(format!("the amount {} is too large", sale.amount_minor)))?;
+        body.insert("Amount".into(), Value::Number(amount));
+        body.insert("CurrencyId".into(), json!(sale.currency_id));
+        if let Some(display) = &sale.display_code {
+            if display.chars().count() > 25 {
+                return Err(invalid(
+                    "the display code is longer than 25 characters".into(),
+                ));
+            }
+            body.insert("DisplayCode".into(), json!(display));
+        }
+        if let Some(callback) = &sale.callback_address {
+            if callback.chars().count() > 150 {
+                return Err(invalid(
+                    "the callback address is longer than 150 characters".into(),
+                ));
+            }
+            body.insert("CallbackAddress".into(), json!(callback));
+        }
+        self.run(Call::physical(
+            OP,
+            Method::POST,
+            "/api/payment/async/sale".into(),
+            Some(Value::Object(body)),
+            false,
+        ))
+        .await
+    }
+
+    /// `POST /api/payment/async/cancel` with `{"PaymentRequestId"}` (seed 004). Retried.
+    pub async fn cancel(&self, payment_request_id: Uuid) -> Result<CancelAccepted, ApiError> {
+        self.run(Call::physical(
+            "async cancel",
+            Method::POST,
+            "/api/payment/async/cancel".into(),
+            Some(json!({ "PaymentRequestId": payment_request_id })),
+            true,
+        ))
+        .await
+    }
+
+    /// `POST /api/payment/list` with `{pageIndex, pageSize, startDate, endDate}` (UTC days).
+    pub async fn list_payments(
+        &self,
+        query: &PaymentListQuery,
+    ) -> Result<Page<PaymentSummary>, ApiError> {
+        let body = json!({
+            "pageIndex": query.page.index,
+            "pageSize": query.page.size,
+            "startDate": utc_date(query.start),
+            "endDate": utc_date(query.end),
+        });
+        let wire: PageWire<PaymentSummary> = self
+            .run(Call::physical(
+                "payment list",
+                Method::POST,
+                "/api/payment/list".into(),
+                Some(body),
+                true,
+            ))
+            .await?;
+        Ok(wire.into())
+    }
+
+    /// `GET /api/payment/inquiry/{paymentRequestId}` (path per the unofficial SDK; a gap).
+    pub async fn query_payment(
+        &self,
+        payment_request_id: Uuid,
+    ) -> Result<PaymentSummary, ApiError> {
+        let path = format!("/api/payment/inquiry/{payment_request_id}");
+        self.run(Call::physical(
+            "payment query",
+            Method::GET,
+            path,
+            None,
+            true,
+        ))
+        .await
+    }
+
+    /// Resolves a sale whose answer was lost (agent.md §2): pages through the payments list over
+    /// the UTC days from one day before to one day after `created_around`, and returns the
+    /// payment with this `MerchantUniqueCode`, or `None` when the whole window has been read
+    /// without finding it. Each page is retried; any error means "still unknown", never "absent".
+    pub async fn find_payment_by_merchant_code(
+        &self,
+        merchant_unique_code: Uuid,
+        created_around: SystemTime,
+    ) -> Result<Option<PaymentSummary>, ApiError> {
+        const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+        const PAGE_SIZE: u32 = 100;
+        let start = created_around
+            .checked_sub(DAY)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let end = created_around.checked_add(DAY).unwrap_or(created_around);
+        let mut seen: u64 = 0;
+        for index in 0.. {
+            let page = self
+                .list_payments(&PaymentListQuery {
+                    page: PageRequest {
+                        index,
+                        size: PAGE_SIZE,
+                    },
+                    start,
+                    end,
+                })
+                .await?;
+            let fetched = page.items.len() as u64;
+            seen += fetched;
+            if let Some(found) = page
+                .items
+                .into_iter()
+                .find(|p| p.merchant_unique_code == Some(merchant_unique_code))
+            {
+                return Ok(Some(found));
+            }
+            let last_page = fetched < u64::from(PAGE_SIZE)
+                || page.total_count.is_some_and(|total| seen >= total);
+            if last_page {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    // ---- PaymentAPI (reference §11, seeds 001-003) ----
+
+    /// `POST /api/paywall/apm/unlink` with the public pair and `{"Phone", "ApmConnectionId",
+    /// "ApmKey"}` (the unused one `null`, as in seed 001). Retried (unlinking is idempotent).
+    pub async fn apm_unlink(
+        &self,
+        phone: &str,
+        target: ApmTarget,
+    ) -> Result<ApmUnlinked, ApiError> {
+        const OP: &str = "APM unlink";
+        if phone.trim().is_empty() {
+            return Err(ApiError::InvalidRequest {
+                operation: OP,
+                reason: "the phone number is empty".into(),
+            });
+        }
+        let (connection_id, key) = match target {
+            ApmTarget::Key(key) => (Value::Null, json!(key)),
+            ApmTarget::ConnectionId(id) => (json!(id), Value::Null),
+        };
+        let body =
+            json!({ "Phone": phone.trim(), "ApmConnectionId": connection_id, "ApmKey": key });
+        let body: Option<ApmUnlinked> = self
+            .run(Call::payment(
+                OP,
+                Method::POST,
+                "/api/paywall/apm/unlink",
+                Auth::Public,
+                body,
+                Envelope::Payment,
+            ))
+            .await?;
+        Ok(body.unwrap_or_default())
+    }
+
+    /// `DELETE /api/paywall/masterpass/merchant/unlink` with the private pair and
+    /// `{"SessionId"}`. Succeeds only when `Body.Masterpass.StatusCode` is 2xx (seed 002).
+    pub async fn masterpass_unlink(
+        &self,
+        session_id: Uuid,
+    ) -> Result<MasterpassUnlinked, ApiError> {
+        let body: Value = self
+            .run(Call::payment(
+                "Masterpass unlink",
+                Method::DELETE,
+                "/api/paywall/masterpass/merchant/unlink",
+                Auth::Private,
+                json!({ "SessionId": session_id }),
+                Envelope::Masterpass,
+            ))
+            .await?;
+        Ok(MasterpassUnlinked::from_body(&body))
+    }
+
+    /// `PUT /api/paywall/checkout/passive` with the public pair and `{"Id"}` (seed 003).
+    pub async fn checkout_deactivate(&self, checkout_id: i64) -> Result<(), ApiError> {
+        let _: IgnoredAny = self
+            .run(Call::payment(
+                "checkout deactivate",
+                Method::PUT,
+                "/api/paywall/checkout/passive",
+                Auth::Public,
+                json!({ "Id": checkout_id }),
+                Envelope::Payment,
+            ))
+            .await?;
+        Ok(())
+    }
+
+    // ---- machinery ----
+
+    async fn connection_command(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        connection_id: &str,
+    ) -> Result<(), ApiError> {
+        if connection_id.trim().is_empty() {
+            return Err(ApiError::InvalidRequest {
+                operation,
+                reason: "the connection id is empty".into(),
+            });
+        }
+        let _: IgnoredAny = self
+            .run(Call::physical(
+                operation,
+                method,
+                path.into(),
+                Some(json!({ "Id": connection_id.trim() })),
+                true,
+            ))
+            .await?;
+        Ok(())
+    }
+
+    fn connection_body(
+        &self,
+        operation: &'static str,
+        id: Option<&str>,
+        e: &EstablishConfig,
+    ) -> Result<Value, ApiError> {
+        let invalid = |reason: &str| ApiError::InvalidRequest {
+            operation,
+            reason: reason.into(),
+        };
+        if e.name.trim().is_empty() || e.name.chars().count() > 100 {
+            return Err(invalid(
+                "connection.establish.name must have 1 to 100 characters",
+            ));
+        }
+        if e.display_name
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 25)
+        {
+            return Err(invalid(
+                "connection.establish.display_name is longer than 25 characters",
+            ));
+        }
+        let service_parameters: Map<String, Value> = e
+            .service_parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.expose_secret().to_owned())))
+            .collect();
+        let mut body = Map::new();
+        if let Some(id) = id {
+            if id.trim().is_empty() {
+                return Err(invalid("the connection id is empty"));
+            }
+            body.insert("Id".into(), json!(id.trim()));
+        }
+        body.insert("Name".into(), json!(e.name));
+        body.insert("DisplayName".into(), json!(e.display_name));
+        body.insert("BrandId".into(), json!(e.brand_id));
+        body.insert("ProviderId".into(), json!(e.provider_id));
+        body.insert("RegionId".into(), json!(e.region_id));
+        body.insert("EndOfDayId".into(), json!(e.end_of_day_id));
+        body.insert("IsProd".into(), json!(e.is_prod));
+        body.insert("IsReporting".into(), json!(e.is_reporting));
+        body.insert("IsAsyncPayment".into(), json!(e.is_async_payment));
+        body.insert("IsSocketPayment".into(), json!(e.is_socket_payment));
+        body.insert(
+            "ServiceParameters".into(),
+            Value::Object(service_parameters),
+        );
+        Ok(Value::Object(body))
+    }
+
+    fn no_field(&self, operation: &'static str, field: &str, outcome_unknown: bool) -> ApiError {
+        ApiError::Undecodable {
+            operation,
+            reason: format!("no {field} in the answer"),
+            excerpt: String::new(),
+            outcome_unknown,
+        }
+    }
+
+    /// Runs a call (retried when it is idempotent) and reads its payload as `T`.
+    async fn run<T: DeserializeOwned>(&self, call: Call) -> Result<T, ApiError> {
+        let call = &call;
+        let attempt = move || async move { self.attempt::<T>(call).await };
+        if call.idempotent && self.retry.max_retries > 0 {
+            attempt
+                .retry(self.retry.backoff())
+                .sleep(tokio::time::sleep)
+                .when(ApiError::is_retryable)
+                .notify(|e: &ApiError, wait: Duration| {
+                    tracing::warn!(
+                        operation = call.operation,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "payment API call failed, retrying: {e}"
+                    );
+                })
+                .await
+        } else {
+            attempt().await
+        }
+    }
+
+    fn headers(&self, call: &Call) -> Result<HeaderMap, ApiError> {
+        let (pair, names) = match call.auth {
+            Auth::Private => (&self.inner.private, ("apikeyprivate", "apiclientprivate")),
+            Auth::Public => match &self.inner.public {
+                Some(pair) => (pair, ("apikeypublic", "apiclientpublic")),
+                None => {
+                    return Err(ApiError::NotConfigured {
+                        operation: call.operation,
+                        key: "paywall.api_key_public / paywall.api_client_public",
+                    })
+                }
+            },
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static(names.0), pair.key.clone());
+        headers.insert(HeaderName::from_static(names.1), pair.client.clone());
+        if let Some(locale) = &self.inner.locale {
+            headers.insert(HeaderName::from_static("locale"), locale.clone());
+        }
+        if call.body.is_some() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        Ok(headers)
+    }
+
+    async fn attempt<T: DeserializeOwned>(&self, call: &Call) -> Result<T, ApiError> {
+        let base = match call.api {
+            Api::Physical => &self.inner.physical_base,
+            Api::Payment => self
+                .inner
+                .payment_base
+                .as_ref()
+                .ok_or(ApiError::NotConfigured {
+                    operation: call.operation,
+                    key: "paywall.payment_api_url",
+                })?,
+        };
+        let mut request = self
+            .inner
+            .http
+            .request(call.method.clone(), format!("{base}{}", call.path))
+            .headers(self.headers(call)?);
+        if let Some(body) = &call.body {
+            request = request.body(body.to_string());
+        }
+
+        let started = Instant::now();
+        let outcome = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let bytes = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, bytes))
+        }
+        .await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let (status, bytes) = match outcome {
+            Ok(answer) => answer,
+            Err(e) => {
+                let error = transport_error(call.operation, call.idempotent, &e);
+                tracing::debug!(method = %call.method, path = %call.path, elapsed_ms, "payment API request failed: {error}");
+                return Err(error);
+            }
+        };
+        tracing::debug!(method = %call.method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request");
+        self.decode(call, status, &bytes)
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        call: &Call,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Result<T, ApiError> {
+        let secrets: Vec<&str> = self
+            .inner
+            .secrets
+            .iter()
+            .map(|s| s.expose_secret())
+            .collect();
+        let ctx = DecodeContext {
+            operation: call.operation,
+            outcome_unknown_on_failure: !call.idempotent,
+            secrets: &secrets,
+        };
+        if !status.is_success() {
+            let (message, client_message) = envelope::failure_messages(body);
+            return Err(ApiError::Status {
+                operation: call.operation,
+                status: status.as_u16(),
+                message: message.map(|m| ctx.excerpt(m.as_bytes())),
+                client_message: client_message.map(|m| ctx.excerpt(m.as_bytes())),
+                // A server error on a non-idempotent call may come after the work was done.
+                outcome_unknown: !call.idempotent && status.is_server_error(),
+            });
+        }
+        let payload = match call.envelope {
+            Envelope::Physical => envelope::physical_result(&ctx, body)?,
+            Envelope::Payment => envelope::payment_body(&ctx, body)?,
+            Envelope::Masterpass => envelope::masterpass_body(&ctx, body)?,
+        };
+        ctx.typed(payload, body)
+    }
+}
+
+impl Call {
+    fn physical(
+        operation: &'static str,
+        method: Method,
+        path: String,
+        body: Option<Value>,
+        idempotent: bool,
+    ) -> Call {
+        Call {
+            operation,
+            method,
+            api: Api::Physical,
+            auth: Auth::Private,
+            path,
+            body,
+            envelope: Envelope::Physical,
+            idempotent,
+        }
+    }
+
+    fn payment(
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        auth: Auth,
+        body: Value,
+        envelope: Envelope,
+    ) -> Call {
+        Call {
+            operation,
+            method,
+            api: Api::Payment,
+            auth,
+            path: path.into(),
+            body: Some(body),
+            envelope,
+            idempotent: true,
+        }
+    }
+}
+
+fn page_body(page: PageRequest) -> Value {
+    json!({ "pageIndex": page.index, "pageSize": page.size })
+}
+
+/// An id that goes into a URL path must not change the path.
+fn path_segment<'a>(operation: &'static str, id: &'a str) -> Result<&'a str, ApiError> {
+    let id = id.trim();
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::InvalidRequest {
+            operation,
+            reason: "the id must be non-empty and contain only letters, digits, '-' and '_'".into(),
+        });
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> PaywallConfig {
+        PaywallConfig {
+            physical_api_url: url.into(),
+            payment_api_url: None,
+            api_key_private: Some(SecretString::from("k")),
+            api_client_private: Some(SecretString::from("c")),
+            api_key_public: None,
+            api_client_public: None,
+            request_timeout: Duration::from_secs(1),
+            locale: None,
+            allow_insecure_http: false,
+        }
+    }
+
+    #[test]
+    fn plain_http_needs_the_explicit_switch() {
+        let err = PaywallClient::from_config(&config("http://127.0.0.1:1")).unwrap_err();
+        assert!(
+            err.to_string().contains("paywall.physical_api_url"),
+            "{err}"
+        );
+        let mut allowed = config("http://127.0.0.1:1");
+        allowed.allow_insecure_http = true;
+        assert!(PaywallClient::from_config(&allowed).is_ok());
+        assert!(PaywallClient::from_config(&config("https://api.example")).is_ok());
+    }
+
+    #[test]
+    fn missing_private_key_names_the_key() {
+        let mut c = config("https://api.example");
+        c.api_client_private = None;
+        let err = PaywallClient::from_config(&c).unwrap_err();
+        assert!(
+            err.to_string().contains("paywall.api_client_private"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn half_a_public_pair_is_refused() {
+        let mut c = config("https://api.example");
+        c.api_key_public = Some(SecretString::from("p"));
+        let err = PaywallClient::from_config(&c).unwrap_err();
+        assert!(
+            err.to_string().contains("paywall.api_client_public"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dates_are_utc_days() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_735_000_000);
+        assert_eq!(utc_date(t), "2024-12-24");
+    }
+
+    #[test]
+    fn ids_cannot_escape_their_path_segment() {
+        assert!(path_segment("x", "../payment").is_err());
+        assert!(path_segment("x", "a/b").is_err());
+        assert_eq!(
+            path_segment("x", " 70b2190b-e47b ").unwrap(),
+            "70b2190b-e47b"
+        );
+    }
+}

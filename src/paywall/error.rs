@@ -1,0 +1,288 @@
+//! The client's errors. One type, [`ApiError`], tells apart the four ways a call can fail
+//! (issue 2 §1): the API could not be reached, it answered with an HTTP error status, it
+//! refused the request in its envelope, or its answer could not be read. Each says whether the
+//! request may have been carried out anyway (`outcome_unknown`), which is what the agent needs
+//! to resolve a sale whose reply was lost (`shared/spec/agent.md` §2). No variant ever holds a
+//! header value or a key; a body excerpt is cut short and scrubbed of the client's own secrets.
+
+use std::fmt;
+
+/// Why a [`crate::paywall::PaywallClient`] could not be built from `[paywall]`. Messages name the
+/// configuration key and never its value.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    #[error("{key} is not set: every PhysicalAPI call needs the private key pair")]
+    MissingPrivateKey { key: &'static str },
+    #[error("{key} is set but {missing} is not: the public key pair needs both")]
+    IncompletePublicPair {
+        key: &'static str,
+        missing: &'static str,
+    },
+    #[error("{key} is not a valid URL: {reason}")]
+    InvalidUrl { key: &'static str, reason: String },
+    #[error(
+        "{key} must be an https:// URL (plain http:// is allowed only with paywall.allow_insecure_http = true, for a simulator or a test)"
+    )]
+    InsecureUrl { key: &'static str },
+    #[error("{key} contains characters that cannot be sent in an HTTP header")]
+    InvalidHeaderValue { key: &'static str },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// How the connection to the API failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// No connection could be made; nothing was sent.
+    Connect,
+    /// No complete answer within `paywall.request_timeout`.
+    Timeout,
+    /// The connection was closed or reset before a complete answer arrived.
+    ConnectionLost,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportKind::Connect => "cannot connect",
+            TransportKind::Timeout => "timed out",
+            TransportKind::ConnectionLost => "connection closed or reset before the answer",
+        })
+    }
+}
+
+/// A failed call of the payment API.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The API could not be reached, or the exchange broke off. For a call that is not safe to
+    /// repeat (a sale, establishing a connection) `outcome_unknown` says the request may have
+    /// been carried out: resolve it (for a sale: `find_payment_by_merchant_code`), never resend.
+    Transport {
+        operation: &'static str,
+        kind: TransportKind,
+        detail: String,
+        outcome_unknown: bool,
+    },
+    /// The API answered with a non-2xx HTTP status. `message`/`client_message` are taken from a
+    /// failure envelope when the body holds one.
+    Status {
+        operation: &'static str,
+        status: u16,
+        message: Option<String>,
+        client_message: Option<String>,
+        outcome_unknown: bool,
+    },
+    /// The API answered 2xx but its envelope says the request failed (`Succeeded: false`,
+    /// `Failed: true`, `Result: false`, `ErrorCode` ≠ 0, or for Masterpass unlink
+    /// `Body.Masterpass.StatusCode` outside 2xx). Not retried.
+    Rejected {
+        operation: &'static str,
+        message: Option<String>,
+        client_message: Option<String>,
+        error_code: Option<i64>,
+    },
+    /// The answer could not be read. `excerpt` is the start of the body, cut short and with the
+    /// client's own key values replaced by `***`.
+    Undecodable {
+        operation: &'static str,
+        reason: String,
+        excerpt: String,
+        outcome_unknown: bool,
+    },
+    /// The call needs a setting that `[paywall]` does not have (the PaymentAPI address or the
+    /// public key pair).
+    NotConfigured {
+        operation: &'static str,
+        key: &'static str,
+    },
+    /// The request was refused by the client before it was sent (e.g. a zero amount or a tag
+    /// code longer than the API allows).
+    InvalidRequest {
+        operation: &'static str,
+        reason: String,
+    },
+}
+
+impl ApiError {
+    /// True when repeating the same call may succeed: transport failures, HTTP 5xx, 408 and 429.
+    /// The client retries only calls that are safe to repeat; a sale is never retried.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::Transport { .. } => true,
+            ApiError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            _ => false,
+        }
+    }
+
+    /// True when a call that is not safe to repeat may have been carried out although it
+    /// failed: the caller must find out (for a sale, by its `MerchantUniqueCode`).
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ApiError::Transport {
+                outcome_unknown, ..
+            }
+            | ApiError::Status {
+                outcome_unknown, ..
+            }
+            | ApiError::Undecodable {
+                outcome_unknown, ..
+            } => *outcome_unknown,
+            _ => false,
+        }
+    }
+
+    /// True when the API refused the request in its envelope.
+    pub fn is_rejection(&self) -> bool {
+        matches!(self, ApiError::Rejected { .. })
+    }
+
+    /// The name of the failed operation (e.g. `async sale`).
+    pub fn operation(&self) -> &'static str {
+        match self {
+            ApiError::Transport { operation, .. }
+            | ApiError::Status { operation, .. }
+            | ApiError::Rejected { operation, .. }
+            | ApiError::Undecodable { operation, .. }
+            | ApiError::NotConfigured { operation, .. }
+            | ApiError::InvalidRequest { operation, .. } => operation,
+        }
+    }
+}
+
+const UNKNOWN_OUTCOME_NOTE: &str =
+    "; the request may have been carried out: its outcome is unknown and must be resolved, not resent";
+
+fn api_messages(
+    f: &mut fmt::Formatter<'_>,
+    message: &Option<String>,
+    client_message: &Option<String>,
+) -> fmt::Result {
+    let message = message.as_deref().filter(|m| !m.trim().is_empty());
+    let client_message = client_message.as_deref().filter(|m| !m.trim().is_empty());
+    match (message, client_message) {
+        (Some(m), Some(c)) => write!(f, ": {m} ({c})"),
+        (Some(m), None) => write!(f, ": {m}"),
+        (None, Some(c)) => write!(f, ": {c}"),
+        (None, None) => Ok(()),
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Transport {
+                operation,
+                kind,
+                detail,
+                outcome_unknown,
+            } => {
+                write!(
+                    f,
+                    "{operation}: the payment API could not be reached: {kind} ({detail})"
+                )?;
+                if *outcome_unknown {
+                    f.write_str(UNKNOWN_OUTCOME_NOTE)?;
+                }
+                Ok(())
+            }
+            ApiError::Status {
+                operation,
+                status,
+                message,
+                client_message,
+                outcome_unknown,
+            } => {
+                write!(f, "{operation}: the payment API answered HTTP {status}")?;
+                api_messages(f, message, client_message)?;
+                if *outcome_unknown {
+                    f.write_str(UNKNOWN_OUTCOME_NOTE)?;
+                }
+                Ok(())
+            }
+            ApiError::Rejected {
+                operation,
+                message,
+                client_message,
+                error_code,
+            } => {
+                write!(f, "{operation}: the payment API refused the request")?;
+                api_messages(f, message, client_message)?;
+                if let Some(code) = error_code {
+                    write!(f, " [error code {code}]")?;
+                }
+                Ok(())
+            }
+            ApiError::Undecodable {
+                operation,
+                reason,
+                excerpt,
+                outcome_unknown,
+            } => {
+                write!(
+                    f,
+                    "{operation}: the payment API's answer could not be read ({reason}); it begins {excerpt:?}"
+                )?;
+                if *outcome_unknown {
+                    f.write_str(UNKNOWN_OUTCOME_NOTE)?;
+                }
+                Ok(())
+            }
+            ApiError::NotConfigured { operation, key } => {
+                write!(f, "{operation}: {key} is not configured")
+            }
+            ApiError::InvalidRequest { operation, reason } => {
+                write!(f, "{operation}: not sent: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_display_carries_message_client_message_and_code() {
+        let e = ApiError::Rejected {
+            operation: "async cancel",
+            message: Some("Payment not found".into()),
+            client_message: Some("PaymentNotFound".into()),
+            error_code: Some(-1),
+        };
+        assert_eq!(
+            e.to_string(),
+            "async cancel: the payment API refused the request: Payment not found (PaymentNotFound) [error code -1]"
+        );
+        assert!(e.is_rejection() && !e.is_retryable() && !e.outcome_unknown());
+    }
+
+    #[test]
+    fn only_server_side_statuses_are_retryable() {
+        let status = |status| ApiError::Status {
+            operation: "x",
+            status,
+            message: None,
+            client_message: None,
+            outcome_unknown: false,
+        };
+        assert!(status(500).is_retryable());
+        assert!(status(503).is_retryable());
+        assert!(status(429).is_retryable());
+        assert!(!status(401).is_retryable());
+        assert!(!status(404).is_retryable());
+    }
+
+    #[test]
+    fn unknown_outcome_is_spelled_out_for_operators() {
+        let e = ApiError::Transport {
+            operation: "async sale",
+            kind: TransportKind::Timeout,
+            detail: "operation timed out".into(),
+            outcome_unknown: true,
+        };
+        assert!(e.outcome_unknown());
+        assert!(e.to_string().contains("outcome is unknown"));
+    }
+}
