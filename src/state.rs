@@ -112,7 +112,8 @@ pub enum PaymentSource {
     Recovered,
 }
 
-/// Who asked for a cancel (agent.md §2, §3).
+/// Who asked for a cancel (agent.md §2, §3; the `reason` of serial-link.md §3
+/// `payment_cancelled`). An operator's `disconnect` cancels with reason `operator`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
@@ -120,6 +121,23 @@ pub enum CancelReason {
     Terminal,
     Shutdown,
     Timeout,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Terminal => "terminal",
+            Self::Shutdown => "shutdown",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A cancel that was asked for; durable before the cancel request leaves.

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use super::core::{Core, Refusal};
+use super::core::{CancelSummary, Core, Refusal};
 use crate::control::ConnectionState;
-use crate::serial::message::CancelReason;
+use crate::state::CancelReason;
 
 /// Brings the connection up: reconnects the known Id (configuration, else state) or
 /// establishes a new one and makes its Id durable. Transport failures are retried with
@@ -87,15 +87,15 @@ fn store_connection_id(core: &Core, id: &str) -> Result<(), Refusal> {
 
 /// `pos-agent disconnect`: cancel every pending payment, then deactivate the connection. The
 /// daemon keeps running and refuses sales (`not_connected`) until `reconnect`.
-pub async fn operator_disconnect(core: &Arc<Core>) -> Result<(String, Vec<String>), Refusal> {
+pub async fn operator_disconnect(core: &Arc<Core>) -> Result<(String, CancelSummary), Refusal> {
     let Some(id) = core.connection_id() else {
         return Err(Refusal::NotConnected);
     };
     core.set_connection_state(ConnectionState::Disconnected);
-    let (cancelled, failed) = core
+    let summary = core
         .cancel_all(CancelReason::Operator, core.config().shutdown.concurrency)
         .await;
-    if let Some((payment, why)) = failed.first() {
+    if let Some((payment, why)) = summary.failed.first() {
         warn!(payment_request_id = payment, "cancel before disconnect failed: {why}");
     }
     core.client()
@@ -103,7 +103,7 @@ pub async fn operator_disconnect(core: &Arc<Core>) -> Result<(String, Vec<String
         .await
         .map_err(|e| Refusal::from_api_error(&e))?;
     info!(connection_id = id, "connection deactivated by the operator");
-    Ok((id, cancelled))
+    Ok((id, summary))
 }
 
 /// `pos-agent reconnect`: re-activate the connection (one attempt, with the client's retries).

@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::control::{rfc3339, ConnectionState, ControlError, ControlErrorKind, ControlResponse, PendingPaymentView};
+use crate::control::{rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView};
 use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
 use crate::serial::message::{AgentRequest, ErrorCode, Reply};
 use crate::serial::LinkHandle;
@@ -49,6 +49,7 @@ impl Refusal {
                 message,
                 client_message,
                 error_code,
+                ..
             } => Refusal::ApiRejected {
                 message: message.clone().unwrap_or_default(),
                 client_message: client_message.clone(),
@@ -73,6 +74,28 @@ impl Refusal {
             other => other.to_string(),
         };
         Reply::error(code, message)
+    }
+
+    /// The error an operator's command gets for this refusal.
+    pub fn to_control_error(&self) -> ControlError {
+        match self {
+            Refusal::ApiRejected {
+                message,
+                client_message,
+                error_code,
+            } => ControlError::api_rejected(message.clone(), client_message.clone(), *error_code),
+            other => {
+                let kind = match other {
+                    Refusal::InvalidRequest(_) => ControlErrorKind::InvalidRequest,
+                    Refusal::Busy => ControlErrorKind::Busy,
+                    Refusal::NotConnected => ControlErrorKind::NotConnected,
+                    Refusal::NotFound(_) => ControlErrorKind::NotFound,
+                    Refusal::ApiUnavailable(_) => ControlErrorKind::ApiUnavailable,
+                    Refusal::ApiRejected { .. } | Refusal::Internal(_) => ControlErrorKind::Internal,
+                };
+                ControlError::new(kind, other.to_string())
+            }
+        }
     }
 }
 
@@ -499,7 +522,7 @@ impl Core {
                         })
                     }),
                 }
-                info!(payment_request_id = id, reason = %reason_name(reason), "payment cancelled");
+                info!(payment_request_id = id, reason = %reason, "payment cancelled");
                 if reason != CancelReason::Terminal {
                     self.tell_terminal(AgentRequest::PaymentCancelled {
                         payment_request_id: id.to_owned(),
@@ -697,14 +720,6 @@ fn refused(refusal: Refusal) -> SaleOutcome {
     SaleOutcome::Refused(refusal)
 }
 
-fn reason_name(reason: CancelReason) -> &'static str {
-    match reason {
-        CancelReason::Operator => "operator",
-        CancelReason::Terminal => "terminal",
-        CancelReason::Shutdown => "shutdown",
-        CancelReason::Timeout => "timeout",
-    }
-}
 
 enum Resolution {
     Found(String),

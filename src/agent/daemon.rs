@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::json;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -18,7 +17,11 @@ use super::connection;
 use super::core::{Core, Refusal, SaleOrder, SaleOutcome};
 use crate::cli::exit;
 use crate::config::{self, Config};
-use crate::control::{self, ConnectionState, ControlCall, ControlRequest, ControlResponse, LinkState, StatusReport};
+use crate::control::{
+    self, ApmAccount, CancelFailure, CancelReport, CancelTarget, ConnectionReport, ConnectionState, ControlCall,
+    ControlReply, ControlRequest, ControlResponse, DisconnectReport, LinkState, StatusReport, UnlinkReport,
+};
+use crate::state::CancelReason;
 use crate::paywall::{ApmTarget, PaywallClient};
 use crate::serial::message::{AgentRequest, AgentStateKind, CancelReason, Reply, TerminalRequest};
 use crate::serial::{self, IncomingRequest, LinkEvent};
@@ -30,7 +33,7 @@ pub const EXIT_STATE_UNREADABLE: u8 = 74;
 
 /// Runs the daemon until it is told to stop; returns the process exit code.
 pub async fn run(config_path: &Path) -> ExitCode {
-    let env = config::Env::from_process();
+    let env = config::EnvSnapshot::capture();
     let config = match config::load_with(config_path, &env) {
         Ok(config) => Arc::new(config),
         Err(e) => {
@@ -60,7 +63,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
         }
     };
     let listener = match systemd::listen_socket() {
-        Some(listener) => tokio::net::UnixListener::from_std(listener),
+        Some(listener) => control::adopt(listener),
         None => control::bind(&config.control_socket(&env)),
     };
     let listener = match listener {
@@ -81,8 +84,9 @@ pub async fn run(config_path: &Path) -> ExitCode {
     let (link, mut link_events) = serial::spawn_link(config.serial.clone());
     let core = Core::new(Arc::clone(&config), client, store, link);
     let (calls, mut control_calls) = mpsc::channel::<ControlCall>(16);
-    let control_stop = core.stopping_signal();
-    tokio::spawn(control::serve(listener, calls, control_stop));
+    // The control socket keeps answering `status` and `pending` during the shutdown; it goes
+    // with the process.
+    tokio::spawn(control::serve(listener, calls, std::future::pending()));
 
     tokio::spawn(connection::maintain(Arc::clone(&core)));
     systemd::notify_ready();
@@ -132,19 +136,19 @@ pub async fn run(config_path: &Path) -> ExitCode {
             _ = core.changed.notified() => {}
         }
     }
-    shut_down(&core, &mut signals, &mut interrupts, &mut watchdog, link_up).await
+    let mut events = Events {
+        signals,
+        interrupts,
+        watchdog,
+        control_calls,
+    };
+    shut_down(&core, &mut events, link_up).await
 }
 
 /// agent.md §3: stop taking sales, cancel what is pending, disconnect, all within the
 /// deadline; a second signal ends it at once. State is written at every step, so whatever
 /// is cut short is finished at the next start.
-async fn shut_down(
-    core: &Arc<Core>,
-    signals: &mut Signal,
-    interrupts: &mut Signal,
-    watchdog: &mut Option<tokio::time::Interval>,
-    link_up: bool,
-) -> ExitCode {
+async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> ExitCode {
     let settings = core.config().shutdown.clone();
     let pending = core.pending_ids().len();
     info!(pending, deadline = ?settings.deadline, "shutting down");
@@ -156,8 +160,12 @@ async fn shut_down(
     }
     let work = async {
         if settings.cancel_pending {
-            let (cancelled, failed) = core.cancel_all(CancelReason::Shutdown, settings.concurrency).await;
-            info!(cancelled = cancelled.len(), failed = failed.len(), "pending payments cancelled");
+            let summary = core.cancel_all_for_shutdown(settings.concurrency).await;
+            info!(
+                cancelled = summary.cancelled.len(),
+                failed = summary.failed.len(),
+                "pending payments cancelled"
+            );
         }
         if settings.disconnect {
             if let Some(id) = core.connection_id() {
@@ -177,9 +185,16 @@ async fn shut_down(
     loop {
         tokio::select! {
             biased;
-            _ = tick(watchdog) => systemd::notify_watchdog(),
-            _ = signals.recv() => return interrupted(core),
-            _ = interrupts.recv() => return interrupted(core),
+            _ = tick(&mut events.watchdog) => systemd::notify_watchdog(),
+            _ = events.signals.recv() => return interrupted(core),
+            _ = events.interrupts.recv() => return interrupted(core),
+            Some(call) = events.control_calls.recv() => {
+                let response = match call.request {
+                    request @ (ControlRequest::Status | ControlRequest::Pending) => handle_control(core, request).await,
+                    _ => ControlResponse::error(Refusal::Busy.to_control_error()),
+                };
+                let _ = call.reply.send(response);
+            }
             () = &mut work => break,
             () = &mut deadline => {
                 let left = core.pending_ids().len();
@@ -188,12 +203,22 @@ async fn shut_down(
             }
         }
     }
-    info!(pending = core.pending_ids().len(), "stopped");
+    core.flush_store();
+    info!(pending = core.pending_count(), "stopped");
     ExitCode::SUCCESS
 }
 
+/// What the shutdown still listens to.
+struct Events {
+    signals: Signal,
+    interrupts: Signal,
+    watchdog: Option<tokio::time::Interval>,
+    control_calls: mpsc::Receiver<ControlCall>,
+}
+
 fn interrupted(core: &Core) -> ExitCode {
-    let left = core.pending_ids().len();
+    core.flush_store();
+    let left = core.pending_count();
     warn!(left, "second signal: stopping at once; what is left is finished at the next start");
     ExitCode::FAILURE
 }
@@ -277,13 +302,13 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
         TerminalRequest::Cancel {
             payment_request_id: None,
         } => {
-            let (cancelled, failed) = core
+            let summary = core
                 .cancel_all(CancelReason::Terminal, core.config().shutdown.concurrency)
                 .await;
-            match failed.into_iter().next() {
-                Some((_, refusal)) if cancelled.is_empty() => refusal.to_reply(),
+            match summary.failed.into_iter().next() {
+                Some((_, refusal)) if summary.cancelled.is_empty() => refusal.to_reply(),
                 _ => Reply::Cancelled {
-                    payment_request_ids: cancelled,
+                    payment_request_ids: summary.cancelled,
                 },
             }
         }
@@ -299,71 +324,84 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
 
 /// One operator command from the control socket (agent.md §4).
 async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlResponse {
-    let result: Result<serde_json::Value, Refusal> = match request {
-        ControlRequest::Status => Ok(json!(status_report(core))),
-        ControlRequest::Pending => Ok(json!(core.pending_views())),
-        ControlRequest::Cancel {
-            payment_request_id: Some(id),
-            ..
-        } => core
-            .cancel(&id, CancelReason::Operator)
-            .await
-            .map(|()| json!({ "cancelled": [id], "failed": [] })),
-        ControlRequest::Cancel { .. } => {
-            let (cancelled, failed) = core
+    let reply = match request {
+        ControlRequest::Status => Ok(ControlReply::Status(status_report(core))),
+        ControlRequest::Pending => Ok(ControlReply::Pending(core.pending_views())),
+        ControlRequest::Cancel(CancelTarget::One(id)) => {
+            let id = id.to_string();
+            core.cancel(&id, CancelReason::Operator).await.map(|()| {
+                ControlReply::Cancel(CancelReport {
+                    cancelled: vec![id],
+                    failed: Vec::new(),
+                })
+            })
+        }
+        ControlRequest::Cancel(CancelTarget::All) => {
+            let summary = core
                 .cancel_all(CancelReason::Operator, core.config().shutdown.concurrency)
                 .await;
-            let failed: Vec<_> = failed
-                .iter()
-                .map(|(id, why)| json!({ "payment_request_id": id, "error": why.to_string() }))
-                .collect();
-            Ok(json!({ "cancelled": cancelled, "failed": failed }))
+            Ok(ControlReply::Cancel(CancelReport {
+                cancelled: summary.cancelled,
+                failed: failures(summary.failed),
+            }))
         }
-        ControlRequest::Disconnect => connection::operator_disconnect(core)
-            .await
-            .map(|(id, cancelled)| json!({ "connection_id": id, "connection": "disconnected", "cancelled": cancelled })),
-        ControlRequest::Reconnect => connection::operator_reconnect(core)
-            .await
-            .map(|id| json!({ "connection_id": id, "connection": "connected" })),
-        ControlRequest::ApmUnlink {
-            phone,
-            apm_key,
-            apm_connection_id,
-        } => {
-            let target = match (apm_key, apm_connection_id) {
-                (Some(key), None) => Ok(ApmTarget::Key(key)),
-                (None, Some(id)) => Ok(ApmTarget::ConnectionId(id)),
-                _ => Err(Refusal::InvalidRequest(
-                    "give exactly one of apm_key and apm_connection_id".into(),
-                )),
+        ControlRequest::Disconnect => connection::operator_disconnect(core).await.map(|(id, summary)| {
+            ControlReply::Disconnect(DisconnectReport {
+                connection_id: Some(id),
+                connection: core.connection_state(),
+                cancelled: summary.cancelled,
+                failed: failures(summary.failed),
+            })
+        }),
+        ControlRequest::Reconnect => connection::operator_reconnect(core).await.map(|id| {
+            ControlReply::Reconnect(ConnectionReport {
+                connection_id: Some(id),
+                connection: core.connection_state(),
+            })
+        }),
+        ControlRequest::ApmUnlink { phone, account } => {
+            let target = match account {
+                ApmAccount::Key(key) => ApmTarget::Key(key),
+                ApmAccount::ConnectionId(id) => ApmTarget::ConnectionId(id),
             };
-            match target {
-                Ok(target) => core
-                    .client()
-                    .apm_unlink(&phone, target)
-                    .await
-                    .map(|outcome| json!(outcome))
-                    .map_err(|e| Refusal::from_api_error(&e)),
-                Err(refusal) => Err(refusal),
-            }
+            core.client()
+                .apm_unlink(&phone, target)
+                .await
+                .map(|_| ControlReply::ApmUnlink(UnlinkReport::default()))
+                .map_err(|e| Refusal::from_api_error(&e))
         }
         ControlRequest::MasterpassUnlink { session_id } => core
             .client()
-            .masterpass_unlink(&session_id)
+            .masterpass_unlink(session_id)
             .await
-            .map(|outcome| json!(outcome))
+            .map(|unlinked| {
+                ControlReply::MasterpassUnlink(UnlinkReport {
+                    message: None,
+                    retrieval_reference_number: unlinked.retrieval_reference_number,
+                })
+            })
             .map_err(|e| Refusal::from_api_error(&e)),
         ControlRequest::CheckoutDeactivate { id } => core
             .client()
             .checkout_deactivate(id)
             .await
-            .map(|outcome| json!(outcome))
+            .map(|_| ControlReply::CheckoutDeactivate(UnlinkReport::default()))
             .map_err(|e| Refusal::from_api_error(&e)),
     };
-    match result {
-        Ok(value) => ControlResponse::ok(value),
-        Err(refusal) => refusal.to_control_response(),
+    match reply {
+        Ok(reply) => ControlResponse::ok(reply),
+        Err(refusal) => ControlResponse::error(refusal.to_control_error()),
     }
+}
+
+fn failures(failed: Vec<(String, Refusal)>) -> Vec<CancelFailure> {
+    failed
+        .into_iter()
+        .map(|(payment_request_id, refusal)| CancelFailure {
+            payment_request_id,
+            error: refusal.to_control_error(),
+        })
+        .collect()
 }
 
 fn status_report(core: &Core) -> StatusReport {
@@ -371,7 +409,11 @@ fn status_report(core: &Core) -> StatusReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         connection_id: core.connection_id(),
         connection: core.connection_state(),
-        terminal_link: if core.link().is_up() { LinkState::Up } else { LinkState::Down },
+        terminal_link: if core.link().is_up() {
+            LinkState::Up
+        } else {
+            LinkState::Down
+        },
         pending: core.pending_views(),
     }
 }
