@@ -1,1 +1,20 @@
-//! Serial link protocol v1 to the terminal (`shared/spec/serial-link.md`).
+//! Serial link protocol v1 to the terminal (`shared/spec/serial-link.md`), layered:
+//! `frame` (bytes of one frame), `codec` (the byte stream ↔ frames/ACK/NAK), `message` (typed
+//! JSON messages), `link` (stop-and-wait, ACK/NAK, replay cache, liveness, up/down) and `port`
+//! (the real device: open with the line settings, reopen with backoff).
+//! `docs/serial-protocol.md` describes the protocol as implemented.
+
+pub mod codec;
+pub mod frame;
+pub mod link;
+pub mod message;
+pub mod port;
+
+pub use link::{
+    AgentLink, IncomingRequest, Link, LinkError, LinkEvent, LinkHandle, LinkSettings, LinkState,
+    TerminalLink,
+};
+pub use message::{
+    AgentRequest, AgentState, CancelReason, ErrorCode, PaymentOutcome, Reply, Sale, TerminalRequest,
+};
+pub use port::{open_port, spawn_link, spawn_port_link};

@@ -1,0 +1,1139 @@
+//! The link layer (serial-link.md §2–§4): stop-and-wait sending with T3 and `max_sends`, ACK/NAK
+//! for every received frame, T1, the replay cache of §3, `ping` liveness and the up/down state.
+//!
+//! One task owns the transport and all link state; the application talks to it through a
+//! [`LinkHandle`] (send a request, await its reply) and a stream of [`LinkEvent`]s (link up/down,
+//! requests from the peer). The layer is role-agnostic: the agent runs
+//! `Link<TerminalRequest, AgentRequest>` ([`AgentLink`]), the terminal simulator the mirror
+//! image ([`TerminalLink`]). It runs over any `AsyncRead + AsyncWrite`: a serial port, a pty
+//! master, or `tokio::io::duplex` in unit tests. Time is tokio time.
+//!
+//! Link up/down: the link is *up* from the first sign of life of the peer (a good frame or an
+//! ACK) until a frame fails after `max_sends` sends or three `ping`s in a row go unanswered.
+//! A *link session* runs from up to down or to the end of the transport; the replay cache lives
+//! for one session.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::codec::Decoder;
+
+use super::codec::{FrameCodec, Inbound};
+use super::frame::{frame_bytes, ACK, MAX_APDU, NAK};
+use super::message::{
+    encode_reply, encode_request, parse_incoming, AgentRequest, ErrorCode, Incoming, LinkMessage,
+    Reply, TerminalRequest,
+};
+use crate::config::SerialConfig;
+
+/// T1 (§2): the longest pause between two bytes inside a frame.
+pub const INTER_BYTE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Unanswered `ping`s in a row after which the link is down (§4).
+pub const MISSED_PINGS_FOR_DOWN: u32 = 3;
+/// Answered request ids remembered per link session (§3).
+pub const REPLAY_CACHE_SIZE: usize = 64;
+
+/// The timers and limits of one link.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// T3: how long a sent frame waits for ACK/NAK.
+    pub ack_timeout: Duration,
+    /// Sends of one frame in total before it fails and the link is down.
+    pub max_sends: u32,
+    /// Idle time after which a `ping` is sent.
+    pub ping_interval: Duration,
+    /// Unanswered pings in a row that mean the link is down.
+    pub missed_pings_for_down: u32,
+    /// T1.
+    pub inter_byte_timeout: Duration,
+    /// How long [`LinkHandle::request`] waits for the reply.
+    pub reply_timeout: Duration,
+}
+
+impl LinkSettings {
+    /// The link timers of the `[serial]` section, the rest from the spec.
+    pub fn from_config(config: &SerialConfig) -> Self {
+        // Floors keep a mistyped configuration from turning the link into a busy loop.
+        Self {
+            ack_timeout: config.ack_timeout.max(Duration::from_millis(10)),
+            max_sends: config.max_sends.max(1),
+            ping_interval: config.ping_interval.max(Duration::from_millis(100)),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        let config = SerialConfig::default();
+        Self {
+            ack_timeout: config.ack_timeout,
+            max_sends: config.max_sends,
+            ping_interval: config.ping_interval,
+            missed_pings_for_down: MISSED_PINGS_FOR_DOWN,
+            inter_byte_timeout: INTER_BYTE_TIMEOUT,
+            reply_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The state of the link, as the agent reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// The device is not open (missing, unplugged, being reopened) or the link was shut down.
+    Closed,
+    /// The device is open but the peer has not answered (yet, or any more).
+    Down,
+    /// The peer answers.
+    Up,
+}
+
+/// Why a request got no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("the peer did not acknowledge the frame after the configured number of sends")]
+    NotAcknowledged,
+    #[error("the link went down before the frame was sent")]
+    LinkDown,
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("the serial device is not open or the link was shut down")]
+    Closed,
+    #[error("the message does not fit in one frame ({0} bytes, limit {MAX_APDU})")]
+    TooLong(usize),
+    #[error("the peer's reply is not one this side understands: {0}")]
+    UnreadableReply(String),
+}
+
+/// What the link reports to the application.
+#[derive(Debug)]
+pub enum LinkEvent<In = TerminalRequest> {
+    /// The peer answers (again).
+    Up,
+    /// The peer stopped answering or the device went away.
+    Down,
+    /// A request from the peer, delivered once per id and link session; answer it with
+    /// [`IncomingRequest::reply`].
+    Request(IncomingRequest<In>),
+}
+
+struct ReplyCommand {
+    id: u32,
+    session: u64,
+    /// `None`: the application dropped the request without answering.
+    reply: Option<Reply>,
+}
+
+/// A request from the peer waiting for the application's answer.
+///
+/// Dropping it without [`reply`](Self::reply) sends nothing and forgets the id, so the peer's
+/// next retransmission of the same request is delivered again. (An `error` would be wrong for a
+/// sale whose payment exists, so the link never invents one.)
+#[derive(Debug)]
+pub struct IncomingRequest<In = TerminalRequest> {
+    id: u32,
+    session: u64,
+    request: In,
+    replies: mpsc::UnboundedSender<ReplyCommand>,
+    answered: bool,
+}
+
+impl std::fmt::Debug for ReplyCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyCommand")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl<In> IncomingRequest<In> {
+    /// The request's `id`.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The typed request.
+    pub fn request(&self) -> &In {
+        &self.request
+    }
+
+    /// Sends `reply` (with `re` = this request's id) and remembers it for duplicates.
+    pub fn reply(mut self, reply: Reply) {
+        self.answered = true;
+        let _ = self.replies.send(ReplyCommand {
+            id: self.id,
+            session: self.session,
+            reply: Some(reply),
+        });
+    }
+}
+
+impl<In> Drop for IncomingRequest<In> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let _ = self.replies.send(ReplyCommand {
+                id: self.id,
+                session: self.session,
+                reply: None,
+            });
+        }
+    }
+}
+
+enum Command<Out> {
+    Request {
+        body: Out,
+        reply: oneshot::Sender<Result<Reply, LinkError>>,
+    },
+    Shutdown,
+}
+
+/// The application's side of a link: send requests, watch the state, shut it down. Cheap to
+/// clone. The link runs until [`shutdown`](Self::shutdown) or until every handle is dropped.
+pub struct LinkHandle<Out = AgentRequest> {
+    commands: mpsc::UnboundedSender<Command<Out>>,
+    state: watch::Receiver<LinkState>,
+    reply_timeout: Duration,
+}
+
+impl<Out> Clone for LinkHandle<Out> {
+    fn clone(&self) -> Self {
+        Self {
+            commands: self.commands.clone(),
+            state: self.state.clone(),
+            reply_timeout: self.reply_timeout,
+        }
+    }
+}
+
+impl<Out> std::fmt::Debug for LinkHandle<Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkHandle")
+            .field("state", &*self.state.borrow())
+            .finish()
+    }
+}
+
+impl<Out: LinkMessage> LinkHandle<Out> {
+    /// Sends a request or notification and waits for its reply (the settings' reply timeout).
+    pub async fn request(&self, body: Out) -> Result<Reply, LinkError> {
+        self.request_with_timeout(body, self.reply_timeout).await
+    }
+
+    /// Sends a request or notification and waits up to `timeout` for its reply.
+    pub async fn request_with_timeout(
+        &self,
+        body: Out,
+        timeout: Duration,
+    ) -> Result<Reply, LinkError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Request { body, reply })
+            .map_err(|_| LinkError::Closed)?;
+        match tokio::time::timeout(timeout, answer).await {
+            Err(_) => Err(LinkError::Timeout(timeout)),
+            Ok(Err(_)) => Err(LinkError::Closed),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> LinkState {
+        *self.state.borrow()
+    }
+
+    /// A receiver that sees every state change.
+    pub fn watch_state(&self) -> watch::Receiver<LinkState> {
+        self.state.clone()
+    }
+
+    /// Waits until the link is in `state`.
+    pub async fn wait_for_state(&self, state: LinkState) {
+        let mut watch = self.state.clone();
+        let _ = watch.wait_for(|s| *s == state).await;
+    }
+
+    /// Stops the link and closes the transport. Pending requests fail with `Closed`.
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}
+
+/// Spawns links over arbitrary transports. `In` is what the peer sends us, `Out` what we send.
+pub struct Link<In = TerminalRequest, Out = AgentRequest>(PhantomData<(In, Out)>);
+
+/// The agent's end: receives terminal requests, sends agent notifications.
+pub type AgentLink = Link<TerminalRequest, AgentRequest>;
+/// The terminal's end: receives agent notifications, sends terminal requests.
+pub type TerminalLink = Link<AgentRequest, TerminalRequest>;
+
+impl<In: LinkMessage, Out: LinkMessage> Link<In, Out> {
+    /// Runs a link over `transport` on a new task until the transport ends (state `Closed`)
+    /// or the link is shut down. There is no reopening here; see `serial::port` for that.
+    pub fn over<T>(
+        transport: T,
+        settings: LinkSettings,
+    ) -> (LinkHandle<Out>, mpsc::UnboundedReceiver<LinkEvent<In>>)
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (handle, events, mut core) = LinkCore::<In, Out>::new(settings);
+        tokio::spawn(async move {
+            let mut transport = Box::pin(transport);
+            let end = core.run_session(&mut transport).await;
+            tracing::debug!(?end, "serial link over transport ended");
+            core.close();
+        });
+        (handle, events)
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub(crate) enum SessionEnd {
+    /// Shutdown was asked for, or every handle was dropped.
+    Shutdown,
+    /// The transport reported end of file or an error: close and reopen.
+    Lost(std::io::Error),
+}
+
+/// A frame waiting to be sent, or being sent.
+struct Outgoing {
+    frame: Bytes,
+    /// The id of our own request (to fail it if the frame fails); `None` for replies.
+    request_id: Option<u32>,
+}
+
+struct InFlight {
+    message: Outgoing,
+    sends: u32,
+    /// Value of `Io::appended` right after the last copy of this frame.
+    frame_end: u64,
+    /// T3 deadline, set once the frame has been handed to the transport completely.
+    deadline: Option<Instant>,
+}
+
+/// What the replay cache knows about a received request id.
+enum Seen {
+    New,
+    InProgress,
+    Answered(Bytes),
+}
+
+/// The replay cache of §3. An entry remembers a fingerprint of the request, so the same id with
+/// different content (a peer that restarted and counts from 1 again) is a new request, not a
+/// duplicate: a replayed `sale_started` for the wrong sale would be far worse than a second
+/// delivery, which the application handles idempotently.
+#[derive(Default)]
+struct ReplayCache {
+    in_progress: HashMap<u32, u64>,
+    answered: VecDeque<(u32, u64, Bytes)>,
+}
+
+fn fingerprint(apdu: &[u8]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    apdu.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl ReplayCache {
+    fn check(&mut self, id: u32, print: u64) -> Seen {
+        if let Some(&known) = self.in_progress.get(&id) {
+            if known == print {
+                return Seen::InProgress;
+            }
+            tracing::warn!(
+                id,
+                "request id reused with different content; treated as new"
+            );
+            self.in_progress.remove(&id);
+        }
+        if let Some(pos) = self.answered.iter().position(|(i, _, _)| *i == id) {
+            if self.answered[pos].1 == print {
+                return Seen::Answered(self.answered[pos].2.clone());
+            }
+            tracing::warn!(
+                id,
+                "request id reused with different content; treated as new"
+            );
+            self.answered.remove(pos);
+        }
+        Seen::New
+    }
+
+    fn start(&mut self, id: u32, print: u64) {
+        self.in_progress.insert(id, print);
+    }
+
+    fn answer(&mut self, id: u32, reply_frame: Bytes) {
+        if let Some(print) = self.in_progress.remove(&id) {
+            if self.answered.len() >= REPLAY_CACHE_SIZE {
+                self.answered.pop_front();
+            }
+            self.answered.push_back((id, print, reply_frame));
+        }
+    }
+
+    fn forget(&mut self, id: u32) {
+        self.in_progress.remove(&id);
+    }
+
+    fn clear(&mut self) {
+        self.in_progress.clear();
+        self.answered.clear();
+    }
+}
+
+/// All link state; survives reopenings of the port (ids keep counting, channels stay).
+pub(crate) struct LinkCore<In, Out> {
+    settings: LinkSettings,
+    commands: mpsc::UnboundedReceiver<Command<Out>>,
+    replies: mpsc::UnboundedReceiver<ReplyCommand>,
+    reply_sender: mpsc::UnboundedSender<ReplyCommand>,
+    events: mpsc::UnboundedSender<LinkEvent<In>>,
+    state: watch::Sender<LinkState>,
+    next_id: u32,
+    session: u64,
+    cache: ReplayCache,
+    waiting: HashMap<u32, oneshot::Sender<Result<Reply, LinkError>>>,
+    /// Whether the link was up at some point of the current transport.
+    pub(crate) came_up: bool,
+}
+
+/// Per-transport state: what is being read and written.
+struct Io {
+    codec: FrameCodec,
+    out: BytesMut,
+    /// Bytes ever appended to `out` / written from it, to know when a frame is on its way.
+    appended: u64,
+    written: u64,
+    queue: VecDeque<Outgoing>,
+    in_flight: Option<InFlight>,
+    last_byte: Instant,
+    last_activity: Instant,
+    /// When the device last accepted bytes (or output began waiting).
+    last_write_progress: Instant,
+    unanswered_pings: u32,
+    last_ping_id: Option<u32>,
+}
+
+impl Io {
+    fn append(&mut self, bytes: &[u8]) {
+        if self.out.is_empty() {
+            self.last_write_progress = Instant::now();
+        }
+        self.out.extend_from_slice(bytes);
+        self.appended += bytes.len() as u64;
+    }
+}
+
+impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
+    pub(crate) fn new(
+        settings: LinkSettings,
+    ) -> (
+        LinkHandle<Out>,
+        mpsc::UnboundedReceiver<LinkEvent<In>>,
+        Self,
+    ) {
+        let (command_tx, commands) = mpsc::unbounded_channel();
+        let (reply_sender, replies) = mpsc::unbounded_channel();
+        let (events, event_rx) = mpsc::unbounded_channel();
+        let (state, state_rx) = watch::channel(LinkState::Closed);
+        let handle = LinkHandle {
+            commands: command_tx,
+            state: state_rx,
+            reply_timeout: settings.reply_timeout,
+        };
+        let core = Self {
+            settings,
+            commands,
+            replies,
+            reply_sender,
+            events,
+            state,
+            next_id: 1,
+            session: 0,
+            cache: ReplayCache::default(),
+            waiting: HashMap::new(),
+            came_up: false,
+        };
+        (handle, event_rx, core)
+    }
+
+    fn set_state(&mut self, new: LinkState) {
+        let old = self.state.send_replace(new);
+        if old == new {
+            return;
+        }
+        tracing::info!(?new, "serial link state");
+        if new == LinkState::Up {
+            self.came_up = true;
+            let _ = self.events.send(LinkEvent::Up);
+        } else if old == LinkState::Up {
+            let _ = self.events.send(LinkEvent::Down);
+        }
+        if old == LinkState::Up {
+            // The link session ends: the replay cache belongs to it.
+            self.session += 1;
+            self.cache.clear();
+        }
+    }
+
+    fn allocate_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Marks the link closed for good (transport gone, no reopening).
+    pub(crate) fn close(&mut self) {
+        self.set_state(LinkState::Closed);
+        for (_, waiter) in self.waiting.drain() {
+            let _ = waiter.send(Err(LinkError::Closed));
+        }
+    }
+
+    /// Between transports: refuses requests until `deadline`. Returns false on shutdown.
+    pub(crate) async fn wait_closed_until(&mut self, deadline: Instant) -> bool {
+        loop {
+            tokio::select! {
+                _ = sleep_until(deadline) => return true,
+                command = self.commands.recv() => match command {
+                    None | Some(Command::Shutdown) => return false,
+                    Some(Command::Request { reply, .. }) => {
+                        let _ = reply.send(Err(LinkError::Closed));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Runs the link over one transport until it ends or the link is shut down.
+    pub(crate) async fn run_session<T>(&mut self, transport: &mut T) -> SessionEnd
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (mut reader, mut writer) = tokio::io::split(transport);
+        let now = Instant::now();
+        let mut io = Io {
+            codec: FrameCodec::new(),
+            out: BytesMut::new(),
+            appended: 0,
+            written: 0,
+            queue: VecDeque::new(),
+            in_flight: None,
+            last_byte: now,
+            last_activity: now,
+            last_write_progress: now,
+            unanswered_pings: 0,
+            last_ping_id: None,
+        };
+        self.came_up = false;
+        self.set_state(LinkState::Down);
+        // Probe at once, so the link comes up without waiting for the first idle ping.
+        self.send_ping(&mut io);
+        let mut input = BytesMut::with_capacity(4096);
+
+        let end = loop {
+            self.start_next_frame(&mut io);
+            let t3 = io.in_flight.as_ref().and_then(|f| f.deadline);
+            let t1 = io
+                .codec
+                .in_frame()
+                .then(|| io.last_byte + self.settings.inter_byte_timeout);
+            let idle = io.last_activity + self.settings.ping_interval;
+            let stall = (!io.out.is_empty()).then(|| io.last_write_progress + self.stall_limit());
+            input.reserve(4096);
+            tokio::select! {
+                read = reader.read_buf(&mut input) => match read {
+                    Ok(0) => break SessionEnd::Lost(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(_) => {
+                        io.last_byte = Instant::now();
+                        while let Ok(Some(item)) = io.codec.decode(&mut input) {
+                            self.on_inbound(&mut io, item);
+                        }
+                    }
+                    Err(e) => break SessionEnd::Lost(e),
+                },
+                written = writer.write_buf(&mut io.out), if !io.out.is_empty() => match written {
+                    Ok(0) => break SessionEnd::Lost(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        io.written += n as u64;
+                        io.last_write_progress = Instant::now();
+                        if let Some(flight) = io.in_flight.as_mut() {
+                            if flight.deadline.is_none() && io.written >= flight.frame_end {
+                                flight.deadline = Some(Instant::now() + self.settings.ack_timeout);
+                            }
+                        }
+                    }
+                    Err(e) => break SessionEnd::Lost(e),
+                },
+                command = self.commands.recv() => match command {
+                    None | Some(Command::Shutdown) => break SessionEnd::Shutdown,
+                    Some(Command::Request { body, reply }) => self.enqueue_request(&mut io, body, reply),
+                },
+                Some(reply) = self.replies.recv() => self.on_reply_command(&mut io, reply),
+                _ = sleep_until(t3.unwrap_or(now)), if t3.is_some() => self.on_ack_timeout(&mut io),
+                _ = sleep_until(t1.unwrap_or(now)), if t1.is_some() => {
+                    if io.codec.abandon_partial() {
+                        tracing::debug!("partial frame dropped after the inter-byte timeout (T1)");
+                    }
+                },
+                _ = sleep_until(idle) => self.on_idle(&mut io),
+                _ = sleep_until(stall.unwrap_or(now)), if stall.is_some() => self.on_write_stall(&mut io),
+            }
+        };
+
+        if let SessionEnd::Shutdown = end {
+            // Best effort: pending ACKs and replies still go out.
+            let _ = tokio::time::timeout(
+                Duration::from_millis(500),
+                writer.write_all_buf(&mut io.out),
+            )
+            .await;
+        }
+        let stats = io.codec.stats();
+        tracing::debug!(?stats, "serial link session ended");
+        if let Some(flight) = io.in_flight.take() {
+            self.fail_message(flight.message, LinkError::Closed);
+        }
+        for message in io.queue.drain(..) {
+            self.fail_message(message, LinkError::Closed);
+        }
+        self.set_state(LinkState::Closed);
+        self.session += 1;
+        self.cache.clear();
+        end
+    }
+
+    fn fail_message(&mut self, message: Outgoing, error: LinkError) {
+        if let Some(id) = message.request_id {
+            if let Some(waiter) = self.waiting.remove(&id) {
+                let _ = waiter.send(Err(error));
+            }
+        }
+    }
+
+    fn start_next_frame(&mut self, io: &mut Io) {
+        if io.in_flight.is_some() {
+            return;
+        }
+        if let Some(message) = io.queue.pop_front() {
+            io.append(&message.frame);
+            io.in_flight = Some(InFlight {
+                message,
+                sends: 1,
+                frame_end: io.appended,
+                deadline: None,
+            });
+        }
+    }
+
+    fn enqueue_request(
+        &mut self,
+        io: &mut Io,
+        body: Out,
+        reply: oneshot::Sender<Result<Reply, LinkError>>,
+    ) {
+        let id = self.allocate_id();
+        match encode_request(id, &body)
+            .ok()
+            .and_then(|apdu| frame_bytes(&apdu).ok().map(|f| (apdu.len(), f)))
+        {
+            Some((_, frame)) => {
+                self.waiting.retain(|_, waiter| !waiter.is_closed());
+                self.waiting.insert(id, reply);
+                io.queue.push_back(Outgoing {
+                    frame: frame.freeze(),
+                    request_id: Some(id),
+                });
+            }
+            None => {
+                let len = encode_request(id, &body).map(|a| a.len()).unwrap_or(0);
+                let _ = reply.send(Err(LinkError::TooLong(len)));
+            }
+        }
+    }
+
+    fn send_ping(&mut self, io: &mut Io) {
+        let id = self.allocate_id();
+        if let Ok(apdu) = encode_request(id, &Out::ping()) {
+            if let Ok(frame) = frame_bytes(&apdu) {
+                io.queue.push_back(Outgoing {
+                    frame: frame.freeze(),
+                    request_id: None,
+                });
+                io.unanswered_pings += 1;
+                io.last_ping_id = Some(id);
+            }
+        }
+        io.last_activity = Instant::now();
+    }
+
+    fn on_idle(&mut self, io: &mut Io) {
+        if io.in_flight.is_some() || !io.queue.is_empty() {
+            // Not idle: a frame is being sent and T3/max_sends watch the peer.
+            io.last_activity = Instant::now();
+            return;
+        }
+        if io.unanswered_pings >= self.settings.missed_pings_for_down
+            && *self.state.borrow() == LinkState::Up
+        {
+            tracing::warn!(
+                pings = io.unanswered_pings,
+                "no answer to pings: serial link down"
+            );
+            self.link_down(io);
+        }
+        self.send_ping(io);
+    }
+
+    /// §2/§4: the link counts as down; queued requests fail, queued replies are dropped.
+    fn link_down(&mut self, io: &mut Io) {
+        for message in io.queue.drain(..).collect::<Vec<_>>() {
+            self.fail_message(message, LinkError::LinkDown);
+        }
+        if *self.state.borrow() == LinkState::Up {
+            self.set_state(LinkState::Down);
+        }
+    }
+
+    fn resend_or_fail(&mut self, io: &mut Io, why: &str) {
+        let Some(mut flight) = io.in_flight.take() else {
+            return;
+        };
+        if flight.sends < self.settings.max_sends {
+            flight.sends += 1;
+            tracing::debug!(sends = flight.sends, why, "resending frame");
+            io.append(&flight.message.frame);
+            flight.frame_end = io.appended;
+            flight.deadline = None;
+            io.in_flight = Some(flight);
+        } else {
+            tracing::warn!(
+                sends = flight.sends,
+                why,
+                "frame not acknowledged: serial link down"
+            );
+            self.fail_message(flight.message, LinkError::NotAcknowledged);
+            self.link_down(io);
+        }
+    }
+
+    /// How long output may wait for the device to accept a byte before the frame counts as
+    /// not acknowledged: T3 for every allowed send.
+    fn stall_limit(&self) -> Duration {
+        self.settings.ack_timeout * self.settings.max_sends.max(1)
+    }
+
+    /// The device has accepted nothing for [`stall_limit`](Self::stall_limit) (hardware flow
+    /// control held off by a dead peer, a wedged driver): T3 can never start, so without this the
+    /// link would stay up forever. The frame fails and the link goes down; the bytes stay queued
+    /// in case the line moves again.
+    fn on_write_stall(&mut self, io: &mut Io) {
+        io.last_write_progress = Instant::now();
+        tracing::warn!(
+            pending = io.out.len(),
+            "the serial device accepts no output: serial link down"
+        );
+        if let Some(flight) = io.in_flight.take() {
+            self.fail_message(flight.message, LinkError::NotAcknowledged);
+        }
+        self.link_down(io);
+    }
+
+    fn on_ack_timeout(&mut self, io: &mut Io) {
+        self.resend_or_fail(io, "no ACK within T3");
+    }
+
+    /// Some sign of life from the peer.
+    fn on_alive(&mut self, io: &mut Io) {
+        io.last_activity = Instant::now();
+        if *self.state.borrow() != LinkState::Up {
+            self.set_state(LinkState::Up);
+        }
+    }
+
+    fn on_inbound(&mut self, io: &mut Io, item: Inbound) {
+        let frame_sent = io
+            .in_flight
+            .as_ref()
+            .is_some_and(|flight| flight.deadline.is_some());
+        match item {
+            Inbound::Ack if frame_sent => {
+                io.in_flight = None;
+                self.on_alive(io);
+            }
+            Inbound::Nak if frame_sent => self.resend_or_fail(io, "NAK"),
+            Inbound::Ack | Inbound::Nak => {
+                tracing::debug!(?item, "ACK/NAK with no frame awaiting it; ignored")
+            }
+            Inbound::Rejected(fault) => {
+                tracing::debug!(?fault, "bad frame: NAK");
+                io.append(&[NAK]);
+            }
+            Inbound::Frame(apdu) => {
+                io.append(&[ACK]);
+                io.unanswered_pings = 0;
+                self.on_alive(io);
+                self.on_frame(io, apdu);
+            }
+        }
+    }
+
+    fn on_frame(&mut self, io: &mut Io, apdu: Bytes) {
+        match parse_incoming::<In>(&apdu) {
+            Incoming::Unreadable { reason } => {
+                tracing::warn!(%reason, len = apdu.len(), "unreadable message dropped")
+            }
+            Incoming::Anonymous { reason } => {
+                tracing::warn!(%reason, "request without a usable id dropped")
+            }
+            Incoming::Reply { re, body } => match body {
+                Ok(reply) => match self.waiting.remove(&re) {
+                    Some(waiter) => {
+                        let _ = waiter.send(Ok(reply));
+                    }
+                    None if io.last_ping_id == Some(re) => {}
+                    None => tracing::debug!(re, "reply to no waiting request dropped"),
+                },
+                Err(reason) => {
+                    tracing::warn!(re, %reason, "unreadable reply");
+                    if let Some(waiter) = self.waiting.remove(&re) {
+                        let _ = waiter.send(Err(LinkError::UnreadableReply(reason)));
+                    }
+                }
+            },
+            Incoming::Request { id, body } => {
+                let print = fingerprint(&apdu);
+                match self.cache.check(id, print) {
+                    Seen::Answered(frame) => {
+                        tracing::debug!(id, "duplicate request: stored reply repeated");
+                        io.queue.push_back(Outgoing {
+                            frame,
+                            request_id: None,
+                        });
+                        return;
+                    }
+                    Seen::InProgress => {
+                        tracing::debug!(id, "duplicate of a request being handled: ignored");
+                        return;
+                    }
+                    Seen::New => {}
+                }
+                self.cache.start(id, print);
+                match body {
+                    Err(reason) => {
+                        tracing::warn!(id, %reason, "invalid request");
+                        let reply = Reply::error(ErrorCode::InvalidRequest, reason);
+                        self.send_reply(io, id, self.session, &reply);
+                    }
+                    Ok(request) if request.is_ping() => {
+                        self.send_reply(io, id, self.session, &Reply::Pong);
+                    }
+                    Ok(request) => {
+                        let incoming = IncomingRequest {
+                            id,
+                            session: self.session,
+                            request,
+                            replies: self.reply_sender.clone(),
+                            answered: false,
+                        };
+                        if let Err(mpsc::error::SendError(LinkEvent::Request(mut lost))) =
+                            self.events.send(LinkEvent::Request(incoming))
+                        {
+                            lost.answered = true;
+                            self.cache.forget(id);
+                            tracing::warn!(id, "nobody receives link events; request dropped");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_reply_command(&mut self, io: &mut Io, command: ReplyCommand) {
+        match command.reply {
+            Some(reply) => self.send_reply(io, command.id, command.session, &reply),
+            None => {
+                if command.session == self.session {
+                    self.cache.forget(command.id);
+                }
+            }
+        }
+    }
+
+    fn send_reply(&mut self, io: &mut Io, re: u32, session: u64, reply: &Reply) {
+        let frame = match encode_reply(re, reply)
+            .ok()
+            .and_then(|apdu| frame_bytes(&apdu).ok())
+        {
+            Some(frame) => frame.freeze(),
+            None => {
+                tracing::error!(re, "reply does not fit in one frame; not sent");
+                self.cache.forget(re);
+                return;
+            }
+        };
+        if session == self.session {
+            self.cache.answer(re, frame.clone());
+        }
+        io.queue.push_back(Outgoing {
+            frame,
+            request_id: None,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serial::message::{AgentState, CancelReason};
+    use tokio::io::DuplexStream;
+
+    /// The terminal's side of a duplex line, at byte level.
+    struct Peer {
+        line: DuplexStream,
+        codec: FrameCodec,
+        input: BytesMut,
+    }
+
+    impl Peer {
+        async fn next(&mut self) -> Inbound {
+            loop {
+                if let Some(item) = self.codec.decode(&mut self.input).unwrap() {
+                    return item;
+                }
+                self.input.reserve(256);
+                let n = self.line.read_buf(&mut self.input).await.unwrap();
+                assert!(n > 0, "line closed");
+            }
+        }
+
+        async fn next_json(&mut self) -> serde_json::Value {
+            match self.next().await {
+                Inbound::Frame(apdu) => serde_json::from_slice(&apdu).unwrap(),
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+
+        async fn send(&mut self, bytes: &[u8]) {
+            self.line.write_all(bytes).await.unwrap();
+        }
+
+        /// ACKs the opening probe and answers it, leaving the link up and quiet.
+        async fn handshake(&mut self) {
+            let ping = self.next_json().await;
+            assert_eq!(ping["type"], "ping");
+            self.send(&[ACK]).await;
+            let pong = format!(r#"{{"type":"pong","re":{}}}"#, ping["id"]);
+            self.send(&frame_bytes(pong.as_bytes()).unwrap()).await;
+            assert_eq!(self.next().await, Inbound::Ack);
+        }
+    }
+
+    fn settings() -> LinkSettings {
+        LinkSettings {
+            ping_interval: Duration::from_secs(3600),
+            ..LinkSettings::default()
+        }
+    }
+
+    fn agent_over(
+        buffer: usize,
+    ) -> (
+        LinkHandle<AgentRequest>,
+        mpsc::UnboundedReceiver<LinkEvent<TerminalRequest>>,
+        Peer,
+    ) {
+        let (ours, theirs) = tokio::io::duplex(buffer);
+        let (handle, events) = AgentLink::over(ours, settings());
+        let peer = Peer {
+            line: theirs,
+            codec: FrameCodec::new(),
+            input: BytesMut::new(),
+        };
+        (handle, events, peer)
+    }
+
+    async fn next_request(
+        events: &mut mpsc::UnboundedReceiver<LinkEvent<TerminalRequest>>,
+    ) -> IncomingRequest<TerminalRequest> {
+        loop {
+            match events.recv().await {
+                Some(LinkEvent::Request(incoming)) => return incoming,
+                Some(_) => {}
+                None => panic!("link ended"),
+            }
+        }
+    }
+
+    fn ready() -> AgentRequest {
+        AgentRequest::AgentState {
+            state: AgentState::Ready,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn second_frame_waits_until_the_first_is_acknowledged() {
+        let (agent, _events, mut peer) = agent_over(4096);
+        peer.handshake().await;
+        let (a, b) = (agent.clone(), agent.clone());
+        let first = tokio::spawn(async move { a.request(ready()).await });
+        let first_frame = peer.next_json().await;
+        let second = tokio::spawn(async move { b.request(AgentRequest::Ping).await });
+        // No ACK yet: the only thing that may come is the same frame again after T3.
+        let again = peer.next_json().await;
+        assert_eq!(again, first_frame);
+        peer.send(&[ACK]).await;
+        let second_frame = peer.next_json().await;
+        assert_eq!(second_frame["type"], "ping");
+        peer.send(&[ACK]).await;
+        for (frame, reply) in [(&first_frame, "ok"), (&second_frame, "pong")] {
+            let text = format!(r#"{{"type":"{reply}","re":{}}}"#, frame["id"]);
+            peer.send(&frame_bytes(text.as_bytes()).unwrap()).await;
+            assert_eq!(peer.next().await, Inbound::Ack);
+        }
+        assert_eq!(first.await.unwrap(), Ok(Reply::Ok));
+        assert_eq!(second.await.unwrap(), Ok(Reply::Pong));
+    }
+
+    #[tokio::test]
+    async fn ack_is_never_written_inside_an_outgoing_frame() {
+        // A tiny line buffer forces the long frame out in many small writes.
+        let (agent, mut events, mut peer) = agent_over(16);
+        peer.handshake().await;
+        let long_id = "x".repeat(3000);
+        let sender = agent.clone();
+        let id = long_id.clone();
+        let request = tokio::spawn(async move {
+            sender
+                .request(AgentRequest::PaymentCancelled {
+                    payment_request_id: id,
+                    reason: CancelReason::Operator,
+                })
+                .await
+        });
+        // While that frame is on its way, the terminal sends a frame of its own.
+        let status = frame_bytes(br#"{"type":"status","id":1}"#).unwrap();
+        let (mut reader, mut writer) = tokio::io::split(peer.line);
+        let write = tokio::spawn(async move {
+            writer.write_all(&status).await.unwrap();
+            writer
+        });
+        let mut input = BytesMut::new();
+        let mut items = Vec::new();
+        while items.len() < 2 {
+            input.reserve(64);
+            assert!(reader.read_buf(&mut input).await.unwrap() > 0);
+            while let Some(item) = peer.codec.decode(&mut input).unwrap() {
+                items.push(item);
+            }
+        }
+        assert!(matches!(items[0], Inbound::Frame(_) | Inbound::Ack));
+        assert!(items.iter().all(|i| !matches!(i, Inbound::Rejected(_))));
+        assert!(items.contains(&Inbound::Ack));
+        assert_eq!(peer.codec.stats().noise_bytes, 0);
+        let mut writer = write.await.unwrap();
+        writer.write_all(&[ACK]).await.unwrap();
+        let incoming = next_request(&mut events).await;
+        assert_eq!(incoming.request(), &TerminalRequest::Status);
+        drop(request);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_without_reply_times_out() {
+        let (agent, _events, mut peer) = agent_over(4096);
+        peer.handshake().await;
+        let sender = agent.clone();
+        let request = tokio::spawn(async move {
+            sender
+                .request_with_timeout(ready(), Duration::from_secs(2))
+                .await
+        });
+        peer.next_json().await;
+        peer.send(&[ACK]).await;
+        assert_eq!(
+            request.await.unwrap(),
+            Err(LinkError::Timeout(Duration::from_secs(2)))
+        );
+        assert_eq!(agent.state(), LinkState::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_a_request_unanswered_lets_its_retransmission_through() {
+        let (_agent, mut events, mut peer) = agent_over(4096);
+        peer.handshake().await;
+        let status = frame_bytes(br#"{"type":"status","id":5}"#).unwrap();
+        peer.send(&status).await;
+        assert_eq!(peer.next().await, Inbound::Ack);
+        drop(next_request(&mut events).await);
+        // Let the link see the drop before the retransmission comes.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        peer.send(&status).await;
+        assert_eq!(peer.next().await, Inbound::Ack);
+        assert_eq!(next_request(&mut events).await.id(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn output_the_device_never_accepts_fails_the_frame_and_takes_the_link_down() {
+        let (agent, mut events, mut peer) = agent_over(64);
+        peer.handshake().await;
+        // The peer stops reading: a long frame can never be written out completely.
+        let result = agent
+            .request(AgentRequest::PaymentCancelled {
+                payment_request_id: "y".repeat(2000),
+                reason: CancelReason::Timeout,
+            })
+            .await;
+        assert_eq!(result, Err(LinkError::NotAcknowledged));
+        assert_eq!(agent.state(), LinkState::Down);
+        assert!(matches!(events.recv().await, Some(LinkEvent::Up)));
+        assert!(matches!(events.recv().await, Some(LinkEvent::Down)));
+        drop(peer);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reply_of_an_unknown_type_fails_the_request_at_once() {
+        let (agent, _events, mut peer) = agent_over(4096);
+        peer.handshake().await;
+        let sender = agent.clone();
+        let request = tokio::spawn(async move { sender.request(ready()).await });
+        let frame = peer.next_json().await;
+        peer.send(&[ACK]).await;
+        let reply = format!(r#"{{"type":"teapot","re":{}}}"#, frame["id"]);
+        peer.send(&frame_bytes(reply.as_bytes()).unwrap()).await;
+        assert_eq!(peer.next().await, Inbound::Ack);
+        assert!(matches!(
+            request.await.unwrap(),
+            Err(LinkError::UnreadableReply(_))
+        ));
+    }
+
+    #[test]
+    fn replay_cache_keeps_the_last_64_answers() {
+        let mut cache = ReplayCache::default();
+        for id in 0..70u32 {
+            assert!(matches!(cache.check(id, 1), Seen::New));
+            cache.start(id, 1);
+            assert!(matches!(cache.check(id, 1), Seen::InProgress));
+            cache.answer(id, Bytes::from(id.to_string()));
+        }
+        for id in 0..6 {
+            assert!(matches!(cache.check(id, 1), Seen::New), "id {id} kept");
+        }
+        for id in 6..70u32 {
+            match cache.check(id, 1) {
+                Seen::Answered(reply) => assert_eq!(reply, Bytes::from(id.to_string())),
+                _ => panic!("id {id} forgotten"),
+            }
+        }
+        assert!(matches!(cache.check(69, 2), Seen::New), "content differs");
+    }
+}

@@ -1,0 +1,417 @@
+//! The application messages of serial-link.md §3: one JSON object per APDU, tagged by `type`,
+//! requests carrying `id`, replies carrying `re`. Typed so the agent and the terminal simulator
+//! never handle raw JSON; unknown fields are ignored for forward compatibility.
+
+use std::fmt::Debug;
+use std::num::NonZeroU64;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+/// Longest `display_code` a `sale` may carry (§3).
+pub const MAX_DISPLAY_CODE_CHARS: usize = 25;
+
+/// A request or notification the terminal sends to the agent (§3 "Terminal → agent").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TerminalRequest {
+    /// Start a payment; answered with `sale_started` or `error`.
+    Sale(Sale),
+    /// A payment started elsewhere is now tracked by the agent; answered with `ok`.
+    PaymentStarted { payment_request_id: String },
+    /// A payment is final; answered with `ok`.
+    PaymentResult {
+        payment_request_id: String,
+        status: PaymentOutcome,
+    },
+    /// Cancel one pending payment, or every pending payment without an id.
+    Cancel {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_request_id: Option<String>,
+    },
+    /// Ask for the agent's connection and pending payments.
+    Status,
+    /// Liveness (§4); the link answers it itself with `pong`.
+    Ping,
+}
+
+/// The fields of a `sale` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sale {
+    /// The idempotency key of the sale.
+    pub merchant_unique_code: Uuid,
+    /// Amount in minor units, > 0 (2250 = 22.50).
+    pub amount_minor: NonZeroU64,
+    /// Currency; the agent's configured default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency_id: Option<i64>,
+    /// Short code shown to the customer, at most 25 characters.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "display_code"
+    )]
+    pub display_code: Option<String>,
+}
+
+fn display_code<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let code = Option::<String>::deserialize(deserializer)?;
+    match code {
+        Some(code) if code.chars().count() > MAX_DISPLAY_CODE_CHARS => {
+            Err(serde::de::Error::custom(format_args!(
+                "display_code is longer than {MAX_DISPLAY_CODE_CHARS} characters"
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+/// The outcome a terminal reports in `payment_result`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentOutcome {
+    Succeeded,
+    Failed,
+}
+
+/// A request or notification the agent sends to the terminal (§3 "Agent → terminal").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentRequest {
+    /// The agent is ready (link up) or stopping (shutdown began); answered with `ok`.
+    AgentState { state: AgentState },
+    /// The terminal must abort the card dialogue of this payment; answered with `ok`.
+    PaymentCancelled {
+        payment_request_id: String,
+        reason: CancelReason,
+    },
+    /// Liveness (§4); the link answers it itself with `pong`.
+    Ping,
+}
+
+/// The `state` of an `agent_state` notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    Ready,
+    Stopping,
+}
+
+/// Why a payment was cancelled (`payment_cancelled.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    Operator,
+    Terminal,
+    Shutdown,
+    Timeout,
+}
+
+/// A reply, in either direction; its `re` is added by the link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// The answer to `sale`.
+    SaleStarted {
+        payment_request_id: String,
+        merchant_unique_code: Uuid,
+    },
+    /// The answer to `payment_started`, `payment_result`, `agent_state`, `payment_cancelled`.
+    Ok,
+    /// The answer to `cancel`.
+    Cancelled { payment_request_ids: Vec<String> },
+    /// The answer to `status`.
+    Status {
+        connection_id: Option<String>,
+        connected: bool,
+        pending: Vec<String>,
+    },
+    /// The answer to `ping`.
+    Pong,
+    /// A refusal.
+    Error {
+        code: ErrorCode,
+        #[serde(default)]
+        message: String,
+    },
+}
+
+impl Reply {
+    /// An `error` reply.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Reply::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The `code` of an `error` reply (§3 "Errors").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed, unknown type, missing or invalid field.
+    InvalidRequest,
+    /// The agent is stopping and accepts no new sale.
+    Busy,
+    /// There is no active payment-API connection.
+    NotConnected,
+    /// The payment is not pending here.
+    NotFound,
+    /// The payment API answered with a failure.
+    ApiRejected,
+    /// The payment API could not be reached; nothing was created.
+    ApiUnavailable,
+}
+
+/// What the link needs to know about the requests of one direction: how to build and recognise
+/// the `ping` it handles itself.
+pub trait LinkMessage: Serialize + DeserializeOwned + Debug + Send + Sync + 'static {
+    /// The `ping` of this direction.
+    fn ping() -> Self;
+    /// Whether this is a `ping` (answered by the link with `pong`, never delivered).
+    fn is_ping(&self) -> bool;
+}
+
+impl LinkMessage for TerminalRequest {
+    fn ping() -> Self {
+        TerminalRequest::Ping
+    }
+    fn is_ping(&self) -> bool {
+        matches!(self, TerminalRequest::Ping)
+    }
+}
+
+impl LinkMessage for AgentRequest {
+    fn ping() -> Self {
+        AgentRequest::Ping
+    }
+    fn is_ping(&self) -> bool {
+        matches!(self, AgentRequest::Ping)
+    }
+}
+
+#[derive(Serialize)]
+struct WithId<'a, T> {
+    #[serde(flatten)]
+    body: &'a T,
+    id: u32,
+}
+
+#[derive(Serialize)]
+struct WithRe<'a> {
+    #[serde(flatten)]
+    body: &'a Reply,
+    re: u32,
+}
+
+/// The APDU of a request or notification: its JSON with `id` added.
+pub fn encode_request<T: Serialize>(id: u32, body: &T) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&WithId { body, id })
+}
+
+/// The APDU of a reply: its JSON with `re` added.
+pub fn encode_reply(re: u32, body: &Reply) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&WithRe { body, re })
+}
+
+/// A received APDU, sorted by what the link must do with it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming<In> {
+    /// A request carrying a usable `id`; `body` is the reason it is invalid, if it is.
+    Request { id: u32, body: Result<In, String> },
+    /// A request without a usable `id`: logged and dropped.
+    Anonymous { reason: String },
+    /// A reply (it carries `re`).
+    Reply {
+        re: u32,
+        body: Result<Reply, String>,
+    },
+    /// Not a JSON object: logged and dropped.
+    Unreadable { reason: String },
+}
+
+/// Sorts a received APDU (§3): a reply when it carries `re`, else a request.
+pub fn parse_incoming<In: DeserializeOwned>(apdu: &[u8]) -> Incoming<In> {
+    let object: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(apdu) {
+        Ok(object) => object,
+        Err(e) => {
+            return Incoming::Unreadable {
+                reason: format!("not a JSON object: {e}"),
+            }
+        }
+    };
+    let number = |key: &str| -> Option<Result<u32, String>> {
+        object.get(key).map(|value| {
+            value
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("`{key}` is not an unsigned 32-bit number"))
+        })
+    };
+    if let Some(re) = number("re") {
+        let re = match re {
+            Ok(re) => re,
+            Err(reason) => return Incoming::Unreadable { reason },
+        };
+        let body = serde_json::from_value(serde_json::Value::Object(object.clone()))
+            .map_err(|e| e.to_string());
+        return Incoming::Reply { re, body };
+    }
+    match number("id") {
+        Some(Ok(id)) => {
+            let body = serde_json::from_value(serde_json::Value::Object(object))
+                .map_err(|e| e.to_string());
+            Incoming::Request { id, body }
+        }
+        Some(Err(reason)) => Incoming::Anonymous { reason },
+        None => Incoming::Anonymous {
+            reason: "no `id`".to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn text(bytes: Vec<u8>) -> String {
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn ping_request_encodes_as_the_spec_vector_apdu() {
+        assert_eq!(
+            text(encode_request(1, &TerminalRequest::Ping).unwrap()),
+            r#"{"type":"ping","id":1}"#
+        );
+    }
+
+    #[test]
+    fn replies_carry_re_and_error_carries_code_and_message() {
+        let value: serde_json::Value = serde_json::from_slice(
+            &encode_reply(7, &Reply::error(ErrorCode::NotFound, "no such payment")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            value,
+            json!({"type":"error","re":7,"code":"not_found","message":"no such payment"})
+        );
+        let status: serde_json::Value = serde_json::from_slice(
+            &encode_reply(
+                3,
+                &Reply::Status {
+                    connection_id: None,
+                    connected: false,
+                    pending: vec![],
+                },
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            status,
+            json!({"type":"status","re":3,"connection_id":null,"connected":false,"pending":[]})
+        );
+    }
+
+    #[test]
+    fn sale_with_unknown_fields_is_accepted() {
+        let apdu = br#"{"type":"sale","id":4,"merchant_unique_code":"6f1c1a7e-3b7f-4d0e-9a51-0f2b7c3d9e10","amount_minor":2250,"tip":5}"#;
+        match parse_incoming::<TerminalRequest>(apdu) {
+            Incoming::Request {
+                id: 4,
+                body: Ok(TerminalRequest::Sale(sale)),
+            } => {
+                assert_eq!(sale.amount_minor.get(), 2250);
+                assert_eq!(sale.currency_id, None);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_requests_keep_their_id_and_a_reason() {
+        let cases: [&[u8]; 5] = [
+            br#"{"type":"launch","id":1}"#,
+            br#"{"type":"sale","id":1,"amount_minor":5}"#,
+            br#"{"type":"sale","id":1,"merchant_unique_code":"6f1c1a7e-3b7f-4d0e-9a51-0f2b7c3d9e10","amount_minor":0}"#,
+            br#"{"type":"sale","id":1,"merchant_unique_code":"6f1c1a7e-3b7f-4d0e-9a51-0f2b7c3d9e10","amount_minor":1,"display_code":"abcdefghijklmnopqrstuvwxyz"}"#,
+            br#"{"id":1}"#,
+        ];
+        for apdu in cases {
+            match parse_incoming::<TerminalRequest>(apdu) {
+                Incoming::Request {
+                    id: 1,
+                    body: Err(reason),
+                } => assert!(!reason.is_empty()),
+                other => panic!("{} gave {other:?}", String::from_utf8_lossy(apdu)),
+            }
+        }
+    }
+
+    #[test]
+    fn requests_without_id_and_non_objects_are_not_answerable() {
+        assert!(matches!(
+            parse_incoming::<TerminalRequest>(br#"{"type":"status"}"#),
+            Incoming::Anonymous { .. }
+        ));
+        assert!(matches!(
+            parse_incoming::<TerminalRequest>(br#"{"type":"status","id":-1}"#),
+            Incoming::Anonymous { .. }
+        ));
+        assert!(matches!(
+            parse_incoming::<TerminalRequest>(b"\xff\x00"),
+            Incoming::Unreadable { .. }
+        ));
+    }
+
+    #[test]
+    fn status_request_and_status_reply_are_told_apart_by_re() {
+        assert_eq!(
+            parse_incoming::<TerminalRequest>(br#"{"type":"status","id":9}"#),
+            Incoming::Request {
+                id: 9,
+                body: Ok(TerminalRequest::Status)
+            }
+        );
+        assert_eq!(
+            parse_incoming::<TerminalRequest>(
+                br#"{"type":"status","re":9,"connection_id":"c1","connected":true,"pending":["p"]}"#
+            ),
+            Incoming::Reply {
+                re: 9,
+                body: Ok(Reply::Status {
+                    connection_id: Some("c1".into()),
+                    connected: true,
+                    pending: vec!["p".into()]
+                })
+            }
+        );
+    }
+
+    #[test]
+    fn every_agent_request_round_trips() {
+        for request in [
+            AgentRequest::AgentState {
+                state: AgentState::Stopping,
+            },
+            AgentRequest::PaymentCancelled {
+                payment_request_id: "pr-1".into(),
+                reason: CancelReason::Operator,
+            },
+            AgentRequest::Ping,
+        ] {
+            let apdu = encode_request(11, &request).unwrap();
+            assert_eq!(
+                parse_incoming::<AgentRequest>(&apdu),
+                Incoming::Request {
+                    id: 11,
+                    body: Ok(request)
+                }
+            );
+        }
+    }
+}

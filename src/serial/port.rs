@@ -1,0 +1,128 @@
+//! The real serial device (serial-link.md §1, §4): opens the configured path with every line
+//! setting through `tokio-serial`, runs the link on it, and when the device goes away (EOF,
+//! EIO, unplugged) closes it and reopens it with backoff up to 5 s, following the path again
+//! each time so a `/dev/serial/by-id/...` symlink that now points elsewhere is honoured.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_serial::{DataBits, FlowControl, Parity, SerialPortBuilderExt, SerialStream, StopBits};
+
+use super::link::{LinkCore, LinkEvent, LinkHandle, LinkSettings, SessionEnd};
+use super::message::{AgentRequest, LinkMessage, TerminalRequest};
+use crate::config::{self, SerialConfig};
+
+/// First wait before reopening a device that is gone.
+pub const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between two attempts to reopen (§4).
+pub const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// Opens the configured device with all of `[serial]`'s line settings (exclusive access, raw
+/// mode). The path is resolved first, so a symlink is followed to whatever it points at now.
+pub fn open_port(config: &SerialConfig) -> io::Result<SerialStream> {
+    let data_bits = match config.data_bits {
+        5 => DataBits::Five,
+        6 => DataBits::Six,
+        7 => DataBits::Seven,
+        8 => DataBits::Eight,
+        other => return Err(invalid(format!("data_bits must be 5 to 8, not {other}"))),
+    };
+    let stop_bits = match config.stop_bits {
+        1 => StopBits::One,
+        2 => StopBits::Two,
+        other => return Err(invalid(format!("stop_bits must be 1 or 2, not {other}"))),
+    };
+    let parity = match config.parity {
+        config::Parity::None => Parity::None,
+        config::Parity::Odd => Parity::Odd,
+        config::Parity::Even => Parity::Even,
+    };
+    let flow_control = match config.flow_control {
+        config::FlowControl::None => FlowControl::None,
+        config::FlowControl::Software => FlowControl::Software,
+        config::FlowControl::Hardware => FlowControl::Hardware,
+    };
+    let resolved = std::fs::canonicalize(&config.device)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", config.device.display())))?;
+    let path = resolved
+        .to_str()
+        .ok_or_else(|| invalid(format!("{} is not a UTF-8 path", resolved.display())))?;
+    let port = tokio_serial::new(path, config.baud_rate)
+        .data_bits(data_bits)
+        .stop_bits(stop_bits)
+        .parity(parity)
+        .flow_control(flow_control)
+        .open_native_async()
+        .map_err(|e| io::Error::other(format!("{path}: {e}")))?;
+    tracing::info!(device = %config.device.display(), resolved = %path, baud = config.baud_rate, "serial device open");
+    Ok(port)
+}
+
+/// The agent's serial link on the configured device: opens it, keeps reopening it while it is
+/// gone, and runs the link on it. The state is `Closed` while the device is not open.
+pub fn spawn_link(
+    config: SerialConfig,
+) -> (
+    LinkHandle<AgentRequest>,
+    mpsc::UnboundedReceiver<LinkEvent<TerminalRequest>>,
+) {
+    let settings = LinkSettings::from_config(&config);
+    spawn_port_link(config, settings)
+}
+
+/// [`spawn_link`] for either role and explicit link settings.
+pub fn spawn_port_link<In: LinkMessage, Out: LinkMessage>(
+    config: SerialConfig,
+    settings: LinkSettings,
+) -> (LinkHandle<Out>, mpsc::UnboundedReceiver<LinkEvent<In>>) {
+    let (handle, events, core) = LinkCore::<In, Out>::new(settings);
+    tokio::spawn(supervise(core, config));
+    (handle, events)
+}
+
+async fn supervise<In: LinkMessage, Out: LinkMessage>(
+    mut core: LinkCore<In, Out>,
+    config: SerialConfig,
+) {
+    let mut backoff = REOPEN_BACKOFF_MIN;
+    let mut last_error: Option<String> = None;
+    loop {
+        match open_port(&config) {
+            Ok(mut port) => {
+                last_error = None;
+                let end = core.run_session(&mut port).await;
+                // Give up TIOCEXCL before closing, or our own reopen could get EBUSY while
+                // something else keeps the tty open.
+                let _ = port.set_exclusive(false);
+                drop(port);
+                match end {
+                    SessionEnd::Shutdown => break,
+                    SessionEnd::Lost(e) => {
+                        tracing::warn!(device = %config.device.display(), error = %e, "serial device lost; reopening");
+                    }
+                }
+                if core.came_up {
+                    backoff = REOPEN_BACKOFF_MIN;
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if last_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(error = %text, "cannot open the serial device; retrying");
+                    last_error = Some(text);
+                }
+            }
+        }
+        if !core.wait_closed_until(Instant::now() + backoff).await {
+            break;
+        }
+        backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
+    }
+    core.close();
+}
