@@ -4,7 +4,9 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod logging;
 pub mod paywall;
 pub mod serial;
 pub mod simulator;
 pub mod state;
+pub mod systemd;

@@ -1,0 +1,113 @@
+//! What the Debian package ships agrees with the agent: the example configuration parses, and the
+//! unit gives the agent's shutdown more time than its own deadline (agent.md §3, §5, §6).
+
+use std::time::Duration;
+
+use pos_agent::config::{self, EnvSnapshot, Source};
+
+fn repository_file(path: &str) -> String {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|error| panic!("{full}: {error}"))
+}
+
+/// The value of the first `Key=` line of a unit file.
+fn unit_setting(unit: &str, key: &str) -> String {
+    let prefix = format!("{key}=");
+    unit.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{key}= missing"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn packaged_example_configuration_loads_with_the_keys_from_systemd_credentials() {
+    let example = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/agent.example.toml"
+    ));
+    // No secrets in the example: without credentials the required keys are missing.
+    let error = config::load_with(
+        &example,
+        &EnvSnapshot::from_vars(Vec::<(String, String)>::new()),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("api_key_private"), "{error}");
+
+    // $CREDENTIALS_DIRECTORY as systemd fills it from /etc/credstore/pos-agent.<key>.
+    let credentials = tempfile::tempdir().unwrap();
+    for key in config::SECRET_KEYS {
+        std::fs::write(credentials.path().join(key), format!("{key}-value\n")).unwrap();
+    }
+    let env = EnvSnapshot::from_vars([(
+        "CREDENTIALS_DIRECTORY".to_owned(),
+        credentials.path().display().to_string(),
+    )]);
+    let loaded = config::load_with(&example, &env).unwrap();
+    assert_eq!(loaded.shutdown.deadline, Duration::from_secs(30));
+    for key in config::SECRET_KEYS {
+        assert!(
+            matches!(
+                loaded.provenance.source_of(&format!("paywall.{key}")),
+                Source::Credentials(_)
+            ),
+            "{key} did not come from the credentials"
+        );
+    }
+}
+
+#[test]
+fn unit_stop_timeout_leaves_room_for_the_shutdown_deadline() {
+    let unit = repository_file("systemd/pos-agent.service");
+    let stop_timeout = humantime::parse_duration(&unit_setting(&unit, "TimeoutStopSec")).unwrap();
+    let deadline = pos_agent::config::defaults::deadline();
+    assert!(
+        stop_timeout >= deadline + Duration::from_secs(10),
+        "TimeoutStopSec={stop_timeout:?} must exceed the shutdown deadline {deadline:?} with room to persist and exit"
+    );
+}
+
+#[test]
+fn unit_runs_the_daemon_as_a_notify_service_with_a_watchdog() {
+    let unit = repository_file("systemd/pos-agent.service");
+    assert_eq!(unit_setting(&unit, "Type"), "notify");
+    assert_eq!(
+        unit_setting(&unit, "ExecStart"),
+        "/usr/bin/pos-agent run --config /etc/pos-agent/agent.toml"
+    );
+    assert_eq!(unit_setting(&unit, "RestartPreventExitStatus"), "78");
+    let watchdog = humantime::parse_duration(&unit_setting(&unit, "WatchdogSec")).unwrap();
+    assert!(
+        watchdog >= Duration::from_secs(10),
+        "WatchdogSec={watchdog:?} is too tight"
+    );
+    for key in [
+        "api_key_private",
+        "api_client_private",
+        "api_key_public",
+        "api_client_public",
+    ] {
+        assert!(
+            unit.contains(&format!("LoadCredential={key}:pos-agent.{key}\n")),
+            "credential {key} is not loaded"
+        );
+    }
+}
+
+#[test]
+fn socket_unit_listens_where_the_agent_expects_its_control_socket() {
+    let socket = repository_file("systemd/pos-agent.socket");
+    assert_eq!(
+        unit_setting(&socket, "ListenStream"),
+        "/run/pos-agent/control.sock"
+    );
+    assert_eq!(unit_setting(&socket, "SocketMode"), "0660");
+    let sysusers = repository_file("systemd/pos-agent.sysusers");
+    let group = unit_setting(&socket, "SocketGroup");
+    assert!(
+        sysusers
+            .lines()
+            .any(|line| line.split_whitespace().take(2).eq(["g", group.as_str()])),
+        "the package must create the socket's group {group}"
+    );
+}
