@@ -14,10 +14,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixDatagram;
 use uuid::Uuid;
 
-use crate::serial::message::{AgentRequest, AgentStateKind, PaymentStatus, Reply, TerminalRequest};
+use crate::serial::message::{
+    AgentRequest, AgentState, CancelReason, PaymentOutcome, Reply, Sale, TerminalRequest,
+};
+use crate::serial::LinkSettings;
 use crate::simulator::api::{self as sim, ApiSimulator, SimulatorOptions};
 use crate::simulator::terminal::TerminalSimulator;
-use crate::simulator::virtual_serial::VirtualSerialPair;
+use crate::simulator::virtual_serial::VirtualSerial;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -61,17 +64,17 @@ async fn demo(workdir: &Path, verbose: bool) -> anyhow::Result<()> {
 
     say("starting the payment API simulator on loopback");
     let sim = ApiSimulator::start(SimulatorOptions::default())
-        .await
         .context("starting the payment API simulator")?;
     sim.set_latency(Duration::from_millis(30));
     show(format!("PhysicalAPI and PaymentAPI at {}", sim.url()));
 
     say("opening a virtual serial cable (a pseudo-terminal pair)");
-    let pair = VirtualSerialPair::open().context("opening a pseudo-terminal pair")?;
-    show(format!("the agent's end: {}", pair.device_path().display()));
-    let terminal = TerminalSimulator::over(pair.take_controller().context("pty master")?);
+    let pair = VirtualSerial::open().context("opening a pseudo-terminal pair")?;
+    let device = pair.slave_path().to_owned();
+    show(format!("the agent's end: {}", device.display()));
+    let mut terminal = TerminalSimulator::over(pair, LinkSettings::default());
 
-    let config = write_config(workdir, &sim, pair.device_path())?;
+    let config = write_config(workdir, &sim, &device)?;
     let socket = workdir.join("control.sock");
     let notify_path = workdir.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).context("binding the notify socket")?;
@@ -102,31 +105,52 @@ async fn demo(workdir: &Path, verbose: bool) -> anyhow::Result<()> {
     }
     let ready = wait_notify(&notify, "READY=1").await?;
     show(format!("systemd would hear: {}", ready.trim()));
-    match terminal.wait_agent_state(AgentStateKind::Ready, WAIT).await {
-        Ok(()) => show("terminal ← agent_state ready"),
-        Err(e) => bail!("the terminal did not hear agent_state ready: {e}"),
-    }
+    wait_for(&mut terminal, |n| {
+        matches!(
+            n,
+            AgentRequest::AgentState {
+                state: AgentState::Ready
+            }
+        )
+        .then_some(())
+    })
+    .await?;
+    show("terminal ← agent_state ready");
     wait_notify(&notify, "STATUS=connected").await?;
-    show(format!("connection established: {}", sim.connections().first().map(|c| c.id.as_str()).unwrap_or("?")));
+    let connection = sim
+        .connections()
+        .last()
+        .map(|c| c.id.clone())
+        .unwrap_or_default();
+    show(format!(
+        "simulator ← POST /api/connection: connection {connection} established"
+    ));
 
     say("the terminal asks for a sale of 22.50");
     let first = sale(&terminal, 2250, "Coffee & cake").await?;
-    show(format!("simulator ← POST /api/payment/async/sale, PaymentRequestId {first}"));
+    show(format!(
+        "simulator ← POST /api/payment/async/sale, PaymentRequestId {first}"
+    ));
 
     say("the card was read: the terminal reports the payment succeeded");
     let reply = terminal
         .request(TerminalRequest::PaymentResult {
             payment_request_id: first.clone(),
-            status: PaymentStatus::Succeeded,
+            status: PaymentOutcome::Succeeded,
         })
         .await?;
-    show(format!("terminal → payment_result succeeded, agent → {}", describe(&reply)));
+    show(format!(
+        "terminal → payment_result succeeded, agent → {}",
+        describe(&reply)
+    ));
 
     say("a second sale of 10.00, which the operator cancels from the shell");
     let second = sale(&terminal, 1000, "Newspaper").await?;
     operator(&exe, &socket, &["cancel", &second]).await?;
-    let (id, reason) = next_cancelled(&terminal).await?;
-    show(format!("terminal ← payment_cancelled {id} (reason {reason:?})"));
+    let (id, reason) = next_cancelled(&mut terminal).await?;
+    show(format!(
+        "terminal ← payment_cancelled {id} (reason {reason})"
+    ));
 
     say("a third sale of 5.00, which the customer cancels on the terminal");
     let third = sale(&terminal, 500, "Gum").await?;
@@ -143,20 +167,39 @@ async fn demo(workdir: &Path, verbose: bool) -> anyhow::Result<()> {
     operator(&exe, &socket, &["status"]).await?;
 
     say("the agent is stopped (SIGTERM, as systemctl stop sends it)");
-    let cancels_before = count(&sim, "/api/payment/async/cancel");
+    let before_stop = sim.requests().len();
     let pid = child.id().context("the agent's pid")?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)
-        .context("sending SIGTERM")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .context("sending SIGTERM")?;
     let stopping = wait_notify(&notify, "STOPPING=1").await?;
-    show(format!("systemd would hear: {}", stopping.lines().next().unwrap_or_default()));
-    terminal
-        .wait_agent_state(AgentStateKind::Stopping, WAIT)
-        .await
-        .map_err(|e| anyhow::anyhow!("no agent_state stopping: {e}"))?;
-    show("terminal ← agent_state stopping");
-    for _ in 0..2 {
-        let (id, reason) = next_cancelled(&terminal).await?;
-        show(format!("terminal ← payment_cancelled {id} (reason {reason:?})"));
+    show(format!(
+        "systemd would hear: {}",
+        stopping.lines().next().unwrap_or_default()
+    ));
+    // The stop notice and the two cancels may cross on the line: take them as they come.
+    let (mut stopping_seen, mut cancels_seen) = (false, 0);
+    while !stopping_seen || cancels_seen < 2 {
+        match next_notification(&mut terminal).await? {
+            AgentRequest::AgentState {
+                state: AgentState::Stopping,
+            } => {
+                stopping_seen = true;
+                show("terminal ← agent_state stopping");
+            }
+            AgentRequest::PaymentCancelled {
+                payment_request_id,
+                reason,
+            } => {
+                cancels_seen += 1;
+                show(format!(
+                    "terminal ← payment_cancelled {payment_request_id} (reason {reason})"
+                ));
+            }
+            _ => {}
+        }
     }
     let status = tokio::time::timeout(WAIT, child.wait())
         .await
@@ -168,35 +211,51 @@ async fn demo(workdir: &Path, verbose: bool) -> anyhow::Result<()> {
     }
 
     say("what reached the payment API during the shutdown, in order");
-    for request in sim.requests().iter().skip_while(|_| false) {
-        if request.path == "/api/payment/async/cancel" || request.path == "/api/connection/disconnect" {
-            show(format!("{} {} {}", request.method, request.path, request.body));
+    for request in sim.requests().into_iter().skip(before_stop) {
+        if request.path == "/api/payment/async/cancel"
+            || request.path == "/api/connection/disconnect"
+        {
+            let body = request.body.map(|b| b.to_string()).unwrap_or_default();
+            show(format!("{} {} {body}", request.method, request.path));
         }
     }
-    let cancels = count(&sim, "/api/payment/async/cancel") - cancels_before;
-    if cancels != 2 || count(&sim, "/api/connection/disconnect") != 1 {
+    let during_stop = &sim.requests()[before_stop..];
+    let cancels = during_stop
+        .iter()
+        .filter(|r| r.path == "/api/payment/async/cancel")
+        .count();
+    let disconnects = during_stop
+        .iter()
+        .filter(|r| r.path == "/api/connection/disconnect")
+        .count();
+    if cancels != 2 || disconnects != 1 {
         bail!("expected 2 cancels and 1 disconnect at shutdown, saw {cancels} cancels");
     }
     Ok(())
 }
 
-fn count(sim: &ApiSimulator, path: &str) -> usize {
-    sim.requests().iter().filter(|r| r.path == path).count()
-}
-
-async fn sale(terminal: &TerminalSimulator, amount_minor: i64, display: &str) -> anyhow::Result<String> {
+async fn sale(
+    terminal: &TerminalSimulator,
+    amount_minor: u64,
+    display: &str,
+) -> anyhow::Result<String> {
     let code = Uuid::new_v4();
+    let amount = std::num::NonZeroU64::new(amount_minor).context("a sale needs an amount")?;
     let reply = terminal
-        .request(TerminalRequest::Sale {
+        .request(TerminalRequest::Sale(Sale {
             merchant_unique_code: code,
-            amount_minor,
+            amount_minor: amount,
             currency_id: None,
             display_code: Some(display.to_owned()),
-        })
+        }))
         .await?;
-    show(format!("terminal → sale {amount_minor} minor units, code {code}"));
+    show(format!(
+        "terminal → sale {amount_minor} minor units, code {code}"
+    ));
     match reply {
-        Reply::SaleStarted { payment_request_id, .. } => {
+        Reply::SaleStarted {
+            payment_request_id, ..
+        } => {
             show(format!("terminal ← sale_started {payment_request_id}"));
             Ok(payment_request_id)
         }
@@ -204,16 +263,37 @@ async fn sale(terminal: &TerminalSimulator, amount_minor: i64, display: &str) ->
     }
 }
 
-async fn next_cancelled(terminal: &TerminalSimulator) -> anyhow::Result<(String, crate::serial::message::CancelReason)> {
+async fn next_notification(terminal: &mut TerminalSimulator) -> anyhow::Result<AgentRequest> {
+    match tokio::time::timeout(WAIT, terminal.next_notification()).await {
+        Ok(Some(notification)) => Ok(notification.request),
+        Ok(None) => bail!("the terminal's link ended"),
+        Err(_) => bail!("the terminal heard nothing from the agent for {WAIT:?}"),
+    }
+}
+
+/// The first notification `pick` takes, skipping the others.
+async fn wait_for<T>(
+    terminal: &mut TerminalSimulator,
+    pick: impl Fn(AgentRequest) -> Option<T>,
+) -> anyhow::Result<T> {
     loop {
-        match terminal.next_notification(WAIT).await? {
-            AgentRequest::PaymentCancelled {
-                payment_request_id,
-                reason,
-            } => return Ok((payment_request_id, reason)),
-            _ => continue,
+        if let Some(picked) = pick(next_notification(terminal).await?) {
+            return Ok(picked);
         }
     }
+}
+
+async fn next_cancelled(
+    terminal: &mut TerminalSimulator,
+) -> anyhow::Result<(String, CancelReason)> {
+    wait_for(terminal, |n| match n {
+        AgentRequest::PaymentCancelled {
+            payment_request_id,
+            reason,
+        } => Some((payment_request_id, reason)),
+        _ => None,
+    })
+    .await
 }
 
 fn describe(reply: &Reply) -> String {
@@ -230,7 +310,11 @@ async fn operator(exe: &Path, socket: &Path, args: &[&str]) -> anyhow::Result<()
         .output()
         .await
         .context("running an operator command")?;
-    show(String::from_utf8_lossy(&output.stdout).trim_end().replace('\n', "\n  "));
+    show(
+        String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .replace('\n', "\n  "),
+    );
     if !output.status.success() {
         bail!(
             "pos-agent {} failed: {}",

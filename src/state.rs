@@ -731,8 +731,7 @@ fn write_state_file(directory: &Path, state: &AgentState) -> Result<(), StateErr
         file: file.clone(),
         source,
     };
-    let mut bytes =
-        serde_json::to_vec(state).map_err(|e| write_error(std::io::Error::other(e)))?;
+    let mut bytes = serde_json::to_vec(state).map_err(|e| write_error(std::io::Error::other(e)))?;
     bytes.push(b'\n');
     // A leftover from a crash may have other permissions; a new file gets 0600.
     match std::fs::remove_file(&temp) {

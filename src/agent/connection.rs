@@ -96,7 +96,10 @@ pub async fn operator_disconnect(core: &Arc<Core>) -> Result<(String, CancelSumm
         .cancel_all(CancelReason::Operator, core.config().shutdown.concurrency)
         .await;
     if let Some((payment, why)) = summary.failed.first() {
-        warn!(payment_request_id = payment, "cancel before disconnect failed: {why}");
+        warn!(
+            payment_request_id = payment,
+            "cancel before disconnect failed: {why}"
+        );
     }
     core.client()
         .disconnect(&id)
@@ -111,7 +114,10 @@ pub async fn operator_reconnect(core: &Arc<Core>) -> Result<String, Refusal> {
     core.set_connection_state(ConnectionState::Connecting);
     match connect_once(core).await {
         Ok(id) => {
-            info!(connection_id = id, "connection re-activated by the operator");
+            info!(
+                connection_id = id,
+                "connection re-activated by the operator"
+            );
             core.set_connection_state(ConnectionState::Connected);
             let background = Arc::clone(core);
             tokio::spawn(async move { background.resend_requested_cancels().await });

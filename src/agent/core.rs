@@ -12,11 +12,15 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::control::{rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView};
+use crate::control::{
+    rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView,
+};
 use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
 use crate::serial::message::{AgentRequest, ErrorCode, Reply};
 use crate::serial::LinkHandle;
-use crate::state::{CancelReason, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage, StateStore};
+use crate::state::{
+    CancelReason, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage, StateStore,
+};
 
 /// Why a request could not be carried out, in the terms both the terminal (`error` codes of
 /// serial-link.md §3) and the operator (control socket error kinds) understand.
@@ -91,7 +95,9 @@ impl Refusal {
                     Refusal::NotConnected => ControlErrorKind::NotConnected,
                     Refusal::NotFound(_) => ControlErrorKind::NotFound,
                     Refusal::ApiUnavailable(_) => ControlErrorKind::ApiUnavailable,
-                    Refusal::ApiRejected { .. } | Refusal::Internal(_) => ControlErrorKind::Internal,
+                    Refusal::ApiRejected { .. } | Refusal::Internal(_) => {
+                        ControlErrorKind::Internal
+                    }
                 };
                 ControlError::new(kind, other.to_string())
             }
@@ -103,7 +109,7 @@ impl Refusal {
 #[derive(Debug, Clone)]
 pub struct SaleOrder {
     pub merchant_unique_code: Uuid,
-    pub amount_minor: i64,
+    pub amount_minor: u64,
     pub currency_id: Option<i64>,
     pub display_code: Option<String>,
 }
@@ -111,7 +117,9 @@ pub struct SaleOrder {
 /// What a sale ended in, shared with every request that waits on the same merchant code.
 #[derive(Debug, Clone)]
 pub enum SaleOutcome {
-    Started { payment_request_id: String },
+    Started {
+        payment_request_id: String,
+    },
     Refused(Refusal),
     /// The outcome could not be established before the agent began to stop; the intent stays
     /// in state and is resolved at the next start. The terminal gets no reply.
@@ -133,7 +141,12 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(config: Arc<Config>, client: PaywallClient, store: StateStore, link: LinkHandle) -> Arc<Self> {
+    pub fn new(
+        config: Arc<Config>,
+        client: PaywallClient,
+        store: StateStore,
+        link: LinkHandle,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             client,
@@ -233,14 +246,20 @@ impl Core {
     /// this run or an earlier one, or still in flight) gets the same answer and no second
     /// payment.
     pub async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
-        let Ok(amount) = u64::try_from(order.amount_minor) else {
-            return refused(Refusal::InvalidRequest("amount_minor must be greater than 0".into()));
-        };
-        if amount == 0 {
-            return refused(Refusal::InvalidRequest("amount_minor must be greater than 0".into()));
+        let amount = order.amount_minor;
+        if amount == 0 || i64::try_from(amount).is_err() {
+            return refused(Refusal::InvalidRequest(
+                "amount_minor must be a positive integer".into(),
+            ));
         }
-        if order.display_code.as_ref().is_some_and(|d| d.chars().count() > 25) {
-            return refused(Refusal::InvalidRequest("display_code is longer than 25 characters".into()));
+        if order
+            .display_code
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 25)
+        {
+            return refused(Refusal::InvalidRequest(
+                "display_code is longer than 25 characters".into(),
+            ));
         }
         let code = order.merchant_unique_code;
         let claim = {
@@ -283,7 +302,10 @@ impl Core {
                     info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state");
                     return SaleOutcome::Started { payment_request_id };
                 }
-                SaleStage::Final { payment_request_id: None, .. } => {
+                SaleStage::Final {
+                    payment_request_id: None,
+                    ..
+                } => {
                     return refused(Refusal::ApiRejected {
                         message: format!("the payment API refused the sale with merchant_unique_code {code} earlier; use a new code"),
                         client_message: None,
@@ -313,8 +335,12 @@ impl Core {
                     return refused(Refusal::NotConnected);
                 }
                 let now = SystemTime::now();
-                let currency = order.currency_id.unwrap_or(self.config.terminal.currency_id);
-                if let Err(e) = self.mutate_store(|s| s.record_sale_intent(&key, amount, currency, now)) {
+                let currency = order
+                    .currency_id
+                    .unwrap_or(self.config.terminal.currency_id);
+                if let Err(e) =
+                    self.mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
+                {
                     error!(merchant_unique_code = %code, "cannot record the sale intent: {e}");
                     return refused(Refusal::Internal(format!(
                         "the agent cannot write its state ({e}); nothing was created"
@@ -334,12 +360,16 @@ impl Core {
             }
             sends_left -= 1;
             let error = match self.client.sale(&request).await {
-                Ok(accepted) => return self.sale_started(code, accepted.payment_request_id),
+                Ok(accepted) => {
+                    return self.sale_started(code, accepted.payment_request_id.to_string())
+                }
                 Err(error) => error,
             };
             if error.is_rejection() && !is_duplicate_code(&error) {
                 warn!(merchant_unique_code = %code, "sale refused by the payment API: {error}");
-                if let Err(e) = self.mutate_store(|s| s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())) {
+                if let Err(e) = self.mutate_store(|s| {
+                    s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
+                }) {
                     error!(merchant_unique_code = %code, "cannot record the refused sale: {e}");
                 }
                 return refused(Refusal::from_api_error(&error));
@@ -366,8 +396,10 @@ impl Core {
         SaleRequest {
             terminal,
             merchant_unique_code: order.merchant_unique_code,
-            amount_minor: order.amount_minor,
-            currency_id: order.currency_id.unwrap_or(self.config.terminal.currency_id),
+            amount_minor: i64::try_from(order.amount_minor).unwrap_or(i64::MAX),
+            currency_id: order
+                .currency_id
+                .unwrap_or(self.config.terminal.currency_id),
             display_code: order.display_code.clone(),
             callback_address: self.config.terminal.callback_url.clone(),
         }
@@ -375,7 +407,9 @@ impl Core {
 
     fn sale_started(self: &Arc<Self>, code: Uuid, payment_request_id: String) -> SaleOutcome {
         let key = code.to_string();
-        match self.mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now())) {
+        match self
+            .mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now()))
+        {
             Ok(()) => {
                 info!(merchant_unique_code = %code, payment_request_id, "sale started");
                 SaleOutcome::Started { payment_request_id }
@@ -385,10 +419,14 @@ impl Core {
                 // card dialogue for it. Cancel it and say so.
                 error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale: {e}; cancelling it");
                 let core = Arc::clone(self);
-                let id = payment_request_id.clone();
+                let Ok(id) = Uuid::parse_str(&payment_request_id) else {
+                    return refused(Refusal::Internal(format!(
+                        "the agent cannot write its state ({e})"
+                    )));
+                };
                 tokio::spawn(async move {
-                    if let Err(e) = core.client.cancel(&id).await {
-                        error!(payment_request_id = id, "cancel of the unrecorded payment failed: {e}");
+                    if let Err(e) = core.client.cancel(id).await {
+                        error!(payment_request_id = %id, "cancel of the unrecorded payment failed: {e}");
                     }
                 });
                 refused(Refusal::Internal(format!(
@@ -411,7 +449,7 @@ impl Core {
         let mut stopping = self.stopping_signal();
         loop {
             match self.client.find_payment_by_merchant_code(code, since).await {
-                Ok(Some(found)) => return Resolution::Found(found.payment_request_id),
+                Ok(Some(found)) => return Resolution::Found(found.payment_request_id.to_string()),
                 Ok(None) => return Resolution::Absent,
                 Err(e) => warn!(merchant_unique_code = %code, "cannot look the sale up yet: {e}"),
             }
@@ -461,9 +499,7 @@ impl Core {
 
     /// `payment_started`: track a payment started elsewhere.
     pub fn track_elsewhere(&self, payment_request_id: &str) -> Result<(), Refusal> {
-        if payment_request_id.trim().is_empty() {
-            return Err(Refusal::InvalidRequest("payment_request_id is empty".into()));
-        }
+        let payment_request_id = &canonical_payment_id(payment_request_id)?;
         let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
         self.mutate_store(|s| s.track_payment(payment_request_id, payment))
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
@@ -473,7 +509,12 @@ impl Core {
 
     /// `payment_result`: the payment is final.
     pub fn payment_result(&self, payment_request_id: &str, succeeded: bool) -> Result<(), Refusal> {
-        let outcome = if succeeded { PaymentOutcome::Succeeded } else { PaymentOutcome::Failed };
+        let payment_request_id = &canonical_payment_id(payment_request_id)?;
+        let outcome = if succeeded {
+            PaymentOutcome::Succeeded
+        } else {
+            PaymentOutcome::Failed
+        };
         let was_pending = self
             .mutate_store(|s| s.finish_payment(payment_request_id, outcome, SystemTime::now()))
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
@@ -489,7 +530,11 @@ impl Core {
     /// Cancels one pending payment: marked durable, sent (retried by the client), then
     /// forgotten and the terminal told. A rejection clears the mark; a transport failure keeps
     /// it, so the cancel is sent again (at shutdown, at the next start).
-    pub async fn cancel(self: &Arc<Self>, payment_request_id: &str, reason: CancelReason) -> Result<(), Refusal> {
+    pub async fn cancel(
+        self: &Arc<Self>,
+        payment_request_id: &str,
+        reason: CancelReason,
+    ) -> Result<(), Refusal> {
         if !self.is_pending(payment_request_id) {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
         }
@@ -498,22 +543,42 @@ impl Core {
                 "a cancel of {payment_request_id} is already under way"
             )));
         }
-        let marked = self.mutate_store(|s| s.mark_cancel_requested(payment_request_id, reason, SystemTime::now()));
+        let marked = self.mutate_store(|s| {
+            s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
+        });
         let result = match marked {
-            Ok(()) => self.send_cancel(payment_request_id, reason, Durability::Immediate).await,
+            Ok(()) => {
+                self.send_cancel(payment_request_id, reason, Durability::Immediate)
+                    .await
+            }
             Err(e) => Err(Refusal::Internal(format!("cannot write state: {e}"))),
         };
         lock(&self.cancels_in_flight).remove(payment_request_id);
         result
     }
 
-    async fn send_cancel(self: &Arc<Self>, id: &str, reason: CancelReason, durability: Durability) -> Result<(), Refusal> {
-        match self.client.cancel(id).await {
+    async fn send_cancel(
+        self: &Arc<Self>,
+        id: &str,
+        reason: CancelReason,
+        durability: Durability,
+    ) -> Result<(), Refusal> {
+        let Ok(payment_request_id) = Uuid::parse_str(id) else {
+            return Err(Refusal::InvalidRequest(format!(
+                "{id} is not a PaymentRequestId (a GUID)"
+            )));
+        };
+        match self.client.cancel(payment_request_id).await {
             Ok(_) => {
                 match durability {
                     Durability::Immediate => {
-                        if let Err(e) = self.mutate_store(|s| s.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now())) {
-                            error!(payment_request_id = id, "cannot record the confirmed cancel: {e}");
+                        if let Err(e) = self.mutate_store(|s| {
+                            s.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now())
+                        }) {
+                            error!(
+                                payment_request_id = id,
+                                "cannot record the confirmed cancel: {e}"
+                            );
                         }
                     }
                     Durability::Batched => self.mutate_store(|s| {
@@ -532,7 +597,10 @@ impl Core {
                 Ok(())
             }
             Err(error) if error.is_rejection() => {
-                warn!(payment_request_id = id, "cancel refused by the payment API: {error}");
+                warn!(
+                    payment_request_id = id,
+                    "cancel refused by the payment API: {error}"
+                );
                 let cleared = self.mutate_store(|s| {
                     s.update(|state| {
                         if let Some(payment) = state.payments.get_mut(id) {
@@ -547,7 +615,10 @@ impl Core {
                 Err(Refusal::from_api_error(&error))
             }
             Err(error) => {
-                warn!(payment_request_id = id, "cancel not confirmed ({error}); it stays marked and is sent again");
+                warn!(
+                    payment_request_id = id,
+                    "cancel not confirmed ({error}); it stays marked and is sent again"
+                );
                 Err(Refusal::from_api_error(&error))
             }
         }
@@ -566,8 +637,18 @@ impl Core {
 
     /// Cancels every pending payment, `concurrency` at a time; returns the ids cancelled and
     /// those that were not, with why.
-    pub async fn cancel_all(self: &Arc<Self>, reason: CancelReason, concurrency: usize) -> CancelSummary {
-        self.cancel_many(self.pending_ids(), reason, concurrency, Durability::Immediate).await
+    pub async fn cancel_all(
+        self: &Arc<Self>,
+        reason: CancelReason,
+        concurrency: usize,
+    ) -> CancelSummary {
+        self.cancel_many(
+            self.pending_ids(),
+            reason,
+            concurrency,
+            Durability::Immediate,
+        )
+        .await
     }
 
     /// The shutdown's cancels (agent.md §3): every pending payment is marked in one write
@@ -599,7 +680,14 @@ impl Core {
                 }
             })
         };
-        let summary = self.cancel_many(ids, CancelReason::Shutdown, concurrency, Durability::Batched).await;
+        let summary = self
+            .cancel_many(
+                ids,
+                CancelReason::Shutdown,
+                concurrency,
+                Durability::Batched,
+            )
+            .await;
         flusher.abort();
         self.flush_store();
         summary
@@ -656,7 +744,10 @@ impl Core {
         if marked.is_empty() {
             return;
         }
-        info!(count = marked.len(), "sending again the cancels not seen confirmed");
+        info!(
+            count = marked.len(),
+            "sending again the cancels not seen confirmed"
+        );
         let concurrency = self.config.shutdown.concurrency;
         stream::iter(marked)
             .for_each_concurrent(concurrency.max(1), |(id, reason)| {
@@ -687,12 +778,17 @@ impl Core {
         let expired: Vec<String> = self.with_store(|s| {
             s.pending()
                 .iter()
-                .filter(|(_, p)| p.cancel_requested.is_none() && p.since.to_system_time() + timeout <= now)
+                .filter(|(_, p)| {
+                    p.cancel_requested.is_none() && p.since.to_system_time() + timeout <= now
+                })
                 .map(|(id, _)| id.clone())
                 .collect()
         });
         for id in expired {
-            info!(payment_request_id = id, "payment pending longer than payment_timeout; cancelling");
+            info!(
+                payment_request_id = id,
+                "payment pending longer than payment_timeout; cancelling"
+            );
             let _ = self.cancel(&id, CancelReason::Timeout).await;
         }
     }
@@ -716,10 +812,17 @@ pub struct CancelSummary {
     pub failed: Vec<(String, Refusal)>,
 }
 
+/// PaymentRequestIds are GUIDs; state keys them in one spelling (lower-case, hyphenated), so a
+/// terminal that writes them in upper case still finds its payment.
+pub fn canonical_payment_id(id: &str) -> Result<String, Refusal> {
+    Uuid::parse_str(id.trim())
+        .map(|uuid| uuid.to_string())
+        .map_err(|_| Refusal::InvalidRequest(format!("payment_request_id {id:?} is not a GUID")))
+}
+
 fn refused(refusal: Refusal) -> SaleOutcome {
     SaleOutcome::Refused(refusal)
 }
-
 
 enum Resolution {
     Found(String),
@@ -729,7 +832,13 @@ enum Resolution {
 
 /// The API's code for "MerchantUniqueCode already exists": the payment is there.
 fn is_duplicate_code(error: &ApiError) -> bool {
-    matches!(error, ApiError::Rejected { error_code: Some(4), .. })
+    matches!(
+        error,
+        ApiError::Rejected {
+            error_code: Some(4),
+            ..
+        }
+    )
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -14,17 +14,20 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::connection;
-use super::core::{Core, Refusal, SaleOrder, SaleOutcome};
+use super::core::{canonical_payment_id, Core, Refusal, SaleOrder, SaleOutcome};
 use crate::cli::exit;
-use crate::config::{self, Config};
+use crate::config;
 use crate::control::{
-    self, ApmAccount, CancelFailure, CancelReport, CancelTarget, ConnectionReport, ConnectionState, ControlCall,
-    ControlReply, ControlRequest, ControlResponse, DisconnectReport, LinkState, StatusReport, UnlinkReport,
+    self, ApmAccount, CancelFailure, CancelReport, CancelTarget, ConnectionReport, ConnectionState,
+    ControlCall, ControlReply, ControlRequest, ControlResponse, DisconnectReport, LinkState,
+    StatusReport, UnlinkReport,
 };
-use crate::state::CancelReason;
 use crate::paywall::{ApmTarget, PaywallClient};
-use crate::serial::message::{AgentRequest, AgentStateKind, CancelReason, Reply, TerminalRequest};
+use crate::serial::message::{
+    AgentRequest, AgentState, PaymentOutcome, Reply, Sale, TerminalRequest,
+};
 use crate::serial::{self, IncomingRequest, LinkEvent};
+use crate::state::CancelReason;
 use crate::state::StateStore;
 use crate::{logging, systemd};
 
@@ -41,7 +44,10 @@ pub async fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    logging::init(&config.log.level);
+    if let Err(e) = logging::init(&config.log.level) {
+        eprintln!("pos-agent: {e}");
+        return ExitCode::from(exit::CONFIG);
+    }
 
     let state_dir = config.state_directory(&env);
     let store = match StateStore::open(&state_dir) {
@@ -51,7 +57,10 @@ pub async fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_STATE_UNREADABLE);
         }
     };
-    if config.connection.id.is_none() && store.connection_id().is_none() && config.connection.establish.is_none() {
+    if config.connection.id.is_none()
+        && store.connection_id().is_none()
+        && config.connection.establish.is_none()
+    {
         error!("no connection Id in [connection].id or in state, and no [connection.establish] to create one");
         return ExitCode::from(exit::CONFIG);
     }
@@ -63,8 +72,9 @@ pub async fn run(config_path: &Path) -> ExitCode {
         }
     };
     let listener = match systemd::listen_socket() {
-        Some(listener) => control::adopt(listener),
-        None => control::bind(&config.control_socket(&env)),
+        Ok(Some(listener)) => control::adopt(listener),
+        Ok(None) => control::bind(&config.control_socket(&env)),
+        Err(e) => Err(e),
     };
     let listener = match listener {
         Ok(listener) => listener,
@@ -73,7 +83,10 @@ pub async fn run(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut signals, mut interrupts) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut signals, mut interrupts) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             error!("cannot install the signal handlers");
@@ -89,7 +102,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
     tokio::spawn(control::serve(listener, calls, std::future::pending()));
 
     tokio::spawn(connection::maintain(Arc::clone(&core)));
-    systemd::notify_ready();
+    notify(systemd::notify_ready());
     info!(version = env!("CARGO_PKG_VERSION"), "pos-agent ready");
 
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
@@ -98,13 +111,13 @@ pub async fn run(config_path: &Path) -> ExitCode {
     loop {
         let status = status_line(&core, link_up);
         if status != last_status {
-            systemd::notify_status(&status);
+            notify(systemd::notify_status(&status));
             last_status = status;
         }
         let next_timeout = core.next_payment_timeout();
         tokio::select! {
             biased;
-            _ = tick(&mut watchdog) => systemd::notify_watchdog(),
+            _ = tick(&mut watchdog) => notify(systemd::notify_watchdog()),
             _ = signals.recv() => break,
             _ = interrupts.recv() => break,
             Some(call) = control_calls.recv() => {
@@ -118,7 +131,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
                 LinkEvent::Up => {
                     link_up = true;
                     info!("terminal link up");
-                    core.tell_terminal(AgentRequest::AgentState { state: AgentStateKind::Ready });
+                    core.tell_terminal(AgentRequest::AgentState { state: AgentState::Ready });
                 }
                 LinkEvent::Down => {
                     link_up = false;
@@ -152,11 +165,15 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
     let settings = core.config().shutdown.clone();
     let pending = core.pending_ids().len();
     info!(pending, deadline = ?settings.deadline, "shutting down");
-    systemd::notify_stopping();
-    systemd::extend_timeout(settings.deadline + Duration::from_secs(5));
+    notify(systemd::notify_stopping());
+    notify(systemd::extend_timeout(
+        settings.deadline + Duration::from_secs(5),
+    ));
     core.begin_stopping();
     if link_up {
-        core.tell_terminal(AgentRequest::AgentState { state: AgentStateKind::Stopping });
+        core.tell_terminal(AgentRequest::AgentState {
+            state: AgentState::Stopping,
+        });
     }
     let work = async {
         if settings.cancel_pending {
@@ -185,7 +202,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
     loop {
         tokio::select! {
             biased;
-            _ = tick(&mut events.watchdog) => systemd::notify_watchdog(),
+            _ = tick(&mut events.watchdog) => notify(systemd::notify_watchdog()),
             _ = events.signals.recv() => return interrupted(core),
             _ = events.interrupts.recv() => return interrupted(core),
             Some(call) = events.control_calls.recv() => {
@@ -208,6 +225,14 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
     ExitCode::SUCCESS
 }
 
+/// systemd is told how things stand; if it cannot hear (no NOTIFY_SOCKET is a no-op), the
+/// daemon carries on: the watchdog, if any, will say what is wrong.
+fn notify(result: std::io::Result<()>) {
+    if let Err(e) = result {
+        warn!("cannot notify systemd: {e}");
+    }
+}
+
 /// What the shutdown still listens to.
 struct Events {
     signals: Signal,
@@ -219,7 +244,10 @@ struct Events {
 fn interrupted(core: &Core) -> ExitCode {
     core.flush_store();
     let left = core.pending_count();
-    warn!(left, "second signal: stopping at once; what is left is finished at the next start");
+    warn!(
+        left,
+        "second signal: stopping at once; what is left is finished at the next start"
+    );
     ExitCode::FAILURE
 }
 
@@ -248,7 +276,11 @@ fn status_line(core: &Core, link_up: bool) -> String {
         ConnectionState::Connecting => "connecting",
         ConnectionState::Disconnected => "disconnected",
     };
-    let stopping = if core.is_stopping() { "stopping · " } else { "" };
+    let stopping = if core.is_stopping() {
+        "stopping · "
+    } else {
+        ""
+    };
     format!(
         "{stopping}{connection} · terminal {} · {} pending",
         if link_up { "up" } else { "down" },
@@ -259,15 +291,15 @@ fn status_line(core: &Core, link_up: bool) -> String {
 /// One request from the terminal (serial-link.md §3, terminal → agent).
 async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
     let reply = match request.request().clone() {
-        TerminalRequest::Sale {
+        TerminalRequest::Sale(Sale {
             merchant_unique_code,
             amount_minor,
             currency_id,
             display_code,
-        } => {
+        }) => {
             let order = SaleOrder {
                 merchant_unique_code,
-                amount_minor,
+                amount_minor: amount_minor.get(),
                 currency_id,
                 display_code,
             };
@@ -280,24 +312,29 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
                 SaleOutcome::Unresolved => return,
             }
         }
-        TerminalRequest::PaymentStarted { payment_request_id } => match core.track_elsewhere(&payment_request_id) {
-            Ok(()) => Reply::Ok,
-            Err(refusal) => refusal.to_reply(),
-        },
+        TerminalRequest::PaymentStarted { payment_request_id } => {
+            match core.track_elsewhere(&payment_request_id) {
+                Ok(()) => Reply::Ok,
+                Err(refusal) => refusal.to_reply(),
+            }
+        }
         TerminalRequest::PaymentResult {
             payment_request_id,
             status,
-        } => match core.payment_result(&payment_request_id, status.succeeded()) {
+        } => match core.payment_result(&payment_request_id, status == PaymentOutcome::Succeeded) {
             Ok(()) => Reply::Ok,
             Err(refusal) => refusal.to_reply(),
         },
         TerminalRequest::Cancel {
             payment_request_id: Some(id),
-        } => match core.cancel(&id, CancelReason::Terminal).await {
-            Ok(()) => Reply::Cancelled {
-                payment_request_ids: vec![id],
-            },
+        } => match canonical_payment_id(&id) {
             Err(refusal) => refusal.to_reply(),
+            Ok(id) => match core.cancel(&id, CancelReason::Terminal).await {
+                Ok(()) => Reply::Cancelled {
+                    payment_request_ids: vec![id],
+                },
+                Err(refusal) => refusal.to_reply(),
+            },
         },
         TerminalRequest::Cancel {
             payment_request_id: None,
@@ -345,14 +382,18 @@ async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlRes
                 failed: failures(summary.failed),
             }))
         }
-        ControlRequest::Disconnect => connection::operator_disconnect(core).await.map(|(id, summary)| {
-            ControlReply::Disconnect(DisconnectReport {
-                connection_id: Some(id),
-                connection: core.connection_state(),
-                cancelled: summary.cancelled,
-                failed: failures(summary.failed),
-            })
-        }),
+        ControlRequest::Disconnect => {
+            connection::operator_disconnect(core)
+                .await
+                .map(|(id, summary)| {
+                    ControlReply::Disconnect(DisconnectReport {
+                        connection_id: Some(id),
+                        connection: core.connection_state(),
+                        cancelled: summary.cancelled,
+                        failed: failures(summary.failed),
+                    })
+                })
+        }
         ControlRequest::Reconnect => connection::operator_reconnect(core).await.map(|id| {
             ControlReply::Reconnect(ConnectionReport {
                 connection_id: Some(id),
@@ -409,7 +450,7 @@ fn status_report(core: &Core) -> StatusReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         connection_id: core.connection_id(),
         connection: core.connection_state(),
-        terminal_link: if core.link().is_up() {
+        terminal_link: if core.link().state() == serial::LinkState::Up {
             LinkState::Up
         } else {
             LinkState::Down
