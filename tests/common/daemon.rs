@@ -6,12 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use pos_agent::serial::message::{AgentRequest, CancelReason, Reply, Sale, TerminalRequest};
+use pos_agent::serial::LinkSettings;
 use pos_agent::simulator::api::{self as sim, ApiSimulator, SimulatorOptions};
 use pos_agent::simulator::terminal::TerminalSimulator;
-use pos_agent::simulator::virtual_serial::VirtualSerialPair;
+use pos_agent::simulator::virtual_serial::VirtualSerial;
 use tempfile::TempDir;
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
+use uuid::Uuid;
 
 /// Every secret the harness hands the daemon; no output may contain any of them.
 pub const SECRETS: [&str; 5] = [
@@ -57,7 +60,6 @@ pub struct Agent {
     pub config_path: PathBuf,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
-    pair: VirtualSerialPair,
     child: Option<Child>,
     notify: UnixDatagram,
     notifications: Vec<String>,
@@ -67,21 +69,25 @@ pub struct Agent {
 impl Agent {
     /// Starts everything and waits for `READY=1`.
     pub async fn start(setup: Setup) -> Agent {
-        let sim = ApiSimulator::start(SimulatorOptions::default()).await.expect("simulator");
+        let sim = ApiSimulator::start(SimulatorOptions::default()).expect("simulator");
         Self::start_with(sim, setup).await
     }
 
     pub async fn start_with(sim: ApiSimulator, setup: Setup) -> Agent {
         let dir = tempfile::tempdir().unwrap();
-        let pair = VirtualSerialPair::open().expect("pty pair");
+        let pair = VirtualSerial::open().expect("pty pair");
         let device = dir.path().join("ttyTERMINAL");
-        std::os::unix::fs::symlink(pair.device_path(), &device).unwrap();
+        std::os::unix::fs::symlink(pair.slave_path(), &device).unwrap();
         let state_dir = dir.path().join("state");
         let socket = dir.path().join("control.sock");
         let config_path = dir.path().join("agent.toml");
-        std::fs::write(&config_path, config_toml(&sim, &setup, &device, &state_dir, &socket)).unwrap();
+        std::fs::write(
+            &config_path,
+            config_toml(&sim, &setup, &device, &state_dir, &socket),
+        )
+        .unwrap();
         let notify = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
-        let terminal = TerminalSimulator::over(pair.take_controller().expect("pty master"));
+        let terminal = TerminalSimulator::over(pair, LinkSettings::default());
         let mut agent = Agent {
             sim,
             terminal,
@@ -89,7 +95,6 @@ impl Agent {
             config_path,
             socket,
             state_dir,
-            pair,
             child: None,
             notify,
             notifications: Vec::new(),
@@ -102,7 +107,12 @@ impl Agent {
 
     /// Starts the daemon process (again) on the same files.
     pub fn spawn(&mut self) {
-        let stderr = std::fs::File::create(self.dir.path().join(format!("agent-{}.log", self.outputs.len()))).unwrap();
+        let stderr = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("agent-{}.log", self.outputs.len())),
+        )
+        .unwrap();
         let mut command = Command::new(super::pos_agent().get_program());
         let std_command = super::pos_agent();
         command.args(std_command.get_args());
@@ -159,7 +169,10 @@ impl Agent {
     pub fn log(&self) -> String {
         let mut all = String::new();
         for i in 0..self.outputs.len() {
-            all.push_str(&std::fs::read_to_string(self.dir.path().join(format!("agent-{i}.log"))).unwrap_or_default());
+            all.push_str(
+                &std::fs::read_to_string(self.dir.path().join(format!("agent-{i}.log")))
+                    .unwrap_or_default(),
+            );
         }
         all
     }
@@ -180,7 +193,10 @@ impl Agent {
                 self.child = None;
                 status.unwrap()
             }
-            Err(_) => panic!("the agent did not exit within {WAIT:?}; log:\n{}", self.log()),
+            Err(_) => panic!(
+                "the agent did not exit within {WAIT:?}; log:\n{}",
+                self.log()
+            ),
         }
     }
 
@@ -239,7 +255,79 @@ impl Agent {
         for secret in SECRETS {
             assert!(!everything.contains(secret), "a secret reached the output");
         }
-        drop(self.pair);
+    }
+
+    /// Sends a sale from the terminal and returns the agent's reply.
+    pub async fn sale(&mut self, code: Uuid, amount_minor: u64) -> Reply {
+        let sale = Sale {
+            merchant_unique_code: code,
+            amount_minor: std::num::NonZeroU64::new(amount_minor).expect("amount > 0"),
+            currency_id: None,
+            display_code: None,
+        };
+        self.terminal
+            .request(TerminalRequest::Sale(sale))
+            .await
+            .expect("the agent answers a sale")
+    }
+
+    /// A sale that must start; returns its PaymentRequestId.
+    pub async fn started(&mut self, amount_minor: u64) -> String {
+        match self.sale(Uuid::new_v4(), amount_minor).await {
+            Reply::SaleStarted {
+                payment_request_id, ..
+            } => payment_request_id,
+            other => panic!("expected sale_started, got {other:?}\nlog:\n{}", self.log()),
+        }
+    }
+
+    /// The next notification from the agent that `pick` takes, skipping others.
+    pub async fn notification<T>(&mut self, pick: impl Fn(AgentRequest) -> Option<T>) -> T {
+        loop {
+            match tokio::time::timeout(WAIT, self.terminal.next_notification()).await {
+                Ok(Some(n)) => {
+                    if let Some(picked) = pick(n.request) {
+                        return picked;
+                    }
+                }
+                Ok(None) => panic!("the terminal link ended"),
+                Err(_) => panic!("no such notification within {WAIT:?}; log:\n{}", self.log()),
+            }
+        }
+    }
+
+    /// The next `payment_cancelled` the terminal hears.
+    pub async fn next_cancelled(&mut self) -> (String, CancelReason) {
+        self.notification(|n| match n {
+            AgentRequest::PaymentCancelled {
+                payment_request_id,
+                reason,
+            } => Some((payment_request_id, reason)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Polls `status` until `condition` holds (the daemon's own view, asked the way an operator
+    /// would), failing after [`WAIT`].
+    pub async fn status_until(
+        &mut self,
+        what: &str,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let status = self.status().await;
+            if condition(&status) {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {WAIT:?}; last status {status}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 }
 
@@ -250,7 +338,13 @@ pub struct CliOutput {
     pub stderr: String,
 }
 
-fn config_toml(sim: &ApiSimulator, setup: &Setup, device: &Path, state: &Path, socket: &Path) -> String {
+fn config_toml(
+    sim: &ApiSimulator,
+    setup: &Setup,
+    device: &Path,
+    state: &Path,
+    socket: &Path,
+) -> String {
     let connection = if setup.establish {
         format!(
             "[connection.establish]\nname = \"test terminal\"\nbrand_id = 10\nprovider_id = 10\nregion_id = 1\nend_of_day_id = 10\nservice_parameters = {{ password = \"{SERVICE_PARAMETER_SECRET}\" }}\n"
