@@ -40,6 +40,7 @@ pub struct Setup {
     /// Use `[connection.establish]` instead of a known `[connection].id`.
     pub establish: bool,
     pub payment_timeout: &'static str,
+    pub log_level: &'static str,
 }
 
 impl Default for Setup {
@@ -49,6 +50,7 @@ impl Default for Setup {
             shutdown_toml: "deadline = \"10s\"\nconcurrency = 8\n".into(),
             establish: true,
             payment_timeout: "10m",
+            log_level: "debug",
         }
     }
 }
@@ -158,6 +160,11 @@ impl Agent {
                 return message;
             }
         }
+    }
+
+    /// Drops the notifications received so far (before a restart).
+    pub fn forget_notifications(&mut self) {
+        self.notifications.clear();
     }
 
     /// Every notification received so far, in order.
@@ -382,7 +389,7 @@ socket = "{socket}"
 [shutdown]
 {shutdown}
 [log]
-level = "debug"
+level = "{log_level}"
 {extra}"#,
         url = sim.url(),
         kp = sim::DEMO_API_KEY_PRIVATE,
@@ -396,5 +403,6 @@ level = "debug"
         socket = socket.display(),
         shutdown = setup.shutdown_toml,
         extra = setup.extra_toml,
+        log_level = setup.log_level,
     )
 }
