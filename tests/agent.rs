@@ -657,3 +657,18 @@ async fn the_api_unreachable_at_start_does_not_delay_readiness_and_the_agent_con
     assert_eq!(agent.sim.requests_to("POST", "/api/connection").len(), 3);
     agent.finish().await;
 }
+
+#[tokio::test]
+async fn the_terminal_can_sell_again_after_the_agent_restarts() {
+    let mut agent = connected(Setup::default()).await;
+    agent.started(100).await;
+    for _ in 0..3 {
+        agent.signal(Signal::SIGTERM);
+        assert!(agent.wait_exit().await.success());
+        agent.forget_notifications();
+        agent.spawn();
+        agent.wait_notification("STATUS=connected").await;
+        agent.started(100).await;
+    }
+    agent.finish().await;
+}
