@@ -259,7 +259,8 @@ impl<Out: LinkMessage> LinkHandle<Out> {
         let _ = watch.wait_for(|s| *s == state).await;
     }
 
-    /// Stops the link and closes the transport. Pending requests fail with `Closed`.
+    /// Stops the link and closes the transport. Frames already queued (a reply just given) are
+    /// still sent, for at most T3 × `max_sends`; requests still waiting fail with `Closed`.
     pub fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
     }
@@ -539,9 +540,25 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         // Probe at once, so the link comes up without waiting for the first idle ping.
         self.send_ping(&mut io);
         let mut input = BytesMut::with_capacity(4096);
+        // Set by shutdown: frames already queued (a reply just given) still go out, for at most
+        // as long as one frame may take to fail.
+        let mut closing: Option<Instant> = None;
 
         let end = loop {
+            if closing.is_some() {
+                // Replies given before the shutdown may still sit in their channel.
+                while let Ok(reply) = self.replies.try_recv() {
+                    self.on_reply_command(&mut io, reply);
+                }
+            }
             self.start_next_frame(&mut io);
+            if closing.is_some()
+                && io.in_flight.is_none()
+                && io.queue.is_empty()
+                && io.out.is_empty()
+            {
+                break SessionEnd::Shutdown;
+            }
             let t3 = io.in_flight.as_ref().and_then(|f| f.deadline);
             let t1 = io
                 .codec
@@ -574,10 +591,13 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                     }
                     Err(e) => break SessionEnd::Lost(e),
                 },
-                command = self.commands.recv() => match command {
-                    None | Some(Command::Shutdown) => break SessionEnd::Shutdown,
+                command = self.commands.recv(), if closing.is_none() => match command {
+                    None | Some(Command::Shutdown) => {
+                        closing = Some(Instant::now() + self.stall_limit());
+                    }
                     Some(Command::Request { body, reply }) => self.enqueue_request(&mut io, body, reply),
                 },
+                _ = sleep_until(closing.unwrap_or(now)), if closing.is_some() => break SessionEnd::Shutdown,
                 Some(reply) = self.replies.recv() => self.on_reply_command(&mut io, reply),
                 _ = sleep_until(t3.unwrap_or(now)), if t3.is_some() => self.on_ack_timeout(&mut io),
                 _ = sleep_until(t1.unwrap_or(now)), if t1.is_some() => {
@@ -585,7 +605,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         tracing::debug!("partial frame dropped after the inter-byte timeout (T1)");
                     }
                 },
-                _ = sleep_until(idle) => self.on_idle(&mut io),
+                _ = sleep_until(idle), if closing.is_none() => self.on_idle(&mut io),
                 _ = sleep_until(stall.unwrap_or(now)), if stall.is_some() => self.on_write_stall(&mut io),
             }
         };
@@ -642,11 +662,12 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         reply: oneshot::Sender<Result<Reply, LinkError>>,
     ) {
         let id = self.allocate_id();
-        match encode_request(id, &body)
-            .ok()
-            .and_then(|apdu| frame_bytes(&apdu).ok().map(|f| (apdu.len(), f)))
-        {
-            Some((_, frame)) => {
+        // Serialising our own message types cannot fail; only the size limit can.
+        let frame = encode_request(id, &body)
+            .map_err(|_| LinkError::TooLong(0))
+            .and_then(|apdu| frame_bytes(&apdu).map_err(|e| LinkError::TooLong(e.len)));
+        match frame {
+            Ok(frame) => {
                 self.waiting.retain(|_, waiter| !waiter.is_closed());
                 self.waiting.insert(id, reply);
                 io.queue.push_back(Outgoing {
@@ -654,9 +675,8 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                     request_id: Some(id),
                 });
             }
-            None => {
-                let len = encode_request(id, &body).map(|a| a.len()).unwrap_or(0);
-                let _ = reply.send(Err(LinkError::TooLong(len)));
+            Err(e) => {
+                let _ = reply.send(Err(e));
             }
         }
     }
@@ -1114,6 +1134,26 @@ mod tests {
             request.await.unwrap(),
             Err(LinkError::UnreadableReply(_))
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reply_given_just_before_shutdown_still_goes_out() {
+        let (agent, mut events, mut peer) = agent_over(4096);
+        peer.handshake().await;
+        peer.send(&frame_bytes(br#"{"type":"status","id":9}"#).unwrap())
+            .await;
+        assert_eq!(peer.next().await, Inbound::Ack);
+        next_request(&mut events).await.reply(Reply::Pong);
+        agent.shutdown();
+        let reply = peer.next_json().await;
+        assert_eq!(
+            (reply["type"].as_str(), reply["re"].as_u64()),
+            (Some("pong"), Some(9))
+        );
+        peer.send(&[ACK]).await;
+        agent.wait_for_state(LinkState::Closed).await;
+        let mut rest = Vec::new();
+        assert_eq!(peer.line.read_to_end(&mut rest).await.unwrap(), 0);
     }
 
     #[test]
