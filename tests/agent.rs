@@ -325,6 +325,11 @@ async fn shutdown_cancels_every_pending_payment_before_disconnecting() {
     let status = agent.wait_exit().await;
     assert!(status.success(), "{status:?}\n{}", agent.log());
     agent.wait_notification("STOPPING=1").await;
+    let extend = agent.wait_notification("EXTEND_TIMEOUT_USEC=").await;
+    assert!(
+        extend.contains("EXTEND_TIMEOUT_USEC=15000000"),
+        "deadline 10 s + 5 s: {extend}"
+    );
     let requests = agent.sim.requests();
     let cancels: Vec<usize> = requests
         .iter()
@@ -670,5 +675,28 @@ async fn the_terminal_can_sell_again_after_the_agent_restarts() {
         agent.wait_notification("STATUS=connected").await;
         agent.started(100).await;
     }
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn the_watchdog_is_petted_at_half_its_interval_and_status_follows_the_pending_count() {
+    let mut agent = Agent::start(Setup {
+        extra_env: vec![("WATCHDOG_USEC", "400000".into())],
+        ..Setup::default()
+    })
+    .await;
+    agent.wait_notification("STATUS=connected").await;
+    let first = std::time::Instant::now();
+    agent.wait_notification("WATCHDOG=1").await;
+    agent.forget_notifications();
+    agent.wait_notification("WATCHDOG=1").await;
+    agent.forget_notifications();
+    agent.wait_notification("WATCHDOG=1").await;
+    assert!(
+        first.elapsed() >= std::time::Duration::from_millis(300),
+        "pets come about every 200 ms, not in a burst"
+    );
+    agent.started(100).await;
+    agent.wait_notification("1 pending").await;
     agent.finish().await;
 }

@@ -41,6 +41,8 @@ pub struct Setup {
     pub establish: bool,
     pub payment_timeout: &'static str,
     pub log_level: &'static str,
+    /// Extra environment for the daemon process.
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Setup {
@@ -51,6 +53,7 @@ impl Default for Setup {
             establish: true,
             payment_timeout: "10m",
             log_level: "debug",
+            extra_env: Vec::new(),
         }
     }
 }
@@ -62,6 +65,7 @@ pub struct Agent {
     pub config_path: PathBuf,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    env: Vec<(&'static str, String)>,
     child: Option<Child>,
     notify: UnixDatagram,
     notifications: Vec<String>,
@@ -97,6 +101,7 @@ impl Agent {
             config_path,
             socket,
             state_dir,
+            env: setup.extra_env.clone(),
             child: None,
             notify,
             notifications: Vec::new(),
@@ -129,6 +134,7 @@ impl Agent {
             .env_remove("STATE_DIRECTORY")
             .env_remove("RUNTIME_DIRECTORY")
             .env_remove("CREDENTIALS_DIRECTORY")
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
