@@ -700,3 +700,59 @@ async fn the_watchdog_is_petted_at_half_its_interval_and_status_follows_the_pend
     agent.wait_notification("1 pending").await;
     agent.finish().await;
 }
+
+#[tokio::test]
+async fn during_shutdown_new_sales_are_refused_busy_and_results_still_count() {
+    let mut agent = connected(Setup::default()).await;
+    let slow = agent.started(100).await;
+    let finished_by_terminal = agent.started(200).await;
+    agent.sim.inject(
+        Fault::new(
+            "POST",
+            CANCEL,
+            FaultKind::Latency(std::time::Duration::from_millis(700)),
+        )
+        .always(),
+    );
+    agent.signal(Signal::SIGTERM);
+    agent_state(&mut agent, AgentState::Stopping).await;
+    let refused = agent.sale(Uuid::new_v4(), 300).await;
+    assert!(
+        matches!(
+            &refused,
+            Reply::Error {
+                code: ErrorCode::Busy,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let result = TerminalRequest::PaymentResult {
+        payment_request_id: finished_by_terminal.clone(),
+        status: PaymentOutcome::Succeeded,
+    };
+    let reply = agent.terminal.request(result).await.unwrap();
+    assert!(
+        matches!(
+            reply,
+            Reply::Ok
+                | Reply::Error {
+                    code: ErrorCode::NotFound,
+                    ..
+                }
+        ),
+        "{reply:?}"
+    );
+    assert!(agent.wait_exit().await.success());
+    assert_eq!(
+        agent.sim.payments().len(),
+        2,
+        "the refused sale created nothing"
+    );
+    assert!(agent
+        .sim
+        .requests_to("POST", CANCEL)
+        .iter()
+        .any(|r| body(r)["PaymentRequestId"] == slow.as_str()));
+    agent.finish().await;
+}

@@ -154,6 +154,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
         interrupts,
         watchdog,
         control_calls,
+        link_events,
     };
     shut_down(&core, &mut events, link_up).await
 }
@@ -212,6 +213,14 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
                 };
                 let _ = call.reply.send(response);
             }
+            Some(event) = events.link_events.recv() => match event {
+                // Sales get `busy` from the core now; results and status still count.
+                LinkEvent::Request(request) => {
+                    tokio::spawn(handle_terminal(Arc::clone(core), request));
+                }
+                LinkEvent::Up => core.tell_terminal(AgentRequest::AgentState { state: AgentState::Stopping }),
+                LinkEvent::Down => {}
+            },
             () = &mut work => break,
             () = &mut deadline => {
                 let left = core.pending_ids().len();
@@ -239,6 +248,7 @@ struct Events {
     interrupts: Signal,
     watchdog: Option<tokio::time::Interval>,
     control_calls: mpsc::Receiver<ControlCall>,
+    link_events: mpsc::UnboundedReceiver<LinkEvent>,
 }
 
 fn interrupted(core: &Core) -> ExitCode {
