@@ -16,7 +16,7 @@ use crate::control::{
     rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView,
 };
 use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
-use crate::serial::message::{AgentRequest, ErrorCode, Reply};
+use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
 use crate::serial::LinkHandle;
 use crate::state::{
     CancelReason, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage, StateStore,
@@ -103,15 +103,6 @@ impl Refusal {
             }
         }
     }
-}
-
-/// A sale as the terminal asked for it (serial-link.md §3, `sale`).
-#[derive(Debug, Clone)]
-pub struct SaleOrder {
-    pub merchant_unique_code: Uuid,
-    pub amount_minor: u64,
-    pub currency_id: Option<i64>,
-    pub display_code: Option<String>,
 }
 
 /// What a sale ended in, shared with every request that waits on the same merchant code.
@@ -246,19 +237,10 @@ impl Core {
     /// this run or an earlier one, or still in flight) gets the same answer and no second
     /// payment.
     pub async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
-        let amount = order.amount_minor;
-        if amount == 0 || i64::try_from(amount).is_err() {
+        let amount = order.amount_minor.get();
+        if i64::try_from(amount).is_err() {
             return refused(Refusal::InvalidRequest(
                 "amount_minor must be a positive integer".into(),
-            ));
-        }
-        if order
-            .display_code
-            .as_ref()
-            .is_some_and(|d| d.chars().count() > 25)
-        {
-            return refused(Refusal::InvalidRequest(
-                "display_code is longer than 25 characters".into(),
             ));
         }
         let code = order.merchant_unique_code;
@@ -396,7 +378,7 @@ impl Core {
         SaleRequest {
             terminal,
             merchant_unique_code: order.merchant_unique_code,
-            amount_minor: i64::try_from(order.amount_minor).unwrap_or(i64::MAX),
+            amount_minor: i64::try_from(order.amount_minor.get()).unwrap_or(i64::MAX),
             currency_id: order
                 .currency_id
                 .unwrap_or(self.config.terminal.currency_id),

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::connection;
-use super::core::{canonical_payment_id, Core, Refusal, SaleOrder, SaleOutcome};
+use super::core::{canonical_payment_id, Core, Refusal, SaleOutcome};
 use crate::cli::exit;
 use crate::config;
 use crate::control::{
@@ -23,9 +23,7 @@ use crate::control::{
     StatusReport, UnlinkReport,
 };
 use crate::paywall::{ApmTarget, PaywallClient};
-use crate::serial::message::{
-    AgentRequest, AgentState, PaymentOutcome, Reply, Sale, TerminalRequest,
-};
+use crate::serial::message::{AgentRequest, AgentState, PaymentOutcome, Reply, TerminalRequest};
 use crate::serial::{self, IncomingRequest, LinkEvent};
 use crate::state::CancelReason;
 use crate::state::StateStore;
@@ -301,18 +299,8 @@ fn status_line(core: &Core, link_up: bool) -> String {
 /// One request from the terminal (serial-link.md §3, terminal → agent).
 async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
     let reply = match request.request().clone() {
-        TerminalRequest::Sale(Sale {
-            merchant_unique_code,
-            amount_minor,
-            currency_id,
-            display_code,
-        }) => {
-            let order = SaleOrder {
-                merchant_unique_code,
-                amount_minor: amount_minor.get(),
-                currency_id,
-                display_code,
-            };
+        TerminalRequest::Sale(order) => {
+            let merchant_unique_code = order.merchant_unique_code;
             match core.sale(order).await {
                 SaleOutcome::Started { payment_request_id } => Reply::SaleStarted {
                     payment_request_id,
