@@ -34,12 +34,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon.
+    Run(crate::config::ConfigArgs),
     /// Validate and print the effective configuration, secrets redacted.
     CheckConfig(crate::config::ConfigArgs),
     /// Run a simulated payment API on loopback (for the demo and manual runs).
     SimulateApi(crate::simulator::api::CommandArgs),
     /// Run a simulated card terminal on a serial device (for the demo and manual runs).
     SimulateTerminal(crate::simulator::terminal::CommandArgs),
+    /// The whole system on this machine with no hardware and no account, narrated.
+    Demo(crate::demo::DemoArgs),
     #[command(flatten)]
     Operator(operator::OperatorCommand),
 }
@@ -85,14 +89,25 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(async {
-        match cli.command {
-            Command::CheckConfig(args) => Ok(crate::config::check_config_command(&args)?),
+    runtime.block_on(async {
+        let outcome = match cli.command {
+            // These two report their own outcome (the daemon's and the demo's exit codes).
+            Command::Run(args) => return crate::agent::run(&args.config).await,
+            Command::Demo(args) => return crate::demo::run(args).await,
+            Command::CheckConfig(args) => {
+                crate::config::check_config_command(&args).map_err(Into::into)
+            }
             Command::SimulateApi(args) => crate::simulator::api::run_command(args).await,
             Command::SimulateTerminal(args) => crate::simulator::terminal::run_command(args).await,
             Command::Operator(command) => operator::run(command, cli.socket.as_deref()).await,
-        }
-    });
+        };
+        exit_code(outcome)
+    })
+}
+
+/// Prints a command's error and picks its exit code: 78 for a configuration error, the code a
+/// [`Failure`] carries, else 1.
+fn exit_code(outcome: anyhow::Result<()>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {

@@ -1,9 +1,11 @@
 //! pos-agent: the daemon that sits between a card terminal's serial line and Paywall's
 //! Physical POS payment API. One module per concern; `docs/architecture.md` draws the map.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod logging;
 pub mod paywall;
 pub mod serial;

@@ -112,7 +112,8 @@ pub enum PaymentSource {
     Recovered,
 }
 
-/// Who asked for a cancel (agent.md §2, §3).
+/// Who asked for a cancel (agent.md §2, §3; the `reason` of serial-link.md §3
+/// `payment_cancelled`). An operator's `disconnect` cancels with reason `operator`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
@@ -120,6 +121,23 @@ pub enum CancelReason {
     Terminal,
     Shutdown,
     Timeout,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Terminal => "terminal",
+            Self::Shutdown => "shutdown",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A cancel that was asked for; durable before the cancel request leaves.
@@ -476,6 +494,8 @@ pub struct StateStore {
     directory: PathBuf,
     file: PathBuf,
     state: AgentState,
+    /// Changes applied by [`StateStore::defer`] and not written yet.
+    dirty: bool,
     _lock: Flock<File>,
 }
 
@@ -527,6 +547,7 @@ impl StateStore {
             directory: directory.to_owned(),
             file,
             state,
+            dirty: false,
             _lock: lock,
         })
     }
@@ -573,11 +594,31 @@ impl StateStore {
         let mut next = self.state.clone();
         let value = change(&mut next)?;
         next.prune_final_sales(SystemTime::now());
-        if next != self.state {
+        if next != self.state || self.dirty {
             write_state_file(&self.directory, &next)?;
             self.state = next;
+            self.dirty = false;
         }
         Ok(value)
+    }
+
+    /// Applies `change` in memory only; the next write (any change, or [`StateStore::flush`])
+    /// carries it. Only for changes whose loss a restart repairs by itself, such as the
+    /// confirmation of a cancel (an unconfirmed cancel is sent again): the shutdown batches
+    /// them to spare the flash.
+    pub fn defer(&mut self, change: impl FnOnce(&mut AgentState)) {
+        change(&mut self.state);
+        self.dirty = true;
+    }
+
+    /// Writes what [`StateStore::defer`] changed, if anything.
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        if self.dirty {
+            self.state.prune_final_sales(SystemTime::now());
+            write_state_file(&self.directory, &self.state)?;
+            self.dirty = false;
+        }
+        Ok(())
     }
 
     pub fn set_connection_id(&mut self, id: Option<String>) -> Result<(), StateError> {
@@ -690,8 +731,7 @@ fn write_state_file(directory: &Path, state: &AgentState) -> Result<(), StateErr
         file: file.clone(),
         source,
     };
-    let mut bytes =
-        serde_json::to_vec_pretty(state).map_err(|e| write_error(std::io::Error::other(e)))?;
+    let mut bytes = serde_json::to_vec(state).map_err(|e| write_error(std::io::Error::other(e)))?;
     bytes.push(b'\n');
     // A leftover from a crash may have other permissions; a new file gets 0600.
     match std::fs::remove_file(&temp) {

@@ -476,33 +476,8 @@ pub struct PendingPaymentView {
     pub cancel_reason: Option<CancelReason>,
 }
 
-/// Why a payment is being cancelled (agent.md §2, §3, §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CancelReason {
-    /// `pos-agent cancel`.
-    Operator,
-    /// The terminal asked for it.
-    Terminal,
-    /// Pending longer than `payment_timeout`.
-    Timeout,
-    /// `pos-agent disconnect`.
-    Disconnect,
-    /// The daemon is stopping.
-    Shutdown,
-}
-
-impl fmt::Display for CancelReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Operator => "operator",
-            Self::Terminal => "terminal",
-            Self::Timeout => "timeout",
-            Self::Disconnect => "disconnect",
-            Self::Shutdown => "shutdown",
-        })
-    }
-}
+/// Why a payment is being cancelled: one definition for state, control and the serial link.
+pub use crate::state::CancelReason;
 
 /// `since` timestamps: RFC 3339, UTC, whole seconds (`2026-11-21T13:16:40Z`).
 pub fn rfc3339(time: SystemTime) -> String {

@@ -98,15 +98,8 @@ pub enum AgentState {
     Stopping,
 }
 
-/// Why a payment was cancelled (`payment_cancelled.reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CancelReason {
-    Operator,
-    Terminal,
-    Shutdown,
-    Timeout,
-}
+/// Why a payment was cancelled (`payment_cancelled.reason`): the same type the state records.
+pub use crate::state::CancelReason;
 
 /// A reply, in either direction; its `re` is added by the link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,3 +20,4 @@ pub fn pos_agent() -> Command {
         _ => Command::new(binary),
     }
 }
+pub mod daemon;

@@ -1,0 +1,131 @@
+//! The PhysicalAPI connection of agent.md §1.1: re-activate the known connection at start or
+//! establish one, keep trying in the background while the API is unreachable, and the
+//! operator's `disconnect` / `reconnect`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use super::core::{CancelSummary, Core, Refusal};
+use crate::control::ConnectionState;
+use crate::state::CancelReason;
+
+/// Brings the connection up: reconnects the known Id (configuration, else state) or
+/// establishes a new one and makes its Id durable. Transport failures are retried with
+/// backoff until the agent stops; a rejection ends the attempt (the operator sees it in
+/// `status` and the log, and can `reconnect`).
+pub async fn maintain(core: Arc<Core>) {
+    let mut delay = Duration::from_secs(1);
+    let mut stopping = core.stopping_signal();
+    loop {
+        if core.is_stopping() {
+            return;
+        }
+        core.set_connection_state(ConnectionState::Connecting);
+        match connect_once(&core).await {
+            Ok(id) => {
+                info!(connection_id = id, "payment API connection active");
+                core.set_connection_state(ConnectionState::Connected);
+                core.resend_requested_cancels().await;
+                core.resolve_leftover_intents().await;
+                return;
+            }
+            Err(Refusal::ApiUnavailable(why)) => {
+                warn!("payment API not reachable yet ({why}); trying again in {delay:?}");
+                core.set_connection_state(ConnectionState::Connecting);
+            }
+            Err(refusal) => {
+                error!("the payment API connection could not be activated: {refusal}");
+                core.set_connection_state(ConnectionState::Disconnected);
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn connect_once(core: &Core) -> Result<String, Refusal> {
+    let known = core
+        .config()
+        .connection
+        .id
+        .clone()
+        .or_else(|| core.connection_id());
+    if let Some(id) = known {
+        core.client()
+            .reconnect(&id)
+            .await
+            .map_err(|e| Refusal::from_api_error(&e))?;
+        if core.connection_id().as_deref() != Some(id.as_str()) {
+            store_connection_id(core, &id)?;
+        }
+        return Ok(id);
+    }
+    let Some(establish) = core.config().connection.establish.clone() else {
+        return Err(Refusal::Internal(
+            "no connection Id is known and [connection.establish] is not configured".into(),
+        ));
+    };
+    let id = core
+        .client()
+        .establish_connection(&establish)
+        .await
+        .map_err(|e| Refusal::from_api_error(&e))?;
+    store_connection_id(core, &id)?;
+    Ok(id)
+}
+
+fn store_connection_id(core: &Core, id: &str) -> Result<(), Refusal> {
+    core.mutate_store(|s| s.set_connection_id(Some(id.to_owned())))
+        .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))
+}
+
+/// `pos-agent disconnect`: cancel every pending payment, then deactivate the connection. The
+/// daemon keeps running and refuses sales (`not_connected`) until `reconnect`.
+pub async fn operator_disconnect(core: &Arc<Core>) -> Result<(String, CancelSummary), Refusal> {
+    let Some(id) = core.connection_id() else {
+        return Err(Refusal::NotConnected);
+    };
+    core.set_connection_state(ConnectionState::Disconnected);
+    let summary = core
+        .cancel_all(CancelReason::Operator, core.config().shutdown.concurrency)
+        .await;
+    if let Some((payment, why)) = summary.failed.first() {
+        warn!(
+            payment_request_id = payment,
+            "cancel before disconnect failed: {why}"
+        );
+    }
+    core.client()
+        .disconnect(&id)
+        .await
+        .map_err(|e| Refusal::from_api_error(&e))?;
+    info!(connection_id = id, "connection deactivated by the operator");
+    Ok((id, summary))
+}
+
+/// `pos-agent reconnect`: re-activate the connection (one attempt, with the client's retries).
+pub async fn operator_reconnect(core: &Arc<Core>) -> Result<String, Refusal> {
+    core.set_connection_state(ConnectionState::Connecting);
+    match connect_once(core).await {
+        Ok(id) => {
+            info!(
+                connection_id = id,
+                "connection re-activated by the operator"
+            );
+            core.set_connection_state(ConnectionState::Connected);
+            let background = Arc::clone(core);
+            tokio::spawn(async move { background.resend_requested_cancels().await });
+            Ok(id)
+        }
+        Err(refusal) => {
+            core.set_connection_state(ConnectionState::Disconnected);
+            Err(refusal)
+        }
+    }
+}

@@ -1,0 +1,831 @@
+//! The payment lifecycle of `shared/spec/agent.md` §2: sales, cancels, results and the
+//! connection, each step made durable before its side effect. The daemon's main loop
+//! (`super::daemon`) feeds it terminal requests, operator commands and timers; every
+//! operation here runs in its own task and meets the others only through the state store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{watch, Notify};
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::control::{
+    rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView,
+};
+use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
+use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
+use crate::serial::LinkHandle;
+use crate::state::{
+    CancelReason, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage, StateStore,
+};
+
+/// Why a request could not be carried out, in the terms both the terminal (`error` codes of
+/// serial-link.md §3) and the operator (control socket error kinds) understand.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the agent is stopping and accepts no new sale")]
+    Busy,
+    #[error("there is no active payment-API connection")]
+    NotConnected,
+    #[error("payment {0} is not pending here")]
+    NotFound(String),
+    #[error("the payment API refused: {message}")]
+    ApiRejected {
+        message: String,
+        client_message: Option<String>,
+        error_code: Option<i64>,
+    },
+    #[error("the payment API could not be reached: {0}")]
+    ApiUnavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Refusal {
+    pub fn from_api_error(error: &ApiError) -> Self {
+        match error {
+            ApiError::Rejected {
+                message,
+                client_message,
+                error_code,
+                ..
+            } => Refusal::ApiRejected {
+                message: message.clone().unwrap_or_default(),
+                client_message: client_message.clone(),
+                error_code: *error_code,
+            },
+            other => Refusal::ApiUnavailable(other.to_string()),
+        }
+    }
+
+    /// The `error` reply the terminal gets for this refusal.
+    pub fn to_reply(&self) -> Reply {
+        let code = match self {
+            Refusal::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Refusal::Busy => ErrorCode::Busy,
+            Refusal::NotConnected => ErrorCode::NotConnected,
+            Refusal::NotFound(_) => ErrorCode::NotFound,
+            Refusal::ApiRejected { .. } => ErrorCode::ApiRejected,
+            Refusal::ApiUnavailable(_) | Refusal::Internal(_) => ErrorCode::ApiUnavailable,
+        };
+        let message = match self {
+            Refusal::ApiRejected { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        Reply::error(code, message)
+    }
+
+    /// The error an operator's command gets for this refusal.
+    pub fn to_control_error(&self) -> ControlError {
+        match self {
+            Refusal::ApiRejected {
+                message,
+                client_message,
+                error_code,
+            } => ControlError::api_rejected(message.clone(), client_message.clone(), *error_code),
+            other => {
+                let kind = match other {
+                    Refusal::InvalidRequest(_) => ControlErrorKind::InvalidRequest,
+                    Refusal::Busy => ControlErrorKind::Busy,
+                    Refusal::NotConnected => ControlErrorKind::NotConnected,
+                    Refusal::NotFound(_) => ControlErrorKind::NotFound,
+                    Refusal::ApiUnavailable(_) => ControlErrorKind::ApiUnavailable,
+                    Refusal::ApiRejected { .. } | Refusal::Internal(_) => {
+                        ControlErrorKind::Internal
+                    }
+                };
+                ControlError::new(kind, other.to_string())
+            }
+        }
+    }
+}
+
+/// What a sale ended in, shared with every request that waits on the same merchant code.
+#[derive(Debug, Clone)]
+pub enum SaleOutcome {
+    Started {
+        payment_request_id: String,
+    },
+    Refused(Refusal),
+    /// The outcome could not be established before the agent began to stop; the intent stays
+    /// in state and is resolved at the next start. The terminal gets no reply.
+    Unresolved,
+}
+
+/// The agent's shared core.
+pub struct Core {
+    config: Arc<Config>,
+    client: PaywallClient,
+    store: Mutex<StateStore>,
+    link: LinkHandle,
+    connection: watch::Sender<ConnectionState>,
+    stopping: watch::Sender<bool>,
+    sales_in_flight: Mutex<HashMap<Uuid, watch::Receiver<Option<SaleOutcome>>>>,
+    cancels_in_flight: Mutex<HashSet<String>>,
+    /// Woken whenever something the main loop shows or times (STATUS=, payment timeouts) changed.
+    pub changed: Notify,
+}
+
+impl Core {
+    pub fn new(
+        config: Arc<Config>,
+        client: PaywallClient,
+        store: StateStore,
+        link: LinkHandle,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            client,
+            store: Mutex::new(store),
+            link,
+            connection: watch::channel(ConnectionState::Connecting).0,
+            stopping: watch::channel(false).0,
+            sales_in_flight: Mutex::new(HashMap::new()),
+            cancels_in_flight: Mutex::new(HashSet::new()),
+            changed: Notify::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn client(&self) -> &PaywallClient {
+        &self.client
+    }
+
+    pub fn link(&self) -> &LinkHandle {
+        &self.link
+    }
+
+    /// Reads the state store. The lock is never held across an await.
+    pub fn with_store<T>(&self, f: impl FnOnce(&StateStore) -> T) -> T {
+        f(&lock(&self.store))
+    }
+
+    /// Changes the state store (each change is durable when `f` returns) and wakes the main
+    /// loop, whose status line and payment timer depend on it.
+    pub fn mutate_store<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
+        let result = f(&mut lock(&self.store));
+        self.changed.notify_one();
+        result
+    }
+
+    pub fn connection_state(&self) -> ConnectionState {
+        *self.connection.borrow()
+    }
+
+    pub fn set_connection_state(&self, state: ConnectionState) {
+        self.connection.send_replace(state);
+        self.changed.notify_one();
+    }
+
+    pub fn connection_id(&self) -> Option<String> {
+        self.with_store(|s| s.connection_id().map(str::to_owned))
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    pub fn begin_stopping(&self) {
+        self.stopping.send_replace(true);
+        self.changed.notify_one();
+    }
+
+    pub fn stopping_signal(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// The pending payments as the control socket shows them.
+    pub fn pending_views(&self) -> Vec<PendingPaymentView> {
+        self.with_store(|s| {
+            s.pending()
+                .iter()
+                .map(|(id, p)| PendingPaymentView {
+                    payment_request_id: id.clone(),
+                    merchant_unique_code: p.merchant_unique_code.clone(),
+                    amount_minor: p.amount_minor.and_then(|a| i64::try_from(a).ok()),
+                    since: rfc3339(p.since.to_system_time()),
+                    cancel_requested: p.cancel_requested.is_some(),
+                    cancel_reason: p.cancel_requested.map(|c| c.reason),
+                })
+                .collect()
+        })
+    }
+
+    pub fn pending_ids(&self) -> Vec<String> {
+        self.with_store(|s| s.pending().keys().cloned().collect())
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.with_store(|s| s.pending().len())
+    }
+
+    fn is_pending(&self, payment_request_id: &str) -> bool {
+        self.with_store(|s| s.payment(payment_request_id).is_some())
+    }
+
+    // ----- sales (serial-link.md §3 `sale`, agent.md §2) -----
+
+    /// Starts a sale for the terminal, idempotently by merchant code: a code already held (in
+    /// this run or an earlier one, or still in flight) gets the same answer and no second
+    /// payment.
+    pub async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
+        let amount = order.amount_minor.get();
+        if i64::try_from(amount).is_err() {
+            return refused(Refusal::InvalidRequest(
+                "amount_minor must be a positive integer".into(),
+            ));
+        }
+        let code = order.merchant_unique_code;
+        let claim = {
+            let mut in_flight = lock(&self.sales_in_flight);
+            match in_flight.get(&code) {
+                Some(rx) => Err(rx.clone()),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    in_flight.insert(code, rx);
+                    Ok(tx)
+                }
+            }
+        };
+        match claim {
+            Ok(tx) => {
+                let outcome = self.start_sale(order, amount).await;
+                tx.send_replace(Some(outcome.clone()));
+                lock(&self.sales_in_flight).remove(&code);
+                outcome
+            }
+            // The same code is being sold right now: share that sale's outcome.
+            Err(mut rx) => match rx.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone().unwrap_or(SaleOutcome::Unresolved),
+                Err(_) => SaleOutcome::Unresolved,
+            },
+        }
+    }
+
+    async fn start_sale(self: &Arc<Self>, order: SaleOrder, amount: u64) -> SaleOutcome {
+        let code = order.merchant_unique_code;
+        let key = code.to_string();
+        let known: Option<Sale> = self.with_store(|s| s.sale(&key).cloned());
+        let since = match known {
+            Some(sale) => match sale.stage {
+                SaleStage::Started { payment_request_id }
+                | SaleStage::Final {
+                    payment_request_id: Some(payment_request_id),
+                    ..
+                } => {
+                    info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state");
+                    return SaleOutcome::Started { payment_request_id };
+                }
+                SaleStage::Final {
+                    payment_request_id: None,
+                    ..
+                } => {
+                    return refused(Refusal::ApiRejected {
+                        message: format!("the payment API refused the sale with merchant_unique_code {code} earlier; use a new code"),
+                        client_message: None,
+                        error_code: None,
+                    });
+                }
+                // An intent left by an earlier run: its sale may or may not have reached the API.
+                SaleStage::Intent => {
+                    if sale.amount_minor != amount {
+                        return refused(Refusal::InvalidRequest(format!(
+                            "merchant_unique_code {code} is already used for another amount"
+                        )));
+                    }
+                    let since = sale.since.to_system_time();
+                    match self.resolve_sale(code, since).await {
+                        Resolution::Found(id) => return self.sale_started(code, id),
+                        Resolution::Absent => since,
+                        Resolution::Unknown => return SaleOutcome::Unresolved,
+                    }
+                }
+            },
+            None => {
+                if self.is_stopping() {
+                    return refused(Refusal::Busy);
+                }
+                if self.connection_state() != ConnectionState::Connected {
+                    return refused(Refusal::NotConnected);
+                }
+                let now = SystemTime::now();
+                let currency = order
+                    .currency_id
+                    .unwrap_or(self.config.terminal.currency_id);
+                if let Err(e) =
+                    self.mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
+                {
+                    error!(merchant_unique_code = %code, "cannot record the sale intent: {e}");
+                    return refused(Refusal::Internal(format!(
+                        "the agent cannot write its state ({e}); nothing was created"
+                    )));
+                }
+                now
+            }
+        };
+        let request = self.sale_request(&order);
+        // A send happens only while the API is known not to hold the code, so it is never a
+        // blind repeat; the API also rejects a repeated MerchantUniqueCode.
+        let mut sends_left = 2u32;
+        loop {
+            if self.is_stopping() {
+                self.forget_intent(code);
+                return refused(Refusal::Busy);
+            }
+            sends_left -= 1;
+            let error = match self.client.sale(&request).await {
+                Ok(accepted) => {
+                    return self.sale_started(code, accepted.payment_request_id.to_string())
+                }
+                Err(error) => error,
+            };
+            if error.is_rejection() && !is_duplicate_code(&error) {
+                warn!(merchant_unique_code = %code, "sale refused by the payment API: {error}");
+                if let Err(e) = self.mutate_store(|s| {
+                    s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
+                }) {
+                    error!(merchant_unique_code = %code, "cannot record the refused sale: {e}");
+                }
+                return refused(Refusal::from_api_error(&error));
+            }
+            warn!(merchant_unique_code = %code, "sale outcome unknown ({error}); looking the payment up");
+            match self.resolve_sale(code, since).await {
+                Resolution::Found(id) => return self.sale_started(code, id),
+                Resolution::Absent if sends_left > 0 => continue,
+                Resolution::Absent => {
+                    self.forget_intent(code);
+                    return refused(Refusal::ApiUnavailable(error.to_string()));
+                }
+                Resolution::Unknown => return SaleOutcome::Unresolved,
+            }
+        }
+    }
+
+    fn sale_request(&self, order: &SaleOrder) -> SaleRequest {
+        let terminal = match (&self.config.terminal.id, &self.config.terminal.tag_code) {
+            (Some(id), _) => TerminalRef::Id(id.clone()),
+            (None, Some(tag)) => TerminalRef::TagCode(tag.clone()),
+            (None, None) => TerminalRef::TagCode(String::new()),
+        };
+        SaleRequest {
+            terminal,
+            merchant_unique_code: order.merchant_unique_code,
+            amount_minor: i64::try_from(order.amount_minor.get()).unwrap_or(i64::MAX),
+            currency_id: order
+                .currency_id
+                .unwrap_or(self.config.terminal.currency_id),
+            display_code: order.display_code.clone(),
+            callback_address: self.config.terminal.callback_url.clone(),
+        }
+    }
+
+    fn sale_started(self: &Arc<Self>, code: Uuid, payment_request_id: String) -> SaleOutcome {
+        let key = code.to_string();
+        match self
+            .mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now()))
+        {
+            Ok(()) => {
+                info!(merchant_unique_code = %code, payment_request_id, "sale started");
+                SaleOutcome::Started { payment_request_id }
+            }
+            Err(e) => {
+                // The payment exists but cannot be made durable: the terminal must not run a
+                // card dialogue for it. Cancel it and say so.
+                error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale: {e}; cancelling it");
+                let core = Arc::clone(self);
+                let Ok(id) = Uuid::parse_str(&payment_request_id) else {
+                    return refused(Refusal::Internal(format!(
+                        "the agent cannot write its state ({e})"
+                    )));
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = core.client.cancel(id).await {
+                        error!(payment_request_id = %id, "cancel of the unrecorded payment failed: {e}");
+                    }
+                });
+                refused(Refusal::Internal(format!(
+                    "the agent cannot write its state ({e}); payment {payment_request_id} is being cancelled"
+                )))
+            }
+        }
+    }
+
+    fn forget_intent(&self, code: Uuid) {
+        if let Err(e) = self.mutate_store(|s| s.forget_sale_intent(&code.to_string())) {
+            error!(merchant_unique_code = %code, "cannot forget the sale intent: {e}");
+        }
+    }
+
+    /// Establishes whether the API holds a payment with this merchant code, through the
+    /// payments list, retried with backoff until it answers or the agent stops.
+    async fn resolve_sale(&self, code: Uuid, since: SystemTime) -> Resolution {
+        let mut delay = Duration::from_millis(500);
+        let mut stopping = self.stopping_signal();
+        loop {
+            match self.client.find_payment_by_merchant_code(code, since).await {
+                Ok(Some(found)) => return Resolution::Found(found.payment_request_id.to_string()),
+                Ok(None) => return Resolution::Absent,
+                Err(e) => warn!(merchant_unique_code = %code, "cannot look the sale up yet: {e}"),
+            }
+            if self.is_stopping() {
+                return Resolution::Unknown;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stopping.wait_for(|s| *s) => return Resolution::Unknown,
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// At start: every sale intent left by an earlier run is resolved (agent.md §2).
+    pub async fn resolve_leftover_intents(self: &Arc<Self>) {
+        let intents: Vec<(String, SystemTime)> = self.with_store(|s| {
+            s.state()
+                .sales
+                .iter()
+                .filter(|(_, sale)| sale.stage == SaleStage::Intent)
+                .map(|(code, sale)| (code.clone(), sale.since.to_system_time()))
+                .collect()
+        });
+        for (key, since) in intents {
+            let Ok(code) = Uuid::parse_str(&key) else {
+                continue;
+            };
+            if lock(&self.sales_in_flight).contains_key(&code) {
+                continue;
+            }
+            match self.resolve_sale(code, since).await {
+                Resolution::Found(id) => {
+                    info!(merchant_unique_code = %code, payment_request_id = id, "recovered a sale the API created");
+                    let _ = self.sale_started(code, id);
+                }
+                Resolution::Absent => {
+                    info!(merchant_unique_code = %code, "a sale intent of an earlier run was never created; forgetting it");
+                    self.forget_intent(code);
+                }
+                Resolution::Unknown => return,
+            }
+        }
+    }
+
+    // ----- payments reported by the terminal -----
+
+    /// `payment_started`: track a payment started elsewhere.
+    pub fn track_elsewhere(&self, payment_request_id: &str) -> Result<(), Refusal> {
+        let payment_request_id = &canonical_payment_id(payment_request_id)?;
+        let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
+        self.mutate_store(|s| s.track_payment(payment_request_id, payment))
+            .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
+        info!(payment_request_id, "tracking a payment started elsewhere");
+        Ok(())
+    }
+
+    /// `payment_result`: the payment is final.
+    pub fn payment_result(&self, payment_request_id: &str, succeeded: bool) -> Result<(), Refusal> {
+        let payment_request_id = &canonical_payment_id(payment_request_id)?;
+        let outcome = if succeeded {
+            PaymentOutcome::Succeeded
+        } else {
+            PaymentOutcome::Failed
+        };
+        let was_pending = self
+            .mutate_store(|s| s.finish_payment(payment_request_id, outcome, SystemTime::now()))
+            .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
+        if !was_pending {
+            return Err(Refusal::NotFound(payment_request_id.to_owned()));
+        }
+        info!(payment_request_id, succeeded, "payment final");
+        Ok(())
+    }
+
+    // ----- cancels -----
+
+    /// Cancels one pending payment: marked durable, sent (retried by the client), then
+    /// forgotten and the terminal told. A rejection clears the mark; a transport failure keeps
+    /// it, so the cancel is sent again (at shutdown, at the next start).
+    pub async fn cancel(
+        self: &Arc<Self>,
+        payment_request_id: &str,
+        reason: CancelReason,
+    ) -> Result<(), Refusal> {
+        if !self.is_pending(payment_request_id) {
+            return Err(Refusal::NotFound(payment_request_id.to_owned()));
+        }
+        if !lock(&self.cancels_in_flight).insert(payment_request_id.to_owned()) {
+            return Err(Refusal::ApiUnavailable(format!(
+                "a cancel of {payment_request_id} is already under way"
+            )));
+        }
+        let marked = self.mutate_store(|s| {
+            s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
+        });
+        let result = match marked {
+            Ok(()) => {
+                self.send_cancel(payment_request_id, reason, Durability::Immediate)
+                    .await
+            }
+            Err(e) => Err(Refusal::Internal(format!("cannot write state: {e}"))),
+        };
+        lock(&self.cancels_in_flight).remove(payment_request_id);
+        result
+    }
+
+    async fn send_cancel(
+        self: &Arc<Self>,
+        id: &str,
+        reason: CancelReason,
+        durability: Durability,
+    ) -> Result<(), Refusal> {
+        let Ok(payment_request_id) = Uuid::parse_str(id) else {
+            return Err(Refusal::InvalidRequest(format!(
+                "{id} is not a PaymentRequestId (a GUID)"
+            )));
+        };
+        match self.client.cancel(payment_request_id).await {
+            Ok(_) => {
+                match durability {
+                    Durability::Immediate => {
+                        if let Err(e) = self.mutate_store(|s| {
+                            s.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now())
+                        }) {
+                            error!(
+                                payment_request_id = id,
+                                "cannot record the confirmed cancel: {e}"
+                            );
+                        }
+                    }
+                    Durability::Batched => self.mutate_store(|s| {
+                        s.defer(|state| {
+                            state.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now());
+                        })
+                    }),
+                }
+                info!(payment_request_id = id, reason = %reason, "payment cancelled");
+                if reason != CancelReason::Terminal {
+                    self.tell_terminal(AgentRequest::PaymentCancelled {
+                        payment_request_id: id.to_owned(),
+                        reason,
+                    });
+                }
+                Ok(())
+            }
+            Err(error) if error.is_rejection() => {
+                warn!(
+                    payment_request_id = id,
+                    "cancel refused by the payment API: {error}"
+                );
+                let cleared = self.mutate_store(|s| {
+                    s.update(|state| {
+                        if let Some(payment) = state.payments.get_mut(id) {
+                            payment.cancel_requested = None;
+                        }
+                        Ok(())
+                    })
+                });
+                if let Err(e) = cleared {
+                    error!(payment_request_id = id, "cannot write state: {e}");
+                }
+                Err(Refusal::from_api_error(&error))
+            }
+            Err(error) => {
+                warn!(
+                    payment_request_id = id,
+                    "cancel not confirmed ({error}); it stays marked and is sent again"
+                );
+                Err(Refusal::from_api_error(&error))
+            }
+        }
+    }
+
+    /// Sends a notification to the terminal without waiting for it; a terminal that is not
+    /// there learns the state from `status` when it is back.
+    pub fn tell_terminal(&self, request: AgentRequest) {
+        let link = self.link.clone();
+        tokio::spawn(async move {
+            if let Err(e) = link.request(request).await {
+                info!("the terminal did not take a notification: {e}");
+            }
+        });
+    }
+
+    /// Cancels every pending payment, `concurrency` at a time; returns the ids cancelled and
+    /// those that were not, with why.
+    pub async fn cancel_all(
+        self: &Arc<Self>,
+        reason: CancelReason,
+        concurrency: usize,
+    ) -> CancelSummary {
+        self.cancel_many(
+            self.pending_ids(),
+            reason,
+            concurrency,
+            Durability::Immediate,
+        )
+        .await
+    }
+
+    /// The shutdown's cancels (agent.md §3): every pending payment is marked in one write
+    /// before any request leaves; confirmations are written in batches (at most every
+    /// `BATCH_WRITE_INTERVAL`, and once at the end), since a confirmation lost in a crash only
+    /// means the cancel is sent again at the next start.
+    pub async fn cancel_all_for_shutdown(self: &Arc<Self>, concurrency: usize) -> CancelSummary {
+        let ids = self.pending_ids();
+        let now = SystemTime::now();
+        let marked = self.mutate_store(|s| {
+            s.update(|state| {
+                for id in &ids {
+                    state.mark_cancel_requested(id, CancelReason::Shutdown, now)?;
+                }
+                Ok(())
+            })
+        });
+        if let Err(e) = marked {
+            error!("cannot mark the shutdown's cancels: {e}; sending them one by one");
+            return self.cancel_all(CancelReason::Shutdown, concurrency).await;
+        }
+        let flusher = {
+            let core = Arc::clone(self);
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(BATCH_WRITE_INTERVAL);
+                loop {
+                    interval.tick().await;
+                    core.flush_store();
+                }
+            })
+        };
+        let summary = self
+            .cancel_many(
+                ids,
+                CancelReason::Shutdown,
+                concurrency,
+                Durability::Batched,
+            )
+            .await;
+        flusher.abort();
+        self.flush_store();
+        summary
+    }
+
+    /// Writes batched changes now.
+    pub fn flush_store(&self) {
+        if let Err(e) = lock(&self.store).flush() {
+            error!("cannot write state: {e}");
+        }
+    }
+
+    async fn cancel_many(
+        self: &Arc<Self>,
+        ids: Vec<String>,
+        reason: CancelReason,
+        concurrency: usize,
+        durability: Durability,
+    ) -> CancelSummary {
+        use futures_util::stream::{self, StreamExt};
+        let results: Vec<(String, Result<(), Refusal>)> = stream::iter(ids)
+            .map(|id| {
+                let core = Arc::clone(self);
+                async move {
+                    let result = match durability {
+                        Durability::Immediate => core.cancel(&id, reason).await,
+                        Durability::Batched => core.send_cancel(&id, reason, durability).await,
+                    };
+                    (id, result)
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut summary = CancelSummary::default();
+        for (id, result) in results {
+            match result {
+                Ok(()) => summary.cancelled.push(id),
+                Err(e) => summary.failed.push((id, e)),
+            }
+        }
+        summary
+    }
+
+    /// At start and after a reconnect: cancels asked for and not confirmed are sent again.
+    pub async fn resend_requested_cancels(self: &Arc<Self>) {
+        use futures_util::stream::{self, StreamExt};
+        let marked: Vec<(String, CancelReason)> = self.with_store(|s| {
+            s.pending()
+                .iter()
+                .filter_map(|(id, p)| p.cancel_requested.map(|c| (id.clone(), c.reason)))
+                .collect()
+        });
+        if marked.is_empty() {
+            return;
+        }
+        info!(
+            count = marked.len(),
+            "sending again the cancels not seen confirmed"
+        );
+        let concurrency = self.config.shutdown.concurrency;
+        stream::iter(marked)
+            .for_each_concurrent(concurrency.max(1), |(id, reason)| {
+                let core = Arc::clone(self);
+                async move {
+                    let _ = core.cancel(&id, reason).await;
+                }
+            })
+            .await;
+    }
+
+    /// The earliest instant a pending payment runs past `payment_timeout`.
+    pub fn next_payment_timeout(&self) -> Option<SystemTime> {
+        let timeout = self.config.terminal.payment_timeout;
+        self.with_store(|s| {
+            s.pending()
+                .values()
+                .filter(|p| p.cancel_requested.is_none())
+                .map(|p| p.since.to_system_time() + timeout)
+                .min()
+        })
+    }
+
+    /// Cancels, with reason `timeout`, every payment pending longer than `payment_timeout`.
+    pub async fn cancel_timed_out(self: &Arc<Self>) {
+        let timeout = self.config.terminal.payment_timeout;
+        let now = SystemTime::now();
+        let expired: Vec<String> = self.with_store(|s| {
+            s.pending()
+                .iter()
+                .filter(|(_, p)| {
+                    p.cancel_requested.is_none() && p.since.to_system_time() + timeout <= now
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        });
+        for id in expired {
+            info!(
+                payment_request_id = id,
+                "payment pending longer than payment_timeout; cancelling"
+            );
+            let _ = self.cancel(&id, CancelReason::Timeout).await;
+        }
+    }
+}
+
+/// How often the shutdown writes its batched cancel confirmations.
+const BATCH_WRITE_INTERVAL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy)]
+enum Durability {
+    /// The confirmation is written before the terminal hears of it.
+    Immediate,
+    /// The confirmation is written with the next batch.
+    Batched,
+}
+
+/// The outcome of cancelling several payments.
+#[derive(Debug, Default)]
+pub struct CancelSummary {
+    pub cancelled: Vec<String>,
+    pub failed: Vec<(String, Refusal)>,
+}
+
+/// PaymentRequestIds are GUIDs; state keys them in one spelling (lower-case, hyphenated), so a
+/// terminal that writes them in upper case still finds its payment.
+pub fn canonical_payment_id(id: &str) -> Result<String, Refusal> {
+    Uuid::parse_str(id.trim())
+        .map(|uuid| uuid.to_string())
+        .map_err(|_| Refusal::InvalidRequest(format!("payment_request_id {id:?} is not a GUID")))
+}
+
+fn refused(refusal: Refusal) -> SaleOutcome {
+    SaleOutcome::Refused(refusal)
+}
+
+enum Resolution {
+    Found(String),
+    Absent,
+    Unknown,
+}
+
+/// The API's code for "MerchantUniqueCode already exists": the payment is there.
+fn is_duplicate_code(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::Rejected {
+            error_code: Some(4),
+            ..
+        }
+    )
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

@@ -1,0 +1,458 @@
+//! `pos-agent run`: start-up, the one main loop, and shutdown (agent.md §3, §6).
+//!
+//! The main loop is a single `tokio::select!`, watchdog first. Everything that can take time
+//! (API calls, terminal replies, operator commands) runs in its own task, so the loop keeps
+//! petting the watchdog and answering signals whatever the payment API does.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::connection;
+use super::core::{canonical_payment_id, Core, Refusal, SaleOutcome};
+use crate::cli::exit;
+use crate::config;
+use crate::control::{
+    self, ApmAccount, CancelFailure, CancelReport, CancelTarget, ConnectionReport, ConnectionState,
+    ControlCall, ControlReply, ControlRequest, ControlResponse, DisconnectReport, LinkState,
+    StatusReport, UnlinkReport,
+};
+use crate::paywall::{ApmTarget, PaywallClient};
+use crate::serial::message::{AgentRequest, AgentState, PaymentOutcome, Reply, TerminalRequest};
+use crate::serial::{self, IncomingRequest, LinkEvent};
+use crate::state::CancelReason;
+use crate::state::StateStore;
+use crate::{logging, systemd};
+
+/// Exit code when the state file cannot be read (EX_IOERR): an operator must look at it.
+pub const EXIT_STATE_UNREADABLE: u8 = 74;
+
+/// Runs the daemon until it is told to stop; returns the process exit code.
+pub async fn run(config_path: &Path) -> ExitCode {
+    let env = config::EnvSnapshot::capture();
+    let config = match config::load_with(config_path, &env) {
+        Ok(config) => Arc::new(config),
+        Err(e) => {
+            eprintln!("pos-agent: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    if let Err(e) = logging::init(&config.log.level) {
+        eprintln!("pos-agent: {e}");
+        return ExitCode::from(exit::CONFIG);
+    }
+
+    let state_dir = config.state_directory(&env);
+    let store = match StateStore::open(&state_dir) {
+        Ok(store) => store,
+        Err(e) => {
+            error!("cannot start: {e}");
+            return ExitCode::from(EXIT_STATE_UNREADABLE);
+        }
+    };
+    if config.connection.id.is_none()
+        && store.connection_id().is_none()
+        && config.connection.establish.is_none()
+    {
+        error!("no connection Id in [connection].id or in state, and no [connection.establish] to create one");
+        return ExitCode::from(exit::CONFIG);
+    }
+    let client = match PaywallClient::from_config(&config.paywall) {
+        Ok(client) => client,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let listener = match systemd::listen_socket() {
+        Ok(Some(listener)) => control::adopt(listener),
+        Ok(None) => control::bind(&config.control_socket(&env)),
+        Err(e) => Err(e),
+    };
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!("cannot open the control socket: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut signals, mut interrupts) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            error!("cannot install the signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let (link, mut link_events) = serial::spawn_link(config.serial.clone());
+    let core = Core::new(Arc::clone(&config), client, store, link);
+    let (calls, mut control_calls) = mpsc::channel::<ControlCall>(16);
+    // The control socket keeps answering `status` and `pending` during the shutdown; it goes
+    // with the process.
+    tokio::spawn(control::serve(listener, calls, std::future::pending()));
+
+    tokio::spawn(connection::maintain(Arc::clone(&core)));
+    notify(systemd::notify_ready());
+    info!(version = env!("CARGO_PKG_VERSION"), "pos-agent ready");
+
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+    let mut link_up = false;
+    let mut last_status = String::new();
+    loop {
+        let status = status_line(&core, link_up);
+        if status != last_status {
+            notify(systemd::notify_status(&status));
+            last_status = status;
+        }
+        let next_timeout = core.next_payment_timeout();
+        tokio::select! {
+            biased;
+            _ = tick(&mut watchdog) => notify(systemd::notify_watchdog()),
+            _ = signals.recv() => break,
+            _ = interrupts.recv() => break,
+            Some(call) = control_calls.recv() => {
+                let core = Arc::clone(&core);
+                tokio::spawn(async move {
+                    let response = handle_control(&core, call.request).await;
+                    let _ = call.reply.send(response);
+                });
+            }
+            Some(event) = link_events.recv() => match event {
+                LinkEvent::Up => {
+                    link_up = true;
+                    info!("terminal link up");
+                    core.tell_terminal(AgentRequest::AgentState { state: AgentState::Ready });
+                }
+                LinkEvent::Down => {
+                    link_up = false;
+                    warn!("terminal link down");
+                }
+                LinkEvent::Request(request) => {
+                    let core = Arc::clone(&core);
+                    tokio::spawn(handle_terminal(core, request));
+                }
+            },
+            _ = sleep_until(next_timeout) => {
+                let core = Arc::clone(&core);
+                tokio::spawn(async move { core.cancel_timed_out().await });
+            }
+            _ = core.changed.notified() => {}
+        }
+    }
+    let mut events = Events {
+        signals,
+        interrupts,
+        watchdog,
+        control_calls,
+        link_events,
+    };
+    shut_down(&core, &mut events, link_up).await
+}
+
+/// agent.md §3: stop taking sales, cancel what is pending, disconnect, all within the
+/// deadline; a second signal ends it at once. State is written at every step, so whatever
+/// is cut short is finished at the next start.
+async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> ExitCode {
+    let settings = core.config().shutdown.clone();
+    let pending = core.pending_ids().len();
+    info!(pending, deadline = ?settings.deadline, "shutting down");
+    notify(systemd::notify_stopping());
+    notify(systemd::extend_timeout(
+        settings.deadline + Duration::from_secs(5),
+    ));
+    core.begin_stopping();
+    if link_up {
+        core.tell_terminal(AgentRequest::AgentState {
+            state: AgentState::Stopping,
+        });
+    }
+    let work = async {
+        if settings.cancel_pending {
+            let summary = core.cancel_all_for_shutdown(settings.concurrency).await;
+            info!(
+                cancelled = summary.cancelled.len(),
+                failed = summary.failed.len(),
+                "pending payments cancelled"
+            );
+        }
+        if settings.disconnect {
+            if let Some(id) = core.connection_id() {
+                match core.client().disconnect(&id).await {
+                    Ok(()) => {
+                        core.set_connection_state(ConnectionState::Disconnected);
+                        info!(connection_id = id, "connection deactivated");
+                    }
+                    Err(e) => warn!(connection_id = id, "disconnect failed: {e}"),
+                }
+            }
+        }
+    };
+    tokio::pin!(work);
+    let deadline = tokio::time::sleep(settings.deadline);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            _ = tick(&mut events.watchdog) => notify(systemd::notify_watchdog()),
+            _ = events.signals.recv() => return interrupted(core),
+            _ = events.interrupts.recv() => return interrupted(core),
+            Some(call) = events.control_calls.recv() => {
+                let response = match call.request {
+                    request @ (ControlRequest::Status | ControlRequest::Pending) => handle_control(core, request).await,
+                    _ => ControlResponse::error(Refusal::Busy.to_control_error()),
+                };
+                let _ = call.reply.send(response);
+            }
+            Some(event) = events.link_events.recv() => match event {
+                // Sales get `busy` from the core now; results and status still count.
+                LinkEvent::Request(request) => {
+                    tokio::spawn(handle_terminal(Arc::clone(core), request));
+                }
+                LinkEvent::Up => core.tell_terminal(AgentRequest::AgentState { state: AgentState::Stopping }),
+                LinkEvent::Down => {}
+            },
+            () = &mut work => break,
+            () = &mut deadline => {
+                let left = core.pending_ids().len();
+                warn!(left, "shutdown deadline reached; what is left is finished at the next start");
+                break;
+            }
+        }
+    }
+    core.flush_store();
+    info!(pending = core.pending_count(), "stopped");
+    ExitCode::SUCCESS
+}
+
+/// systemd is told how things stand; if it cannot hear (no NOTIFY_SOCKET is a no-op), the
+/// daemon carries on: the watchdog, if any, will say what is wrong.
+fn notify(result: std::io::Result<()>) {
+    if let Err(e) = result {
+        warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// What the shutdown still listens to.
+struct Events {
+    signals: Signal,
+    interrupts: Signal,
+    watchdog: Option<tokio::time::Interval>,
+    control_calls: mpsc::Receiver<ControlCall>,
+    link_events: mpsc::UnboundedReceiver<LinkEvent>,
+}
+
+fn interrupted(core: &Core) -> ExitCode {
+    core.flush_store();
+    let left = core.pending_count();
+    warn!(
+        left,
+        "second signal: stopping at once; what is left is finished at the next start"
+    );
+    ExitCode::FAILURE
+}
+
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<SystemTime>) {
+    match at {
+        Some(at) => {
+            let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(wait).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn status_line(core: &Core, link_up: bool) -> String {
+    let connection = match core.connection_state() {
+        ConnectionState::Connected => "connected",
+        ConnectionState::Connecting => "connecting",
+        ConnectionState::Disconnected => "disconnected",
+    };
+    let stopping = if core.is_stopping() {
+        "stopping · "
+    } else {
+        ""
+    };
+    format!(
+        "{stopping}{connection} · terminal {} · {} pending",
+        if link_up { "up" } else { "down" },
+        core.pending_ids().len()
+    )
+}
+
+/// One request from the terminal (serial-link.md §3, terminal → agent).
+async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
+    let reply = match request.request().clone() {
+        TerminalRequest::Sale(order) => {
+            let merchant_unique_code = order.merchant_unique_code;
+            match core.sale(order).await {
+                SaleOutcome::Started { payment_request_id } => Reply::SaleStarted {
+                    payment_request_id,
+                    merchant_unique_code,
+                },
+                SaleOutcome::Refused(refusal) => refusal.to_reply(),
+                SaleOutcome::Unresolved => return,
+            }
+        }
+        TerminalRequest::PaymentStarted { payment_request_id } => {
+            match core.track_elsewhere(&payment_request_id) {
+                Ok(()) => Reply::Ok,
+                Err(refusal) => refusal.to_reply(),
+            }
+        }
+        TerminalRequest::PaymentResult {
+            payment_request_id,
+            status,
+        } => match core.payment_result(&payment_request_id, status == PaymentOutcome::Succeeded) {
+            Ok(()) => Reply::Ok,
+            Err(refusal) => refusal.to_reply(),
+        },
+        TerminalRequest::Cancel {
+            payment_request_id: Some(id),
+        } => match canonical_payment_id(&id) {
+            Err(refusal) => refusal.to_reply(),
+            Ok(id) => match core.cancel(&id, CancelReason::Terminal).await {
+                Ok(()) => Reply::Cancelled {
+                    payment_request_ids: vec![id],
+                },
+                Err(refusal) => refusal.to_reply(),
+            },
+        },
+        TerminalRequest::Cancel {
+            payment_request_id: None,
+        } => {
+            let summary = core
+                .cancel_all(CancelReason::Terminal, core.config().shutdown.concurrency)
+                .await;
+            match summary.failed.into_iter().next() {
+                Some((_, refusal)) if summary.cancelled.is_empty() => refusal.to_reply(),
+                _ => Reply::Cancelled {
+                    payment_request_ids: summary.cancelled,
+                },
+            }
+        }
+        TerminalRequest::Status => Reply::Status {
+            connection_id: core.connection_id(),
+            connected: core.connection_state() == ConnectionState::Connected,
+            pending: core.pending_ids(),
+        },
+        TerminalRequest::Ping => Reply::Pong,
+    };
+    request.reply(reply);
+}
+
+/// One operator command from the control socket (agent.md §4).
+async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlResponse {
+    let reply = match request {
+        ControlRequest::Status => Ok(ControlReply::Status(status_report(core))),
+        ControlRequest::Pending => Ok(ControlReply::Pending(core.pending_views())),
+        ControlRequest::Cancel(CancelTarget::One(id)) => {
+            let id = id.to_string();
+            core.cancel(&id, CancelReason::Operator).await.map(|()| {
+                ControlReply::Cancel(CancelReport {
+                    cancelled: vec![id],
+                    failed: Vec::new(),
+                })
+            })
+        }
+        ControlRequest::Cancel(CancelTarget::All) => {
+            let summary = core
+                .cancel_all(CancelReason::Operator, core.config().shutdown.concurrency)
+                .await;
+            Ok(ControlReply::Cancel(CancelReport {
+                cancelled: summary.cancelled,
+                failed: failures(summary.failed),
+            }))
+        }
+        ControlRequest::Disconnect => {
+            connection::operator_disconnect(core)
+                .await
+                .map(|(id, summary)| {
+                    ControlReply::Disconnect(DisconnectReport {
+                        connection_id: Some(id),
+                        connection: core.connection_state(),
+                        cancelled: summary.cancelled,
+                        failed: failures(summary.failed),
+                    })
+                })
+        }
+        ControlRequest::Reconnect => connection::operator_reconnect(core).await.map(|id| {
+            ControlReply::Reconnect(ConnectionReport {
+                connection_id: Some(id),
+                connection: core.connection_state(),
+            })
+        }),
+        ControlRequest::ApmUnlink { phone, account } => {
+            let target = match account {
+                ApmAccount::Key(key) => ApmTarget::Key(key),
+                ApmAccount::ConnectionId(id) => ApmTarget::ConnectionId(id),
+            };
+            core.client()
+                .apm_unlink(&phone, target)
+                .await
+                .map(|_| ControlReply::ApmUnlink(UnlinkReport::default()))
+                .map_err(|e| Refusal::from_api_error(&e))
+        }
+        ControlRequest::MasterpassUnlink { session_id } => core
+            .client()
+            .masterpass_unlink(session_id)
+            .await
+            .map(|unlinked| {
+                ControlReply::MasterpassUnlink(UnlinkReport {
+                    message: None,
+                    retrieval_reference_number: unlinked.retrieval_reference_number,
+                })
+            })
+            .map_err(|e| Refusal::from_api_error(&e)),
+        ControlRequest::CheckoutDeactivate { id } => core
+            .client()
+            .checkout_deactivate(id)
+            .await
+            .map(|_| ControlReply::CheckoutDeactivate(UnlinkReport::default()))
+            .map_err(|e| Refusal::from_api_error(&e)),
+    };
+    match reply {
+        Ok(reply) => ControlResponse::ok(reply),
+        Err(refusal) => ControlResponse::error(refusal.to_control_error()),
+    }
+}
+
+fn failures(failed: Vec<(String, Refusal)>) -> Vec<CancelFailure> {
+    failed
+        .into_iter()
+        .map(|(payment_request_id, refusal)| CancelFailure {
+            payment_request_id,
+            error: refusal.to_control_error(),
+        })
+        .collect()
+}
+
+fn status_report(core: &Core) -> StatusReport {
+    StatusReport {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        connection_id: core.connection_id(),
+        connection: core.connection_state(),
+        terminal_link: if core.link().state() == serial::LinkState::Up {
+            LinkState::Up
+        } else {
+            LinkState::Down
+        },
+        pending: core.pending_views(),
+    }
+}

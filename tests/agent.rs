@@ -1,0 +1,758 @@
+//! The agent daemon as a whole (agent.md; the agent daemon issue, part 8): the real binary as a
+//! process, a pseudo-terminal pair with the terminal simulator on it, the payment API simulator
+//! on loopback, real state files and real signals.
+
+mod common;
+
+use common::daemon::{Agent, Setup, WAIT};
+use nix::sys::signal::Signal;
+use pos_agent::paywall::PaymentStatus;
+use pos_agent::serial::message::{
+    AgentRequest, AgentState, CancelReason, ErrorCode, PaymentOutcome, Reply, TerminalRequest,
+};
+use pos_agent::simulator::api::{Fault, FaultKind, RecordedRequest};
+use uuid::Uuid;
+
+const SALE: &str = "/api/payment/async/sale";
+const CANCEL: &str = "/api/payment/async/cancel";
+const DISCONNECT: &str = "/api/connection/disconnect";
+
+fn count(agent: &Agent, path: &str) -> usize {
+    agent
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == path)
+        .count()
+}
+
+fn body(request: &RecordedRequest) -> serde_json::Value {
+    request.body.clone().unwrap_or_default()
+}
+
+async fn agent_state(agent: &mut Agent, wanted: AgentState) {
+    agent
+        .notification(|n| {
+            matches!(n, AgentRequest::AgentState { state } if state == wanted).then_some(())
+        })
+        .await
+}
+
+async fn connected(setup: Setup) -> Agent {
+    let mut agent = Agent::start(setup).await;
+    agent.wait_notification("STATUS=connected").await;
+    agent
+}
+
+#[tokio::test]
+async fn ready_is_notified_and_status_reports_the_established_connection() {
+    let mut agent = Agent::start(Setup::default()).await;
+    agent_state(&mut agent, AgentState::Ready).await;
+    let status = agent.wait_notification("STATUS=connected").await;
+    assert!(status.contains("terminal"), "{status}");
+    let report = agent.status().await;
+    assert_eq!(report["connection"], "connected");
+    assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+    let id = report["connection_id"]
+        .as_str()
+        .expect("connection id")
+        .to_owned();
+    assert!(agent
+        .sim
+        .connections()
+        .iter()
+        .any(|c| c.id == id && c.is_connected));
+    assert_eq!(agent.state_file()["connection_id"], id.as_str());
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_sale_is_started_made_durable_and_answered() {
+    let mut agent = connected(Setup::default()).await;
+    let code = Uuid::new_v4();
+    let reply = agent.sale(code, 2250).await;
+    let Reply::SaleStarted {
+        payment_request_id,
+        merchant_unique_code,
+    } = reply
+    else {
+        panic!("expected sale_started, got {reply:?}");
+    };
+    assert_eq!(merchant_unique_code, code);
+    let sale = body(&agent.sim.requests_to("POST", SALE)[0]);
+    assert_eq!(sale["MerchantUniqueCode"], code.to_string());
+    assert_eq!(sale["Amount"], 22.5);
+    assert_eq!(
+        sale["TerminalId"],
+        pos_agent::simulator::api::DEMO_TERMINAL_ID
+    );
+    assert_eq!(agent.pending_ids().await, vec![payment_request_id.clone()]);
+    let state = agent.state_file().to_string();
+    assert!(state.contains(&payment_request_id) && state.contains(&code.to_string()));
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_repeated_sale_gets_the_same_answer_and_creates_no_second_payment() {
+    let mut agent = connected(Setup::default()).await;
+    let code = Uuid::new_v4();
+    let first = agent.sale(code, 1000).await;
+    let second = agent.sale(code, 1000).await;
+    assert!(matches!(first, Reply::SaleStarted { .. }), "{first:?}");
+    assert_eq!(first, second);
+    assert_eq!(count(&agent, SALE), 1);
+    assert_eq!(agent.sim.payments().len(), 1);
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_sale_whose_response_was_lost_is_resolved_through_the_payments_list() {
+    let mut agent = connected(Setup::default()).await;
+    agent
+        .sim
+        .inject(Fault::new("POST", SALE, FaultKind::CreateThenDropReply));
+    let reply = agent.sale(Uuid::new_v4(), 500).await;
+    let Reply::SaleStarted {
+        payment_request_id, ..
+    } = reply
+    else {
+        panic!(
+            "expected sale_started, got {reply:?}\nlog:\n{}",
+            agent.log()
+        );
+    };
+    let payments = agent.sim.payments();
+    assert_eq!(payments.len(), 1, "exactly one payment exists");
+    assert_eq!(
+        payments[0].payment_request_id.to_string(),
+        payment_request_id
+    );
+    assert!(
+        count(&agent, "/api/payment/list") >= 1,
+        "resolved through the payments list"
+    );
+    assert_eq!(count(&agent, SALE), 1, "the sale was not sent twice");
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_sale_while_the_api_is_down_is_refused_as_unavailable_and_creates_nothing() {
+    let mut agent = connected(Setup::default()).await;
+    agent
+        .sim
+        .inject(Fault::new("POST", SALE, FaultKind::CloseWithoutReply).always());
+    let code = Uuid::new_v4();
+    let reply = agent.sale(code, 700).await;
+    assert!(
+        matches!(
+            &reply,
+            Reply::Error {
+                code: ErrorCode::ApiUnavailable,
+                ..
+            }
+        ),
+        "expected api_unavailable, got {reply:?}"
+    );
+    assert!(agent.sim.payments().is_empty());
+    assert!(
+        !agent.state_file().to_string().contains(&code.to_string()),
+        "the intent was forgotten"
+    );
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_sale_the_api_refuses_is_answered_with_its_message_and_not_sent_again() {
+    let mut agent = connected(Setup::default()).await;
+    let refusal = r#"{"Result":null,"ErrorCode":1,"Failed":true,"Message":"Terminal is busy","ClientMessage":"TerminalBusy","Succeeded":false}"#;
+    agent.sim.inject(Fault::new(
+        "POST",
+        SALE,
+        FaultKind::Reply {
+            status: 200,
+            body: refusal.into(),
+        },
+    ));
+    let code = Uuid::new_v4();
+    let reply = agent.sale(code, 100).await;
+    assert_eq!(
+        reply,
+        Reply::Error {
+            code: ErrorCode::ApiRejected,
+            message: "Terminal is busy".into()
+        }
+    );
+    let again = agent.sale(code, 100).await;
+    assert!(
+        matches!(
+            again,
+            Reply::Error {
+                code: ErrorCode::ApiRejected,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    assert_eq!(count(&agent, SALE), 1, "a refused sale is not sent again");
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_sale_whose_code_the_api_already_holds_is_answered_with_that_payment() {
+    let mut agent = connected(Setup::default()).await;
+    let code = Uuid::new_v4();
+    let existing = agent.sim.create_payment_elsewhere(code, 100).to_string();
+    let reply = agent.sale(code, 100).await;
+    assert_eq!(
+        reply,
+        Reply::SaleStarted {
+            payment_request_id: existing,
+            merchant_unique_code: code
+        }
+    );
+    assert_eq!(agent.sim.payments().len(), 1);
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn an_operator_cancel_cancels_at_the_api_and_tells_the_terminal() {
+    let mut agent = connected(Setup::default()).await;
+    let id = agent.started(1200).await;
+    let out = agent.cli(&["cancel", &id]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        agent.next_cancelled().await,
+        (id.clone(), CancelReason::Operator)
+    );
+    let cancel = body(&agent.sim.requests_to("POST", CANCEL)[0]);
+    assert_eq!(cancel["PaymentRequestId"], id.as_str());
+    assert!(agent.pending_ids().await.is_empty());
+    let unknown = agent.cli(&["cancel", &Uuid::new_v4().to_string()]).await;
+    assert_eq!(unknown.code, Some(1), "{unknown:?}");
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_terminal_cancel_is_answered_with_the_cancelled_ids() {
+    let mut agent = connected(Setup::default()).await;
+    let id = agent.started(800).await;
+    let reply = agent
+        .terminal
+        .request(TerminalRequest::Cancel {
+            payment_request_id: Some(id.to_uppercase()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        Reply::Cancelled {
+            payment_request_ids: vec![id.clone()]
+        }
+    );
+    assert!(agent
+        .sim
+        .requests_to("POST", CANCEL)
+        .iter()
+        .any(|r| body(r)["PaymentRequestId"] == id.as_str()));
+    assert!(agent.pending_ids().await.is_empty());
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_payment_result_ends_the_payment() {
+    let mut agent = connected(Setup::default()).await;
+    let id = agent.started(900).await;
+    let result = |status| TerminalRequest::PaymentResult {
+        payment_request_id: id.clone(),
+        status,
+    };
+    let reply = agent
+        .terminal
+        .request(result(PaymentOutcome::Succeeded))
+        .await
+        .unwrap();
+    assert_eq!(reply, Reply::Ok);
+    assert!(agent.pending_ids().await.is_empty());
+    let again = agent
+        .terminal
+        .request(result(PaymentOutcome::Failed))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            again,
+            Reply::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_payment_started_elsewhere_is_tracked_and_cancelled_at_shutdown() {
+    let mut agent = connected(Setup::default()).await;
+    let id = agent
+        .sim
+        .create_payment_elsewhere(Uuid::new_v4(), 3000)
+        .to_string();
+    let reply = agent
+        .terminal
+        .request(TerminalRequest::PaymentStarted {
+            payment_request_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply, Reply::Ok);
+    assert_eq!(agent.pending_ids().await, vec![id.clone()]);
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.next_cancelled().await, (id, CancelReason::Shutdown));
+    assert!(agent.wait_exit().await.success());
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn shutdown_cancels_every_pending_payment_before_disconnecting() {
+    let mut agent = connected(Setup::default()).await;
+    let mut ids = Vec::new();
+    for amount in [100, 200, 300] {
+        ids.push(agent.started(amount).await);
+    }
+    agent.signal(Signal::SIGTERM);
+    agent_state(&mut agent, AgentState::Stopping).await;
+    let status = agent.wait_exit().await;
+    assert!(status.success(), "{status:?}\n{}", agent.log());
+    agent.wait_notification("STOPPING=1").await;
+    let extend = agent.wait_notification("EXTEND_TIMEOUT_USEC=").await;
+    assert!(
+        extend.contains("EXTEND_TIMEOUT_USEC=15000000"),
+        "deadline 10 s + 5 s: {extend}"
+    );
+    let requests = agent.sim.requests();
+    let cancels: Vec<usize> = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.path == CANCEL)
+        .map(|(i, _)| i)
+        .collect();
+    let disconnect = requests
+        .iter()
+        .position(|r| r.path == DISCONNECT)
+        .expect("disconnect sent");
+    assert_eq!(cancels.len(), 3);
+    assert!(
+        cancels.iter().all(|&i| i < disconnect),
+        "cancels come before the disconnect"
+    );
+    let mut cancelled: Vec<String> = requests
+        .iter()
+        .filter(|r| r.path == CANCEL)
+        .map(|r| body(r)["PaymentRequestId"].as_str().unwrap().to_owned())
+        .collect();
+    cancelled.sort();
+    ids.sort();
+    assert_eq!(cancelled, ids);
+    assert_eq!(
+        agent.state_file()["payments"].as_object().map(|m| m.len()),
+        Some(0)
+    );
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn shutdown_retries_cancels_the_api_answers_with_500() {
+    let mut agent = connected(Setup::default()).await;
+    let a = agent.started(100).await;
+    let b = agent.started(200).await;
+    agent
+        .sim
+        .inject(Fault::new("POST", CANCEL, FaultKind::Status500).times(2));
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit().await.success());
+    assert_eq!(
+        count(&agent, CANCEL),
+        4,
+        "two answered 500 and were sent again"
+    );
+    let cancelled: Vec<String> = agent
+        .sim
+        .payments()
+        .iter()
+        .filter(|p| p.status == PaymentStatus::CANCELLED)
+        .map(|p| p.payment_request_id.to_string())
+        .collect();
+    assert!(
+        cancelled.contains(&a) && cancelled.contains(&b),
+        "{cancelled:?}"
+    );
+    assert_eq!(
+        agent.state_file()["payments"].as_object().map(|m| m.len()),
+        Some(0)
+    );
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn cancels_not_confirmed_by_the_deadline_stay_in_state_and_are_sent_at_the_next_start() {
+    let setup = Setup {
+        shutdown_toml: "deadline = \"1s\"\nconcurrency = 8\n".into(),
+        ..Setup::default()
+    };
+    let mut agent = connected(setup).await;
+    let id = agent.started(100).await;
+    agent
+        .sim
+        .inject(Fault::new("POST", CANCEL, FaultKind::Status500).always());
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit().await.success());
+    let state = agent.state_file();
+    assert_eq!(
+        state["payments"][&id]["cancel_requested"]["reason"], "shutdown",
+        "marked in state: {state}"
+    );
+    agent.sim.clear_faults();
+    agent.sim.clear_requests();
+    agent.spawn();
+    let cancel = agent
+        .sim
+        .wait_for_request(|r| r.path == CANCEL, WAIT)
+        .await
+        .expect("the cancel is sent again");
+    assert_eq!(body(&cancel)["PaymentRequestId"], id.as_str());
+    agent
+        .status_until("the recovered cancel ends the payment", |s| {
+            s["pending"].as_array().is_some_and(|p| p.is_empty())
+        })
+        .await;
+    let payment = agent.sim.payment(id.parse().unwrap()).expect("payment");
+    assert_eq!(payment.status, PaymentStatus::CANCELLED);
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_second_signal_ends_the_shutdown_at_once_with_state_kept() {
+    let setup = Setup {
+        shutdown_toml: "deadline = \"30s\"\n".into(),
+        ..Setup::default()
+    };
+    let mut agent = connected(setup).await;
+    let id = agent.started(100).await;
+    agent
+        .sim
+        .inject(Fault::new("POST", CANCEL, FaultKind::Status500).always());
+    agent.signal(Signal::SIGTERM);
+    agent
+        .sim
+        .wait_for_request(|r| r.path == CANCEL, WAIT)
+        .await
+        .expect("the shutdown began cancelling");
+    agent.signal(Signal::SIGINT);
+    let status = agent.wait_exit().await;
+    assert_eq!(status.code(), Some(1), "{}", agent.log());
+    assert_eq!(
+        agent.state_file()["payments"][&id]["cancel_requested"]["reason"],
+        "shutdown"
+    );
+    assert_eq!(count(&agent, DISCONNECT), 0);
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn disconnect_refuses_sales_until_reconnect() {
+    let mut agent = connected(Setup::default()).await;
+    let pending = agent.started(100).await;
+    let out = agent.cli(&["disconnect"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        agent.next_cancelled().await,
+        (pending, CancelReason::Operator)
+    );
+    assert_eq!(count(&agent, DISCONNECT), 1);
+    assert_eq!(agent.status().await["connection"], "disconnected");
+    let refused = agent.sale(Uuid::new_v4(), 100).await;
+    assert!(
+        matches!(
+            &refused,
+            Reply::Error {
+                code: ErrorCode::NotConnected,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let out = agent.cli(&["reconnect"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(count(&agent, "/api/connection/reconnect"), 1);
+    assert_eq!(agent.status().await["connection"], "connected");
+    agent.started(100).await;
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn the_payment_api_commands_reach_the_api_and_report_refusals() {
+    let mut agent = connected(Setup::default()).await;
+    let out = agent
+        .cli(&[
+            "apm-unlink",
+            "--phone",
+            "905342979639",
+            "--apm-key",
+            "Masterpass_IFrame",
+        ])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let apm = body(&agent.sim.requests_to("POST", "/api/paywall/apm/unlink")[0]);
+    assert_eq!(apm["Phone"], "905342979639");
+    assert_eq!(apm["ApmKey"], "Masterpass_IFrame");
+
+    let not_linked = Uuid::new_v4().to_string();
+    let out = agent
+        .cli(&["masterpass-unlink", "--session-id", &not_linked])
+        .await;
+    assert_eq!(out.code, Some(1), "not linked is a refusal: {out:?}");
+    assert!(
+        !out.stderr.trim().is_empty(),
+        "the API's message is printed: {out:?}"
+    );
+    let linked = Uuid::new_v4();
+    agent.sim.link_masterpass_session(linked);
+    let out = agent
+        .cli(&["masterpass-unlink", "--session-id", &linked.to_string()])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+
+    let out = agent
+        .cli(&["checkout-deactivate", "--id", "205334385"])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let passive = body(
+        &agent
+            .sim
+            .requests_to("PUT", "/api/paywall/checkout/passive")[0],
+    );
+    assert_eq!(passive["Id"], 205334385);
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn kill_9_and_restart_loses_nothing() {
+    let mut agent = connected(Setup::default()).await;
+    let mut ids = vec![agent.started(100).await, agent.started(200).await];
+    let connection = agent.status().await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    agent.signal(Signal::SIGKILL);
+    agent.wait_exit().await;
+    agent.spawn();
+    agent
+        .sim
+        .wait_for_request(|r| r.path == "/api/connection/reconnect", WAIT)
+        .await
+        .expect("reconnect at start");
+    let mut after = agent.pending_ids().await;
+    after.sort();
+    ids.sort();
+    assert_eq!(after, ids);
+    assert_eq!(agent.status().await["connection_id"], connection.as_str());
+    assert_eq!(
+        agent.sim.requests_to("POST", "/api/connection").len(),
+        1,
+        "no second connection was established"
+    );
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_stops_the_start_and_is_left_as_it_is() {
+    let mut agent = Agent::start(Setup::default()).await;
+    agent.signal(Signal::SIGKILL);
+    agent.wait_exit().await;
+    let file = agent.state_dir.join("state.json");
+    let garbage = b"{\"version\": 1, \"payments\": {\"trunc".to_vec();
+    std::fs::write(&file, &garbage).unwrap();
+    agent.spawn();
+    let status = agent.wait_exit().await;
+    assert_eq!(status.code(), Some(74), "{}", agent.log());
+    assert!(
+        agent.log().contains(&file.display().to_string()),
+        "the error names the file:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        garbage,
+        "the file was left as it was"
+    );
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_bad_configuration_stops_the_start_with_exit_78_naming_the_key() {
+    let mut agent = Agent::start(Setup::default()).await;
+    agent.signal(Signal::SIGKILL);
+    agent.wait_exit().await;
+    let text = std::fs::read_to_string(&agent.config_path).unwrap();
+    std::fs::write(
+        &agent.config_path,
+        text.replace("max_sends", "max_sendz")
+            .replace("ack_timeout", "max_sendz"),
+    )
+    .unwrap();
+    agent.spawn();
+    let status = agent.wait_exit().await;
+    assert_eq!(status.code(), Some(78), "{}", agent.log());
+    let log = agent.log();
+    assert!(
+        log.contains("max_sendz") && log.contains(&agent.config_path.display().to_string()),
+        "{log}"
+    );
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn garbage_on_the_control_socket_does_not_disturb_the_daemon() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut agent = Agent::start(Setup::default()).await;
+    let long = vec![b'x'; 100_000];
+    for junk in [
+        &b"\xff\xfe\x00garbage\n"[..],
+        b"{\"command\":",
+        b"{\"command\":\"launch\"}\n",
+        &long[..],
+    ] {
+        let mut stream = tokio::net::UnixStream::connect(&agent.socket)
+            .await
+            .unwrap();
+        let _ = stream.write_all(junk).await;
+        let _ = stream.shutdown().await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+        if !answer.is_empty() {
+            let reply: serde_json::Value =
+                serde_json::from_slice(&answer).expect("an error reply is JSON");
+            assert_eq!(reply["ok"], false);
+        }
+    }
+    assert_eq!(agent.status().await["version"], env!("CARGO_PKG_VERSION"));
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_payment_pending_past_payment_timeout_is_cancelled_with_reason_timeout() {
+    let mut agent = connected(Setup {
+        payment_timeout: "1s",
+        ..Setup::default()
+    })
+    .await;
+    let id = agent.started(100).await;
+    assert_eq!(agent.next_cancelled().await, (id, CancelReason::Timeout));
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn the_api_unreachable_at_start_does_not_delay_readiness_and_the_agent_connects_later() {
+    let sim = pos_agent::simulator::api::ApiSimulator::start(Default::default()).unwrap();
+    sim.inject(Fault::new("POST", "/api/connection", FaultKind::Status500).times(2));
+    let mut agent = Agent::start_with(sim, Setup::default()).await;
+    agent.wait_notification("STATUS=connecting").await;
+    agent.wait_notification("STATUS=connected").await;
+    assert_eq!(agent.sim.requests_to("POST", "/api/connection").len(), 3);
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn the_terminal_can_sell_again_after_the_agent_restarts() {
+    let mut agent = connected(Setup::default()).await;
+    agent.started(100).await;
+    for _ in 0..3 {
+        agent.signal(Signal::SIGTERM);
+        assert!(agent.wait_exit().await.success());
+        agent.forget_notifications();
+        agent.spawn();
+        agent.wait_notification("STATUS=connected").await;
+        agent.started(100).await;
+    }
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn the_watchdog_is_petted_at_half_its_interval_and_status_follows_the_pending_count() {
+    let mut agent = Agent::start(Setup {
+        extra_env: vec![("WATCHDOG_USEC", "400000".into())],
+        ..Setup::default()
+    })
+    .await;
+    agent.wait_notification("STATUS=connected").await;
+    let first = std::time::Instant::now();
+    agent.wait_notification("WATCHDOG=1").await;
+    agent.forget_notifications();
+    agent.wait_notification("WATCHDOG=1").await;
+    agent.forget_notifications();
+    agent.wait_notification("WATCHDOG=1").await;
+    assert!(
+        first.elapsed() >= std::time::Duration::from_millis(300),
+        "pets come about every 200 ms, not in a burst"
+    );
+    agent.started(100).await;
+    agent.wait_notification("1 pending").await;
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn during_shutdown_new_sales_are_refused_busy_and_results_still_count() {
+    let mut agent = connected(Setup::default()).await;
+    let slow = agent.started(100).await;
+    let finished_by_terminal = agent.started(200).await;
+    agent.sim.inject(
+        Fault::new(
+            "POST",
+            CANCEL,
+            FaultKind::Latency(std::time::Duration::from_millis(700)),
+        )
+        .always(),
+    );
+    agent.signal(Signal::SIGTERM);
+    agent_state(&mut agent, AgentState::Stopping).await;
+    let refused = agent.sale(Uuid::new_v4(), 300).await;
+    assert!(
+        matches!(
+            &refused,
+            Reply::Error {
+                code: ErrorCode::Busy,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let result = TerminalRequest::PaymentResult {
+        payment_request_id: finished_by_terminal.clone(),
+        status: PaymentOutcome::Succeeded,
+    };
+    let reply = agent.terminal.request(result).await.unwrap();
+    assert!(
+        matches!(
+            reply,
+            Reply::Ok
+                | Reply::Error {
+                    code: ErrorCode::NotFound,
+                    ..
+                }
+        ),
+        "{reply:?}"
+    );
+    assert!(agent.wait_exit().await.success());
+    assert_eq!(
+        agent.sim.payments().len(),
+        2,
+        "the refused sale created nothing"
+    );
+    assert!(agent
+        .sim
+        .requests_to("POST", CANCEL)
+        .iter()
+        .any(|r| body(r)["PaymentRequestId"] == slow.as_str()));
+    agent.finish().await;
+}

@@ -1,0 +1,414 @@
+//! A whole agent under test: the payment API simulator on loopback, a pseudo-terminal pair
+//! with the terminal simulator on one end, and the real `pos-agent run` process on the other,
+//! with a datagram socket bound as its `NOTIFY_SOCKET`.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use pos_agent::serial::message::{AgentRequest, CancelReason, Reply, Sale, TerminalRequest};
+use pos_agent::serial::LinkSettings;
+use pos_agent::simulator::api::{self as sim, ApiSimulator, SimulatorOptions};
+use pos_agent::simulator::terminal::TerminalSimulator;
+use pos_agent::simulator::virtual_serial::VirtualSerial;
+use tempfile::TempDir;
+use tokio::net::UnixDatagram;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+/// Every secret the harness hands the daemon; no output may contain any of them.
+pub const SECRETS: [&str; 5] = [
+    sim::DEMO_API_KEY_PRIVATE,
+    sim::DEMO_API_CLIENT_PRIVATE,
+    sim::DEMO_API_KEY_PUBLIC,
+    sim::DEMO_API_CLIENT_PUBLIC,
+    SERVICE_PARAMETER_SECRET,
+];
+
+pub const SERVICE_PARAMETER_SECRET: &str = "provider-password-6f1d";
+
+/// Generous: the suite also runs under emulation.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// How to set up one agent.
+#[derive(Clone)]
+pub struct Setup {
+    /// Extra TOML appended to the configuration (sections not written by the harness).
+    pub extra_toml: String,
+    /// `[shutdown]` section body.
+    pub shutdown_toml: String,
+    /// Use `[connection.establish]` instead of a known `[connection].id`.
+    pub establish: bool,
+    pub payment_timeout: &'static str,
+    pub log_level: &'static str,
+    /// Extra environment for the daemon process.
+    pub extra_env: Vec<(&'static str, String)>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            extra_toml: String::new(),
+            shutdown_toml: "deadline = \"10s\"\nconcurrency = 8\n".into(),
+            establish: true,
+            payment_timeout: "10m",
+            log_level: "debug",
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+pub struct Agent {
+    pub sim: ApiSimulator,
+    pub terminal: TerminalSimulator,
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    env: Vec<(&'static str, String)>,
+    child: Option<Child>,
+    notify: UnixDatagram,
+    notifications: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl Agent {
+    /// Starts everything and waits for `READY=1`.
+    pub async fn start(setup: Setup) -> Agent {
+        let sim = ApiSimulator::start(SimulatorOptions::default()).expect("simulator");
+        Self::start_with(sim, setup).await
+    }
+
+    pub async fn start_with(sim: ApiSimulator, setup: Setup) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = VirtualSerial::open().expect("pty pair");
+        let device = dir.path().join("ttyTERMINAL");
+        std::os::unix::fs::symlink(pair.slave_path(), &device).unwrap();
+        let state_dir = dir.path().join("state");
+        let socket = dir.path().join("control.sock");
+        let config_path = dir.path().join("agent.toml");
+        std::fs::write(
+            &config_path,
+            config_toml(&sim, &setup, &device, &state_dir, &socket),
+        )
+        .unwrap();
+        let notify = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
+        let terminal = TerminalSimulator::over(pair, LinkSettings::default());
+        let mut agent = Agent {
+            sim,
+            terminal,
+            dir,
+            config_path,
+            socket,
+            state_dir,
+            env: setup.extra_env.clone(),
+            child: None,
+            notify,
+            notifications: Vec::new(),
+            outputs: Vec::new(),
+        };
+        agent.spawn();
+        agent.wait_notification("READY=1").await;
+        agent
+    }
+
+    /// Starts the daemon process (again) on the same files.
+    pub fn spawn(&mut self) {
+        let stderr = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("agent-{}.log", self.outputs.len())),
+        )
+        .unwrap();
+        let mut command = Command::new(super::pos_agent().get_program());
+        let std_command = super::pos_agent();
+        command.args(std_command.get_args());
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("NOTIFY_SOCKET", self.dir.path().join("notify.sock"))
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("LISTEN_FDS")
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("RUNTIME_DIRECTORY")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        self.outputs.push(String::new());
+        self.child = Some(command.spawn().expect("spawn pos-agent run"));
+    }
+
+    /// Waits for a notification message that contains `needle`; returns it.
+    pub async fn wait_notification(&mut self, needle: &str) -> String {
+        if let Some(found) = self.notifications.iter().find(|n| n.contains(needle)) {
+            return found.clone();
+        }
+        let mut buf = vec![0u8; 4096];
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let received = tokio::time::timeout_at(deadline, self.notify.recv(&mut buf)).await;
+            let n = match received {
+                Ok(Ok(n)) => n,
+                _ => panic!(
+                    "no notification containing {needle:?} within {WAIT:?}; saw {:?}; agent log:\n{}",
+                    self.notifications,
+                    self.log()
+                ),
+            };
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            self.notifications.push(message.clone());
+            if message.contains(needle) {
+                return message;
+            }
+        }
+    }
+
+    /// Drops the notifications received so far (before a restart).
+    pub fn forget_notifications(&mut self) {
+        self.notifications.clear();
+    }
+
+    /// Every notification received so far, in order.
+    pub fn notifications(&self) -> &[String] {
+        &self.notifications
+    }
+
+    /// The daemon's stderr, of every run so far.
+    pub fn log(&self) -> String {
+        let mut all = String::new();
+        for i in 0..self.outputs.len() {
+            all.push_str(
+                &std::fs::read_to_string(self.dir.path().join(format!("agent-{i}.log")))
+                    .unwrap_or_default(),
+            );
+        }
+        all
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().and_then(|c| c.id()).expect("running") as i32
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Waits for the daemon to exit.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        match tokio::time::timeout(WAIT, child.wait()).await {
+            Ok(status) => {
+                self.child = None;
+                status.unwrap()
+            }
+            Err(_) => panic!(
+                "the agent did not exit within {WAIT:?}; log:\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    /// Runs an operator command against this daemon's control socket.
+    pub async fn cli(&mut self, args: &[&str]) -> CliOutput {
+        let mut command = super::pos_agent();
+        command.args(args).arg("--socket").arg(&self.socket);
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .unwrap();
+        let out = CliOutput {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        self.outputs.push(format!("{}{}", out.stdout, out.stderr));
+        out
+    }
+
+    /// `status --json`, parsed.
+    pub async fn status(&mut self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]).await;
+        assert_eq!(out.code, Some(0), "status failed: {out:?}");
+        serde_json::from_str(&out.stdout).expect("status --json is JSON")
+    }
+
+    pub async fn pending_ids(&mut self) -> Vec<String> {
+        let status = self.status().await;
+        status["pending"]
+            .as_array()
+            .expect("pending array")
+            .iter()
+            .map(|p| p["payment_request_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The state file as the daemon left it.
+    pub fn state_file(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.state_dir.join("state.json")).expect("state.json");
+        serde_json::from_str(&text).expect("state.json is JSON")
+    }
+
+    /// Asserts that no secret reached any output of this test, then tears everything down.
+    pub async fn finish(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+        let mut everything = self.log();
+        for out in &self.outputs {
+            everything.push_str(out);
+        }
+        for n in &self.notifications {
+            everything.push_str(n);
+        }
+        for secret in SECRETS {
+            assert!(!everything.contains(secret), "a secret reached the output");
+        }
+    }
+
+    /// Sends a sale from the terminal and returns the agent's reply.
+    pub async fn sale(&mut self, code: Uuid, amount_minor: u64) -> Reply {
+        let sale = Sale {
+            merchant_unique_code: code,
+            amount_minor: std::num::NonZeroU64::new(amount_minor).expect("amount > 0"),
+            currency_id: None,
+            display_code: None,
+        };
+        self.terminal
+            .request(TerminalRequest::Sale(sale))
+            .await
+            .expect("the agent answers a sale")
+    }
+
+    /// A sale that must start; returns its PaymentRequestId.
+    pub async fn started(&mut self, amount_minor: u64) -> String {
+        match self.sale(Uuid::new_v4(), amount_minor).await {
+            Reply::SaleStarted {
+                payment_request_id, ..
+            } => payment_request_id,
+            other => panic!("expected sale_started, got {other:?}\nlog:\n{}", self.log()),
+        }
+    }
+
+    /// The next notification from the agent that `pick` takes, skipping others.
+    pub async fn notification<T>(&mut self, pick: impl Fn(AgentRequest) -> Option<T>) -> T {
+        loop {
+            match tokio::time::timeout(WAIT, self.terminal.next_notification()).await {
+                Ok(Some(n)) => {
+                    if let Some(picked) = pick(n.request) {
+                        return picked;
+                    }
+                }
+                Ok(None) => panic!("the terminal link ended"),
+                Err(_) => panic!("no such notification within {WAIT:?}; log:\n{}", self.log()),
+            }
+        }
+    }
+
+    /// The next `payment_cancelled` the terminal hears.
+    pub async fn next_cancelled(&mut self) -> (String, CancelReason) {
+        self.notification(|n| match n {
+            AgentRequest::PaymentCancelled {
+                payment_request_id,
+                reason,
+            } => Some((payment_request_id, reason)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Polls `status` until `condition` holds (the daemon's own view, asked the way an operator
+    /// would), failing after [`WAIT`].
+    pub async fn status_until(
+        &mut self,
+        what: &str,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let status = self.status().await;
+            if condition(&status) {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {WAIT:?}; last status {status}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn config_toml(
+    sim: &ApiSimulator,
+    setup: &Setup,
+    device: &Path,
+    state: &Path,
+    socket: &Path,
+) -> String {
+    let connection = if setup.establish {
+        format!(
+            "[connection.establish]\nname = \"test terminal\"\nbrand_id = 10\nprovider_id = 10\nregion_id = 1\nend_of_day_id = 10\nservice_parameters = {{ password = \"{SERVICE_PARAMETER_SECRET}\" }}\n"
+        )
+    } else {
+        format!("[connection]\nid = \"{}\"\n", sim::DEMO_CONNECTION_ID)
+    };
+    format!(
+        r#"[paywall]
+physical_api_url = "{url}"
+payment_api_url = "{url}"
+api_key_private = "{kp}"
+api_client_private = "{cp}"
+api_key_public = "{kq}"
+api_client_public = "{cq}"
+request_timeout = "2s"
+allow_insecure_http = true
+
+{connection}
+[terminal]
+id = "{terminal}"
+payment_timeout = "{timeout}"
+
+[serial]
+device = "{device}"
+ack_timeout = "500ms"
+ping_interval = "5s"
+
+[state]
+directory = "{state}"
+
+[control]
+socket = "{socket}"
+
+[shutdown]
+{shutdown}
+[log]
+level = "{log_level}"
+{extra}"#,
+        url = sim.url(),
+        kp = sim::DEMO_API_KEY_PRIVATE,
+        cp = sim::DEMO_API_CLIENT_PRIVATE,
+        kq = sim::DEMO_API_KEY_PUBLIC,
+        cq = sim::DEMO_API_CLIENT_PUBLIC,
+        terminal = sim::DEMO_TERMINAL_ID,
+        timeout = setup.payment_timeout,
+        device = device.display(),
+        state = state.display(),
+        socket = socket.display(),
+        shutdown = setup.shutdown_toml,
+        extra = setup.extra_toml,
+        log_level = setup.log_level,
+    )
+}
