@@ -756,3 +756,21 @@ async fn during_shutdown_new_sales_are_refused_busy_and_results_still_count() {
         .any(|r| body(r)["PaymentRequestId"] == slow.as_str()));
     agent.finish().await;
 }
+
+#[tokio::test]
+async fn a_control_socket_passed_by_systemd_is_served_instead_of_the_configured_one() {
+    let mut agent = connected(Setup {
+        socket_activation: true,
+        ..Setup::default()
+    })
+    .await;
+    let id = agent.started(100).await;
+    assert_eq!(agent.pending_ids().await, vec![id]);
+    assert!(
+        !agent.dir.path().join("unused.sock").exists(),
+        "the configured socket was not bound"
+    );
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit().await.success());
+    agent.finish().await;
+}

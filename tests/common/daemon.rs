@@ -43,6 +43,10 @@ pub struct Setup {
     pub log_level: &'static str,
     /// Extra environment for the daemon process.
     pub extra_env: Vec<(&'static str, String)>,
+    /// Start the daemon the way a socket-activated unit does: `systemd-socket-activate` listens
+    /// on the control socket and hands it over (`LISTEN_FDS`) at the first connection, and the
+    /// configuration names another socket path, which must stay unused.
+    pub socket_activation: bool,
 }
 
 impl Default for Setup {
@@ -54,6 +58,7 @@ impl Default for Setup {
             payment_timeout: "10m",
             log_level: "debug",
             extra_env: Vec::new(),
+            socket_activation: false,
         }
     }
 }
@@ -66,6 +71,7 @@ pub struct Agent {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     env: Vec<(&'static str, String)>,
+    socket_activation: bool,
     child: Option<Child>,
     notify: UnixDatagram,
     notifications: Vec<String>,
@@ -87,9 +93,14 @@ impl Agent {
         let state_dir = dir.path().join("state");
         let socket = dir.path().join("control.sock");
         let config_path = dir.path().join("agent.toml");
+        let configured_socket = if setup.socket_activation {
+            dir.path().join("unused.sock")
+        } else {
+            socket.clone()
+        };
         std::fs::write(
             &config_path,
-            config_toml(&sim, &setup, &device, &state_dir, &socket),
+            config_toml(&sim, &setup, &device, &state_dir, &configured_socket),
         )
         .unwrap();
         let notify = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
@@ -102,12 +113,26 @@ impl Agent {
             socket,
             state_dir,
             env: setup.extra_env.clone(),
+            socket_activation: setup.socket_activation,
             child: None,
             notify,
             notifications: Vec::new(),
             outputs: Vec::new(),
         };
         agent.spawn();
+        if agent.socket_activation {
+            // systemd-socket-activate binds the socket, and starts the daemon at the first
+            // connection to it.
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while !agent.socket.exists() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "systemd-socket-activate did not listen"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            agent.status().await;
+        }
         agent.wait_notification("READY=1").await;
         agent
     }
@@ -120,14 +145,27 @@ impl Agent {
                 .join(format!("agent-{}.log", self.outputs.len())),
         )
         .unwrap();
-        let mut command = Command::new(super::pos_agent().get_program());
-        let std_command = super::pos_agent();
-        command.args(std_command.get_args());
+        let notify_socket = self.dir.path().join("notify.sock");
+        let agent = super::pos_agent();
+        let mut command = if self.socket_activation {
+            // systemd-socket-activate passes on only the variables named with -E.
+            let mut command = Command::new("systemd-socket-activate");
+            command.arg("-l").arg(&self.socket);
+            command.arg(format!("--setenv=NOTIFY_SOCKET={}", notify_socket.display()));
+            for (key, value) in &self.env {
+                command.arg(format!("--setenv={key}={value}"));
+            }
+            command.arg("--").arg(agent.get_program());
+            command
+        } else {
+            Command::new(agent.get_program())
+        };
+        command.args(agent.get_args());
         command
             .arg("run")
             .arg("--config")
             .arg(&self.config_path)
-            .env("NOTIFY_SOCKET", self.dir.path().join("notify.sock"))
+            .env("NOTIFY_SOCKET", &notify_socket)
             .env_remove("RUST_LOG")
             .env_remove("JOURNAL_STREAM")
             .env_remove("LISTEN_FDS")
