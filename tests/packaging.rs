@@ -75,7 +75,7 @@ fn unit_runs_the_daemon_as_a_notify_service_with_a_watchdog() {
         unit_setting(&unit, "ExecStart"),
         "/usr/bin/pos-agent run --config /etc/pos-agent/agent.toml"
     );
-    assert_eq!(unit_setting(&unit, "RestartPreventExitStatus"), "78");
+    assert_eq!(unit_setting(&unit, "RestartPreventExitStatus"), "78 74");
     let watchdog = humantime::parse_duration(&unit_setting(&unit, "WatchdogSec")).unwrap();
     assert!(
         watchdog >= Duration::from_secs(10),
