@@ -670,8 +670,12 @@ async fn the_terminal_can_sell_again_after_the_agent_restarts() {
     for _ in 0..3 {
         agent.signal(Signal::SIGTERM);
         assert!(agent.wait_exit().await.success());
+        agent_state(&mut agent, AgentState::Stopping).await;
         agent.forget_notifications();
         agent.spawn();
+        // The terminal's line stayed open and the new agent's ids start at 1 again: the
+        // terminal still hears it come up, not a stored answer to the previous agent.
+        agent_state(&mut agent, AgentState::Ready).await;
         agent.wait_notification("STATUS=connected").await;
         agent.started(100).await;
     }

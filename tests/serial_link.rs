@@ -201,6 +201,73 @@ async fn same_id_with_different_content_is_a_new_request_not_a_replay() {
 }
 
 #[tokio::test]
+async fn terminal_hears_the_agent_again_after_it_restarts_on_the_open_line() {
+    // The terminal keeps its end open while the agent process restarts: the new agent counts
+    // from 1 again (probe `ping` 1, then `agent_state` 2), exactly as the previous one did, and
+    // the terminal's link session (and replay cache) did not end in between.
+    let line = VirtualSerial::open().unwrap();
+    let device = line.slave_path().to_path_buf();
+    let mut terminal = TerminalSimulator::over(line, quick_settings());
+    let ready = AgentRequest::AgentState {
+        state: pos_agent::serial::AgentState::Ready,
+    };
+    for run in 0..3 {
+        let (agent, _events) = agent_on(&device, quick_settings());
+        tokio::time::timeout(PATIENCE, agent.wait_for_state(LinkState::Up))
+            .await
+            .expect("the link comes up");
+        assert_eq!(agent.request(ready.clone()).await, Ok(Reply::Ok));
+        // The simulator records a notification before it answers it, so it is there by now.
+        let heard = tokio::time::timeout(PATIENCE, terminal.next_notification())
+            .await
+            .unwrap_or_else(|_| panic!("agent run {run}: the terminal never heard `ready`"))
+            .expect("the terminal's link ended");
+        assert_eq!(heard.request, ready, "agent run {run}");
+        agent.shutdown();
+        agent.wait_for_state(LinkState::Closed).await;
+    }
+    assert_eq!(terminal.link().state(), LinkState::Up);
+}
+
+#[tokio::test]
+async fn terminal_that_restarts_and_counts_from_1_again_gets_fresh_answers() {
+    let (mut raw, _agent, mut events) = raw_pair().await;
+    let status_1 = br#"{"type":"status","id":1}"#;
+    for (id, apdu) in [(1, &status_1[..]), (2, br#"{"type":"status","id":2}"#)] {
+        raw.send_frame(apdu).await;
+        assert_eq!(raw.next().await, Inbound::Ack);
+        let request = next_request(&mut events).await;
+        assert_eq!(request.id(), id);
+        request.reply(Reply::Status {
+            connection_id: Some("before".into()),
+            connected: true,
+            pending: vec![],
+        });
+        assert_eq!(raw.next_json().await["re"], id);
+        raw.ack().await;
+    }
+    // Id 1 again, after id 2: not a retransmission (stop-and-wait), so the terminal restarted.
+    // It gets a fresh answer, not the stored one of its previous run.
+    raw.send_frame(status_1).await;
+    assert_eq!(raw.next().await, Inbound::Ack);
+    let request = next_request(&mut events).await;
+    assert_eq!(
+        (request.id(), request.request()),
+        (1, &TerminalRequest::Status)
+    );
+    request.reply(Reply::Status {
+        connection_id: Some("after".into()),
+        connected: true,
+        pending: vec![],
+    });
+    let reply = raw.next_json().await;
+    assert_eq!(
+        (reply["connection_id"].as_str(), reply["re"].as_u64()),
+        (Some("after"), Some(1))
+    );
+}
+
+#[tokio::test]
 async fn frame_cut_off_mid_way_is_dropped_after_the_inter_byte_timeout() {
     let (mut raw, _agent, mut events) = raw_pair().await;
     let cut = frame_bytes(br#"{"type":"sale","id":1,"merchant_unique_code":"6f1c1a7e-3b7f-4d0e-9a51-0f2b7c3d9e10","amount_minor":2250}"#).unwrap();

@@ -10,8 +10,9 @@
 //!
 //! Link up/down: the link is *up* from the first sign of life of the peer (a good frame or an
 //! ACK) until a frame fails after `max_sends` sends or three `ping`s in a row go unanswered.
-//! A *link session* runs from up to down or to the end of the transport; the replay cache lives
-//! for one session.
+//! A *link session* runs from up to down, to the end of the transport or to a restart of the
+//! peer (an older request id coming back, see `ReplayCache`); the replay cache lives for one
+//! session.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -323,6 +324,8 @@ struct InFlight {
 /// What the replay cache knows about a received request id.
 enum Seen {
     New,
+    /// New, and the peer evidently restarted: everything remembered before was emptied.
+    PeerRestarted,
     InProgress,
     Answered(Bytes),
 }
@@ -331,10 +334,20 @@ enum Seen {
 /// different content (a peer that restarted and counts from 1 again) is a new request, not a
 /// duplicate: a replayed `sale_started` for the wrong sale would be far worse than a second
 /// delivery, which the application handles idempotently.
+///
+/// Only the peer's latest request can be a duplicate: its link is stop-and-wait (§2), so it
+/// sends the next request only once the frame of the previous one was acknowledged (or failed).
+/// An *older* id coming back therefore means the peer's counter started over (the other
+/// process restarted while the line stayed open, or the counter wrapped): the cache is
+/// emptied and the request is new, even if its content matches, so the restarted peer's
+/// `agent_state` or `status` is heard instead of being answered from the previous process's
+/// conversation.
 #[derive(Default)]
 struct ReplayCache {
     in_progress: HashMap<u32, u64>,
     answered: VecDeque<(u32, u64, Bytes)>,
+    /// The id of the last request received.
+    latest: Option<u32>,
 }
 
 fn fingerprint(apdu: &[u8]) -> u64 {
@@ -345,6 +358,14 @@ fn fingerprint(apdu: &[u8]) -> u64 {
 
 impl ReplayCache {
     fn check(&mut self, id: u32, print: u64) -> Seen {
+        let latest = self.latest.replace(id);
+        let known =
+            self.in_progress.contains_key(&id) || self.answered.iter().any(|(i, _, _)| *i == id);
+        if known && latest != Some(id) {
+            self.clear();
+            self.latest = Some(id);
+            return Seen::PeerRestarted;
+        }
         if let Some(&known) = self.in_progress.get(&id) {
             if known == print {
                 return Seen::InProgress;
@@ -388,6 +409,7 @@ impl ReplayCache {
     fn clear(&mut self) {
         self.in_progress.clear();
         self.answered.clear();
+        self.latest = None;
     }
 }
 
@@ -845,6 +867,14 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         tracing::debug!(id, "duplicate of a request being handled: ignored");
                         return;
                     }
+                    Seen::PeerRestarted => {
+                        tracing::info!(
+                            id,
+                            "peer reused an older request id (it restarted): replay cache emptied"
+                        );
+                        // Answers still due to the previous process go out but are not cached.
+                        self.session += 1;
+                    }
                     Seen::New => {}
                 }
                 self.cache.start(id, print);
@@ -1164,16 +1194,34 @@ mod tests {
             cache.start(id, 1);
             assert!(matches!(cache.check(id, 1), Seen::InProgress));
             cache.answer(id, Bytes::from(id.to_string()));
-        }
-        for id in 0..6 {
-            assert!(matches!(cache.check(id, 1), Seen::New), "id {id} kept");
-        }
-        for id in 6..70u32 {
             match cache.check(id, 1) {
                 Seen::Answered(reply) => assert_eq!(reply, Bytes::from(id.to_string())),
-                _ => panic!("id {id} forgotten"),
+                _ => panic!("id {id} not answered from the cache"),
             }
         }
+        let kept: Vec<u32> = cache.answered.iter().map(|(id, _, _)| *id).collect();
+        assert_eq!(kept, (6..70).collect::<Vec<_>>());
         assert!(matches!(cache.check(69, 2), Seen::New), "content differs");
+    }
+
+    #[test]
+    fn an_older_request_id_coming_back_means_the_peer_restarted() {
+        let mut cache = ReplayCache::default();
+        for id in 1..=3u32 {
+            assert!(matches!(cache.check(id, 7), Seen::New));
+            cache.start(id, 7);
+            cache.answer(id, Bytes::from(id.to_string()));
+        }
+        // The latest request may come again (our ACK was lost): its stored reply.
+        assert!(matches!(cache.check(3, 7), Seen::Answered(_)));
+        // An older one cannot (stop-and-wait): the peer counts from 1 again, same content or not.
+        assert!(matches!(cache.check(1, 7), Seen::PeerRestarted));
+        cache.start(1, 7);
+        cache.answer(1, Bytes::from_static(b"new"));
+        assert!(matches!(cache.check(1, 7), Seen::Answered(reply) if reply == "new"));
+        assert!(
+            matches!(cache.check(2, 7), Seen::New),
+            "the previous process's answers are gone"
+        );
     }
 }

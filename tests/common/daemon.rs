@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pos_agent::serial::message::{AgentRequest, CancelReason, Reply, Sale, TerminalRequest};
@@ -14,6 +15,7 @@ use pos_agent::simulator::virtual_serial::VirtualSerial;
 use tempfile::TempDir;
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// Every secret the harness hands the daemon; no output may contain any of them.
@@ -29,6 +31,21 @@ pub const SERVICE_PARAMETER_SECRET: &str = "provider-password-6f1d";
 
 /// Generous: the suite also runs under emulation.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Reads the notify socket for as long as the test runs, as systemd does. A notify socket that
+/// nobody reads fills up (`net.unix.max_dgram_qlen`, 10 datagrams by default) and the daemon's
+/// next `sd_notify` then blocks, and with it the daemon's whole runtime, serial link included.
+async fn read_notifications(socket: Arc<UnixDatagram>, received: mpsc::UnboundedSender<String>) {
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf).await {
+        if received
+            .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+            .is_err()
+        {
+            break;
+        }
+    }
+}
 
 /// How to set up one agent.
 #[derive(Clone)]
@@ -73,7 +90,9 @@ pub struct Agent {
     env: Vec<(&'static str, String)>,
     socket_activation: bool,
     child: Option<Child>,
-    notify: UnixDatagram,
+    notify: Arc<UnixDatagram>,
+    /// Every datagram from the notify socket, in order, as [`read_notifications`] received it.
+    incoming: mpsc::UnboundedReceiver<String>,
     notifications: Vec<String>,
     outputs: Vec<String>,
 }
@@ -103,7 +122,9 @@ impl Agent {
             config_toml(&sim, &setup, &device, &state_dir, &configured_socket),
         )
         .unwrap();
-        let notify = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
+        let notify = Arc::new(UnixDatagram::bind(dir.path().join("notify.sock")).unwrap());
+        let (received, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(read_notifications(Arc::clone(&notify), received));
         let terminal = TerminalSimulator::over(pair, LinkSettings::default());
         let mut agent = Agent {
             sim,
@@ -116,6 +137,7 @@ impl Agent {
             socket_activation: setup.socket_activation,
             child: None,
             notify,
+            incoming,
             notifications: Vec::new(),
             outputs: Vec::new(),
         };
@@ -186,19 +208,17 @@ impl Agent {
         if let Some(found) = self.notifications.iter().find(|n| n.contains(needle)) {
             return found.clone();
         }
-        let mut buf = vec![0u8; 4096];
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let received = tokio::time::timeout_at(deadline, self.notify.recv(&mut buf)).await;
-            let n = match received {
-                Ok(Ok(n)) => n,
+            let received = tokio::time::timeout_at(deadline, self.incoming.recv()).await;
+            let message = match received {
+                Ok(Some(message)) => message,
                 _ => panic!(
                     "no notification containing {needle:?} within {WAIT:?}; saw {:?}; agent log:\n{}",
                     self.notifications,
                     self.log()
                 ),
             };
-            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
             self.notifications.push(message.clone());
             if message.contains(needle) {
                 return message;
@@ -206,9 +226,14 @@ impl Agent {
         }
     }
 
-    /// Drops the notifications received so far (before a restart).
+    /// Drops the notifications sent so far, read or not (after the daemon exited, before a
+    /// restart), so that a `STATUS=connected` of the previous process cannot pass for one of
+    /// the next.
     pub fn forget_notifications(&mut self) {
         self.notifications.clear();
+        while self.incoming.try_recv().is_ok() {}
+        let mut buf = vec![0u8; 4096];
+        while self.notify.try_recv(&mut buf).is_ok() {}
     }
 
     /// Every notification received so far, in order.
