@@ -55,6 +55,111 @@ pub fn extend_timeout(by: Duration) -> io::Result<()> {
     sd_notify::notify(&[NotifyState::ExtendTimeoutUsec(timeout_usec(by))])
 }
 
+/// The daemon's notifications, sent in order from a thread of their own.
+///
+/// A notification is a datagram write that blocks while the manager's socket queue is full. On
+/// the daemon's single runtime thread such a block would also stop the serial link (no ACKs, no
+/// pings), so the main loop only queues notifications here. The watchdog keeps its meaning: each
+/// `WATCHDOG=1` is still queued by the main loop, so a stuck loop stops petting it.
+pub struct Notifier {
+    queue: Option<std::sync::mpsc::Sender<Notice>>,
+    done: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+enum Notice {
+    Ready,
+    Status(String),
+    Watchdog,
+    Stopping,
+    ExtendTimeout(Duration),
+}
+
+impl Notifier {
+    /// Starts the sending thread; without `$NOTIFY_SOCKET` nothing is started and every
+    /// notification is dropped at once.
+    pub fn start() -> Notifier {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return Notifier {
+                queue: None,
+                done: None,
+            };
+        }
+        let (queue, notices) = std::sync::mpsc::channel::<Notice>();
+        let (finished, done) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("sd-notify".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                for notice in notices {
+                    let sent = match &notice {
+                        Notice::Ready => notify_ready(),
+                        Notice::Status(status) => notify_status(status),
+                        Notice::Watchdog => notify_watchdog(),
+                        Notice::Stopping => notify_stopping(),
+                        Notice::ExtendTimeout(by) => extend_timeout(*by),
+                    };
+                    if let Err(e) = sent {
+                        tracing::warn!("cannot notify systemd: {e}");
+                    }
+                }
+                let _ = finished.send(());
+            });
+        match spawned {
+            Ok(_) => Notifier {
+                queue: Some(queue),
+                done: Some(done),
+            },
+            Err(e) => {
+                tracing::warn!("cannot start the systemd notification thread: {e}");
+                Notifier {
+                    queue: None,
+                    done: None,
+                }
+            }
+        }
+    }
+
+    fn send(&self, notice: Notice) {
+        if let Some(queue) = &self.queue {
+            let _ = queue.send(notice);
+        }
+    }
+
+    /// Queues `READY=1`.
+    pub fn ready(&self) {
+        self.send(Notice::Ready)
+    }
+
+    /// Queues `STATUS=...`.
+    pub fn status(&self, status: &str) {
+        self.send(Notice::Status(status.to_owned()))
+    }
+
+    /// Queues `WATCHDOG=1`.
+    pub fn watchdog(&self) {
+        self.send(Notice::Watchdog)
+    }
+
+    /// Queues `STOPPING=1`.
+    pub fn stopping(&self) {
+        self.send(Notice::Stopping)
+    }
+
+    /// Queues `EXTEND_TIMEOUT_USEC=...`.
+    pub fn extend_timeout(&self, by: Duration) {
+        self.send(Notice::ExtendTimeout(by))
+    }
+
+    /// Lets the queued notifications go out before the process exits, waiting at most `limit`
+    /// for a manager that does not read.
+    pub fn finish(mut self, limit: Duration) {
+        self.queue.take();
+        if let Some(done) = self.done.take() {
+            let _ = done.recv_timeout(limit);
+        }
+    }
+}
+
 /// How often to send [`notify_watchdog`]: half of `WatchdogSec=` when systemd enabled the
 /// watchdog for this process, as `sd_watchdog_enabled(3)` decides it (`WATCHDOG_USEC` set and
 /// positive, `WATCHDOG_PID` unset or our pid); `None` otherwise.

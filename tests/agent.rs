@@ -778,3 +778,34 @@ async fn a_control_socket_passed_by_systemd_is_served_instead_of_the_configured_
     assert!(agent.wait_exit().await.success());
     agent.finish().await;
 }
+
+#[tokio::test]
+async fn a_manager_that_does_not_read_its_notify_socket_does_not_stall_the_daemon() {
+    let setup = Setup {
+        read_notifications: false,
+        extra_env: vec![("WATCHDOG_USEC", "20000".into())],
+        ..Setup::default()
+    };
+    let mut agent = Agent::start(setup).await;
+    agent
+        .status_until("connected", |s| s["connection"] == "connected")
+        .await;
+    // Fill the socket's queue (from here, so it is surely full): from then on every notification,
+    // such as the watchdog pet due every 10 ms, would block its sender.
+    let probe = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    probe.set_nonblocking(true).unwrap();
+    let notify_socket = agent.dir.path().join("notify.sock");
+    loop {
+        match probe.send_to(b"X_PROBE=1", &notify_socket) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("probe: {e}"),
+        }
+    }
+    // The terminal and the operator are still served.
+    for amount in [100, 200, 300] {
+        agent.started(amount).await;
+    }
+    assert_eq!(agent.pending_ids().await.len(), 3);
+    agent.finish().await;
+}

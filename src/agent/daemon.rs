@@ -100,7 +100,8 @@ pub async fn run(config_path: &Path) -> ExitCode {
     tokio::spawn(control::serve(listener, calls, std::future::pending()));
 
     tokio::spawn(connection::maintain(Arc::clone(&core)));
-    notify(systemd::notify_ready());
+    let notifier = systemd::Notifier::start();
+    notifier.ready();
     info!(version = env!("CARGO_PKG_VERSION"), "pos-agent ready");
 
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
@@ -109,13 +110,13 @@ pub async fn run(config_path: &Path) -> ExitCode {
     loop {
         let status = status_line(&core, link_up);
         if status != last_status {
-            notify(systemd::notify_status(&status));
+            notifier.status(&status);
             last_status = status;
         }
         let next_timeout = core.next_payment_timeout();
         tokio::select! {
             biased;
-            _ = tick(&mut watchdog) => notify(systemd::notify_watchdog()),
+            _ = tick(&mut watchdog) => notifier.watchdog(),
             _ = signals.recv() => break,
             _ = interrupts.recv() => break,
             Some(call) = control_calls.recv() => {
@@ -153,8 +154,11 @@ pub async fn run(config_path: &Path) -> ExitCode {
         watchdog,
         control_calls,
         link_events,
+        notifier,
     };
-    shut_down(&core, &mut events, link_up).await
+    let code = shut_down(&core, &mut events, link_up).await;
+    events.notifier.finish(Duration::from_secs(1));
+    code
 }
 
 /// agent.md §3: stop taking sales, cancel what is pending, disconnect, all within the
@@ -164,10 +168,10 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
     let settings = core.config().shutdown.clone();
     let pending = core.pending_ids().len();
     info!(pending, deadline = ?settings.deadline, "shutting down");
-    notify(systemd::notify_stopping());
-    notify(systemd::extend_timeout(
-        settings.deadline + Duration::from_secs(5),
-    ));
+    events.notifier.stopping();
+    events
+        .notifier
+        .extend_timeout(settings.deadline + Duration::from_secs(5));
     core.begin_stopping();
     if link_up {
         core.tell_terminal(AgentRequest::AgentState {
@@ -201,7 +205,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
     loop {
         tokio::select! {
             biased;
-            _ = tick(&mut events.watchdog) => notify(systemd::notify_watchdog()),
+            _ = tick(&mut events.watchdog) => events.notifier.watchdog(),
             _ = events.signals.recv() => return interrupted(core),
             _ = events.interrupts.recv() => return interrupted(core),
             Some(call) = events.control_calls.recv() => {
@@ -232,14 +236,6 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
     ExitCode::SUCCESS
 }
 
-/// systemd is told how things stand; if it cannot hear (no NOTIFY_SOCKET is a no-op), the
-/// daemon carries on: the watchdog, if any, will say what is wrong.
-fn notify(result: std::io::Result<()>) {
-    if let Err(e) = result {
-        warn!("cannot notify systemd: {e}");
-    }
-}
-
 /// What the shutdown still listens to.
 struct Events {
     signals: Signal,
@@ -247,6 +243,7 @@ struct Events {
     watchdog: Option<tokio::time::Interval>,
     control_calls: mpsc::Receiver<ControlCall>,
     link_events: mpsc::UnboundedReceiver<LinkEvent>,
+    notifier: systemd::Notifier,
 }
 
 fn interrupted(core: &Core) -> ExitCode {

@@ -64,6 +64,8 @@ pub struct Setup {
     /// on the control socket and hands it over (`LISTEN_FDS`) at the first connection, and the
     /// configuration names another socket path, which must stay unused.
     pub socket_activation: bool,
+    /// Read the notify socket like systemd does; `false` plays a manager that never reads it.
+    pub read_notifications: bool,
 }
 
 impl Default for Setup {
@@ -76,6 +78,7 @@ impl Default for Setup {
             log_level: "debug",
             extra_env: Vec::new(),
             socket_activation: false,
+            read_notifications: true,
         }
     }
 }
@@ -124,7 +127,9 @@ impl Agent {
         .unwrap();
         let notify = Arc::new(UnixDatagram::bind(dir.path().join("notify.sock")).unwrap());
         let (received, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(read_notifications(Arc::clone(&notify), received));
+        if setup.read_notifications {
+            tokio::spawn(read_notifications(Arc::clone(&notify), received));
+        }
         let terminal = TerminalSimulator::over(pair, LinkSettings::default());
         let mut agent = Agent {
             sim,
@@ -155,7 +160,11 @@ impl Agent {
             }
             agent.status().await;
         }
-        agent.wait_notification("READY=1").await;
+        if setup.read_notifications {
+            agent.wait_notification("READY=1").await;
+        } else {
+            agent.status_until("the daemon answers", |_| true).await;
+        }
         agent
     }
 
@@ -173,7 +182,10 @@ impl Agent {
             // systemd-socket-activate passes on only the variables named with -E.
             let mut command = Command::new("systemd-socket-activate");
             command.arg("-l").arg(&self.socket);
-            command.arg(format!("--setenv=NOTIFY_SOCKET={}", notify_socket.display()));
+            command.arg(format!(
+                "--setenv=NOTIFY_SOCKET={}",
+                notify_socket.display()
+            ));
             for (key, value) in &self.env {
                 command.arg(format!("--setenv={key}={value}"));
             }
