@@ -343,16 +343,7 @@ fn write_config(dir: &Path, sim: &ApiSimulator, device: &Path) -> anyhow::Result
     let path = dir.join("agent.toml");
     let text = format!(
         r#"# written by pos-agent demo
-[paywall]
-physical_api_url = "{url}"
-payment_api_url = "{url}"
-api_key_private = "{kp}"
-api_client_private = "{cp}"
-api_key_public = "{kq}"
-api_client_public = "{cq}"
-request_timeout = "2s"
-allow_insecure_http = true
-
+{paywall}
 [connection.establish]
 name = "demo terminal"
 display_name = "Demo POS"
@@ -377,11 +368,7 @@ socket = "{socket}"
 [shutdown]
 deadline = "10s"
 "#,
-        url = sim.url(),
-        kp = sim::DEMO_API_KEY_PRIVATE,
-        cp = sim::DEMO_API_CLIENT_PRIVATE,
-        kq = sim::DEMO_API_KEY_PUBLIC,
-        cq = sim::DEMO_API_CLIENT_PUBLIC,
+        paywall = sim.paywall_config_section(),
         terminal = sim::DEMO_TERMINAL_ID,
         device = device.display(),
         state = dir.join("state").display(),

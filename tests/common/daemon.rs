@@ -441,16 +441,7 @@ fn config_toml(
         format!("[connection]\nid = \"{}\"\n", sim::DEMO_CONNECTION_ID)
     };
     format!(
-        r#"[paywall]
-physical_api_url = "{url}"
-payment_api_url = "{url}"
-api_key_private = "{kp}"
-api_client_private = "{cp}"
-api_key_public = "{kq}"
-api_client_public = "{cq}"
-request_timeout = "2s"
-allow_insecure_http = true
-
+        r#"{paywall}
 {connection}
 [terminal]
 id = "{terminal}"
@@ -472,11 +463,7 @@ socket = "{socket}"
 [log]
 level = "{log_level}"
 {extra}"#,
-        url = sim.url(),
-        kp = sim::DEMO_API_KEY_PRIVATE,
-        cp = sim::DEMO_API_CLIENT_PRIVATE,
-        kq = sim::DEMO_API_KEY_PUBLIC,
-        cq = sim::DEMO_API_CLIENT_PUBLIC,
+        paywall = sim.paywall_config_section(),
         terminal = sim::DEMO_TERMINAL_ID,
         timeout = setup.payment_timeout,
         device = device.display(),

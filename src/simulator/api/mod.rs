@@ -346,6 +346,18 @@ impl ApiSimulator {
         format!("http://{}", self.address)
     }
 
+    /// The `[paywall]` section of an agent configuration that talks to this simulator with
+    /// the demo keys (the demo and the tests start agents on it).
+    pub fn paywall_config_section(&self) -> String {
+        format!(
+            "[paywall]\nphysical_api_url = \"{url}\"\npayment_api_url = \"{url}\"\n\
+             api_key_private = \"{DEMO_API_KEY_PRIVATE}\"\napi_client_private = \"{DEMO_API_CLIENT_PRIVATE}\"\n\
+             api_key_public = \"{DEMO_API_KEY_PUBLIC}\"\napi_client_public = \"{DEMO_API_CLIENT_PUBLIC}\"\n\
+             request_timeout = \"2s\"\nallow_insecure_http = true\n",
+            url = self.url()
+        )
+    }
+
     pub fn address(&self) -> SocketAddr {
         self.address
     }
