@@ -34,9 +34,9 @@ if [ "$mode" = debian ]; then
 fi
 for target in "${targets[@]}"; do
     if [ "$mode" = docker ]; then
-        cross build --release --locked --target "$target"
+        cross build --release --locked --no-default-features --target "$target"
     else
-        cargo build --release --locked --target "$target"
+        cargo build --release --locked --no-default-features --target "$target"
     fi
 done
 for target in "${targets[@]}"; do

@@ -39,11 +39,13 @@ pub enum Command {
     /// Validate and print the effective configuration, secrets redacted.
     CheckConfig(crate::config::ConfigArgs),
     /// Run a simulated payment API on loopback (for the demo and manual runs).
+    #[cfg(feature = "simulators")]
     SimulateApi(crate::simulator::api::CommandArgs),
     /// Run a simulated card terminal on a serial device (for the demo and manual runs).
+    #[cfg(feature = "simulators")]
     SimulateTerminal(crate::simulator::terminal::CommandArgs),
     /// The whole system on this machine with no hardware and no account, narrated.
-    Demo(crate::demo::DemoArgs),
+    Demo(DemoArgs),
     #[command(flatten)]
     Operator(operator::OperatorCommand),
 }
@@ -93,16 +95,43 @@ pub fn main() -> ExitCode {
         let outcome = match cli.command {
             // These two report their own outcome (the daemon's and the demo's exit codes).
             Command::Run(args) => return crate::agent::run(&args.config).await,
-            Command::Demo(args) => return crate::demo::run(args).await,
+            Command::Demo(args) => return demo(args).await,
             Command::CheckConfig(args) => {
                 crate::config::check_config_command(&args).map_err(Into::into)
             }
+            #[cfg(feature = "simulators")]
             Command::SimulateApi(args) => crate::simulator::api::run_command(args).await,
+            #[cfg(feature = "simulators")]
             Command::SimulateTerminal(args) => crate::simulator::terminal::run_command(args).await,
             Command::Operator(command) => operator::run(command, cli.socket.as_deref()).await,
         };
         exit_code(outcome)
     })
+}
+
+/// Arguments of `pos-agent demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Show the daemon's own log lines (debug level) between the narration.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+#[cfg(feature = "simulators")]
+async fn demo(args: DemoArgs) -> ExitCode {
+    crate::demo::run(args.verbose).await
+}
+
+/// The terminal's build leaves the simulators out (Cargo feature `simulators`), and with them
+/// the demo: say so, and where to find it.
+#[cfg(not(feature = "simulators"))]
+async fn demo(_args: DemoArgs) -> ExitCode {
+    eprintln!(
+        "pos-agent: this build leaves out the simulators the demo runs on (the terminal's \
+         package is built without the `simulators` feature); run the demo from a development \
+         build: `cargo run -- demo` in the source tree"
+    );
+    ExitCode::from(exit::USAGE)
 }
 
 /// Prints a command's error and picks its exit code: 78 for a configuration error, the code a

@@ -1131,7 +1131,7 @@ impl Config {
                 "log.level",
                 "must not be empty (for example \"info\")",
             );
-        } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+        } else if let Err(e) = crate::logging::parse_filter(&self.log.level) {
             check(
                 false,
                 "log.level",

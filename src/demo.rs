@@ -24,18 +24,10 @@ use crate::simulator::virtual_serial::VirtualSerial;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Arguments of `pos-agent demo`.
-#[derive(Debug, clap::Args)]
-pub struct DemoArgs {
-    /// Show the daemon's own log lines (debug level) between the narration.
-    #[arg(long)]
-    pub verbose: bool,
-}
-
 /// Runs the demo; exits 0 when every step went as narrated.
-pub async fn run(args: DemoArgs) -> ExitCode {
+pub async fn run(verbose: bool) -> ExitCode {
     let workdir = std::env::temp_dir().join(format!("pos-agent-demo-{}", std::process::id()));
-    let outcome = demo(&workdir, args.verbose).await;
+    let outcome = demo(&workdir, verbose).await;
     let _ = std::fs::remove_dir_all(&workdir);
     match outcome {
         Ok(()) => {

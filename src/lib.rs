@@ -5,10 +5,12 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod control;
+#[cfg(feature = "simulators")]
 pub mod demo;
 pub mod logging;
 pub mod paywall;
 pub mod serial;
+#[cfg(feature = "simulators")]
 pub mod simulator;
 pub mod state;
 pub mod systemd;

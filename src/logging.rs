@@ -20,9 +20,9 @@ use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 /// The name the agent's lines carry in the journal (`SYSLOG_IDENTIFIER=`, `journalctl -t`).
 pub const SYSLOG_IDENTIFIER: &str = "pos-agent";
@@ -106,15 +106,21 @@ pub fn journal_stream_names(
     }
 }
 
-fn filter(rust_log: Option<&str>, level_from_config: &str) -> Result<EnvFilter, LoggingError> {
+fn filter(rust_log: Option<&str>, level_from_config: &str) -> Result<Targets, LoggingError> {
     match rust_log.map(str::trim).filter(|value| !value.is_empty()) {
-        Some(rust_log) => EnvFilter::try_new(rust_log)
-            .map_err(|error| LoggingError::InvalidRustLog(error.to_string())),
-        None => EnvFilter::try_new(level_from_config).map_err(|error| LoggingError::InvalidLevel {
+        Some(rust_log) => parse_filter(rust_log).map_err(LoggingError::InvalidRustLog),
+        None => parse_filter(level_from_config).map_err(|reason| LoggingError::InvalidLevel {
             level: level_from_config.to_owned(),
-            reason: error.to_string(),
+            reason,
         }),
     }
+}
+
+/// A log filter as `[log] level` and `RUST_LOG` give it: a default level and/or
+/// `target=level` pairs, comma-separated (`"info"`, `"warn,pos_agent::serial=debug"`). The
+/// `tracing_subscriber` `Targets` syntax: no regular expressions, which keeps the binary small.
+pub fn parse_filter(text: &str) -> Result<Targets, String> {
+    text.trim().parse::<Targets>().map_err(|e| e.to_string())
 }
 
 /// Device and inode of stderr, as `fstat(2)` gives them.

@@ -283,7 +283,14 @@ impl PaywallClient {
         .filter_map(|s| present(s).cloned())
         .collect();
 
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        let https = |base: &str| base.starts_with("https://");
+        if https(&physical_base) || payment_base.as_deref().is_some_and(https) {
+            for certificate in system_trust_anchors(std::env::var_os("SSL_CERT_FILE"))? {
+                http = http.add_root_certificate(certificate);
+            }
+        }
+        let http = http
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("pos-agent/", env!("CARGO_PKG_VERSION")))
@@ -951,8 +958,70 @@ fn path_segment<'a>(operation: &'static str, id: &'a str) -> Result<&'a str, Api
     Ok(id)
 }
 
+/// Where Linux distributions keep the PEM bundle of trusted CAs (Debian, Fedora, Alpine/others).
+pub const CA_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The CAs an https payment API is checked against: the system's bundle (`SSL_CERT_FILE` when
+/// set, else the first of [`CA_BUNDLES`] that exists). The terminal's own CA store is used
+/// rather than a list compiled in, so the binary stays small and CAs follow the system's
+/// updates.
+pub fn system_trust_anchors(
+    ssl_cert_file: Option<std::ffi::OsString>,
+) -> Result<Vec<reqwest::Certificate>, ClientSetupError> {
+    let path = match ssl_cert_file.filter(|p| !p.is_empty()) {
+        Some(path) => std::path::PathBuf::from(path),
+        None => CA_BUNDLES
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| ClientSetupError::NoTrustAnchors {
+                reason: format!("none of {} exists", CA_BUNDLES.join(", ")),
+            })?,
+    };
+    let unusable = |why: String| ClientSetupError::NoTrustAnchors {
+        reason: format!("{}: {why}", path.display()),
+    };
+    let pem = std::fs::read(&path).map_err(|e| unusable(e.to_string()))?;
+    let certificates =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| unusable(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(unusable("no certificate in it".into()));
+    }
+    Ok(certificates)
+}
+
 #[cfg(test)]
 mod tests {
+
+    fn fixture(name: &str) -> std::ffi::OsString {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+            .into_os_string()
+    }
+
+    #[test]
+    fn trust_anchors_come_from_the_bundle_ssl_cert_file_names() {
+        let anchors = system_trust_anchors(Some(fixture("ca-isrg-root-x1.pem"))).unwrap();
+        assert_eq!(anchors.len(), 1);
+    }
+
+    #[test]
+    fn a_missing_or_empty_bundle_is_an_error_naming_it() {
+        let missing = system_trust_anchors(Some("/nonexistent/ca.pem".into())).unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/ca.pem"),
+            "{missing}"
+        );
+        assert!(missing.to_string().contains("SSL_CERT_FILE"), "{missing}");
+        let not_pem = system_trust_anchors(Some(fixture("README.md"))).unwrap_err();
+        assert!(not_pem.to_string().contains("README.md"), "{not_pem}");
+    }
+
     use super::*;
 
     fn config(url: &str) -> PaywallConfig {

@@ -28,6 +28,11 @@ pub enum ClientSetupError {
     InvalidHeaderValue { key: &'static str },
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error(
+        "no CA certificates to check the payment API's https certificate: {reason} (install the \
+         ca-certificates package, or set SSL_CERT_FILE to a PEM bundle)"
+    )]
+    NoTrustAnchors { reason: String },
 }
 
 /// How the connection to the API failed.
