@@ -3,6 +3,12 @@ mod common;
 
 #[test]
 fn the_demo_walks_through_the_whole_system_and_exits_0() {
+    if std::env::var_os("POS_AGENT_TEST_RUNNER").is_some() {
+        // The demo starts its daemon as `current_exe() run`, which an emulated process cannot
+        // exec without binfmt_misc; the daemon itself is exercised under emulation by tests/agent.rs.
+        eprintln!("skipped under emulation (POS_AGENT_TEST_RUNNER is set)");
+        return;
+    }
     let output = common::pos_agent().arg("demo").output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -150,20 +150,13 @@ impl Agent {
         if agent.socket_activation {
             // systemd-socket-activate binds the socket, and starts the daemon at the first
             // connection to it.
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while !agent.socket.exists() {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "systemd-socket-activate did not listen"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            agent.wait_for_socket().await;
             agent.status().await;
         }
         if setup.read_notifications {
             agent.wait_notification("READY=1").await;
         } else {
-            agent.status_until("the daemon answers", |_| true).await;
+            agent.wait_for_socket().await;
         }
         agent
     }
@@ -213,6 +206,19 @@ impl Agent {
             .kill_on_drop(true);
         self.outputs.push(String::new());
         self.child = Some(command.spawn().expect("spawn pos-agent run"));
+    }
+
+    /// Waits until the control socket exists (bound by the daemon or by systemd-socket-activate).
+    async fn wait_for_socket(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.socket.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no control socket within {WAIT:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits for a notification message that contains `needle`; returns it.
