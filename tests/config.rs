@@ -268,7 +268,7 @@ fn credentials_directory_wins_over_the_file_and_is_never_printed() {
 
 #[test]
 fn example_configuration_is_accepted_with_credentials() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/agent.example.toml");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/agent.example.toml");
     let credentials = tempfile::tempdir().unwrap();
     for name in ["api_key_private", "api_client_private"] {
         std::fs::write(credentials.path().join(name), "CRED-SECRET\n").unwrap();
@@ -278,5 +278,7 @@ fn example_configuration_is_accepted_with_credentials() {
         .arg(&example)
         .env("CREDENTIALS_DIRECTORY", credentials.path()));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(out.stdout.contains("tag_code = \"store12_till3\""));
+    assert!(out
+        .stdout
+        .contains("id = \"00000000-0000-0000-0000-000000000000\""));
 }
