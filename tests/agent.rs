@@ -649,6 +649,18 @@ async fn a_payment_pending_past_payment_timeout_is_cancelled_with_reason_timeout
     .await;
     let id = agent.started(100).await;
     assert_eq!(agent.next_cancelled().await, (id, CancelReason::Timeout));
+    assert_eq!(
+        count(&agent, CANCEL),
+        1,
+        "one cancel for one timed-out payment"
+    );
+    let log = agent.log();
+    assert_eq!(
+        log.matches("payment pending longer than payment_timeout")
+            .count(),
+        1,
+        "{log}"
+    );
     agent.finish().await;
 }
 

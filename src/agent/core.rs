@@ -753,19 +753,39 @@ impl Core {
         })
     }
 
-    /// Cancels, with reason `timeout`, every payment pending longer than `payment_timeout`.
-    pub async fn cancel_timed_out(self: &Arc<Self>) {
+    /// Marks, in one write, every payment pending longer than `payment_timeout` for a cancel
+    /// with reason `timeout`, and returns their ids. Called from the main loop, so the payment
+    /// timer (which skips marked payments) moves on before the cancels are even sent.
+    pub fn mark_timed_out(&self) -> Vec<String> {
         let timeout = self.config.terminal.payment_timeout;
         let now = SystemTime::now();
-        let expired: Vec<String> = self.with_store(|s| {
-            s.pending()
-                .iter()
-                .filter(|(_, p)| {
-                    p.cancel_requested.is_none() && p.since.to_system_time() + timeout <= now
-                })
-                .map(|(id, _)| id.clone())
-                .collect()
+        let marked = self.mutate_store(|s| {
+            s.update(|state| {
+                let expired: Vec<String> = state
+                    .payments
+                    .iter()
+                    .filter(|(_, p)| {
+                        p.cancel_requested.is_none() && p.since.to_system_time() + timeout <= now
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in &expired {
+                    state.mark_cancel_requested(id, CancelReason::Timeout, now)?;
+                }
+                Ok(expired)
+            })
         });
+        match marked {
+            Ok(expired) => expired,
+            Err(e) => {
+                error!("cannot mark timed-out payments: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Sends the cancels [`Core::mark_timed_out`] marked.
+    pub async fn cancel_timed_out(self: &Arc<Self>, expired: Vec<String>) {
         for id in expired {
             info!(
                 payment_request_id = id,

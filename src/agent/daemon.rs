@@ -142,8 +142,9 @@ pub async fn run(config_path: &Path) -> ExitCode {
                 }
             },
             _ = sleep_until(next_timeout) => {
+                let expired = core.mark_timed_out();
                 let core = Arc::clone(&core);
-                tokio::spawn(async move { core.cancel_timed_out().await });
+                tokio::spawn(async move { core.cancel_timed_out(expired).await });
             }
             _ = core.changed.notified() => {}
         }
