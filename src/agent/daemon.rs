@@ -104,7 +104,12 @@ pub async fn run(config_path: &Path) -> ExitCode {
     notifier.ready();
     info!(version = env!("CARGO_PKG_VERSION"), "pos-agent ready");
 
-    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+    let mut watchdog = systemd::watchdog_interval().map(|period| {
+        let mut interval = tokio::time::interval(period);
+        // After a stall, one pet and on: never a burst of late ones.
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
     let mut link_up = false;
     let mut last_status = String::new();
     loop {
