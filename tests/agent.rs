@@ -729,7 +729,7 @@ async fn during_shutdown_new_sales_are_refused_busy_and_results_still_count() {
         Fault::new(
             "POST",
             CANCEL,
-            FaultKind::Latency(std::time::Duration::from_millis(700)),
+            FaultKind::Latency(std::time::Duration::from_millis(1500)),
         )
         .always(),
     );
