@@ -172,7 +172,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
 /// is cut short is finished at the next start.
 async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> ExitCode {
     let settings = core.config().shutdown.clone();
-    let pending = core.pending_ids().len();
+    let pending = core.pending_count();
     info!(pending, deadline = ?settings.deadline, "shutting down");
     events.notifier.stopping();
     events
@@ -231,7 +231,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
             },
             () = &mut work => break,
             () = &mut deadline => {
-                let left = core.pending_ids().len();
+                let left = core.pending_count();
                 warn!(left, "shutdown deadline reached; what is left is finished at the next start");
                 break;
             }
@@ -295,7 +295,7 @@ fn status_line(core: &Core, link_up: bool) -> String {
     format!(
         "{stopping}{connection} · terminal {} · {} pending",
         if link_up { "up" } else { "down" },
-        core.pending_ids().len()
+        core.pending_count()
     )
 }
 
