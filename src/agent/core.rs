@@ -19,7 +19,8 @@ use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
 use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
 use crate::serial::LinkHandle;
 use crate::state::{
-    CancelReason, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage, StateStore,
+    CancelReason, Commit, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage,
+    StateError, StateStore,
 };
 
 /// Why a request could not be carried out, in the terms both the terminal (`error` codes of
@@ -168,12 +169,36 @@ impl Core {
         f(&lock(&self.store))
     }
 
-    /// Changes the state store (each change is durable when `f` returns) and wakes the main
-    /// loop, whose status line and payment timer depend on it.
-    pub fn mutate_store<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
+    fn with_store_mut<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
         let result = f(&mut lock(&self.store));
         self.changed.notify_one();
         result
+    }
+
+    /// Changes the state store, wakes the main loop (whose status line and payment timer
+    /// depend on it) and returns once the change is durable: the caller's side effect comes
+    /// after. The store is not held while the state writer syncs; changes made meanwhile by
+    /// other operations are committed with the same sync or the next one.
+    pub async fn mutate_store<T>(
+        &self,
+        f: impl FnOnce(&mut StateStore) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let (value, commit) = {
+            let mut store = lock(&self.store);
+            let value = f(&mut store);
+            (value, store.commit())
+        };
+        self.changed.notify_one();
+        let value = value?;
+        commit.durable().await?;
+        Ok(value)
+    }
+
+    /// Changes the state store without waiting for durability: only for changes whose loss
+    /// a restart repairs by itself (see [`StateStore::defer`]).
+    fn defer_store(&self, f: impl FnOnce(&mut StateStore)) {
+        f(&mut lock(&self.store));
+        self.changed.notify_one();
     }
 
     pub fn connection_state(&self) -> ConnectionState {
@@ -303,7 +328,7 @@ impl Core {
                     }
                     let since = sale.since.to_system_time();
                     match self.resolve_sale(code, since).await {
-                        Resolution::Found(id) => return self.sale_started(code, id),
+                        Resolution::Found(id) => return self.sale_started(code, id).await,
                         Resolution::Absent => since,
                         Resolution::Unknown => return SaleOutcome::Unresolved,
                     }
@@ -320,8 +345,9 @@ impl Core {
                 let currency = order
                     .currency_id
                     .unwrap_or(self.config.terminal.currency_id);
-                if let Err(e) =
-                    self.mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
+                if let Err(e) = self
+                    .mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
+                    .await
                 {
                     error!(merchant_unique_code = %code, "cannot record the sale intent: {e}");
                     return refused(Refusal::Internal(format!(
@@ -337,31 +363,36 @@ impl Core {
         let mut sends_left = 2u32;
         loop {
             if self.is_stopping() {
-                self.forget_intent(code);
+                self.forget_intent(code).await;
                 return refused(Refusal::Busy);
             }
             sends_left -= 1;
             let error = match self.client.sale(&request).await {
                 Ok(accepted) => {
-                    return self.sale_started(code, accepted.payment_request_id.to_string())
+                    return self
+                        .sale_started(code, accepted.payment_request_id.to_string())
+                        .await
                 }
                 Err(error) => error,
             };
             if error.is_rejection() && !is_duplicate_code(&error) {
                 warn!(merchant_unique_code = %code, "sale refused by the payment API: {error}");
-                if let Err(e) = self.mutate_store(|s| {
-                    s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
-                }) {
+                if let Err(e) = self
+                    .mutate_store(|s| {
+                        s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
+                    })
+                    .await
+                {
                     error!(merchant_unique_code = %code, "cannot record the refused sale: {e}");
                 }
                 return refused(Refusal::from_api_error(&error));
             }
             warn!(merchant_unique_code = %code, "sale outcome unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
-                Resolution::Found(id) => return self.sale_started(code, id),
+                Resolution::Found(id) => return self.sale_started(code, id).await,
                 Resolution::Absent if sends_left > 0 => continue,
                 Resolution::Absent => {
-                    self.forget_intent(code);
+                    self.forget_intent(code).await;
                     return refused(Refusal::ApiUnavailable(error.to_string()));
                 }
                 Resolution::Unknown => return SaleOutcome::Unresolved,
@@ -387,10 +418,11 @@ impl Core {
         }
     }
 
-    fn sale_started(self: &Arc<Self>, code: Uuid, payment_request_id: String) -> SaleOutcome {
+    async fn sale_started(self: &Arc<Self>, code: Uuid, payment_request_id: String) -> SaleOutcome {
         let key = code.to_string();
         match self
             .mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now()))
+            .await
         {
             Ok(()) => {
                 info!(merchant_unique_code = %code, payment_request_id, "sale started");
@@ -418,8 +450,11 @@ impl Core {
         }
     }
 
-    fn forget_intent(&self, code: Uuid) {
-        if let Err(e) = self.mutate_store(|s| s.forget_sale_intent(&code.to_string())) {
+    async fn forget_intent(&self, code: Uuid) {
+        if let Err(e) = self
+            .mutate_store(|s| s.forget_sale_intent(&code.to_string()))
+            .await
+        {
             error!(merchant_unique_code = %code, "cannot forget the sale intent: {e}");
         }
     }
@@ -466,11 +501,11 @@ impl Core {
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => {
                     info!(merchant_unique_code = %code, payment_request_id = id, "recovered a sale the API created");
-                    let _ = self.sale_started(code, id);
+                    let _ = self.sale_started(code, id).await;
                 }
                 Resolution::Absent => {
                     info!(merchant_unique_code = %code, "a sale intent of an earlier run was never created; forgetting it");
-                    self.forget_intent(code);
+                    self.forget_intent(code).await;
                 }
                 Resolution::Unknown => return,
             }
@@ -480,17 +515,22 @@ impl Core {
     // ----- payments reported by the terminal -----
 
     /// `payment_started`: track a payment started elsewhere.
-    pub fn track_elsewhere(&self, payment_request_id: &str) -> Result<(), Refusal> {
+    pub async fn track_elsewhere(&self, payment_request_id: &str) -> Result<(), Refusal> {
         let payment_request_id = &canonical_payment_id(payment_request_id)?;
         let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
         self.mutate_store(|s| s.track_payment(payment_request_id, payment))
+            .await
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         info!(payment_request_id, "tracking a payment started elsewhere");
         Ok(())
     }
 
     /// `payment_result`: the payment is final.
-    pub fn payment_result(&self, payment_request_id: &str, succeeded: bool) -> Result<(), Refusal> {
+    pub async fn payment_result(
+        &self,
+        payment_request_id: &str,
+        succeeded: bool,
+    ) -> Result<(), Refusal> {
         let payment_request_id = &canonical_payment_id(payment_request_id)?;
         let outcome = if succeeded {
             PaymentOutcome::Succeeded
@@ -499,6 +539,7 @@ impl Core {
         };
         let was_pending = self
             .mutate_store(|s| s.finish_payment(payment_request_id, outcome, SystemTime::now()))
+            .await
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         if !was_pending {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
@@ -525,9 +566,11 @@ impl Core {
                 "a cancel of {payment_request_id} is already under way"
             )));
         }
-        let marked = self.mutate_store(|s| {
-            s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
-        });
+        let marked = self
+            .mutate_store(|s| {
+                s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
+            })
+            .await;
         let result = match marked {
             Ok(()) => {
                 self.send_cancel(payment_request_id, reason, Durability::Immediate)
@@ -554,16 +597,19 @@ impl Core {
             Ok(_) => {
                 match durability {
                     Durability::Immediate => {
-                        if let Err(e) = self.mutate_store(|s| {
-                            s.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now())
-                        }) {
+                        if let Err(e) = self
+                            .mutate_store(|s| {
+                                s.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now())
+                            })
+                            .await
+                        {
                             error!(
                                 payment_request_id = id,
                                 "cannot record the confirmed cancel: {e}"
                             );
                         }
                     }
-                    Durability::Batched => self.mutate_store(|s| {
+                    Durability::Batched => self.defer_store(|s| {
                         s.defer(|state| {
                             state.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now());
                         })
@@ -583,14 +629,16 @@ impl Core {
                     payment_request_id = id,
                     "cancel refused by the payment API: {error}"
                 );
-                let cleared = self.mutate_store(|s| {
-                    s.update(|state| {
-                        if let Some(payment) = state.payments.get_mut(id) {
-                            payment.cancel_requested = None;
-                        }
-                        Ok(())
+                let cleared = self
+                    .mutate_store(|s| {
+                        s.update(|state| {
+                            if let Some(payment) = state.payments.get_mut(id) {
+                                payment.cancel_requested = None;
+                            }
+                            Ok(())
+                        })
                     })
-                });
+                    .await;
                 if let Err(e) = cleared {
                     error!(payment_request_id = id, "cannot write state: {e}");
                 }
@@ -633,35 +681,27 @@ impl Core {
         .await
     }
 
-    /// The shutdown's cancels (agent.md §3): every pending payment is marked in one write
-    /// before any request leaves; confirmations are written in batches (at most every
-    /// `BATCH_WRITE_INTERVAL`, and once at the end), since a confirmation lost in a crash only
-    /// means the cancel is sent again at the next start.
+    /// The shutdown's cancels (agent.md §3): every pending payment is marked in one record
+    /// before any request leaves; the confirmations are not waited for one by one (the state
+    /// writer commits them in groups, and once more at the end), since a confirmation lost in
+    /// a crash only means the cancel is sent again at the next start.
     pub async fn cancel_all_for_shutdown(self: &Arc<Self>, concurrency: usize) -> CancelSummary {
         let ids = self.pending_ids();
         let now = SystemTime::now();
-        let marked = self.mutate_store(|s| {
-            s.update(|state| {
-                for id in &ids {
-                    state.mark_cancel_requested(id, CancelReason::Shutdown, now)?;
-                }
-                Ok(())
+        let marked = self
+            .mutate_store(|s| {
+                s.update(|state| {
+                    for id in &ids {
+                        state.mark_cancel_requested(id, CancelReason::Shutdown, now)?;
+                    }
+                    Ok(())
+                })
             })
-        });
+            .await;
         if let Err(e) = marked {
             error!("cannot mark the shutdown's cancels: {e}; sending them one by one");
             return self.cancel_all(CancelReason::Shutdown, concurrency).await;
         }
-        let flusher = {
-            let core = Arc::clone(self);
-            tokio::spawn(async move {
-                let mut interval = tokio::time::interval(BATCH_WRITE_INTERVAL);
-                loop {
-                    interval.tick().await;
-                    core.flush_store();
-                }
-            })
-        };
         let summary = self
             .cancel_many(
                 ids,
@@ -670,14 +710,14 @@ impl Core {
                 Durability::Batched,
             )
             .await;
-        flusher.abort();
-        self.flush_store();
+        self.flush_store().await;
         summary
     }
 
-    /// Writes batched changes now.
-    pub fn flush_store(&self) {
-        if let Err(e) = lock(&self.store).flush() {
+    /// Waits until every change made so far is durable.
+    pub async fn flush_store(&self) {
+        let commit = lock(&self.store).flush();
+        if let Err(e) = commit.durable().await {
             error!("cannot write state: {e}");
         }
     }
@@ -753,14 +793,15 @@ impl Core {
         })
     }
 
-    /// Marks, in one write, every payment pending longer than `payment_timeout` for a cancel
-    /// with reason `timeout`, and returns their ids. Called from the main loop, so the payment
-    /// timer (which skips marked payments) moves on before the cancels are even sent.
-    pub fn mark_timed_out(&self) -> Vec<String> {
+    /// Marks, in one record, every payment pending longer than `payment_timeout` for a cancel
+    /// with reason `timeout`, and returns their ids with the commit to await before the
+    /// cancels leave. Called from the main loop, so the payment timer (which skips marked
+    /// payments) moves on before the cancels are even sent.
+    pub fn mark_timed_out(&self) -> (Vec<String>, Option<Commit>) {
         let timeout = self.config.terminal.payment_timeout;
         let now = SystemTime::now();
-        let marked = self.mutate_store(|s| {
-            s.update(|state| {
+        let marked = self.with_store_mut(|s| {
+            let expired = s.update(|state| {
                 let expired: Vec<String> = state
                     .payments
                     .iter()
@@ -773,19 +814,26 @@ impl Core {
                     state.mark_cancel_requested(id, CancelReason::Timeout, now)?;
                 }
                 Ok(expired)
-            })
+            })?;
+            Ok::<_, StateError>((expired, s.commit()))
         });
         match marked {
-            Ok(expired) => expired,
+            Ok((expired, commit)) => (expired, Some(commit)),
             Err(e) => {
                 error!("cannot mark timed-out payments: {e}");
-                Vec::new()
+                (Vec::new(), None)
             }
         }
     }
 
-    /// Sends the cancels [`Core::mark_timed_out`] marked.
-    pub async fn cancel_timed_out(self: &Arc<Self>, expired: Vec<String>) {
+    /// Sends the cancels [`Core::mark_timed_out`] marked, once the marks are durable.
+    pub async fn cancel_timed_out(self: &Arc<Self>, expired: Vec<String>, commit: Option<Commit>) {
+        if let Some(commit) = commit {
+            if let Err(e) = commit.durable().await {
+                error!("cannot mark timed-out payments: {e}");
+                return;
+            }
+        }
         for id in expired {
             info!(
                 payment_request_id = id,
@@ -796,14 +844,12 @@ impl Core {
     }
 }
 
-/// How often the shutdown writes its batched cancel confirmations.
-const BATCH_WRITE_INTERVAL: Duration = Duration::from_millis(250);
-
 #[derive(Debug, Clone, Copy)]
 enum Durability {
     /// The confirmation is written before the terminal hears of it.
     Immediate,
-    /// The confirmation is written with the next batch.
+    /// The confirmation is committed with whatever the state writer commits next; not waited
+    /// for.
     Batched,
 }
 
