@@ -25,7 +25,7 @@ pub async fn maintain(core: Arc<Core>) {
         core.set_connection_state(ConnectionState::Connecting);
         match connect_once(&core).await {
             Ok(id) => {
-                info!(connection_id = id, "payment API connection active");
+                info!(connection_id = id, "payment API connection {id} active");
                 core.set_connection_state(ConnectionState::Connected);
                 core.resend_requested_cancels().await;
                 core.resolve_leftover_intents().await;
@@ -98,14 +98,17 @@ pub async fn operator_disconnect(core: &Arc<Core>) -> Result<(String, CancelSumm
     if let Some((payment, why)) = summary.failed.first() {
         warn!(
             payment_request_id = payment,
-            "cancel before disconnect failed: {why}"
+            "cancel of payment {payment} before disconnect failed: {why}"
         );
     }
     core.client()
         .disconnect(&id)
         .await
         .map_err(|e| Refusal::from_api_error(&e))?;
-    info!(connection_id = id, "connection deactivated by the operator");
+    info!(
+        connection_id = id,
+        "connection {id} deactivated by the operator"
+    );
     Ok((id, summary))
 }
 
@@ -116,7 +119,7 @@ pub async fn operator_reconnect(core: &Arc<Core>) -> Result<String, Refusal> {
         Ok(id) => {
             info!(
                 connection_id = id,
-                "connection re-activated by the operator"
+                "connection {id} re-activated by the operator"
             );
             core.set_connection_state(ConnectionState::Connected);
             let background = Arc::clone(core);

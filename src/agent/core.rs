@@ -281,7 +281,7 @@ impl Core {
                     payment_request_id: Some(payment_request_id),
                     ..
                 } => {
-                    info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state");
+                    info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state: code {code} is payment {payment_request_id}");
                     return SaleOutcome::Started { payment_request_id };
                 }
                 SaleStage::Final {
@@ -323,7 +323,7 @@ impl Core {
                 if let Err(e) =
                     self.mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
                 {
-                    error!(merchant_unique_code = %code, "cannot record the sale intent: {e}");
+                    error!(merchant_unique_code = %code, "cannot record the intent of sale {code}: {e}");
                     return refused(Refusal::Internal(format!(
                         "the agent cannot write its state ({e}); nothing was created"
                     )));
@@ -348,15 +348,15 @@ impl Core {
                 Err(error) => error,
             };
             if error.is_rejection() && !is_duplicate_code(&error) {
-                warn!(merchant_unique_code = %code, "sale refused by the payment API: {error}");
+                warn!(merchant_unique_code = %code, "sale {code} refused by the payment API: {error}");
                 if let Err(e) = self.mutate_store(|s| {
                     s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
                 }) {
-                    error!(merchant_unique_code = %code, "cannot record the refused sale: {e}");
+                    error!(merchant_unique_code = %code, "cannot record the refused sale {code}: {e}");
                 }
                 return refused(Refusal::from_api_error(&error));
             }
-            warn!(merchant_unique_code = %code, "sale outcome unknown ({error}); looking the payment up");
+            warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => return self.sale_started(code, id),
                 Resolution::Absent if sends_left > 0 => continue,
@@ -393,13 +393,25 @@ impl Core {
             .mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now()))
         {
             Ok(()) => {
-                info!(merchant_unique_code = %code, payment_request_id, "sale started");
+                let (amount_minor, currency_id) = self
+                    .with_store(|s| {
+                        s.sale(&key)
+                            .map(|sale| (sale.amount_minor, sale.currency_id))
+                    })
+                    .unwrap_or_default();
+                info!(
+                    merchant_unique_code = %code,
+                    payment_request_id,
+                    amount_minor,
+                    currency_id,
+                    "sale started: payment {payment_request_id}, {amount_minor} minor units of currency {currency_id}, code {code}"
+                );
                 SaleOutcome::Started { payment_request_id }
             }
             Err(e) => {
                 // The payment exists but cannot be made durable: the terminal must not run a
                 // card dialogue for it. Cancel it and say so.
-                error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale: {e}; cancelling it");
+                error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale {code} (payment {payment_request_id}): {e}; cancelling it");
                 let core = Arc::clone(self);
                 let Ok(id) = Uuid::parse_str(&payment_request_id) else {
                     return refused(Refusal::Internal(format!(
@@ -408,7 +420,7 @@ impl Core {
                 };
                 tokio::spawn(async move {
                     if let Err(e) = core.client.cancel(id).await {
-                        error!(payment_request_id = %id, "cancel of the unrecorded payment failed: {e}");
+                        error!(payment_request_id = %id, "cancel of the unrecorded payment {id} failed: {e}");
                     }
                 });
                 refused(Refusal::Internal(format!(
@@ -420,7 +432,7 @@ impl Core {
 
     fn forget_intent(&self, code: Uuid) {
         if let Err(e) = self.mutate_store(|s| s.forget_sale_intent(&code.to_string())) {
-            error!(merchant_unique_code = %code, "cannot forget the sale intent: {e}");
+            error!(merchant_unique_code = %code, "cannot forget the intent of sale {code}: {e}");
         }
     }
 
@@ -433,7 +445,9 @@ impl Core {
             match self.client.find_payment_by_merchant_code(code, since).await {
                 Ok(Some(found)) => return Resolution::Found(found.payment_request_id.to_string()),
                 Ok(None) => return Resolution::Absent,
-                Err(e) => warn!(merchant_unique_code = %code, "cannot look the sale up yet: {e}"),
+                Err(e) => {
+                    warn!(merchant_unique_code = %code, "cannot look sale {code} up yet: {e}")
+                }
             }
             if self.is_stopping() {
                 return Resolution::Unknown;
@@ -465,11 +479,11 @@ impl Core {
             }
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => {
-                    info!(merchant_unique_code = %code, payment_request_id = id, "recovered a sale the API created");
+                    info!(merchant_unique_code = %code, payment_request_id = id, "recovered sale {code}: the API created payment {id}");
                     let _ = self.sale_started(code, id);
                 }
                 Resolution::Absent => {
-                    info!(merchant_unique_code = %code, "a sale intent of an earlier run was never created; forgetting it");
+                    info!(merchant_unique_code = %code, "sale {code}, an intent of an earlier run, was never created; forgetting it");
                     self.forget_intent(code);
                 }
                 Resolution::Unknown => return,
@@ -485,7 +499,10 @@ impl Core {
         let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
         self.mutate_store(|s| s.track_payment(payment_request_id, payment))
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
-        info!(payment_request_id, "tracking a payment started elsewhere");
+        info!(
+            payment_request_id,
+            "tracking payment {payment_request_id}, started elsewhere"
+        );
         Ok(())
     }
 
@@ -503,7 +520,12 @@ impl Core {
         if !was_pending {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
         }
-        info!(payment_request_id, succeeded, "payment final");
+        info!(
+            payment_request_id,
+            succeeded,
+            "payment {payment_request_id} final: {}",
+            if succeeded { "succeeded" } else { "failed" }
+        );
         Ok(())
     }
 
@@ -559,7 +581,7 @@ impl Core {
                         }) {
                             error!(
                                 payment_request_id = id,
-                                "cannot record the confirmed cancel: {e}"
+                                "cannot record the confirmed cancel of payment {id}: {e}"
                             );
                         }
                     }
@@ -569,7 +591,7 @@ impl Core {
                         })
                     }),
                 }
-                info!(payment_request_id = id, reason = %reason, "payment cancelled");
+                info!(payment_request_id = id, reason = %reason, "{reason} cancel of payment {id} confirmed: payment cancelled");
                 if reason != CancelReason::Terminal {
                     self.tell_terminal(AgentRequest::PaymentCancelled {
                         payment_request_id: id.to_owned(),
@@ -581,7 +603,7 @@ impl Core {
             Err(error) if error.is_rejection() => {
                 warn!(
                     payment_request_id = id,
-                    "cancel refused by the payment API: {error}"
+                    "{reason} cancel of payment {id} refused by the payment API: {error}"
                 );
                 let cleared = self.mutate_store(|s| {
                     s.update(|state| {
@@ -592,14 +614,17 @@ impl Core {
                     })
                 });
                 if let Err(e) = cleared {
-                    error!(payment_request_id = id, "cannot write state: {e}");
+                    error!(
+                        payment_request_id = id,
+                        "cannot write state for payment {id}: {e}"
+                    );
                 }
                 Err(Refusal::from_api_error(&error))
             }
             Err(error) => {
                 warn!(
                     payment_request_id = id,
-                    "cancel not confirmed ({error}); it stays marked and is sent again"
+                    "{reason} cancel of payment {id} not confirmed ({error}); it stays marked and is sent again"
                 );
                 Err(Refusal::from_api_error(&error))
             }
@@ -726,9 +751,10 @@ impl Core {
         if marked.is_empty() {
             return;
         }
+        let count = marked.len();
         info!(
-            count = marked.len(),
-            "sending again the cancels not seen confirmed"
+            count,
+            "sending again the {count} cancels not seen confirmed"
         );
         let concurrency = self.config.shutdown.concurrency;
         stream::iter(marked)
@@ -789,7 +815,7 @@ impl Core {
         for id in expired {
             info!(
                 payment_request_id = id,
-                "payment pending longer than payment_timeout; cancelling"
+                "payment {id} pending longer than payment_timeout; cancelling it"
             );
             let _ = self.cancel(&id, CancelReason::Timeout).await;
         }
