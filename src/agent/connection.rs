@@ -3,26 +3,26 @@
 //! operator's `disconnect` / `reconnect`.
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use tracing::{error, info, warn};
 
 use super::core::{CancelSummary, Core, Refusal};
 use crate::control::ConnectionState;
+use crate::retry::RetryPolicy;
 use crate::state::CancelReason;
 
 /// Brings the connection up: reconnects the known Id (configuration, else state) or
-/// establishes a new one and makes its Id durable. Transport failures are retried with
-/// backoff until the agent stops; a rejection ends the attempt (the operator sees it in
+/// establishes a new one and makes its Id durable. Transport failures are retried with the
+/// common [`RetryPolicy`] until the agent stops; a rejection ends the attempt (the operator sees it in
 /// `status` and the log, and can `reconnect`).
 pub async fn maintain(core: Arc<Core>) {
-    let mut delay = Duration::from_secs(1);
+    let mut waits = RetryPolicy::API_OUTAGE.backoff();
     let mut stopping = core.stopping_signal();
     loop {
         if core.is_stopping() {
             return;
         }
         core.set_connection_state(ConnectionState::Connecting);
+        let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
         match connect_once(&core).await {
             Ok(id) => {
                 info!(connection_id = id, "payment API connection {id} active");
@@ -45,7 +45,6 @@ pub async fn maintain(core: Arc<Core>) {
             _ = tokio::time::sleep(delay) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 

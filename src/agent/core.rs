@@ -16,6 +16,7 @@ use crate::control::{
     rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView,
 };
 use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
+use crate::retry::RetryPolicy;
 use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
 use crate::serial::LinkHandle;
 use crate::state::{
@@ -437,9 +438,9 @@ impl Core {
     }
 
     /// Establishes whether the API holds a payment with this merchant code, through the
-    /// payments list, retried with backoff until it answers or the agent stops.
+    /// payments list, retried with the common [`RetryPolicy`] until it answers or the agent stops.
     async fn resolve_sale(&self, code: Uuid, since: SystemTime) -> Resolution {
-        let mut delay = Duration::from_millis(500);
+        let mut waits = RetryPolicy::API_OUTAGE.backoff();
         let mut stopping = self.stopping_signal();
         loop {
             match self.client.find_payment_by_merchant_code(code, since).await {
@@ -452,11 +453,11 @@ impl Core {
             if self.is_stopping() {
                 return Resolution::Unknown;
             }
+            let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stopping.wait_for(|s| *s) => return Resolution::Unknown,
             }
-            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
 
