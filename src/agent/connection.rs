@@ -3,29 +3,29 @@
 //! operator's `disconnect` / `reconnect`.
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use tracing::{error, info, warn};
 
 use super::core::{CancelSummary, Core, Refusal};
 use crate::control::ConnectionState;
+use crate::retry::RetryPolicy;
 use crate::state::CancelReason;
 
 /// Brings the connection up: reconnects the known Id (configuration, else state) or
-/// establishes a new one and makes its Id durable. Transport failures are retried with
-/// backoff until the agent stops; a rejection ends the attempt (the operator sees it in
+/// establishes a new one and makes its Id durable. Transport failures are retried with the
+/// common [`RetryPolicy`] until the agent stops; a rejection ends the attempt (the operator sees it in
 /// `status` and the log, and can `reconnect`).
 pub async fn maintain(core: Arc<Core>) {
-    let mut delay = Duration::from_secs(1);
+    let mut waits = RetryPolicy::API_OUTAGE.backoff();
     let mut stopping = core.stopping_signal();
     loop {
         if core.is_stopping() {
             return;
         }
         core.set_connection_state(ConnectionState::Connecting);
+        let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
         match connect_once(&core).await {
             Ok(id) => {
-                info!(connection_id = id, "payment API connection active");
+                info!(connection_id = id, "payment API connection {id} active");
                 core.set_connection_state(ConnectionState::Connected);
                 core.resend_requested_cancels().await;
                 core.resolve_leftover_intents().await;
@@ -45,7 +45,6 @@ pub async fn maintain(core: Arc<Core>) {
             _ = tokio::time::sleep(delay) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -99,14 +98,17 @@ pub async fn operator_disconnect(core: &Arc<Core>) -> Result<(String, CancelSumm
     if let Some((payment, why)) = summary.failed.first() {
         warn!(
             payment_request_id = payment,
-            "cancel before disconnect failed: {why}"
+            "cancel of payment {payment} before disconnect failed: {why}"
         );
     }
     core.client()
         .disconnect(&id)
         .await
         .map_err(|e| Refusal::from_api_error(&e))?;
-    info!(connection_id = id, "connection deactivated by the operator");
+    info!(
+        connection_id = id,
+        "connection {id} deactivated by the operator"
+    );
     Ok((id, summary))
 }
 
@@ -117,7 +119,7 @@ pub async fn operator_reconnect(core: &Arc<Core>) -> Result<String, Refusal> {
         Ok(id) => {
             info!(
                 connection_id = id,
-                "connection re-activated by the operator"
+                "connection {id} re-activated by the operator"
             );
             core.set_connection_state(ConnectionState::Connected);
             let background = Arc::clone(core);

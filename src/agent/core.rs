@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
@@ -16,6 +16,7 @@ use crate::control::{
     rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView,
 };
 use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
+use crate::retry::RetryPolicy;
 use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
 use crate::serial::LinkHandle;
 use crate::state::{
@@ -306,7 +307,7 @@ impl Core {
                     payment_request_id: Some(payment_request_id),
                     ..
                 } => {
-                    info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state");
+                    info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state: code {code} is payment {payment_request_id}");
                     return SaleOutcome::Started { payment_request_id };
                 }
                 SaleStage::Final {
@@ -349,7 +350,7 @@ impl Core {
                     .mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
                     .await
                 {
-                    error!(merchant_unique_code = %code, "cannot record the sale intent: {e}");
+                    error!(merchant_unique_code = %code, "cannot record the intent of sale {code}: {e}");
                     return refused(Refusal::Internal(format!(
                         "the agent cannot write its state ({e}); nothing was created"
                     )));
@@ -376,18 +377,18 @@ impl Core {
                 Err(error) => error,
             };
             if error.is_rejection() && !is_duplicate_code(&error) {
-                warn!(merchant_unique_code = %code, "sale refused by the payment API: {error}");
+                warn!(merchant_unique_code = %code, "sale {code} refused by the payment API: {error}");
                 if let Err(e) = self
                     .mutate_store(|s| {
                         s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
                     })
                     .await
                 {
-                    error!(merchant_unique_code = %code, "cannot record the refused sale: {e}");
+                    error!(merchant_unique_code = %code, "cannot record the refused sale {code}: {e}");
                 }
                 return refused(Refusal::from_api_error(&error));
             }
-            warn!(merchant_unique_code = %code, "sale outcome unknown ({error}); looking the payment up");
+            warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => return self.sale_started(code, id).await,
                 Resolution::Absent if sends_left > 0 => continue,
@@ -425,13 +426,25 @@ impl Core {
             .await
         {
             Ok(()) => {
-                info!(merchant_unique_code = %code, payment_request_id, "sale started");
+                let (amount_minor, currency_id) = self
+                    .with_store(|s| {
+                        s.sale(&key)
+                            .map(|sale| (sale.amount_minor, sale.currency_id))
+                    })
+                    .unwrap_or_default();
+                info!(
+                    merchant_unique_code = %code,
+                    payment_request_id,
+                    amount_minor,
+                    currency_id,
+                    "sale started: payment {payment_request_id}, {amount_minor} minor units of currency {currency_id}, code {code}"
+                );
                 SaleOutcome::Started { payment_request_id }
             }
             Err(e) => {
                 // The payment exists but cannot be made durable: the terminal must not run a
                 // card dialogue for it. Cancel it and say so.
-                error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale: {e}; cancelling it");
+                error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale {code} (payment {payment_request_id}): {e}; cancelling it");
                 let core = Arc::clone(self);
                 let Ok(id) = Uuid::parse_str(&payment_request_id) else {
                     return refused(Refusal::Internal(format!(
@@ -440,7 +453,7 @@ impl Core {
                 };
                 tokio::spawn(async move {
                     if let Err(e) = core.client.cancel(id).await {
-                        error!(payment_request_id = %id, "cancel of the unrecorded payment failed: {e}");
+                        error!(payment_request_id = %id, "cancel of the unrecorded payment {id} failed: {e}");
                     }
                 });
                 refused(Refusal::Internal(format!(
@@ -455,29 +468,31 @@ impl Core {
             .mutate_store(|s| s.forget_sale_intent(&code.to_string()))
             .await
         {
-            error!(merchant_unique_code = %code, "cannot forget the sale intent: {e}");
+            error!(merchant_unique_code = %code, "cannot forget the intent of sale {code}: {e}");
         }
     }
 
     /// Establishes whether the API holds a payment with this merchant code, through the
-    /// payments list, retried with backoff until it answers or the agent stops.
+    /// payments list, retried with the common [`RetryPolicy`] until it answers or the agent stops.
     async fn resolve_sale(&self, code: Uuid, since: SystemTime) -> Resolution {
-        let mut delay = Duration::from_millis(500);
+        let mut waits = RetryPolicy::API_OUTAGE.backoff();
         let mut stopping = self.stopping_signal();
         loop {
             match self.client.find_payment_by_merchant_code(code, since).await {
                 Ok(Some(found)) => return Resolution::Found(found.payment_request_id.to_string()),
                 Ok(None) => return Resolution::Absent,
-                Err(e) => warn!(merchant_unique_code = %code, "cannot look the sale up yet: {e}"),
+                Err(e) => {
+                    warn!(merchant_unique_code = %code, "cannot look sale {code} up yet: {e}")
+                }
             }
             if self.is_stopping() {
                 return Resolution::Unknown;
             }
+            let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stopping.wait_for(|s| *s) => return Resolution::Unknown,
             }
-            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -500,11 +515,11 @@ impl Core {
             }
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => {
-                    info!(merchant_unique_code = %code, payment_request_id = id, "recovered a sale the API created");
+                    info!(merchant_unique_code = %code, payment_request_id = id, "recovered sale {code}: the API created payment {id}");
                     let _ = self.sale_started(code, id).await;
                 }
                 Resolution::Absent => {
-                    info!(merchant_unique_code = %code, "a sale intent of an earlier run was never created; forgetting it");
+                    info!(merchant_unique_code = %code, "sale {code}, an intent of an earlier run, was never created; forgetting it");
                     self.forget_intent(code).await;
                 }
                 Resolution::Unknown => return,
@@ -521,7 +536,10 @@ impl Core {
         self.mutate_store(|s| s.track_payment(payment_request_id, payment))
             .await
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
-        info!(payment_request_id, "tracking a payment started elsewhere");
+        info!(
+            payment_request_id,
+            "tracking payment {payment_request_id}, started elsewhere"
+        );
         Ok(())
     }
 
@@ -544,7 +562,12 @@ impl Core {
         if !was_pending {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
         }
-        info!(payment_request_id, succeeded, "payment final");
+        info!(
+            payment_request_id,
+            succeeded,
+            "payment {payment_request_id} final: {}",
+            if succeeded { "succeeded" } else { "failed" }
+        );
         Ok(())
     }
 
@@ -605,7 +628,7 @@ impl Core {
                         {
                             error!(
                                 payment_request_id = id,
-                                "cannot record the confirmed cancel: {e}"
+                                "cannot record the confirmed cancel of payment {id}: {e}"
                             );
                         }
                     }
@@ -615,7 +638,7 @@ impl Core {
                         })
                     }),
                 }
-                info!(payment_request_id = id, reason = %reason, "payment cancelled");
+                info!(payment_request_id = id, reason = %reason, "{reason} cancel of payment {id} confirmed: payment cancelled");
                 if reason != CancelReason::Terminal {
                     self.tell_terminal(AgentRequest::PaymentCancelled {
                         payment_request_id: id.to_owned(),
@@ -627,7 +650,7 @@ impl Core {
             Err(error) if error.is_rejection() => {
                 warn!(
                     payment_request_id = id,
-                    "cancel refused by the payment API: {error}"
+                    "{reason} cancel of payment {id} refused by the payment API: {error}"
                 );
                 let cleared = self
                     .mutate_store(|s| {
@@ -640,14 +663,17 @@ impl Core {
                     })
                     .await;
                 if let Err(e) = cleared {
-                    error!(payment_request_id = id, "cannot write state: {e}");
+                    error!(
+                        payment_request_id = id,
+                        "cannot write state for payment {id}: {e}"
+                    );
                 }
                 Err(Refusal::from_api_error(&error))
             }
             Err(error) => {
                 warn!(
                     payment_request_id = id,
-                    "cancel not confirmed ({error}); it stays marked and is sent again"
+                    "{reason} cancel of payment {id} not confirmed ({error}); it stays marked and is sent again"
                 );
                 Err(Refusal::from_api_error(&error))
             }
@@ -766,9 +792,10 @@ impl Core {
         if marked.is_empty() {
             return;
         }
+        let count = marked.len();
         info!(
-            count = marked.len(),
-            "sending again the cancels not seen confirmed"
+            count,
+            "sending again the {count} cancels not seen confirmed"
         );
         let concurrency = self.config.shutdown.concurrency;
         stream::iter(marked)
@@ -837,7 +864,7 @@ impl Core {
         for id in expired {
             info!(
                 payment_request_id = id,
-                "payment pending longer than payment_timeout; cancelling"
+                "payment {id} pending longer than payment_timeout; cancelling it"
             );
             let _ = self.cancel(&id, CancelReason::Timeout).await;
         }
