@@ -663,8 +663,7 @@ async fn a_payment_pending_past_payment_timeout_is_cancelled_with_reason_timeout
     );
     let log = agent.log();
     assert_eq!(
-        log.matches("payment pending longer than payment_timeout")
-            .count(),
+        log.matches("pending longer than payment_timeout").count(),
         1,
         "{log}"
     );

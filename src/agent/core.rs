@@ -13,9 +13,9 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::control::{
-    rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView,
+    rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView, RejectionView,
 };
-use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
+use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest, TerminalRef};
 use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
 use crate::serial::LinkHandle;
 use crate::state::{
@@ -42,12 +42,19 @@ pub enum Refusal {
     },
     #[error("the payment API could not be reached: {0}")]
     ApiUnavailable(String),
+    /// The API refuses the agent itself (its keys, or its base URL): see
+    /// [`ApiError::agent_rejection`].
+    #[error("{0}")]
+    AgentRejected(AgentRejection),
     #[error("{0}")]
     Internal(String),
 }
 
 impl Refusal {
     pub fn from_api_error(error: &ApiError) -> Self {
+        if let Some(rejection) = error.agent_rejection() {
+            return Refusal::AgentRejected(rejection);
+        }
         match error {
             ApiError::Rejected {
                 message,
@@ -70,7 +77,7 @@ impl Refusal {
             Refusal::Busy => ErrorCode::Busy,
             Refusal::NotConnected => ErrorCode::NotConnected,
             Refusal::NotFound(_) => ErrorCode::NotFound,
-            Refusal::ApiRejected { .. } => ErrorCode::ApiRejected,
+            Refusal::ApiRejected { .. } | Refusal::AgentRejected(_) => ErrorCode::ApiRejected,
             Refusal::ApiUnavailable(_) | Refusal::Internal(_) => ErrorCode::ApiUnavailable,
         };
         let message = match self {
@@ -88,6 +95,9 @@ impl Refusal {
                 client_message,
                 error_code,
             } => ControlError::api_rejected(message.clone(), client_message.clone(), *error_code),
+            Refusal::AgentRejected(rejection) => {
+                ControlError::api_rejected(rejection.message.clone(), None, None)
+            }
             other => {
                 let kind = match other {
                     Refusal::InvalidRequest(_) => ControlErrorKind::InvalidRequest,
@@ -95,9 +105,9 @@ impl Refusal {
                     Refusal::NotConnected => ControlErrorKind::NotConnected,
                     Refusal::NotFound(_) => ControlErrorKind::NotFound,
                     Refusal::ApiUnavailable(_) => ControlErrorKind::ApiUnavailable,
-                    Refusal::ApiRejected { .. } | Refusal::Internal(_) => {
-                        ControlErrorKind::Internal
-                    }
+                    Refusal::ApiRejected { .. }
+                    | Refusal::AgentRejected(_)
+                    | Refusal::Internal(_) => ControlErrorKind::Internal,
                 };
                 ControlError::new(kind, other.to_string())
             }
@@ -124,6 +134,8 @@ pub struct Core {
     store: Mutex<StateStore>,
     link: LinkHandle,
     connection: watch::Sender<ConnectionState>,
+    /// Why the API refuses the agent, while `connection` is `Rejected`.
+    rejection: Mutex<Option<AgentRejection>>,
     stopping: watch::Sender<bool>,
     sales_in_flight: Mutex<HashMap<Uuid, watch::Receiver<Option<SaleOutcome>>>>,
     cancels_in_flight: Mutex<HashSet<String>>,
@@ -144,6 +156,7 @@ impl Core {
             store: Mutex::new(store),
             link,
             connection: watch::channel(ConnectionState::Connecting).0,
+            rejection: Mutex::new(None),
             stopping: watch::channel(false).0,
             sales_in_flight: Mutex::new(HashMap::new()),
             cancels_in_flight: Mutex::new(HashSet::new()),
@@ -185,6 +198,65 @@ impl Core {
         self.changed.notify_one();
     }
 
+    pub fn connection_signal(&self) -> watch::Receiver<ConnectionState> {
+        self.connection.subscribe()
+    }
+
+    /// The API refuses the agent (HTTP 401/403, or 404 on a documented path): the connection
+    /// shows `rejected` until a reconnect succeeds. Logged once per change, not per attempt.
+    pub fn note_rejection(&self, rejection: AgentRejection) {
+        let changed = {
+            let mut current = lock(&self.rejection);
+            let changed = current.as_ref() != Some(&rejection);
+            *current = Some(rejection.clone());
+            changed
+        };
+        if changed {
+            error!(
+                HTTP_STATUS = rejection.http_status,
+                "payment API connection rejected: {rejection}; trying again at most once a minute"
+            );
+        }
+        self.set_connection_state(ConnectionState::Rejected);
+    }
+
+    /// The connection is up again: forget the rejection, if there was one.
+    pub fn clear_rejection(&self) {
+        if let Some(old) = lock(&self.rejection).take() {
+            info!(
+                HTTP_STATUS = old.http_status,
+                "the payment API accepts the agent again (it answered HTTP {} before)",
+                old.http_status
+            );
+        }
+    }
+
+    /// The refusal for a request the agent cannot make while the API rejects it.
+    pub fn rejection(&self) -> Option<AgentRejection> {
+        if self.connection_state() != ConnectionState::Rejected {
+            return None;
+        }
+        lock(&self.rejection).clone()
+    }
+
+    /// The rejection as `status` shows it.
+    pub fn rejection_view(&self) -> Option<RejectionView> {
+        self.rejection().map(|r| RejectionView {
+            http_status: r.http_status,
+            message: r.message,
+        })
+    }
+
+    /// The refusal for a failed call; an agent-level rejection is also noted (see
+    /// [`Core::note_rejection`]).
+    pub fn refusal(&self, error: &ApiError) -> Refusal {
+        let refusal = Refusal::from_api_error(error);
+        if let Refusal::AgentRejected(rejection) = &refusal {
+            self.note_rejection(rejection.clone());
+        }
+        refusal
+    }
+
     pub fn connection_id(&self) -> Option<String> {
         self.with_store(|s| s.connection_id().map(str::to_owned))
     }
@@ -214,6 +286,7 @@ impl Core {
                     since: rfc3339(p.since.to_system_time()),
                     cancel_requested: p.cancel_requested.is_some(),
                     cancel_reason: p.cancel_requested.map(|c| c.reason),
+                    cancel_refused: p.cancel_refused.as_ref().map(|r| r.message.clone()),
                 })
                 .collect()
         })
@@ -305,6 +378,9 @@ impl Core {
                     match self.resolve_sale(code, since).await {
                         Resolution::Found(id) => return self.sale_started(code, id),
                         Resolution::Absent => since,
+                        Resolution::Rejected(rejection) => {
+                            return refused(Refusal::AgentRejected(rejection))
+                        }
                         Resolution::Unknown => return SaleOutcome::Unresolved,
                     }
                 }
@@ -312,6 +388,9 @@ impl Core {
             None => {
                 if self.is_stopping() {
                     return refused(Refusal::Busy);
+                }
+                if let Some(rejection) = self.rejection() {
+                    return refused(Refusal::AgentRejected(rejection));
                 }
                 if self.connection_state() != ConnectionState::Connected {
                     return refused(Refusal::NotConnected);
@@ -347,6 +426,12 @@ impl Core {
                 }
                 Err(error) => error,
             };
+            if let Some(rejection) = error.agent_rejection() {
+                // Refused before it was carried out (the keys or the path): nothing exists.
+                self.note_rejection(rejection.clone());
+                self.forget_intent(code);
+                return refused(Refusal::AgentRejected(rejection));
+            }
             if error.is_rejection() && !is_duplicate_code(&error) {
                 warn!(merchant_unique_code = %code, "sale refused by the payment API: {error}");
                 if let Err(e) = self.mutate_store(|s| {
@@ -363,6 +448,10 @@ impl Core {
                 Resolution::Absent => {
                     self.forget_intent(code);
                     return refused(Refusal::ApiUnavailable(error.to_string()));
+                }
+                // The intent stays: it is resolved once the API accepts the agent again.
+                Resolution::Rejected(rejection) => {
+                    return refused(Refusal::AgentRejected(rejection))
                 }
                 Resolution::Unknown => return SaleOutcome::Unresolved,
             }
@@ -433,7 +522,13 @@ impl Core {
             match self.client.find_payment_by_merchant_code(code, since).await {
                 Ok(Some(found)) => return Resolution::Found(found.payment_request_id.to_string()),
                 Ok(None) => return Resolution::Absent,
-                Err(e) => warn!(merchant_unique_code = %code, "cannot look the sale up yet: {e}"),
+                Err(e) => {
+                    if let Some(rejection) = e.agent_rejection() {
+                        self.note_rejection(rejection.clone());
+                        return Resolution::Rejected(rejection);
+                    }
+                    warn!(merchant_unique_code = %code, "cannot look the sale up yet: {e}")
+                }
             }
             if self.is_stopping() {
                 return Resolution::Unknown;
@@ -446,7 +541,8 @@ impl Core {
         }
     }
 
-    /// At start: every sale intent left by an earlier run is resolved (agent.md §2).
+    /// Whenever the connection comes up (at start, by the background reconnects, and by the
+    /// operator's `reconnect`): every sale intent left unresolved is resolved (agent.md §2).
     pub async fn resolve_leftover_intents(self: &Arc<Self>) {
         let intents: Vec<(String, SystemTime)> = self.with_store(|s| {
             s.state()
@@ -472,7 +568,7 @@ impl Core {
                     info!(merchant_unique_code = %code, "a sale intent of an earlier run was never created; forgetting it");
                     self.forget_intent(code);
                 }
-                Resolution::Unknown => return,
+                Resolution::Rejected(_) | Resolution::Unknown => return,
             }
         }
     }
@@ -510,8 +606,10 @@ impl Core {
     // ----- cancels -----
 
     /// Cancels one pending payment: marked durable, sent (retried by the client), then
-    /// forgotten and the terminal told. A rejection clears the mark; a transport failure keeps
-    /// it, so the cancel is sent again (at shutdown, at the next start).
+    /// forgotten and the terminal told. A refusal because the payment is final at the API ends
+    /// the payment; any other refusal clears the mark and flags the payment `cancel_refused`
+    /// (nothing sends it again by itself); a transport failure or a 5xx keeps the mark, so the
+    /// cancel is sent again (timeouts: with backoff; others: at shutdown, at the next start).
     pub async fn cancel(
         self: &Arc<Self>,
         payment_request_id: &str,
@@ -578,30 +676,44 @@ impl Core {
                 }
                 Ok(())
             }
-            Err(error) if error.is_rejection() => {
+            Err(error) if is_already_final(&error) => {
                 warn!(
-                    payment_request_id = id,
-                    "cancel refused by the payment API: {error}"
+                    PAYMENT_REQUEST_ID = id,
+                    "payment {id} is already final at the payment API; it is no longer pending: {error}"
                 );
-                let cleared = self.mutate_store(|s| {
-                    s.update(|state| {
-                        if let Some(payment) = state.payments.get_mut(id) {
-                            payment.cancel_requested = None;
-                        }
-                        Ok(())
-                    })
-                });
-                if let Err(e) = cleared {
-                    error!(payment_request_id = id, "cannot write state: {e}");
+                if let Err(e) = self.mutate_store(|s| {
+                    s.finish_payment(id, PaymentOutcome::FinalAtApi, SystemTime::now())
+                }) {
+                    error!(PAYMENT_REQUEST_ID = id, "cannot write state: {e}");
+                }
+                Err(Refusal::from_api_error(&error))
+            }
+            Err(error) if error.agent_rejection().is_some() => {
+                warn!(
+                    PAYMENT_REQUEST_ID = id,
+                    "cancel of payment {id} not sent: the payment API rejects the agent; it stays marked and is sent again once the API accepts it: {error}"
+                );
+                Err(self.refusal(&error))
+            }
+            Err(error) if error.is_rejection() || is_answered_refusal(&error) => {
+                let message = error.to_string();
+                warn!(
+                    PAYMENT_REQUEST_ID = id,
+                    "cancel of payment {id} refused by the payment API; it stays pending, flagged cancel_refused, and is not sent again by itself: {message}"
+                );
+                if let Err(e) =
+                    self.mutate_store(|s| s.mark_cancel_refused(id, &message, SystemTime::now()))
+                {
+                    error!(PAYMENT_REQUEST_ID = id, "cannot write state: {e}");
                 }
                 Err(Refusal::from_api_error(&error))
             }
             Err(error) => {
                 warn!(
-                    payment_request_id = id,
-                    "cancel not confirmed ({error}); it stays marked and is sent again"
+                    PAYMENT_REQUEST_ID = id,
+                    "cancel of payment {id} not confirmed ({error}); it stays marked and is sent again"
                 );
-                Err(Refusal::from_api_error(&error))
+                Err(self.refusal(&error))
             }
         }
     }
@@ -637,8 +749,16 @@ impl Core {
     /// before any request leaves; confirmations are written in batches (at most every
     /// `BATCH_WRITE_INTERVAL`, and once at the end), since a confirmation lost in a crash only
     /// means the cancel is sent again at the next start.
+    /// Payments whose cancel the API refused are left as they are (nothing re-sends those by
+    /// itself).
     pub async fn cancel_all_for_shutdown(self: &Arc<Self>, concurrency: usize) -> CancelSummary {
-        let ids = self.pending_ids();
+        let ids: Vec<String> = self.with_store(|s| {
+            s.pending()
+                .iter()
+                .filter(|(_, p)| p.cancel_refused.is_none())
+                .map(|(id, _)| id.clone())
+                .collect()
+        });
         let now = SystemTime::now();
         let marked = self.mutate_store(|s| {
             s.update(|state| {
@@ -747,7 +867,7 @@ impl Core {
         self.with_store(|s| {
             s.pending()
                 .values()
-                .filter(|p| p.cancel_requested.is_none())
+                .filter(|p| p.cancel_requested.is_none() && p.cancel_refused.is_none())
                 .map(|p| p.since.to_system_time() + timeout)
                 .min()
         })
@@ -765,7 +885,9 @@ impl Core {
                     .payments
                     .iter()
                     .filter(|(_, p)| {
-                        p.cancel_requested.is_none() && p.since.to_system_time() + timeout <= now
+                        p.cancel_requested.is_none()
+                            && p.cancel_refused.is_none()
+                            && p.since.to_system_time() + timeout <= now
                     })
                     .map(|(id, _)| id.clone())
                     .collect();
@@ -784,16 +906,53 @@ impl Core {
         }
     }
 
-    /// Sends the cancels [`Core::mark_timed_out`] marked.
+    /// Sends the cancels [`Core::mark_timed_out`] marked. One that meets an unreachable API
+    /// or a 5xx is sent again with backoff until the API answers it (or the agent stops: the
+    /// shutdown then sends it); an answer, a refusal included, ends it.
     pub async fn cancel_timed_out(self: &Arc<Self>, expired: Vec<String>) {
-        for id in expired {
-            info!(
-                payment_request_id = id,
-                "payment pending longer than payment_timeout; cancelling"
-            );
-            let _ = self.cancel(&id, CancelReason::Timeout).await;
-        }
+        use futures_util::stream::{self, StreamExt};
+        let concurrency = self.config.shutdown.concurrency.max(1);
+        stream::iter(expired)
+            .for_each_concurrent(concurrency, |id| {
+                let core = Arc::clone(self);
+                async move {
+                    info!(
+                        PAYMENT_REQUEST_ID = id,
+                        "payment {id} pending longer than payment_timeout; cancelling"
+                    );
+                    let mut stopping = core.stopping_signal();
+                    let mut delays = unanswered_cancel_delays();
+                    loop {
+                        match core.cancel(&id, CancelReason::Timeout).await {
+                            Err(Refusal::ApiUnavailable(_)) if core.is_pending(&id) => {}
+                            _ => return,
+                        }
+                        let delay = delays.next().unwrap_or(UNANSWERED_CANCEL_MAX_DELAY);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stopping.wait_for(|s| *s) => return,
+                        }
+                    }
+                }
+            })
+            .await;
     }
+}
+
+/// The longest wait between two sends of a timeout cancel the API did not answer.
+const UNANSWERED_CANCEL_MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// The waits between sends of a timeout cancel the API did not answer (after the client's own
+/// retries): exponential from 1 s to [`UNANSWERED_CANCEL_MAX_DELAY`], with jitter, no limit.
+fn unanswered_cancel_delays() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(UNANSWERED_CANCEL_MAX_DELAY)
+        .without_max_times()
+        .with_jitter()
+        .with_jitter_seed(Uuid::new_v4().as_u64_pair().0)
+        .build()
 }
 
 /// How often the shutdown writes its batched cancel confirmations.
@@ -829,7 +988,31 @@ fn refused(refusal: Refusal) -> SaleOutcome {
 enum Resolution {
     Found(String),
     Absent,
+    /// The API refuses the agent (keys, base URL): unknown until it accepts it again.
+    Rejected(AgentRejection),
     Unknown,
+}
+
+/// The API's code for "the payment is already completed" (successful or failed): a cancel
+/// cannot change it, and it is no longer pending.
+const PAYMENT_ALREADY_COMPLETED: i64 = 7;
+
+/// An HTTP status that answers the request (4xx other than 408/429): sending it again cannot
+/// change the answer.
+fn is_answered_refusal(error: &ApiError) -> bool {
+    matches!(error, ApiError::Status { status, .. } if (400..500).contains(status))
+        && !error.is_retryable()
+}
+
+/// A cancel refused because the payment is final at the API (`docs/payment-api.md`).
+fn is_already_final(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::Rejected {
+            error_code: Some(PAYMENT_ALREADY_COMPLETED),
+            ..
+        }
+    )
 }
 
 /// The API's code for "MerchantUniqueCode already exists": the payment is there.

@@ -9,7 +9,7 @@ mod error;
 mod types;
 
 pub use client::{system_trust_anchors, PaywallClient, RetryPolicy, CA_BUNDLES};
-pub use error::{ApiError, ClientSetupError, TransportKind};
+pub use error::{AgentRejection, ApiError, ClientSetupError, TransportKind};
 pub use types::{
     amount, ApmTarget, ApmUnlinked, CancelAccepted, ConnectionInfo, MasterpassUnlinked, Page,
     PageRequest, PaymentActivity, PaymentListQuery, PaymentStatus, PaymentSummary, SaleAccepted,
