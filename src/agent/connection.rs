@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-
 use tracing::{error, info, warn};
 
 use super::core::{CancelSummary, Core, Refusal};
 use crate::control::ConnectionState;
+use crate::retry::RetryPolicy;
 use crate::state::CancelReason;
 
 /// How long the agent waits before trying again while the API rejects it (HTTP 401/403/404):
@@ -17,12 +17,12 @@ pub const REJECTED_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Keeps the connection up for the daemon's life: reconnects the known Id (configuration, else
 /// state) or establishes a new one and makes its Id durable. Transport failures are retried
-/// with backoff; a rejection of the agent itself (HTTP 401/403/404) is tried again at most once
+/// with the common [`RetryPolicy`]; a rejection of the agent itself (HTTP 401/403/404) is tried again at most once
 /// a minute, also when a later call meets one; an envelope refusal ends the attempts (the
 /// operator sees it in `status` and the log, and can `reconnect`). Whenever the connection comes
 /// up, the cancels not seen confirmed are sent again and the sale intents left are resolved.
 pub async fn maintain(core: Arc<Core>) {
-    let mut delay = Duration::from_secs(1);
+    let mut waits = RetryPolicy::API_OUTAGE.backoff();
     let mut stopping = core.stopping_signal();
     let mut connection = core.connection_signal();
     loop {
@@ -34,10 +34,10 @@ pub async fn maintain(core: Arc<Core>) {
         }
         let wait = match connect_once(&core).await {
             Ok(id) => {
-                info!(CONNECTION_ID = id, "payment API connection {id} active");
+                info!(connection_id = id, "payment API connection {id} active");
                 core.clear_rejection();
                 core.set_connection_state(ConnectionState::Connected);
-                delay = Duration::from_secs(1);
+                waits.reset();
                 core.resend_requested_cancels().await;
                 core.resolve_leftover_intents().await;
                 // Up until a call meets a rejection of the agent; then wait and try again.
@@ -49,9 +49,8 @@ pub async fn maintain(core: Arc<Core>) {
             }
             Err(Refusal::AgentRejected(_)) => REJECTED_RETRY_INTERVAL,
             Err(Refusal::ApiUnavailable(why)) => {
-                warn!("payment API not reachable yet ({why}); trying again in {delay:?}");
-                let wait = delay;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                let wait = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
+                warn!("payment API not reachable yet ({why}); trying again in {wait:?}");
                 wait
             }
             Err(refusal) => {
@@ -127,14 +126,17 @@ pub async fn operator_disconnect(core: &Arc<Core>) -> Result<(String, CancelSumm
     if let Some((payment, why)) = summary.failed.first() {
         warn!(
             payment_request_id = payment,
-            "cancel before disconnect failed: {why}"
+            "cancel of payment {payment} before disconnect failed: {why}"
         );
     }
     core.client()
         .disconnect(&id)
         .await
         .map_err(|e| Refusal::from_api_error(&e))?;
-    info!(connection_id = id, "connection deactivated by the operator");
+    info!(
+        connection_id = id,
+        "connection {id} deactivated by the operator"
+    );
     Ok((id, summary))
 }
 
@@ -148,7 +150,7 @@ pub async fn operator_reconnect(core: &Arc<Core>) -> Result<String, Refusal> {
     match connect_once(core).await {
         Ok(id) => {
             info!(
-                CONNECTION_ID = id,
+                connection_id = id,
                 "connection {id} re-activated by the operator"
             );
             core.clear_rejection();

@@ -16,6 +16,7 @@ use crate::control::{
     rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView, RejectionView,
 };
 use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest, TerminalRef};
+use crate::retry::RetryPolicy;
 use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
 use crate::serial::LinkHandle;
 use crate::state::{
@@ -213,7 +214,7 @@ impl Core {
         };
         if changed {
             error!(
-                HTTP_STATUS = rejection.http_status,
+                http_status = rejection.http_status,
                 "payment API connection rejected: {rejection}; trying again at most once a minute"
             );
         }
@@ -224,7 +225,7 @@ impl Core {
     pub fn clear_rejection(&self) {
         if let Some(old) = lock(&self.rejection).take() {
             info!(
-                HTTP_STATUS = old.http_status,
+                http_status = old.http_status,
                 "the payment API accepts the agent again (it answered HTTP {} before)",
                 old.http_status
             );
@@ -354,7 +355,7 @@ impl Core {
                     payment_request_id: Some(payment_request_id),
                     ..
                 } => {
-                    info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state");
+                    info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state: code {code} is payment {payment_request_id}");
                     return SaleOutcome::Started { payment_request_id };
                 }
                 SaleStage::Final {
@@ -402,7 +403,7 @@ impl Core {
                 if let Err(e) =
                     self.mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
                 {
-                    error!(merchant_unique_code = %code, "cannot record the sale intent: {e}");
+                    error!(merchant_unique_code = %code, "cannot record the intent of sale {code}: {e}");
                     return refused(Refusal::Internal(format!(
                         "the agent cannot write its state ({e}); nothing was created"
                     )));
@@ -433,15 +434,15 @@ impl Core {
                 return refused(Refusal::AgentRejected(rejection));
             }
             if error.is_rejection() && !is_duplicate_code(&error) {
-                warn!(merchant_unique_code = %code, "sale refused by the payment API: {error}");
+                warn!(merchant_unique_code = %code, "sale {code} refused by the payment API: {error}");
                 if let Err(e) = self.mutate_store(|s| {
                     s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
                 }) {
-                    error!(merchant_unique_code = %code, "cannot record the refused sale: {e}");
+                    error!(merchant_unique_code = %code, "cannot record the refused sale {code}: {e}");
                 }
                 return refused(Refusal::from_api_error(&error));
             }
-            warn!(merchant_unique_code = %code, "sale outcome unknown ({error}); looking the payment up");
+            warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => return self.sale_started(code, id),
                 Resolution::Absent if sends_left > 0 => continue,
@@ -482,13 +483,25 @@ impl Core {
             .mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now()))
         {
             Ok(()) => {
-                info!(merchant_unique_code = %code, payment_request_id, "sale started");
+                let (amount_minor, currency_id) = self
+                    .with_store(|s| {
+                        s.sale(&key)
+                            .map(|sale| (sale.amount_minor, sale.currency_id))
+                    })
+                    .unwrap_or_default();
+                info!(
+                    merchant_unique_code = %code,
+                    payment_request_id,
+                    amount_minor,
+                    currency_id,
+                    "sale started: payment {payment_request_id}, {amount_minor} minor units of currency {currency_id}, code {code}"
+                );
                 SaleOutcome::Started { payment_request_id }
             }
             Err(e) => {
                 // The payment exists but cannot be made durable: the terminal must not run a
                 // card dialogue for it. Cancel it and say so.
-                error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale: {e}; cancelling it");
+                error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale {code} (payment {payment_request_id}): {e}; cancelling it");
                 let core = Arc::clone(self);
                 let Ok(id) = Uuid::parse_str(&payment_request_id) else {
                     return refused(Refusal::Internal(format!(
@@ -497,7 +510,7 @@ impl Core {
                 };
                 tokio::spawn(async move {
                     if let Err(e) = core.client.cancel(id).await {
-                        error!(payment_request_id = %id, "cancel of the unrecorded payment failed: {e}");
+                        error!(payment_request_id = %id, "cancel of the unrecorded payment {id} failed: {e}");
                     }
                 });
                 refused(Refusal::Internal(format!(
@@ -509,14 +522,14 @@ impl Core {
 
     fn forget_intent(&self, code: Uuid) {
         if let Err(e) = self.mutate_store(|s| s.forget_sale_intent(&code.to_string())) {
-            error!(merchant_unique_code = %code, "cannot forget the sale intent: {e}");
+            error!(merchant_unique_code = %code, "cannot forget the intent of sale {code}: {e}");
         }
     }
 
     /// Establishes whether the API holds a payment with this merchant code, through the
-    /// payments list, retried with backoff until it answers or the agent stops.
+    /// payments list, retried with the common [`RetryPolicy`] until it answers or the agent stops.
     async fn resolve_sale(&self, code: Uuid, since: SystemTime) -> Resolution {
-        let mut delay = Duration::from_millis(500);
+        let mut waits = RetryPolicy::API_OUTAGE.backoff();
         let mut stopping = self.stopping_signal();
         loop {
             match self.client.find_payment_by_merchant_code(code, since).await {
@@ -527,17 +540,17 @@ impl Core {
                         self.note_rejection(rejection.clone());
                         return Resolution::Rejected(rejection);
                     }
-                    warn!(merchant_unique_code = %code, "cannot look the sale up yet: {e}")
+                    warn!(merchant_unique_code = %code, "cannot look sale {code} up yet: {e}")
                 }
             }
             if self.is_stopping() {
                 return Resolution::Unknown;
             }
+            let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stopping.wait_for(|s| *s) => return Resolution::Unknown,
             }
-            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -561,11 +574,11 @@ impl Core {
             }
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => {
-                    info!(merchant_unique_code = %code, payment_request_id = id, "recovered a sale the API created");
+                    info!(merchant_unique_code = %code, payment_request_id = id, "recovered sale {code}: the API created payment {id}");
                     let _ = self.sale_started(code, id);
                 }
                 Resolution::Absent => {
-                    info!(merchant_unique_code = %code, "a sale intent of an earlier run was never created; forgetting it");
+                    info!(merchant_unique_code = %code, "sale {code}, an intent of an earlier run, was never created; forgetting it");
                     self.forget_intent(code);
                 }
                 Resolution::Rejected(_) | Resolution::Unknown => return,
@@ -581,7 +594,10 @@ impl Core {
         let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
         self.mutate_store(|s| s.track_payment(payment_request_id, payment))
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
-        info!(payment_request_id, "tracking a payment started elsewhere");
+        info!(
+            payment_request_id,
+            "tracking payment {payment_request_id}, started elsewhere"
+        );
         Ok(())
     }
 
@@ -599,7 +615,12 @@ impl Core {
         if !was_pending {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
         }
-        info!(payment_request_id, succeeded, "payment final");
+        info!(
+            payment_request_id,
+            succeeded,
+            "payment {payment_request_id} final: {}",
+            if succeeded { "succeeded" } else { "failed" }
+        );
         Ok(())
     }
 
@@ -657,7 +678,7 @@ impl Core {
                         }) {
                             error!(
                                 payment_request_id = id,
-                                "cannot record the confirmed cancel: {e}"
+                                "cannot record the confirmed cancel of payment {id}: {e}"
                             );
                         }
                     }
@@ -667,7 +688,7 @@ impl Core {
                         })
                     }),
                 }
-                info!(payment_request_id = id, reason = %reason, "payment cancelled");
+                info!(payment_request_id = id, reason = %reason, "{reason} cancel of payment {id} confirmed: payment cancelled");
                 if reason != CancelReason::Terminal {
                     self.tell_terminal(AgentRequest::PaymentCancelled {
                         payment_request_id: id.to_owned(),
@@ -678,40 +699,46 @@ impl Core {
             }
             Err(error) if is_already_final(&error) => {
                 warn!(
-                    PAYMENT_REQUEST_ID = id,
+                    payment_request_id = id,
                     "payment {id} is already final at the payment API; it is no longer pending: {error}"
                 );
                 if let Err(e) = self.mutate_store(|s| {
                     s.finish_payment(id, PaymentOutcome::FinalAtApi, SystemTime::now())
                 }) {
-                    error!(PAYMENT_REQUEST_ID = id, "cannot write state: {e}");
+                    error!(
+                        payment_request_id = id,
+                        "cannot write state for payment {id}: {e}"
+                    );
                 }
                 Err(Refusal::from_api_error(&error))
             }
             Err(error) if error.agent_rejection().is_some() => {
                 warn!(
-                    PAYMENT_REQUEST_ID = id,
-                    "cancel of payment {id} not sent: the payment API rejects the agent; it stays marked and is sent again once the API accepts it: {error}"
+                    payment_request_id = id,
+                    "{reason} cancel of payment {id} not sent: the payment API rejects the agent; it stays marked and is sent again once the API accepts it: {error}"
                 );
                 Err(self.refusal(&error))
             }
             Err(error) if error.is_rejection() || is_answered_refusal(&error) => {
                 let message = error.to_string();
                 warn!(
-                    PAYMENT_REQUEST_ID = id,
-                    "cancel of payment {id} refused by the payment API; it stays pending, flagged cancel_refused, and is not sent again by itself: {message}"
+                    payment_request_id = id,
+                    "{reason} cancel of payment {id} refused by the payment API; it stays pending, flagged cancel_refused, and is not sent again by itself: {message}"
                 );
                 if let Err(e) =
                     self.mutate_store(|s| s.mark_cancel_refused(id, &message, SystemTime::now()))
                 {
-                    error!(PAYMENT_REQUEST_ID = id, "cannot write state: {e}");
+                    error!(
+                        payment_request_id = id,
+                        "cannot write state for payment {id}: {e}"
+                    );
                 }
                 Err(Refusal::from_api_error(&error))
             }
             Err(error) => {
                 warn!(
-                    PAYMENT_REQUEST_ID = id,
-                    "cancel of payment {id} not confirmed ({error}); it stays marked and is sent again"
+                    payment_request_id = id,
+                    "{reason} cancel of payment {id} not confirmed ({error}); it stays marked and is sent again"
                 );
                 Err(self.refusal(&error))
             }
@@ -846,9 +873,10 @@ impl Core {
         if marked.is_empty() {
             return;
         }
+        let count = marked.len();
         info!(
-            count = marked.len(),
-            "sending again the cancels not seen confirmed"
+            count,
+            "sending again the {count} cancels not seen confirmed"
         );
         let concurrency = self.config.shutdown.concurrency;
         stream::iter(marked)
@@ -917,17 +945,17 @@ impl Core {
                 let core = Arc::clone(self);
                 async move {
                     info!(
-                        PAYMENT_REQUEST_ID = id,
-                        "payment {id} pending longer than payment_timeout; cancelling"
+                        payment_request_id = id,
+                        "payment {id} pending longer than payment_timeout; cancelling it"
                     );
                     let mut stopping = core.stopping_signal();
-                    let mut delays = unanswered_cancel_delays();
+                    let mut waits = RetryPolicy::API_OUTAGE.backoff();
                     loop {
                         match core.cancel(&id, CancelReason::Timeout).await {
                             Err(Refusal::ApiUnavailable(_)) if core.is_pending(&id) => {}
                             _ => return,
                         }
-                        let delay = delays.next().unwrap_or(UNANSWERED_CANCEL_MAX_DELAY);
+                        let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = stopping.wait_for(|s| *s) => return,
@@ -937,22 +965,6 @@ impl Core {
             })
             .await;
     }
-}
-
-/// The longest wait between two sends of a timeout cancel the API did not answer.
-const UNANSWERED_CANCEL_MAX_DELAY: Duration = Duration::from_secs(60);
-
-/// The waits between sends of a timeout cancel the API did not answer (after the client's own
-/// retries): exponential from 1 s to [`UNANSWERED_CANCEL_MAX_DELAY`], with jitter, no limit.
-fn unanswered_cancel_delays() -> impl Iterator<Item = Duration> {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(UNANSWERED_CANCEL_MAX_DELAY)
-        .without_max_times()
-        .with_jitter()
-        .with_jitter_seed(Uuid::new_v4().as_u64_pair().0)
-        .build()
 }
 
 /// How often the shutdown writes its batched cancel confirmations.
