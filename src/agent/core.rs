@@ -13,9 +13,9 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::control::{
-    rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView,
+    rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView, RejectionView,
 };
-use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
+use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest, TerminalRef};
 use crate::retry::RetryPolicy;
 use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
 use crate::serial::LinkHandle;
@@ -44,12 +44,19 @@ pub enum Refusal {
     },
     #[error("the payment API could not be reached: {0}")]
     ApiUnavailable(String),
+    /// The API refuses the agent itself (its keys, or its base URL): see
+    /// [`ApiError::agent_rejection`].
+    #[error("{0}")]
+    AgentRejected(AgentRejection),
     #[error("{0}")]
     Internal(String),
 }
 
 impl Refusal {
     pub fn from_api_error(error: &ApiError) -> Self {
+        if let Some(rejection) = error.agent_rejection() {
+            return Refusal::AgentRejected(rejection);
+        }
         match error {
             ApiError::Rejected {
                 message,
@@ -72,7 +79,7 @@ impl Refusal {
             Refusal::Busy => ErrorCode::Busy,
             Refusal::NotConnected => ErrorCode::NotConnected,
             Refusal::NotFound(_) => ErrorCode::NotFound,
-            Refusal::ApiRejected { .. } => ErrorCode::ApiRejected,
+            Refusal::ApiRejected { .. } | Refusal::AgentRejected(_) => ErrorCode::ApiRejected,
             Refusal::ApiUnavailable(_) | Refusal::Internal(_) => ErrorCode::ApiUnavailable,
         };
         let message = match self {
@@ -90,6 +97,9 @@ impl Refusal {
                 client_message,
                 error_code,
             } => ControlError::api_rejected(message.clone(), client_message.clone(), *error_code),
+            Refusal::AgentRejected(rejection) => {
+                ControlError::api_rejected(rejection.message.clone(), None, None)
+            }
             other => {
                 let kind = match other {
                     Refusal::InvalidRequest(_) => ControlErrorKind::InvalidRequest,
@@ -97,9 +107,9 @@ impl Refusal {
                     Refusal::NotConnected => ControlErrorKind::NotConnected,
                     Refusal::NotFound(_) => ControlErrorKind::NotFound,
                     Refusal::ApiUnavailable(_) => ControlErrorKind::ApiUnavailable,
-                    Refusal::ApiRejected { .. } | Refusal::Internal(_) => {
-                        ControlErrorKind::Internal
-                    }
+                    Refusal::ApiRejected { .. }
+                    | Refusal::AgentRejected(_)
+                    | Refusal::Internal(_) => ControlErrorKind::Internal,
                 };
                 ControlError::new(kind, other.to_string())
             }
@@ -126,6 +136,8 @@ pub struct Core {
     store: Mutex<StateStore>,
     link: LinkHandle,
     connection: watch::Sender<ConnectionState>,
+    /// Why the API refuses the agent, while `connection` is `Rejected`.
+    rejection: Mutex<Option<AgentRejection>>,
     stopping: watch::Sender<bool>,
     sales_in_flight: Mutex<HashMap<Uuid, watch::Receiver<Option<SaleOutcome>>>>,
     cancels_in_flight: Mutex<HashSet<String>>,
@@ -146,6 +158,7 @@ impl Core {
             store: Mutex::new(store),
             link,
             connection: watch::channel(ConnectionState::Connecting).0,
+            rejection: Mutex::new(None),
             stopping: watch::channel(false).0,
             sales_in_flight: Mutex::new(HashMap::new()),
             cancels_in_flight: Mutex::new(HashSet::new()),
@@ -211,6 +224,65 @@ impl Core {
         self.changed.notify_one();
     }
 
+    pub fn connection_signal(&self) -> watch::Receiver<ConnectionState> {
+        self.connection.subscribe()
+    }
+
+    /// The API refuses the agent (HTTP 401/403, or 404 on a documented path): the connection
+    /// shows `rejected` until a reconnect succeeds. Logged once per change, not per attempt.
+    pub fn note_rejection(&self, rejection: AgentRejection) {
+        let changed = {
+            let mut current = lock(&self.rejection);
+            let changed = current.as_ref() != Some(&rejection);
+            *current = Some(rejection.clone());
+            changed
+        };
+        if changed {
+            error!(
+                http_status = rejection.http_status,
+                "payment API connection rejected: {rejection}; trying again at most once a minute"
+            );
+        }
+        self.set_connection_state(ConnectionState::Rejected);
+    }
+
+    /// The connection is up again: forget the rejection, if there was one.
+    pub fn clear_rejection(&self) {
+        if let Some(old) = lock(&self.rejection).take() {
+            info!(
+                http_status = old.http_status,
+                "the payment API accepts the agent again (it answered HTTP {} before)",
+                old.http_status
+            );
+        }
+    }
+
+    /// The refusal for a request the agent cannot make while the API rejects it.
+    pub fn rejection(&self) -> Option<AgentRejection> {
+        if self.connection_state() != ConnectionState::Rejected {
+            return None;
+        }
+        lock(&self.rejection).clone()
+    }
+
+    /// The rejection as `status` shows it.
+    pub fn rejection_view(&self) -> Option<RejectionView> {
+        self.rejection().map(|r| RejectionView {
+            http_status: r.http_status,
+            message: r.message,
+        })
+    }
+
+    /// The refusal for a failed call; an agent-level rejection is also noted (see
+    /// [`Core::note_rejection`]).
+    pub fn refusal(&self, error: &ApiError) -> Refusal {
+        let refusal = Refusal::from_api_error(error);
+        if let Refusal::AgentRejected(rejection) = &refusal {
+            self.note_rejection(rejection.clone());
+        }
+        refusal
+    }
+
     pub fn connection_id(&self) -> Option<String> {
         self.with_store(|s| s.connection_id().map(str::to_owned))
     }
@@ -240,6 +312,7 @@ impl Core {
                     since: rfc3339(p.since.to_system_time()),
                     cancel_requested: p.cancel_requested.is_some(),
                     cancel_reason: p.cancel_requested.map(|c| c.reason),
+                    cancel_refused: p.cancel_refused.as_ref().map(|r| r.message.clone()),
                 })
                 .collect()
         })
@@ -331,6 +404,9 @@ impl Core {
                     match self.resolve_sale(code, since).await {
                         Resolution::Found(id) => return self.sale_started(code, id).await,
                         Resolution::Absent => since,
+                        Resolution::Rejected(rejection) => {
+                            return refused(Refusal::AgentRejected(rejection))
+                        }
                         Resolution::Unknown => return SaleOutcome::Unresolved,
                     }
                 }
@@ -338,6 +414,9 @@ impl Core {
             None => {
                 if self.is_stopping() {
                     return refused(Refusal::Busy);
+                }
+                if let Some(rejection) = self.rejection() {
+                    return refused(Refusal::AgentRejected(rejection));
                 }
                 if self.connection_state() != ConnectionState::Connected {
                     return refused(Refusal::NotConnected);
@@ -376,6 +455,12 @@ impl Core {
                 }
                 Err(error) => error,
             };
+            if let Some(rejection) = error.agent_rejection() {
+                // Refused before it was carried out (the keys or the path): nothing exists.
+                self.note_rejection(rejection.clone());
+                self.forget_intent(code).await;
+                return refused(Refusal::AgentRejected(rejection));
+            }
             if error.is_rejection() && !is_duplicate_code(&error) {
                 warn!(merchant_unique_code = %code, "sale {code} refused by the payment API: {error}");
                 if let Err(e) = self
@@ -395,6 +480,10 @@ impl Core {
                 Resolution::Absent => {
                     self.forget_intent(code).await;
                     return refused(Refusal::ApiUnavailable(error.to_string()));
+                }
+                // The intent stays: it is resolved once the API accepts the agent again.
+                Resolution::Rejected(rejection) => {
+                    return refused(Refusal::AgentRejected(rejection))
                 }
                 Resolution::Unknown => return SaleOutcome::Unresolved,
             }
@@ -482,6 +571,10 @@ impl Core {
                 Ok(Some(found)) => return Resolution::Found(found.payment_request_id.to_string()),
                 Ok(None) => return Resolution::Absent,
                 Err(e) => {
+                    if let Some(rejection) = e.agent_rejection() {
+                        self.note_rejection(rejection.clone());
+                        return Resolution::Rejected(rejection);
+                    }
                     warn!(merchant_unique_code = %code, "cannot look sale {code} up yet: {e}")
                 }
             }
@@ -496,7 +589,8 @@ impl Core {
         }
     }
 
-    /// At start: every sale intent left by an earlier run is resolved (agent.md §2).
+    /// Whenever the connection comes up (at start, by the background reconnects, and by the
+    /// operator's `reconnect`): every sale intent left unresolved is resolved (agent.md §2).
     pub async fn resolve_leftover_intents(self: &Arc<Self>) {
         let intents: Vec<(String, SystemTime)> = self.with_store(|s| {
             s.state()
@@ -522,7 +616,7 @@ impl Core {
                     info!(merchant_unique_code = %code, "sale {code}, an intent of an earlier run, was never created; forgetting it");
                     self.forget_intent(code).await;
                 }
-                Resolution::Unknown => return,
+                Resolution::Rejected(_) | Resolution::Unknown => return,
             }
         }
     }
@@ -574,8 +668,10 @@ impl Core {
     // ----- cancels -----
 
     /// Cancels one pending payment: marked durable, sent (retried by the client), then
-    /// forgotten and the terminal told. A rejection clears the mark; a transport failure keeps
-    /// it, so the cancel is sent again (at shutdown, at the next start).
+    /// forgotten and the terminal told. A refusal because the payment is final at the API ends
+    /// the payment; any other refusal clears the mark and flags the payment `cancel_refused`
+    /// (nothing sends it again by itself); a transport failure or a 5xx keeps the mark, so the
+    /// cancel is sent again (timeouts: with backoff; others: at shutdown, at the next start).
     pub async fn cancel(
         self: &Arc<Self>,
         payment_request_id: &str,
@@ -647,22 +743,41 @@ impl Core {
                 }
                 Ok(())
             }
-            Err(error) if error.is_rejection() => {
+            Err(error) if is_already_final(&error) => {
                 warn!(
                     payment_request_id = id,
-                    "{reason} cancel of payment {id} refused by the payment API: {error}"
+                    "payment {id} is already final at the payment API; it is no longer pending: {error}"
                 );
-                let cleared = self
+                if let Err(e) = self
                     .mutate_store(|s| {
-                        s.update(|state| {
-                            if let Some(payment) = state.payments.get_mut(id) {
-                                payment.cancel_requested = None;
-                            }
-                            Ok(())
-                        })
+                        s.finish_payment(id, PaymentOutcome::FinalAtApi, SystemTime::now())
                     })
-                    .await;
-                if let Err(e) = cleared {
+                    .await
+                {
+                    error!(
+                        payment_request_id = id,
+                        "cannot write state for payment {id}: {e}"
+                    );
+                }
+                Err(Refusal::from_api_error(&error))
+            }
+            Err(error) if error.agent_rejection().is_some() => {
+                warn!(
+                    payment_request_id = id,
+                    "{reason} cancel of payment {id} not sent: the payment API rejects the agent; it stays marked and is sent again once the API accepts it: {error}"
+                );
+                Err(self.refusal(&error))
+            }
+            Err(error) if error.is_rejection() || is_answered_refusal(&error) => {
+                let message = error.to_string();
+                warn!(
+                    payment_request_id = id,
+                    "{reason} cancel of payment {id} refused by the payment API; it stays pending, flagged cancel_refused, and is not sent again by itself: {message}"
+                );
+                if let Err(e) = self
+                    .mutate_store(|s| s.mark_cancel_refused(id, &message, SystemTime::now()))
+                    .await
+                {
                     error!(
                         payment_request_id = id,
                         "cannot write state for payment {id}: {e}"
@@ -675,7 +790,7 @@ impl Core {
                     payment_request_id = id,
                     "{reason} cancel of payment {id} not confirmed ({error}); it stays marked and is sent again"
                 );
-                Err(Refusal::from_api_error(&error))
+                Err(self.refusal(&error))
             }
         }
     }
@@ -711,8 +826,16 @@ impl Core {
     /// before any request leaves; the confirmations are not waited for one by one (the state
     /// writer commits them in groups, and once more at the end), since a confirmation lost in
     /// a crash only means the cancel is sent again at the next start.
+    /// Payments whose cancel the API refused are left as they are (nothing re-sends those by
+    /// itself).
     pub async fn cancel_all_for_shutdown(self: &Arc<Self>, concurrency: usize) -> CancelSummary {
-        let ids = self.pending_ids();
+        let ids: Vec<String> = self.with_store(|s| {
+            s.pending()
+                .iter()
+                .filter(|(_, p)| p.cancel_refused.is_none())
+                .map(|(id, _)| id.clone())
+                .collect()
+        });
         let now = SystemTime::now();
         let marked = self
             .mutate_store(|s| {
@@ -814,7 +937,7 @@ impl Core {
         self.with_store(|s| {
             s.pending()
                 .values()
-                .filter(|p| p.cancel_requested.is_none())
+                .filter(|p| p.cancel_requested.is_none() && p.cancel_refused.is_none())
                 .map(|p| p.since.to_system_time() + timeout)
                 .min()
         })
@@ -833,7 +956,9 @@ impl Core {
                     .payments
                     .iter()
                     .filter(|(_, p)| {
-                        p.cancel_requested.is_none() && p.since.to_system_time() + timeout <= now
+                        p.cancel_requested.is_none()
+                            && p.cancel_refused.is_none()
+                            && p.since.to_system_time() + timeout <= now
                     })
                     .map(|(id, _)| id.clone())
                     .collect();
@@ -853,21 +978,42 @@ impl Core {
         }
     }
 
-    /// Sends the cancels [`Core::mark_timed_out`] marked, once the marks are durable.
+    /// Sends the cancels [`Core::mark_timed_out`] marked, once the marks are durable. One that
+    /// meets an unreachable API or a 5xx is sent again with backoff until the API answers it (or
+    /// the agent stops: the shutdown then sends it); an answer, a refusal included, ends it.
     pub async fn cancel_timed_out(self: &Arc<Self>, expired: Vec<String>, commit: Option<Commit>) {
+        use futures_util::stream::{self, StreamExt};
         if let Some(commit) = commit {
             if let Err(e) = commit.durable().await {
                 error!("cannot mark timed-out payments: {e}");
                 return;
             }
         }
-        for id in expired {
-            info!(
-                payment_request_id = id,
-                "payment {id} pending longer than payment_timeout; cancelling it"
-            );
-            let _ = self.cancel(&id, CancelReason::Timeout).await;
-        }
+        let concurrency = self.config.shutdown.concurrency.max(1);
+        stream::iter(expired)
+            .for_each_concurrent(concurrency, |id| {
+                let core = Arc::clone(self);
+                async move {
+                    info!(
+                        payment_request_id = id,
+                        "payment {id} pending longer than payment_timeout; cancelling it"
+                    );
+                    let mut stopping = core.stopping_signal();
+                    let mut waits = RetryPolicy::API_OUTAGE.backoff();
+                    loop {
+                        match core.cancel(&id, CancelReason::Timeout).await {
+                            Err(Refusal::ApiUnavailable(_)) if core.is_pending(&id) => {}
+                            _ => return,
+                        }
+                        let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stopping.wait_for(|s| *s) => return,
+                        }
+                    }
+                }
+            })
+            .await;
     }
 }
 
@@ -902,7 +1048,31 @@ fn refused(refusal: Refusal) -> SaleOutcome {
 enum Resolution {
     Found(String),
     Absent,
+    /// The API refuses the agent (keys, base URL): unknown until it accepts it again.
+    Rejected(AgentRejection),
     Unknown,
+}
+
+/// The API's code for "the payment is already completed" (successful or failed): a cancel
+/// cannot change it, and it is no longer pending.
+const PAYMENT_ALREADY_COMPLETED: i64 = 7;
+
+/// An HTTP status that answers the request (4xx other than 408/429): sending it again cannot
+/// change the answer.
+fn is_answered_refusal(error: &ApiError) -> bool {
+    matches!(error, ApiError::Status { status, .. } if (400..500).contains(status))
+        && !error.is_retryable()
+}
+
+/// A cancel refused because the payment is final at the API (`docs/payment-api.md`).
+fn is_already_final(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::Rejected {
+            error_code: Some(PAYMENT_ALREADY_COMPLETED),
+            ..
+        }
+    )
 }
 
 /// The API's code for "MerchantUniqueCode already exists": the payment is there.

@@ -299,6 +299,7 @@ fn status_line(core: &Core, link_up: bool) -> String {
         ConnectionState::Connected => "connected",
         ConnectionState::Connecting => "connecting",
         ConnectionState::Disconnected => "disconnected",
+        ConnectionState::Rejected => "rejected",
     };
     let stopping = if core.is_stopping() {
         "stopping · "
@@ -467,6 +468,7 @@ fn status_report(core: &Core) -> StatusReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         connection_id: core.connection_id(),
         connection: core.connection_state(),
+        rejection: core.rejection_view(),
         terminal_link: if core.link().state() == serial::LinkState::Up {
             LinkState::Up
         } else {

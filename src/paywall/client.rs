@@ -521,7 +521,7 @@ impl PaywallClient {
     ) -> Result<PaymentSummary, ApiError> {
         let path = format!("/api/payment/inquiry/{payment_request_id}");
         self.run(Call::physical(
-            "payment query",
+            super::error::UNDOCUMENTED_PATH_OPERATION,
             Method::GET,
             path,
             None,
