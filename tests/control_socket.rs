@@ -27,6 +27,7 @@ fn status_report() -> StatusReport {
         connection: ConnectionState::Connected,
         terminal_link: LinkState::Up,
         pending: vec![],
+        abandoned: vec![],
     }
 }
 

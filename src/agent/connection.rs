@@ -27,6 +27,7 @@ pub async fn maintain(core: Arc<Core>) {
             Ok(id) => {
                 info!(connection_id = id, "payment API connection active");
                 core.set_connection_state(ConnectionState::Connected);
+                core.settle_all_abandoned();
                 core.resend_requested_cancels().await;
                 core.resolve_leftover_intents().await;
                 return;
@@ -119,6 +120,7 @@ pub async fn operator_reconnect(core: &Arc<Core>) -> Result<String, Refusal> {
             );
             core.set_connection_state(ConnectionState::Connected);
             let background = Arc::clone(core);
+            background.settle_all_abandoned();
             tokio::spawn(async move { background.resend_requested_cancels().await });
             Ok(id)
         }
