@@ -581,7 +581,7 @@ impl PaywallClient {
     ) -> Result<PaymentSummary, ApiError> {
         let path = format!("/api/payment/inquiry/{payment_request_id}");
         self.run(Call::physical(
-            "payment query",
+            super::error::UNDOCUMENTED_PATH_OPERATION,
             Method::GET,
             path,
             None,
@@ -805,7 +805,9 @@ impl PaywallClient {
                     tracing::warn!(
                         operation = call.operation,
                         retry_in_ms = wait.as_millis() as u64,
-                        "payment API call failed, retrying: {e}"
+                        "payment API call {} failed, retrying in {} ms: {e}",
+                        call.operation,
+                        wait.as_millis()
                     );
                 })
                 .await
@@ -873,11 +875,11 @@ impl PaywallClient {
             Ok(answer) => answer,
             Err(e) => {
                 let error = transport_error(call.operation, call.idempotent, &e);
-                tracing::debug!(method = %call.method, path = %call.path, elapsed_ms, "payment API request failed: {error}");
+                tracing::debug!(method = %call.method, path = %call.path, elapsed_ms, "payment API request {} {} failed after {elapsed_ms} ms: {error}", call.method, call.path);
                 return Err(error);
             }
         };
-        tracing::debug!(method = %call.method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request");
+        tracing::debug!(method = %call.method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request {} {}: {} in {elapsed_ms} ms", call.method, call.path, status.as_u16());
         self.decode(call, status, &bytes)
     }
 

@@ -61,7 +61,14 @@ pub fn open_port(config: &SerialConfig) -> io::Result<SerialStream> {
         .flow_control(flow_control)
         .open_native_async()
         .map_err(|e| io::Error::other(format!("{path}: {e}")))?;
-    tracing::info!(device = %config.device.display(), resolved = %path, baud = config.baud_rate, "serial device open");
+    tracing::info!(
+        device = %config.device.display(),
+        resolved = %path,
+        baud = config.baud_rate,
+        "serial device {} open ({path}, {} baud)",
+        config.device.display(),
+        config.baud_rate
+    );
     Ok(port)
 }
 
@@ -105,7 +112,7 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
                 match end {
                     SessionEnd::Shutdown => break,
                     SessionEnd::Lost(e) => {
-                        tracing::warn!(device = %config.device.display(), error = %e, "serial device lost; reopening");
+                        tracing::warn!(device = %config.device.display(), error = %e, "serial device {} lost ({e}); reopening", config.device.display());
                     }
                 }
                 if core.came_up {
@@ -115,7 +122,7 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
             Err(e) => {
                 let text = e.to_string();
                 if last_error.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(error = %text, "cannot open the serial device; retrying");
+                    tracing::warn!(device = %config.device.display(), error = %text, "cannot open the serial device {} ({text}); retrying", config.device.display());
                     last_error = Some(text);
                 }
             }
