@@ -924,6 +924,27 @@ async fn a_kill_during_a_group_commit_loses_no_payment_sells_nothing_twice() {
         );
         assert!(state["payments"][id].is_object(), "{id} is pending");
     }
+    // The start resolves the intents the kill left (a sale of the same code racing that
+    // resolution is another matter); then each code is sold again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let state = agent.state_file();
+        let open = state["sales"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|sale| sale["stage"]["status"] == "intent")
+            .count();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} intents not resolved; state {state}\nlog:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     sell_again_and_check(&mut agent, &codes, &answered_before_kill).await;
     agent.finish().await;
 }
