@@ -1071,9 +1071,9 @@ impl Core {
     }
 
     /// The shutdown's cancels (agent.md §3): every pending payment is marked in one record
-    /// before any request leaves; the confirmations are not waited for one by one (the state
-    /// writer commits them in groups, and once more at the end), since a confirmation lost in
-    /// a crash only means the cancel is sent again at the next start.
+    /// before any request leaves; the confirmations are not waited for (the state writer
+    /// commits them in groups, and the daemon waits for them all before it exits), since a
+    /// confirmation lost in a crash only means the cancel is sent again at the next start.
     /// Payments whose cancel the API refused are left as they are (nothing re-sends those by
     /// itself).
     pub async fn cancel_all_for_shutdown(self: &Arc<Self>, concurrency: usize) -> CancelSummary {
@@ -1107,7 +1107,8 @@ impl Core {
                 Durability::Batched,
             )
             .await;
-        self.flush_store().await;
+        // Not waited for here: the writer commits them while the disconnect is under way, and
+        // the daemon waits for everything (`Core::flush_store`) before it exits.
         summary
     }
 
