@@ -4,11 +4,13 @@
 //! implemented and every choice made where the API's documentation has a gap.
 
 mod client;
+mod endpoint;
 pub(crate) mod envelope;
 mod error;
 mod types;
 
 pub use client::{system_trust_anchors, PaywallClient, RetryPolicy, CA_BUNDLES};
+pub use endpoint::{Answer, Endpoint};
 pub use error::{ApiError, ClientSetupError, TransportKind};
 pub use types::{
     amount, ApmTarget, ApmUnlinked, CancelAccepted, ConnectionInfo, MasterpassUnlinked, Page,
