@@ -9,6 +9,7 @@ pub mod control;
 pub mod demo;
 pub mod logging;
 pub mod paywall;
+pub mod retry;
 pub mod serial;
 #[cfg(feature = "simulators")]
 pub mod simulator;

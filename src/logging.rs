@@ -1,10 +1,17 @@
 //! Where the agent's log lines go (`shared/spec/agent.md` §6): to journald with structured
 //! fields when systemd connected stderr to the journal, else human-readable lines on stderr.
 //!
-//! # Field convention
+//! # Line convention
 //!
-//! Callers record domain values as `tracing` fields in snake_case, for example
-//! `tracing::info!(payment_request_id = %id, connection_id = %conn, "sale started")`. In the
+//! Each message stands on its own: an operator reads `journalctl -u pos-agent` and the tail of
+//! `systemctl status`, which show only the message, so it names what it is about with its values
+//! ("sale started: payment 7ba0..., 1250 minor units of currency 1, code 9b27...", "serial link
+//! down: no ACK after 3 sends (...)", "operator cancel of payment 782c..."). The same values are
+//! also recorded as `tracing` fields in snake_case, for example
+//! `tracing::info!(payment_request_id = %id, "payment {id} final: succeeded")`. Field names are
+//! stable (operators search by them): `payment_request_id`, `merchant_unique_code`,
+//! `connection_id`, `serial_request_id` (the id of a frame on the serial line), `link_state`,
+//! `command`, `reason`. tests/log_lines.rs checks both halves on a sale-to-stop run. In the
 //! journal, `tracing-journald` (with its field prefix switched off here) upper-cases the names and
 //! turns `.` into `_`: the fields arrive as `PAYMENT_REQUEST_ID=` and `CONNECTION_ID=`, so
 //! `journalctl -u pos-agent PAYMENT_REQUEST_ID=...` finds every line about one payment. Fields of

@@ -159,6 +159,19 @@ pub struct PendingPayment {
     pub source: PaymentSource,
     /// Set once a cancel was asked for; it is sent again after a restart until confirmed.
     pub cancel_requested: Option<CancelRequest>,
+    /// The API refused the last cancel (not because the payment is final): the payment stays
+    /// pending, and nothing sends its cancel again by itself; an operator's or the terminal's
+    /// `cancel` may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_refused: Option<CancelRefused>,
+}
+
+/// A cancel the payment API refused, with what it said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRefused {
+    pub message: String,
+    pub at: Timestamp,
 }
 
 impl PendingPayment {
@@ -171,6 +184,7 @@ impl PendingPayment {
             since: since.into(),
             source,
             cancel_requested: None,
+            cancel_refused: None,
         }
     }
 }
@@ -182,6 +196,9 @@ pub enum PaymentOutcome {
     Succeeded,
     Failed,
     Cancelled,
+    /// The API refused a cancel because the payment is already final there (successful,
+    /// failed): it is no longer pending, and this agent did not learn which way it ended.
+    FinalAtApi,
     /// The API refused the sale request (`Failed`, `ErrorCode` ≠ 0): no payment exists.
     Rejected,
 }
@@ -403,6 +420,20 @@ impl AgentState {
             });
         }
         Ok(())
+    }
+
+    /// The API refused the payment's cancel: the mark is cleared (nothing sends it again by
+    /// itself) and the refusal kept. Returns false when the payment is not pending.
+    pub fn mark_cancel_refused(&mut self, id: &str, message: &str, at: SystemTime) -> bool {
+        let Some(payment) = self.payments.get_mut(id) else {
+            return false;
+        };
+        payment.cancel_requested = None;
+        payment.cancel_refused = Some(CancelRefused {
+            message: message.to_owned(),
+            at: at.into(),
+        });
+        true
     }
 
     /// The payment is final: it leaves the pending set, and its sale (if any) is kept as final.
@@ -671,6 +702,16 @@ impl StateStore {
         at: SystemTime,
     ) -> Result<(), StateError> {
         self.update(|state| state.mark_cancel_requested(payment_request_id, reason, at))
+    }
+
+    /// See [`AgentState::mark_cancel_refused`].
+    pub fn mark_cancel_refused(
+        &mut self,
+        payment_request_id: &str,
+        message: &str,
+        at: SystemTime,
+    ) -> Result<bool, StateError> {
+        self.update(|state| Ok(state.mark_cancel_refused(payment_request_id, message, at)))
     }
 
     /// See [`AgentState::finish_payment`].

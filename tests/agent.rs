@@ -655,7 +655,10 @@ async fn a_payment_pending_past_payment_timeout_is_cancelled_with_reason_timeout
     })
     .await;
     let id = agent.started(100).await;
-    assert_eq!(agent.next_cancelled().await, (id, CancelReason::Timeout));
+    assert_eq!(
+        agent.next_cancelled().await,
+        (id.clone(), CancelReason::Timeout)
+    );
     assert_eq!(
         count(&agent, CANCEL),
         1,
@@ -663,7 +666,7 @@ async fn a_payment_pending_past_payment_timeout_is_cancelled_with_reason_timeout
     );
     let log = agent.log();
     assert_eq!(
-        log.matches("payment pending longer than payment_timeout")
+        log.matches(&format!("payment {id} pending longer than payment_timeout"))
             .count(),
         1,
         "{log}"

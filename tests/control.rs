@@ -134,6 +134,7 @@ fn pending() -> Vec<PendingPaymentView> {
             since: "2026-11-21T13:16:40Z".into(),
             cancel_requested: false,
             cancel_reason: None,
+            cancel_refused: None,
         },
         PendingPaymentView {
             payment_request_id: OTHER_PAYMENT.into(),
@@ -142,6 +143,7 @@ fn pending() -> Vec<PendingPaymentView> {
             since: "2026-11-21T13:17:02Z".into(),
             cancel_requested: true,
             cancel_reason: Some(CancelReason::Terminal),
+            cancel_refused: None,
         },
     ]
 }
@@ -151,6 +153,7 @@ fn status() -> StatusReport {
         version: "9.8.7".into(),
         connection_id: Some(CONNECTION.into()),
         connection: ConnectionState::Connected,
+        rejection: None,
         terminal_link: LinkState::Up,
         pending: pending(),
     }

@@ -13,9 +13,10 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::control::{
-    rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView,
+    rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView, RejectionView,
 };
-use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
+use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest, TerminalRef};
+use crate::retry::RetryPolicy;
 use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
 use crate::serial::LinkHandle;
 use crate::state::{
@@ -42,12 +43,19 @@ pub enum Refusal {
     },
     #[error("the payment API could not be reached: {0}")]
     ApiUnavailable(String),
+    /// The API refuses the agent itself (its keys, or its base URL): see
+    /// [`ApiError::agent_rejection`].
+    #[error("{0}")]
+    AgentRejected(AgentRejection),
     #[error("{0}")]
     Internal(String),
 }
 
 impl Refusal {
     pub fn from_api_error(error: &ApiError) -> Self {
+        if let Some(rejection) = error.agent_rejection() {
+            return Refusal::AgentRejected(rejection);
+        }
         match error {
             ApiError::Rejected {
                 message,
@@ -70,7 +78,7 @@ impl Refusal {
             Refusal::Busy => ErrorCode::Busy,
             Refusal::NotConnected => ErrorCode::NotConnected,
             Refusal::NotFound(_) => ErrorCode::NotFound,
-            Refusal::ApiRejected { .. } => ErrorCode::ApiRejected,
+            Refusal::ApiRejected { .. } | Refusal::AgentRejected(_) => ErrorCode::ApiRejected,
             Refusal::ApiUnavailable(_) | Refusal::Internal(_) => ErrorCode::ApiUnavailable,
         };
         let message = match self {
@@ -88,6 +96,9 @@ impl Refusal {
                 client_message,
                 error_code,
             } => ControlError::api_rejected(message.clone(), client_message.clone(), *error_code),
+            Refusal::AgentRejected(rejection) => {
+                ControlError::api_rejected(rejection.message.clone(), None, None)
+            }
             other => {
                 let kind = match other {
                     Refusal::InvalidRequest(_) => ControlErrorKind::InvalidRequest,
@@ -95,9 +106,9 @@ impl Refusal {
                     Refusal::NotConnected => ControlErrorKind::NotConnected,
                     Refusal::NotFound(_) => ControlErrorKind::NotFound,
                     Refusal::ApiUnavailable(_) => ControlErrorKind::ApiUnavailable,
-                    Refusal::ApiRejected { .. } | Refusal::Internal(_) => {
-                        ControlErrorKind::Internal
-                    }
+                    Refusal::ApiRejected { .. }
+                    | Refusal::AgentRejected(_)
+                    | Refusal::Internal(_) => ControlErrorKind::Internal,
                 };
                 ControlError::new(kind, other.to_string())
             }
@@ -124,6 +135,8 @@ pub struct Core {
     store: Mutex<StateStore>,
     link: LinkHandle,
     connection: watch::Sender<ConnectionState>,
+    /// Why the API refuses the agent, while `connection` is `Rejected`.
+    rejection: Mutex<Option<AgentRejection>>,
     stopping: watch::Sender<bool>,
     sales_in_flight: Mutex<HashMap<Uuid, watch::Receiver<Option<SaleOutcome>>>>,
     cancels_in_flight: Mutex<HashSet<String>>,
@@ -144,6 +157,7 @@ impl Core {
             store: Mutex::new(store),
             link,
             connection: watch::channel(ConnectionState::Connecting).0,
+            rejection: Mutex::new(None),
             stopping: watch::channel(false).0,
             sales_in_flight: Mutex::new(HashMap::new()),
             cancels_in_flight: Mutex::new(HashSet::new()),
@@ -185,6 +199,65 @@ impl Core {
         self.changed.notify_one();
     }
 
+    pub fn connection_signal(&self) -> watch::Receiver<ConnectionState> {
+        self.connection.subscribe()
+    }
+
+    /// The API refuses the agent (HTTP 401/403, or 404 on a documented path): the connection
+    /// shows `rejected` until a reconnect succeeds. Logged once per change, not per attempt.
+    pub fn note_rejection(&self, rejection: AgentRejection) {
+        let changed = {
+            let mut current = lock(&self.rejection);
+            let changed = current.as_ref() != Some(&rejection);
+            *current = Some(rejection.clone());
+            changed
+        };
+        if changed {
+            error!(
+                http_status = rejection.http_status,
+                "payment API connection rejected: {rejection}; trying again at most once a minute"
+            );
+        }
+        self.set_connection_state(ConnectionState::Rejected);
+    }
+
+    /// The connection is up again: forget the rejection, if there was one.
+    pub fn clear_rejection(&self) {
+        if let Some(old) = lock(&self.rejection).take() {
+            info!(
+                http_status = old.http_status,
+                "the payment API accepts the agent again (it answered HTTP {} before)",
+                old.http_status
+            );
+        }
+    }
+
+    /// The refusal for a request the agent cannot make while the API rejects it.
+    pub fn rejection(&self) -> Option<AgentRejection> {
+        if self.connection_state() != ConnectionState::Rejected {
+            return None;
+        }
+        lock(&self.rejection).clone()
+    }
+
+    /// The rejection as `status` shows it.
+    pub fn rejection_view(&self) -> Option<RejectionView> {
+        self.rejection().map(|r| RejectionView {
+            http_status: r.http_status,
+            message: r.message,
+        })
+    }
+
+    /// The refusal for a failed call; an agent-level rejection is also noted (see
+    /// [`Core::note_rejection`]).
+    pub fn refusal(&self, error: &ApiError) -> Refusal {
+        let refusal = Refusal::from_api_error(error);
+        if let Refusal::AgentRejected(rejection) = &refusal {
+            self.note_rejection(rejection.clone());
+        }
+        refusal
+    }
+
     pub fn connection_id(&self) -> Option<String> {
         self.with_store(|s| s.connection_id().map(str::to_owned))
     }
@@ -214,6 +287,7 @@ impl Core {
                     since: rfc3339(p.since.to_system_time()),
                     cancel_requested: p.cancel_requested.is_some(),
                     cancel_reason: p.cancel_requested.map(|c| c.reason),
+                    cancel_refused: p.cancel_refused.as_ref().map(|r| r.message.clone()),
                 })
                 .collect()
         })
@@ -281,7 +355,7 @@ impl Core {
                     payment_request_id: Some(payment_request_id),
                     ..
                 } => {
-                    info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state");
+                    info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state: code {code} is payment {payment_request_id}");
                     return SaleOutcome::Started { payment_request_id };
                 }
                 SaleStage::Final {
@@ -305,6 +379,9 @@ impl Core {
                     match self.resolve_sale(code, since).await {
                         Resolution::Found(id) => return self.sale_started(code, id),
                         Resolution::Absent => since,
+                        Resolution::Rejected(rejection) => {
+                            return refused(Refusal::AgentRejected(rejection))
+                        }
                         Resolution::Unknown => return SaleOutcome::Unresolved,
                     }
                 }
@@ -312,6 +389,9 @@ impl Core {
             None => {
                 if self.is_stopping() {
                     return refused(Refusal::Busy);
+                }
+                if let Some(rejection) = self.rejection() {
+                    return refused(Refusal::AgentRejected(rejection));
                 }
                 if self.connection_state() != ConnectionState::Connected {
                     return refused(Refusal::NotConnected);
@@ -323,7 +403,7 @@ impl Core {
                 if let Err(e) =
                     self.mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
                 {
-                    error!(merchant_unique_code = %code, "cannot record the sale intent: {e}");
+                    error!(merchant_unique_code = %code, "cannot record the intent of sale {code}: {e}");
                     return refused(Refusal::Internal(format!(
                         "the agent cannot write its state ({e}); nothing was created"
                     )));
@@ -347,22 +427,32 @@ impl Core {
                 }
                 Err(error) => error,
             };
+            if let Some(rejection) = error.agent_rejection() {
+                // Refused before it was carried out (the keys or the path): nothing exists.
+                self.note_rejection(rejection.clone());
+                self.forget_intent(code);
+                return refused(Refusal::AgentRejected(rejection));
+            }
             if error.is_rejection() && !is_duplicate_code(&error) {
-                warn!(merchant_unique_code = %code, "sale refused by the payment API: {error}");
+                warn!(merchant_unique_code = %code, "sale {code} refused by the payment API: {error}");
                 if let Err(e) = self.mutate_store(|s| {
                     s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
                 }) {
-                    error!(merchant_unique_code = %code, "cannot record the refused sale: {e}");
+                    error!(merchant_unique_code = %code, "cannot record the refused sale {code}: {e}");
                 }
                 return refused(Refusal::from_api_error(&error));
             }
-            warn!(merchant_unique_code = %code, "sale outcome unknown ({error}); looking the payment up");
+            warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => return self.sale_started(code, id),
                 Resolution::Absent if sends_left > 0 => continue,
                 Resolution::Absent => {
                     self.forget_intent(code);
                     return refused(Refusal::ApiUnavailable(error.to_string()));
+                }
+                // The intent stays: it is resolved once the API accepts the agent again.
+                Resolution::Rejected(rejection) => {
+                    return refused(Refusal::AgentRejected(rejection))
                 }
                 Resolution::Unknown => return SaleOutcome::Unresolved,
             }
@@ -393,13 +483,25 @@ impl Core {
             .mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now()))
         {
             Ok(()) => {
-                info!(merchant_unique_code = %code, payment_request_id, "sale started");
+                let (amount_minor, currency_id) = self
+                    .with_store(|s| {
+                        s.sale(&key)
+                            .map(|sale| (sale.amount_minor, sale.currency_id))
+                    })
+                    .unwrap_or_default();
+                info!(
+                    merchant_unique_code = %code,
+                    payment_request_id,
+                    amount_minor,
+                    currency_id,
+                    "sale started: payment {payment_request_id}, {amount_minor} minor units of currency {currency_id}, code {code}"
+                );
                 SaleOutcome::Started { payment_request_id }
             }
             Err(e) => {
                 // The payment exists but cannot be made durable: the terminal must not run a
                 // card dialogue for it. Cancel it and say so.
-                error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale: {e}; cancelling it");
+                error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale {code} (payment {payment_request_id}): {e}; cancelling it");
                 let core = Arc::clone(self);
                 let Ok(id) = Uuid::parse_str(&payment_request_id) else {
                     return refused(Refusal::Internal(format!(
@@ -408,7 +510,7 @@ impl Core {
                 };
                 tokio::spawn(async move {
                     if let Err(e) = core.client.cancel(id).await {
-                        error!(payment_request_id = %id, "cancel of the unrecorded payment failed: {e}");
+                        error!(payment_request_id = %id, "cancel of the unrecorded payment {id} failed: {e}");
                     }
                 });
                 refused(Refusal::Internal(format!(
@@ -420,33 +522,40 @@ impl Core {
 
     fn forget_intent(&self, code: Uuid) {
         if let Err(e) = self.mutate_store(|s| s.forget_sale_intent(&code.to_string())) {
-            error!(merchant_unique_code = %code, "cannot forget the sale intent: {e}");
+            error!(merchant_unique_code = %code, "cannot forget the intent of sale {code}: {e}");
         }
     }
 
     /// Establishes whether the API holds a payment with this merchant code, through the
-    /// payments list, retried with backoff until it answers or the agent stops.
+    /// payments list, retried with the common [`RetryPolicy`] until it answers or the agent stops.
     async fn resolve_sale(&self, code: Uuid, since: SystemTime) -> Resolution {
-        let mut delay = Duration::from_millis(500);
+        let mut waits = RetryPolicy::API_OUTAGE.backoff();
         let mut stopping = self.stopping_signal();
         loop {
             match self.client.find_payment_by_merchant_code(code, since).await {
                 Ok(Some(found)) => return Resolution::Found(found.payment_request_id.to_string()),
                 Ok(None) => return Resolution::Absent,
-                Err(e) => warn!(merchant_unique_code = %code, "cannot look the sale up yet: {e}"),
+                Err(e) => {
+                    if let Some(rejection) = e.agent_rejection() {
+                        self.note_rejection(rejection.clone());
+                        return Resolution::Rejected(rejection);
+                    }
+                    warn!(merchant_unique_code = %code, "cannot look sale {code} up yet: {e}")
+                }
             }
             if self.is_stopping() {
                 return Resolution::Unknown;
             }
+            let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stopping.wait_for(|s| *s) => return Resolution::Unknown,
             }
-            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
 
-    /// At start: every sale intent left by an earlier run is resolved (agent.md §2).
+    /// Whenever the connection comes up (at start, by the background reconnects, and by the
+    /// operator's `reconnect`): every sale intent left unresolved is resolved (agent.md §2).
     pub async fn resolve_leftover_intents(self: &Arc<Self>) {
         let intents: Vec<(String, SystemTime)> = self.with_store(|s| {
             s.state()
@@ -465,14 +574,14 @@ impl Core {
             }
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => {
-                    info!(merchant_unique_code = %code, payment_request_id = id, "recovered a sale the API created");
+                    info!(merchant_unique_code = %code, payment_request_id = id, "recovered sale {code}: the API created payment {id}");
                     let _ = self.sale_started(code, id);
                 }
                 Resolution::Absent => {
-                    info!(merchant_unique_code = %code, "a sale intent of an earlier run was never created; forgetting it");
+                    info!(merchant_unique_code = %code, "sale {code}, an intent of an earlier run, was never created; forgetting it");
                     self.forget_intent(code);
                 }
-                Resolution::Unknown => return,
+                Resolution::Rejected(_) | Resolution::Unknown => return,
             }
         }
     }
@@ -485,7 +594,10 @@ impl Core {
         let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
         self.mutate_store(|s| s.track_payment(payment_request_id, payment))
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
-        info!(payment_request_id, "tracking a payment started elsewhere");
+        info!(
+            payment_request_id,
+            "tracking payment {payment_request_id}, started elsewhere"
+        );
         Ok(())
     }
 
@@ -503,15 +615,22 @@ impl Core {
         if !was_pending {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
         }
-        info!(payment_request_id, succeeded, "payment final");
+        info!(
+            payment_request_id,
+            succeeded,
+            "payment {payment_request_id} final: {}",
+            if succeeded { "succeeded" } else { "failed" }
+        );
         Ok(())
     }
 
     // ----- cancels -----
 
     /// Cancels one pending payment: marked durable, sent (retried by the client), then
-    /// forgotten and the terminal told. A rejection clears the mark; a transport failure keeps
-    /// it, so the cancel is sent again (at shutdown, at the next start).
+    /// forgotten and the terminal told. A refusal because the payment is final at the API ends
+    /// the payment; any other refusal clears the mark and flags the payment `cancel_refused`
+    /// (nothing sends it again by itself); a transport failure or a 5xx keeps the mark, so the
+    /// cancel is sent again (timeouts: with backoff; others: at shutdown, at the next start).
     pub async fn cancel(
         self: &Arc<Self>,
         payment_request_id: &str,
@@ -559,7 +678,7 @@ impl Core {
                         }) {
                             error!(
                                 payment_request_id = id,
-                                "cannot record the confirmed cancel: {e}"
+                                "cannot record the confirmed cancel of payment {id}: {e}"
                             );
                         }
                     }
@@ -569,7 +688,7 @@ impl Core {
                         })
                     }),
                 }
-                info!(payment_request_id = id, reason = %reason, "payment cancelled");
+                info!(payment_request_id = id, reason = %reason, "{reason} cancel of payment {id} confirmed: payment cancelled");
                 if reason != CancelReason::Terminal {
                     self.tell_terminal(AgentRequest::PaymentCancelled {
                         payment_request_id: id.to_owned(),
@@ -578,30 +697,50 @@ impl Core {
                 }
                 Ok(())
             }
-            Err(error) if error.is_rejection() => {
+            Err(error) if is_already_final(&error) => {
                 warn!(
                     payment_request_id = id,
-                    "cancel refused by the payment API: {error}"
+                    "payment {id} is already final at the payment API; it is no longer pending: {error}"
                 );
-                let cleared = self.mutate_store(|s| {
-                    s.update(|state| {
-                        if let Some(payment) = state.payments.get_mut(id) {
-                            payment.cancel_requested = None;
-                        }
-                        Ok(())
-                    })
-                });
-                if let Err(e) = cleared {
-                    error!(payment_request_id = id, "cannot write state: {e}");
+                if let Err(e) = self.mutate_store(|s| {
+                    s.finish_payment(id, PaymentOutcome::FinalAtApi, SystemTime::now())
+                }) {
+                    error!(
+                        payment_request_id = id,
+                        "cannot write state for payment {id}: {e}"
+                    );
+                }
+                Err(Refusal::from_api_error(&error))
+            }
+            Err(error) if error.agent_rejection().is_some() => {
+                warn!(
+                    payment_request_id = id,
+                    "{reason} cancel of payment {id} not sent: the payment API rejects the agent; it stays marked and is sent again once the API accepts it: {error}"
+                );
+                Err(self.refusal(&error))
+            }
+            Err(error) if error.is_rejection() || is_answered_refusal(&error) => {
+                let message = error.to_string();
+                warn!(
+                    payment_request_id = id,
+                    "{reason} cancel of payment {id} refused by the payment API; it stays pending, flagged cancel_refused, and is not sent again by itself: {message}"
+                );
+                if let Err(e) =
+                    self.mutate_store(|s| s.mark_cancel_refused(id, &message, SystemTime::now()))
+                {
+                    error!(
+                        payment_request_id = id,
+                        "cannot write state for payment {id}: {e}"
+                    );
                 }
                 Err(Refusal::from_api_error(&error))
             }
             Err(error) => {
                 warn!(
                     payment_request_id = id,
-                    "cancel not confirmed ({error}); it stays marked and is sent again"
+                    "{reason} cancel of payment {id} not confirmed ({error}); it stays marked and is sent again"
                 );
-                Err(Refusal::from_api_error(&error))
+                Err(self.refusal(&error))
             }
         }
     }
@@ -637,8 +776,16 @@ impl Core {
     /// before any request leaves; confirmations are written in batches (at most every
     /// `BATCH_WRITE_INTERVAL`, and once at the end), since a confirmation lost in a crash only
     /// means the cancel is sent again at the next start.
+    /// Payments whose cancel the API refused are left as they are (nothing re-sends those by
+    /// itself).
     pub async fn cancel_all_for_shutdown(self: &Arc<Self>, concurrency: usize) -> CancelSummary {
-        let ids = self.pending_ids();
+        let ids: Vec<String> = self.with_store(|s| {
+            s.pending()
+                .iter()
+                .filter(|(_, p)| p.cancel_refused.is_none())
+                .map(|(id, _)| id.clone())
+                .collect()
+        });
         let now = SystemTime::now();
         let marked = self.mutate_store(|s| {
             s.update(|state| {
@@ -726,9 +873,10 @@ impl Core {
         if marked.is_empty() {
             return;
         }
+        let count = marked.len();
         info!(
-            count = marked.len(),
-            "sending again the cancels not seen confirmed"
+            count,
+            "sending again the {count} cancels not seen confirmed"
         );
         let concurrency = self.config.shutdown.concurrency;
         stream::iter(marked)
@@ -747,7 +895,7 @@ impl Core {
         self.with_store(|s| {
             s.pending()
                 .values()
-                .filter(|p| p.cancel_requested.is_none())
+                .filter(|p| p.cancel_requested.is_none() && p.cancel_refused.is_none())
                 .map(|p| p.since.to_system_time() + timeout)
                 .min()
         })
@@ -765,7 +913,9 @@ impl Core {
                     .payments
                     .iter()
                     .filter(|(_, p)| {
-                        p.cancel_requested.is_none() && p.since.to_system_time() + timeout <= now
+                        p.cancel_requested.is_none()
+                            && p.cancel_refused.is_none()
+                            && p.since.to_system_time() + timeout <= now
                     })
                     .map(|(id, _)| id.clone())
                     .collect();
@@ -784,15 +934,36 @@ impl Core {
         }
     }
 
-    /// Sends the cancels [`Core::mark_timed_out`] marked.
+    /// Sends the cancels [`Core::mark_timed_out`] marked. One that meets an unreachable API
+    /// or a 5xx is sent again with backoff until the API answers it (or the agent stops: the
+    /// shutdown then sends it); an answer, a refusal included, ends it.
     pub async fn cancel_timed_out(self: &Arc<Self>, expired: Vec<String>) {
-        for id in expired {
-            info!(
-                payment_request_id = id,
-                "payment pending longer than payment_timeout; cancelling"
-            );
-            let _ = self.cancel(&id, CancelReason::Timeout).await;
-        }
+        use futures_util::stream::{self, StreamExt};
+        let concurrency = self.config.shutdown.concurrency.max(1);
+        stream::iter(expired)
+            .for_each_concurrent(concurrency, |id| {
+                let core = Arc::clone(self);
+                async move {
+                    info!(
+                        payment_request_id = id,
+                        "payment {id} pending longer than payment_timeout; cancelling it"
+                    );
+                    let mut stopping = core.stopping_signal();
+                    let mut waits = RetryPolicy::API_OUTAGE.backoff();
+                    loop {
+                        match core.cancel(&id, CancelReason::Timeout).await {
+                            Err(Refusal::ApiUnavailable(_)) if core.is_pending(&id) => {}
+                            _ => return,
+                        }
+                        let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stopping.wait_for(|s| *s) => return,
+                        }
+                    }
+                }
+            })
+            .await;
     }
 }
 
@@ -829,7 +1000,31 @@ fn refused(refusal: Refusal) -> SaleOutcome {
 enum Resolution {
     Found(String),
     Absent,
+    /// The API refuses the agent (keys, base URL): unknown until it accepts it again.
+    Rejected(AgentRejection),
     Unknown,
+}
+
+/// The API's code for "the payment is already completed" (successful or failed): a cancel
+/// cannot change it, and it is no longer pending.
+const PAYMENT_ALREADY_COMPLETED: i64 = 7;
+
+/// An HTTP status that answers the request (4xx other than 408/429): sending it again cannot
+/// change the answer.
+fn is_answered_refusal(error: &ApiError) -> bool {
+    matches!(error, ApiError::Status { status, .. } if (400..500).contains(status))
+        && !error.is_retryable()
+}
+
+/// A cancel refused because the payment is final at the API (`docs/payment-api.md`).
+fn is_already_final(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::Rejected {
+            error_code: Some(PAYMENT_ALREADY_COMPLETED),
+            ..
+        }
+    )
 }
 
 /// The API's code for "MerchantUniqueCode already exists": the payment is there.

@@ -102,7 +102,11 @@ pub async fn run(config_path: &Path) -> ExitCode {
     tokio::spawn(connection::maintain(Arc::clone(&core)));
     let notifier = systemd::Notifier::start();
     notifier.ready();
-    info!(version = env!("CARGO_PKG_VERSION"), "pos-agent ready");
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "pos-agent {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
 
     let mut watchdog = systemd::watchdog_interval().map(|period| {
         let mut interval = tokio::time::interval(period);
@@ -134,12 +138,12 @@ pub async fn run(config_path: &Path) -> ExitCode {
             Some(event) = link_events.recv() => match event {
                 LinkEvent::Up => {
                     link_up = true;
-                    info!("terminal link up");
+                    info!(link_state = "up", "terminal link up");
                     core.tell_terminal(AgentRequest::AgentState { state: AgentState::Ready });
                 }
                 LinkEvent::Down => {
                     link_up = false;
-                    warn!("terminal link down");
+                    warn!(link_state = "down", "terminal link down");
                 }
                 LinkEvent::Request(request) => {
                     let core = Arc::clone(&core);
@@ -173,7 +177,12 @@ pub async fn run(config_path: &Path) -> ExitCode {
 async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> ExitCode {
     let settings = core.config().shutdown.clone();
     let pending = core.pending_count();
-    info!(pending, deadline = ?settings.deadline, "shutting down");
+    info!(
+        pending,
+        deadline = ?settings.deadline,
+        "shutting down: {pending} pending to cancel within {:?}",
+        settings.deadline
+    );
     events.notifier.stopping();
     events
         .notifier
@@ -187,10 +196,10 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
     let work = async {
         if settings.cancel_pending {
             let summary = core.cancel_all_for_shutdown(settings.concurrency).await;
+            let (cancelled, failed) = (summary.cancelled.len(), summary.failed.len());
             info!(
-                cancelled = summary.cancelled.len(),
-                failed = summary.failed.len(),
-                "pending payments cancelled"
+                cancelled,
+                failed, "pending payments cancelled: {cancelled} cancelled, {failed} failed"
             );
         }
         if settings.disconnect {
@@ -198,9 +207,12 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
                 match core.client().disconnect(&id).await {
                     Ok(()) => {
                         core.set_connection_state(ConnectionState::Disconnected);
-                        info!(connection_id = id, "connection deactivated");
+                        info!(connection_id = id, "connection {id} deactivated");
                     }
-                    Err(e) => warn!(connection_id = id, "disconnect failed: {e}"),
+                    Err(e) => warn!(
+                        connection_id = id,
+                        "disconnect of connection {id} failed: {e}"
+                    ),
                 }
             }
         }
@@ -232,13 +244,14 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
             () = &mut work => break,
             () = &mut deadline => {
                 let left = core.pending_count();
-                warn!(left, "shutdown deadline reached; what is left is finished at the next start");
+                warn!(left, "shutdown deadline reached with {left} pending; they are finished at the next start");
                 break;
             }
         }
     }
     core.flush_store();
-    info!(pending = core.pending_count(), "stopped");
+    let pending = core.pending_count();
+    info!(pending, "stopped with {pending} pending");
     ExitCode::SUCCESS
 }
 
@@ -257,7 +270,7 @@ fn interrupted(core: &Core) -> ExitCode {
     let left = core.pending_count();
     warn!(
         left,
-        "second signal: stopping at once; what is left is finished at the next start"
+        "second signal: stopping at once with {left} pending; they are finished at the next start"
     );
     ExitCode::FAILURE
 }
@@ -286,6 +299,7 @@ fn status_line(core: &Core, link_up: bool) -> String {
         ConnectionState::Connected => "connected",
         ConnectionState::Connecting => "connecting",
         ConnectionState::Disconnected => "disconnected",
+        ConnectionState::Rejected => "rejected",
     };
     let stopping = if core.is_stopping() {
         "stopping · "
@@ -451,6 +465,7 @@ fn status_report(core: &Core) -> StatusReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         connection_id: core.connection_id(),
         connection: core.connection_state(),
+        rejection: core.rejection_view(),
         terminal_link: if core.link().state() == serial::LinkState::Up {
             LinkState::Up
         } else {

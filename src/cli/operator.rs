@@ -352,6 +352,12 @@ fn status_text(report: &StatusReport) -> String {
         report.terminal_link,
         report.pending.len()
     );
+    if let Some(rejection) = &report.rejection {
+        text.push_str(&format!(
+            "rejected       HTTP {}: {}\n",
+            rejection.http_status, rejection.message
+        ));
+    }
     if !report.pending.is_empty() {
         text.push('\n');
         text.push_str(&pending_table(&report.pending));
@@ -375,10 +381,11 @@ fn pending_table(pending: &[PendingPaymentView]) -> String {
                 p.payment_request_id.clone(),
                 p.amount_minor.map_or_else(|| "-".into(), |a| a.to_string()),
                 p.since.clone(),
-                match (p.cancel_requested, p.cancel_reason) {
-                    (false, _) => "-".into(),
-                    (true, Some(reason)) => format!("requested ({reason})"),
-                    (true, None) => "requested".into(),
+                match (p.cancel_requested, p.cancel_reason, &p.cancel_refused) {
+                    (true, Some(reason), _) => format!("requested ({reason})"),
+                    (true, None, _) => "requested".into(),
+                    (false, _, Some(message)) => format!("refused: {message}"),
+                    (false, _, None) => "-".into(),
                 },
                 p.merchant_unique_code.clone().unwrap_or_else(|| "-".into()),
             ]
@@ -419,6 +426,7 @@ mod tests {
             since: "2026-11-21T13:16:40Z".into(),
             cancel_requested: cancel,
             cancel_reason: cancel.then_some(control::CancelReason::Timeout),
+            cancel_refused: None,
         }
     }
 

@@ -18,7 +18,7 @@ pub use client::{call, ClientError};
 pub use protocol::{
     rfc3339, ApmAccount, CancelFailure, CancelReason, CancelReport, CancelTarget, ConnectionReport,
     ConnectionState, ControlError, ControlErrorKind, ControlReply, ControlRequest, ControlResponse,
-    DisconnectReport, LinkState, PendingPaymentView, StatusReport, UnlinkReport,
+    DisconnectReport, LinkState, PendingPaymentView, RejectionView, StatusReport, UnlinkReport,
 };
 pub use server::{adopt, bind, serve, serve_with_limits, ControlCall, ServeLimits, SOCKET_MODE};
 

@@ -419,8 +419,19 @@ pub struct StatusReport {
     /// The payment API connection `Id`, when one is known.
     pub connection_id: Option<String>,
     pub connection: ConnectionState,
+    /// With `connection: rejected`: the HTTP status and what the API said (no key values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<RejectionView>,
     pub terminal_link: LinkState,
     pub pending: Vec<PendingPaymentView>,
+}
+
+/// Why the payment API refuses the agent (`connection: rejected`): its keys (HTTP 401/403) or
+/// its base URL (HTTP 404).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectionView {
+    pub http_status: u16,
+    pub message: String,
 }
 
 /// The state of the payment API connection.
@@ -430,6 +441,9 @@ pub enum ConnectionState {
     Connected,
     Disconnected,
     Connecting,
+    /// The API refuses the agent's keys or has no such endpoint (HTTP 401, 403, 404): nothing
+    /// works until the configuration is fixed; the agent tries again at most once a minute.
+    Rejected,
 }
 
 impl fmt::Display for ConnectionState {
@@ -438,6 +452,7 @@ impl fmt::Display for ConnectionState {
             Self::Connected => "connected",
             Self::Disconnected => "disconnected",
             Self::Connecting => "connecting",
+            Self::Rejected => "rejected",
         })
     }
 }
@@ -474,6 +489,10 @@ pub struct PendingPaymentView {
     /// Why the cancel was asked for, when one was.
     #[serde(default)]
     pub cancel_reason: Option<CancelReason>,
+    /// The API refused the last cancel with this message; the payment stays pending and its
+    /// cancel is not sent again unless an operator (or the terminal) asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_refused: Option<String>,
 }
 
 /// Why a payment is being cancelled: one definition for state, control and the serial link.
@@ -773,6 +792,7 @@ mod tests {
             version: "0.1.0".into(),
             connection_id: Some("70b2190b-2f1e-4a8e-9d59-0d1f1c7b1a11".into()),
             connection: ConnectionState::Connected,
+            rejection: None,
             terminal_link: LinkState::Up,
             pending: vec![PendingPaymentView {
                 payment_request_id: ID.into(),
@@ -781,6 +801,7 @@ mod tests {
                 since: "2026-11-21T13:16:40Z".into(),
                 cancel_requested: true,
                 cancel_reason: Some(CancelReason::Operator),
+                cancel_refused: None,
             }],
         }
     }

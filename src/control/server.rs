@@ -18,7 +18,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use super::protocol::{ControlError, ControlErrorKind, ControlRequest, ControlResponse};
+use super::protocol::{
+    CancelTarget, ControlError, ControlErrorKind, ControlRequest, ControlResponse,
+};
 
 /// Mode of the socket file: the daemon's user and group may connect, nobody else.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -287,7 +289,15 @@ async fn ask_core(
     reply_timeout: Duration,
 ) -> ControlResponse {
     let command = request.command_name();
-    tracing::info!(command, "control request");
+    match &request {
+        ControlRequest::Cancel(CancelTarget::One(id)) => {
+            tracing::info!(command, payment_request_id = %id, "operator cancel of payment {id}")
+        }
+        ControlRequest::Cancel(CancelTarget::All) => {
+            tracing::info!(command, "operator cancel of every pending payment")
+        }
+        _ => tracing::info!(command, "control request: {command}"),
+    }
     let (reply, answer) = oneshot::channel();
     let exchange = async {
         if calls.send(ControlCall { request, reply }).await.is_err() {
@@ -306,7 +316,10 @@ async fn ask_core(
     match tokio::time::timeout(reply_timeout, exchange).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(command, "control request unanswered in time");
+            tracing::warn!(
+                command,
+                "control request {command} unanswered within {reply_timeout:?}"
+            );
             ControlResponse::error(ControlError::new(
                 ControlErrorKind::Internal,
                 format!(

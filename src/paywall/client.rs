@@ -1,13 +1,13 @@
 //! [`PaywallClient`]: one typed async method per payment API call the agent makes
 //! (`shared/spec/agent.md` §1, issue 2 §1). It sets the header pair each endpoint needs, reads
-//! both envelopes, retries with exponential backoff and jitter the calls that are safe to repeat
-//! (agent.md §2), never repeats a sale, and traces each request at debug level with method,
+//! both envelopes, retries the calls that are safe to repeat with the agent's one retry policy
+//! ([`RetryPolicy`]; agent.md §2), never repeats a sale, and traces each request at debug level with method,
 //! path, status and timing (never a header value).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -19,46 +19,7 @@ use super::endpoint::{self, Api, Auth, Endpoint};
 use super::error::{ApiError, ClientSetupError, TransportKind};
 use super::types::*;
 use crate::config::{EstablishConfig, PaywallConfig};
-
-/// How calls that are safe to repeat are retried: up to `max_retries` more attempts, waiting
-/// from `min_delay` doubling up to `max_delay`, each wait with random jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub max_retries: usize,
-    pub min_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_retries: 4,
-            min_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// No retries at all.
-    pub const NONE: RetryPolicy = RetryPolicy {
-        max_retries: 0,
-        min_delay: Duration::ZERO,
-        max_delay: Duration::ZERO,
-    };
-
-    fn backoff(&self) -> ExponentialBuilder {
-        // backon is built without its `std` feature, so its jitter would start from a fixed
-        // seed on every terminal of a fleet; seed it from the OS random source instead.
-        let seed = Uuid::new_v4().as_u64_pair().0;
-        ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay.max(self.min_delay))
-            .with_max_times(self.max_retries)
-            .with_jitter()
-            .with_jitter_seed(seed)
-    }
-}
+use crate::retry::RetryPolicy;
 
 /// A client of the PhysicalAPI and of the PaymentAPI unlink/deactivate calls. Cheap to clone:
 /// clones share one connection pool.
@@ -697,7 +658,9 @@ impl PaywallClient {
                     tracing::warn!(
                         operation = call.operation(),
                         retry_in_ms = wait.as_millis() as u64,
-                        "payment API call failed, retrying: {e}"
+                        "payment API call {} failed, retrying in {} ms: {e}",
+                        call.operation(),
+                        wait.as_millis()
                     );
                 })
                 .await
@@ -765,11 +728,13 @@ impl PaywallClient {
             Ok(answer) => answer,
             Err(e) => {
                 let error = transport_error(call.operation(), call.endpoint.idempotent(), &e);
-                tracing::debug!(method = %call.endpoint.method(), path = %call.path, elapsed_ms, "payment API request failed: {error}");
+                let method = call.endpoint.method();
+                tracing::debug!(method = %method, path = %call.path, elapsed_ms, "payment API request {} {} failed after {elapsed_ms} ms: {error}", method, call.path);
                 return Err(error);
             }
         };
-        tracing::debug!(method = %call.endpoint.method(), path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request");
+        let method = call.endpoint.method();
+        tracing::debug!(method = %method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request {} {}: {} in {elapsed_ms} ms", method, call.path, status.as_u16());
         self.decode(call, status, &bytes)
     }
 

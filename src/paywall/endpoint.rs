@@ -106,7 +106,7 @@ impl Endpoint {
             Endpoint::Sale => "async sale",
             Endpoint::Cancel => "async cancel",
             Endpoint::ListPayments => "payment list",
-            Endpoint::QueryPayment => "payment query",
+            Endpoint::QueryPayment => super::error::UNDOCUMENTED_PATH_OPERATION,
             Endpoint::ApmUnlink => "APM unlink",
             Endpoint::MasterpassUnlink => "Masterpass unlink",
             Endpoint::CheckoutDeactivate => "checkout deactivate",

@@ -9,9 +9,10 @@ pub(crate) mod envelope;
 mod error;
 mod types;
 
-pub use client::{system_trust_anchors, PaywallClient, RetryPolicy, CA_BUNDLES};
+pub use crate::retry::RetryPolicy;
+pub use client::{system_trust_anchors, PaywallClient, CA_BUNDLES};
 pub use endpoint::{Answer, Endpoint};
-pub use error::{ApiError, ClientSetupError, TransportKind};
+pub use error::{AgentRejection, ApiError, ClientSetupError, TransportKind};
 pub use types::{
     amount, ApmTarget, ApmUnlinked, CancelAccepted, ConnectionInfo, MasterpassUnlinked, Page,
     PageRequest, PaymentActivity, PaymentListQuery, PaymentStatus, PaymentSummary, SaleAccepted,

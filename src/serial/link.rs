@@ -95,6 +95,17 @@ pub enum LinkState {
     Up,
 }
 
+impl LinkState {
+    /// The state as the log and `status` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Down => "down",
+            Self::Up => "up",
+        }
+    }
+}
+
 /// Why a request got no reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
@@ -371,8 +382,8 @@ impl ReplayCache {
                 return Seen::InProgress;
             }
             tracing::warn!(
-                id,
-                "request id reused with different content; treated as new"
+                serial_request_id = id,
+                "serial request id {id} reused with different content; treated as new"
             );
             self.in_progress.remove(&id);
         }
@@ -381,8 +392,8 @@ impl ReplayCache {
                 return Seen::Answered(self.answered[pos].2.clone());
             }
             tracing::warn!(
-                id,
-                "request id reused with different content; treated as new"
+                serial_request_id = id,
+                "serial request id {id} reused with different content; treated as new"
             );
             self.answered.remove(pos);
         }
@@ -494,7 +505,12 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         if old == new {
             return;
         }
-        tracing::info!(?new, "serial link state");
+        let link_state = new.as_str();
+        tracing::info!(
+            link_state,
+            "serial link {link_state} (was {})",
+            old.as_str()
+        );
         if new == LinkState::Up {
             self.came_up = true;
             let _ = self.events.send(LinkEvent::Up);
@@ -727,10 +743,8 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         if io.unanswered_pings >= self.settings.missed_pings_for_down
             && *self.state.borrow() == LinkState::Up
         {
-            tracing::warn!(
-                pings = io.unanswered_pings,
-                "no answer to pings: serial link down"
-            );
+            let pings = io.unanswered_pings;
+            tracing::warn!(pings, "serial link down: no answer to {pings} pings");
             self.link_down(io);
         }
         self.send_ping(io);
@@ -752,16 +766,22 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         };
         if flight.sends < self.settings.max_sends {
             flight.sends += 1;
-            tracing::debug!(sends = flight.sends, why, "resending frame");
+            tracing::debug!(
+                sends = flight.sends,
+                why,
+                "resending frame (send {}: {why})",
+                flight.sends
+            );
             io.append(&flight.message.frame);
             flight.frame_end = io.appended;
             flight.deadline = None;
             io.in_flight = Some(flight);
         } else {
+            let sends = flight.sends;
             tracing::warn!(
-                sends = flight.sends,
+                sends,
                 why,
-                "frame not acknowledged: serial link down"
+                "serial link down: no ACK after {sends} sends ({why})"
             );
             self.fail_message(flight.message, LinkError::NotAcknowledged);
             self.link_down(io);
@@ -780,9 +800,11 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     /// in case the line moves again.
     fn on_write_stall(&mut self, io: &mut Io) {
         io.last_write_progress = Instant::now();
+        let pending_bytes = io.out.len();
         tracing::warn!(
-            pending = io.out.len(),
-            "the serial device accepts no output: serial link down"
+            pending_bytes,
+            "serial link down: the serial device accepted no output for {:?} ({pending_bytes} bytes waiting)",
+            self.stall_limit()
         );
         if let Some(flight) = io.in_flight.take() {
             self.fail_message(flight.message, LinkError::NotAcknowledged);
@@ -832,10 +854,10 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     fn on_frame(&mut self, io: &mut Io, apdu: Bytes) {
         match parse_incoming::<In>(&apdu) {
             Incoming::Unreadable { reason } => {
-                tracing::warn!(%reason, len = apdu.len(), "unreadable message dropped")
+                tracing::warn!(%reason, apdu_len = apdu.len(), "unreadable serial message ({} bytes) dropped: {reason}", apdu.len())
             }
             Incoming::Anonymous { reason } => {
-                tracing::warn!(%reason, "request without a usable id dropped")
+                tracing::warn!(%reason, "serial request without a usable id dropped: {reason}")
             }
             Incoming::Reply { re, body } => match body {
                 Ok(reply) => match self.waiting.remove(&re) {
@@ -843,10 +865,13 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         let _ = waiter.send(Ok(reply));
                     }
                     None if io.last_ping_id == Some(re) => {}
-                    None => tracing::debug!(re, "reply to no waiting request dropped"),
+                    None => tracing::debug!(
+                        serial_request_id = re,
+                        "serial reply to {re}, which no request awaits, dropped"
+                    ),
                 },
                 Err(reason) => {
-                    tracing::warn!(re, %reason, "unreadable reply");
+                    tracing::warn!(serial_request_id = re, %reason, "unreadable serial reply to {re}: {reason}");
                     if let Some(waiter) = self.waiting.remove(&re) {
                         let _ = waiter.send(Err(LinkError::UnreadableReply(reason)));
                     }
@@ -856,7 +881,10 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 let print = fingerprint(&apdu);
                 match self.cache.check(id, print) {
                     Seen::Answered(frame) => {
-                        tracing::debug!(id, "duplicate request: stored reply repeated");
+                        tracing::debug!(
+                            serial_request_id = id,
+                            "duplicate serial request {id}: stored reply repeated"
+                        );
                         io.queue.push_back(Outgoing {
                             frame,
                             request_id: None,
@@ -864,13 +892,16 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         return;
                     }
                     Seen::InProgress => {
-                        tracing::debug!(id, "duplicate of a request being handled: ignored");
+                        tracing::debug!(
+                            serial_request_id = id,
+                            "duplicate of serial request {id}, still being handled: ignored"
+                        );
                         return;
                     }
                     Seen::PeerRestarted => {
                         tracing::info!(
-                            id,
-                            "peer reused an older request id (it restarted): replay cache emptied"
+                            serial_request_id = id,
+                            "peer reused the older serial request id {id} (it restarted): replay cache emptied"
                         );
                         // Answers still due to the previous process go out but are not cached.
                         self.session += 1;
@@ -880,7 +911,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 self.cache.start(id, print);
                 match body {
                     Err(reason) => {
-                        tracing::warn!(id, %reason, "invalid request");
+                        tracing::warn!(serial_request_id = id, %reason, "invalid serial request {id}: {reason}");
                         let reply = Reply::error(ErrorCode::InvalidRequest, reason);
                         self.send_reply(io, id, self.session, &reply);
                     }
@@ -900,7 +931,10 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         {
                             lost.answered = true;
                             self.cache.forget(id);
-                            tracing::warn!(id, "nobody receives link events; request dropped");
+                            tracing::warn!(
+                                serial_request_id = id,
+                                "nobody receives link events; serial request {id} dropped"
+                            );
                         }
                     }
                 }
@@ -926,7 +960,10 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         {
             Some(frame) => frame.freeze(),
             None => {
-                tracing::error!(re, "reply does not fit in one frame; not sent");
+                tracing::error!(
+                    serial_request_id = re,
+                    "serial reply to {re} does not fit in one frame; not sent"
+                );
                 self.cache.forget(re);
                 return;
             }

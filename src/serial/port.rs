@@ -1,6 +1,6 @@
 //! The real serial device (serial-link.md §1, §4): opens the configured path with every line
 //! setting through `tokio-serial`, runs the link on it, and when the device goes away (EOF,
-//! EIO, unplugged) closes it and reopens it with backoff up to 5 s, following the path again
+//! EIO, unplugged) closes it and reopens it with the common retry policy (waits up to 5 s), following the path again
 //! each time so a `/dev/serial/by-id/...` symlink that now points elsewhere is honoured.
 
 use std::io;
@@ -13,11 +13,12 @@ use tokio_serial::{DataBits, FlowControl, Parity, SerialPortBuilderExt, SerialSt
 use super::link::{LinkCore, LinkEvent, LinkHandle, LinkSettings, SessionEnd};
 use super::message::{AgentRequest, LinkMessage, TerminalRequest};
 use crate::config::{self, SerialConfig};
+use crate::retry::RetryPolicy;
 
 /// First wait before reopening a device that is gone.
-pub const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const REOPEN_BACKOFF_MIN: Duration = RetryPolicy::SERIAL_REOPEN.min_delay;
 /// Longest wait between two attempts to reopen (§4).
-pub const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub const REOPEN_BACKOFF_MAX: Duration = RetryPolicy::SERIAL_REOPEN.max_delay;
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
@@ -60,7 +61,14 @@ pub fn open_port(config: &SerialConfig) -> io::Result<SerialStream> {
         .flow_control(flow_control)
         .open_native_async()
         .map_err(|e| io::Error::other(format!("{path}: {e}")))?;
-    tracing::info!(device = %config.device.display(), resolved = %path, baud = config.baud_rate, "serial device open");
+    tracing::info!(
+        device = %config.device.display(),
+        resolved = %path,
+        baud = config.baud_rate,
+        "serial device {} open ({path}, {} baud)",
+        config.device.display(),
+        config.baud_rate
+    );
     Ok(port)
 }
 
@@ -90,7 +98,7 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
     mut core: LinkCore<In, Out>,
     config: SerialConfig,
 ) {
-    let mut backoff = REOPEN_BACKOFF_MIN;
+    let mut waits = RetryPolicy::SERIAL_REOPEN.backoff();
     let mut last_error: Option<String> = None;
     loop {
         match open_port(&config) {
@@ -104,25 +112,25 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
                 match end {
                     SessionEnd::Shutdown => break,
                     SessionEnd::Lost(e) => {
-                        tracing::warn!(device = %config.device.display(), error = %e, "serial device lost; reopening");
+                        tracing::warn!(device = %config.device.display(), error = %e, "serial device {} lost ({e}); reopening", config.device.display());
                     }
                 }
                 if core.came_up {
-                    backoff = REOPEN_BACKOFF_MIN;
+                    waits.reset();
                 }
             }
             Err(e) => {
                 let text = e.to_string();
                 if last_error.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(error = %text, "cannot open the serial device; retrying");
+                    tracing::warn!(device = %config.device.display(), error = %text, "cannot open the serial device {} ({text}); retrying", config.device.display());
                     last_error = Some(text);
                 }
             }
         }
+        let backoff = waits.next().unwrap_or(REOPEN_BACKOFF_MAX);
         if !core.wait_closed_until(Instant::now() + backoff).await {
             break;
         }
-        backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
     }
     core.close();
 }
