@@ -735,6 +735,12 @@ impl StateStore {
     }
 }
 
+/// The connection Id in a state directory's `state.json`, read without taking the lock (the
+/// running agent may hold it): what `check-config` needs to tell whether `run` has an Id.
+pub fn stored_connection_id(directory: &Path) -> Result<Option<String>, StateError> {
+    Ok(read_state_file(&directory.join(STATE_FILE))?.and_then(|state| state.connection_id))
+}
+
 /// Reads `state.json`: `Ok(None)` when there is none yet.
 fn read_state_file(file: &Path) -> Result<Option<AgentState>, StateError> {
     let unreadable = |reason: String| StateError::Unreadable {
