@@ -121,6 +121,9 @@ pub enum CancelReason {
     Terminal,
     Shutdown,
     Timeout,
+    /// The sale's outcome was unknown when its reply was due; the terminal was told it failed,
+    /// and the payment turned up later.
+    Abandoned,
 }
 
 impl CancelReason {
@@ -130,6 +133,7 @@ impl CancelReason {
             Self::Terminal => "terminal",
             Self::Shutdown => "shutdown",
             Self::Timeout => "timeout",
+            Self::Abandoned => "abandoned",
         }
     }
 }
@@ -201,6 +205,9 @@ pub enum PaymentOutcome {
     FinalAtApi,
     /// The API refused the sale request (`Failed`, `ErrorCode` ≠ 0): no payment exists.
     Rejected,
+    /// The terminal was told the sale failed while its outcome was unknown; the payment, if the
+    /// API had created it, was cancelled. The code stays refused.
+    Abandoned,
 }
 
 /// A sale by its merchant unique code, from intent to final.
@@ -223,6 +230,11 @@ pub enum SaleStage {
     Intent,
     /// The API answered with this PaymentRequestId; the payment is pending.
     Started { payment_request_id: String },
+    /// The outcome was still unknown when the sale's reply was due, and the terminal was told
+    /// `api_unavailable`. Written before that reply leaves. The agent keeps looking the code up:
+    /// a payment that turns up is tracked with a cancel (reason `abandoned`) asked for, and the
+    /// sale ends `Final`/`Abandoned` when the cancel is confirmed or the code shown absent.
+    Abandoned { at: Timestamp },
     /// Over; kept so a repeated code gets the same answer.
     Final {
         payment_request_id: Option<String>,
@@ -298,6 +310,7 @@ impl SaleStage {
         match self {
             SaleStage::Intent => "an intent",
             SaleStage::Started { .. } => "started",
+            SaleStage::Abandoned { .. } => "abandoned",
             SaleStage::Final { .. } => "final",
         }
     }
@@ -391,6 +404,69 @@ impl AgentState {
         }
     }
 
+    /// The sale's reply is due and its outcome unknown: the intent becomes abandoned. Repeating
+    /// it changes nothing.
+    pub fn abandon_sale(&mut self, code: &str, at: SystemTime) -> Result<(), StateError> {
+        let sale = self
+            .sales
+            .get_mut(code)
+            .ok_or_else(|| StateError::UnknownSale(code.to_owned()))?;
+        match sale.stage {
+            SaleStage::Intent => {
+                sale.stage = SaleStage::Abandoned { at: at.into() };
+                Ok(())
+            }
+            SaleStage::Abandoned { .. } => Ok(()),
+            ref other => Err(StateError::SaleConflict {
+                code: code.to_owned(),
+                stage: other.name(),
+            }),
+        }
+    }
+
+    /// An abandoned sale's payment turned up: it is tracked as pending with a cancel (reason
+    /// `abandoned`) asked for, in the same write. The sale stays abandoned until the cancel is
+    /// confirmed.
+    pub fn abandoned_sale_found(
+        &mut self,
+        code: &str,
+        payment_request_id: &str,
+        at: SystemTime,
+    ) -> Result<(), StateError> {
+        let sale = self
+            .sales
+            .get(code)
+            .ok_or_else(|| StateError::UnknownSale(code.to_owned()))?;
+        if !matches!(sale.stage, SaleStage::Abandoned { .. }) {
+            return Err(StateError::SaleConflict {
+                code: code.to_owned(),
+                stage: sale.stage.name(),
+            });
+        }
+        let (amount_minor, currency_id, since) = (sale.amount_minor, sale.currency_id, sale.since);
+        let payment = self
+            .payments
+            .entry(payment_request_id.to_owned())
+            .or_insert_with(|| PendingPayment::new(PaymentSource::Terminal, at));
+        payment.merchant_unique_code = Some(code.to_owned());
+        payment.amount_minor = Some(amount_minor);
+        payment.currency_id = Some(currency_id);
+        payment.since = since;
+        payment.cancel_requested.get_or_insert(CancelRequest {
+            reason: CancelReason::Abandoned,
+            at: at.into(),
+        });
+        Ok(())
+    }
+
+    /// The merchant codes of abandoned sales still being settled, with when they were abandoned.
+    pub fn abandoned_sales(&self) -> impl Iterator<Item = (&str, &Sale)> {
+        self.sales
+            .iter()
+            .filter(|(_, sale)| matches!(sale.stage, SaleStage::Abandoned { .. }))
+            .map(|(code, sale)| (code.as_str(), sale))
+    }
+
     /// Tracks a payment that did not start as this agent's sale (`payment_started`, recovery).
     /// Returns false, changing nothing, when it is already pending.
     pub fn track_payment(&mut self, id: &str, payment: PendingPayment) -> bool {
@@ -451,6 +527,12 @@ impl AgentState {
                 .map(|(code, _)| code.clone())
         });
         if let Some(sale) = code.and_then(|code| self.sales.get_mut(&code)) {
+            // An abandoned sale ends abandoned, whatever ended its payment: its code stays
+            // refused.
+            let outcome = match sale.stage {
+                SaleStage::Abandoned { .. } => PaymentOutcome::Abandoned,
+                _ => outcome,
+            };
             if !matches!(sale.stage, SaleStage::Final { .. }) {
                 sale.stage = SaleStage::Final {
                     payment_request_id: Some(id.to_owned()),
@@ -477,6 +559,14 @@ impl AgentState {
         let payment_request_id = match &sale.stage {
             SaleStage::Final { .. } => return Ok(()),
             SaleStage::Intent => None,
+            SaleStage::Abandoned { .. } => {
+                let pending = self
+                    .payments
+                    .iter()
+                    .find(|(_, p)| p.merchant_unique_code.as_deref() == Some(code))
+                    .map(|(id, _)| id.clone());
+                pending
+            }
             SaleStage::Started { payment_request_id } => Some(payment_request_id.clone()),
         };
         if let Some(id) = &payment_request_id {

@@ -250,12 +250,7 @@ async fn a_terminal_cancel_is_answered_with_the_cancelled_ids() {
         })
         .await
         .unwrap();
-    assert_eq!(
-        reply,
-        Reply::Cancelled {
-            payment_request_ids: vec![id.clone()]
-        }
-    );
+    assert_eq!(reply, Reply::cancelled(vec![id.clone()]));
     assert!(agent
         .sim
         .requests_to("POST", CANCEL)

@@ -28,6 +28,7 @@ fn status_report() -> StatusReport {
         rejection: None,
         terminal_link: LinkState::Up,
         pending: vec![],
+        abandoned: vec![],
     }
 }
 

@@ -37,6 +37,7 @@ pub async fn maintain(core: Arc<Core>) {
                 info!(connection_id = id, "payment API connection {id} active");
                 core.clear_rejection();
                 core.set_connection_state(ConnectionState::Connected);
+                core.settle_all_abandoned();
                 waits.reset();
                 core.resend_requested_cancels().await;
                 core.resolve_leftover_intents().await;
@@ -156,6 +157,7 @@ pub async fn operator_reconnect(core: &Arc<Core>) -> Result<String, Refusal> {
             core.clear_rejection();
             core.set_connection_state(ConnectionState::Connected);
             let background = Arc::clone(core);
+            background.settle_all_abandoned();
             tokio::spawn(async move {
                 background.resend_requested_cancels().await;
                 background.resolve_leftover_intents().await;

@@ -4,16 +4,19 @@
 //! operation here runs in its own task and meets the others only through the state store.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::control::{
-    rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView, RejectionView,
+    rfc3339, AbandonedSaleView, ConnectionState, ControlError, ControlErrorKind,
+    PendingPaymentView, RejectionView,
 };
 use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest, TerminalRef};
 use crate::retry::RetryPolicy;
@@ -116,16 +119,12 @@ impl Refusal {
     }
 }
 
-/// What a sale ended in, shared with every request that waits on the same merchant code.
+/// What a sale ended in, shared with every request that waits on the same merchant code. A
+/// sale always ends in one of these within `[terminal] sale_reply_deadline`.
 #[derive(Debug, Clone)]
 pub enum SaleOutcome {
-    Started {
-        payment_request_id: String,
-    },
+    Started { payment_request_id: String },
     Refused(Refusal),
-    /// The outcome could not be established before the agent began to stop; the intent stays
-    /// in state and is resolved at the next start. The terminal gets no reply.
-    Unresolved,
 }
 
 /// The agent's shared core.
@@ -139,6 +138,8 @@ pub struct Core {
     rejection: Mutex<Option<AgentRejection>>,
     stopping: watch::Sender<bool>,
     sales_in_flight: Mutex<HashMap<Uuid, watch::Receiver<Option<SaleOutcome>>>>,
+    /// Abandoned sales a task is settling right now.
+    settling: Mutex<HashSet<Uuid>>,
     cancels_in_flight: Mutex<HashSet<String>>,
     /// Woken whenever something the main loop shows or times (STATUS=, payment timeouts) changed.
     pub changed: Notify,
@@ -160,6 +161,7 @@ impl Core {
             rejection: Mutex::new(None),
             stopping: watch::channel(false).0,
             sales_in_flight: Mutex::new(HashMap::new()),
+            settling: Mutex::new(HashSet::new()),
             cancels_in_flight: Mutex::new(HashSet::new()),
             changed: Notify::new(),
         })
@@ -310,7 +312,14 @@ impl Core {
     /// Starts a sale for the terminal, idempotently by merchant code: a code already held (in
     /// this run or an earlier one, or still in flight) gets the same answer and no second
     /// payment.
+    ///
+    /// The outcome comes within `[terminal] sale_reply_deadline` whatever the payment API does.
+    /// A sale the API provably never received (the request was not written) is retried briefly,
+    /// then refused and forgotten. One whose outcome is still unknown at the deadline is
+    /// abandoned: marked in durable state before the refusal leaves, and settled in the
+    /// background (cancelled with reason `abandoned` if it turns up).
     pub async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
+        let deadline = Instant::now() + self.config.terminal.sale_reply_deadline;
         let amount = order.amount_minor.get();
         if i64::try_from(amount).is_err() {
             return refused(Refusal::InvalidRequest(
@@ -331,25 +340,47 @@ impl Core {
         };
         match claim {
             Ok(tx) => {
-                let outcome = self.start_sale(order, amount).await;
+                let outcome = self.start_sale(order, amount, deadline).await;
                 tx.send_replace(Some(outcome.clone()));
                 lock(&self.sales_in_flight).remove(&code);
                 outcome
             }
             // The same code is being sold right now: share that sale's outcome.
-            Err(mut rx) => match rx.wait_for(Option::is_some).await {
-                Ok(outcome) => outcome.clone().unwrap_or(SaleOutcome::Unresolved),
-                Err(_) => SaleOutcome::Unresolved,
-            },
+            Err(mut rx) => {
+                let shared = rx.wait_for(Option::is_some).await;
+                match shared.ok().and_then(|outcome| outcome.clone()) {
+                    Some(outcome) => outcome,
+                    None => refused(Refusal::Internal(format!(
+                        "the sale with merchant_unique_code {code} ended without an outcome"
+                    ))),
+                }
+            }
         }
     }
 
-    async fn start_sale(self: &Arc<Self>, order: SaleOrder, amount: u64) -> SaleOutcome {
+    async fn start_sale(
+        self: &Arc<Self>,
+        order: SaleOrder,
+        amount: u64,
+        deadline: Instant,
+    ) -> SaleOutcome {
         let code = order.merchant_unique_code;
         let key = code.to_string();
         let known: Option<Sale> = self.with_store(|s| s.sale(&key).cloned());
+        // Whether a sale request with this code may have reached the API: then the outcome is
+        // unknown until a lookup settles it.
+        let maybe_sent = AtomicBool::new(false);
         let since = match known {
             Some(sale) => match sale.stage {
+                SaleStage::Abandoned { .. }
+                | SaleStage::Final {
+                    outcome: PaymentOutcome::Abandoned,
+                    ..
+                } => {
+                    return refused(Refusal::InvalidRequest(format!(
+                        "merchant_unique_code {code} was abandoned: the terminal was told that sale failed, and a payment made with it is cancelled; use a new code"
+                    )));
+                }
                 SaleStage::Started { payment_request_id }
                 | SaleStage::Final {
                     payment_request_id: Some(payment_request_id),
@@ -375,15 +406,8 @@ impl Core {
                             "merchant_unique_code {code} is already used for another amount"
                         )));
                     }
-                    let since = sale.since.to_system_time();
-                    match self.resolve_sale(code, since).await {
-                        Resolution::Found(id) => return self.sale_started(code, id),
-                        Resolution::Absent => since,
-                        Resolution::Rejected(rejection) => {
-                            return refused(Refusal::AgentRejected(rejection))
-                        }
-                        Resolution::Unknown => return SaleOutcome::Unresolved,
-                    }
+                    maybe_sent.store(true, Ordering::Relaxed);
+                    sale.since.to_system_time()
                 }
             },
             None => {
@@ -411,51 +435,232 @@ impl Core {
                 now
             }
         };
-        let request = self.sale_request(&order);
+        let attempt = self.send_sale(&order, since, &maybe_sent);
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Settled::Outcome(outcome)) => outcome,
+            // The API refuses the agent while the sale's outcome is unknown: the terminal hears
+            // the rejection now, and the sale is settled like any abandoned one once the API
+            // accepts the agent again.
+            Ok(Settled::Rejected(rejection)) => {
+                let refusal = Refusal::AgentRejected(rejection);
+                self.abandon_sale(code, &refusal.to_string(), refusal.clone())
+            }
+            Ok(Settled::Stopping) if maybe_sent.load(Ordering::Relaxed) => {
+                let why = "the agent is stopping";
+                self.abandon_sale(code, why, abandoned_refusal(code, why))
+            }
+            Ok(Settled::Stopping) => {
+                self.forget_intent(code);
+                refused(Refusal::Busy)
+            }
+            Err(_) if maybe_sent.load(Ordering::Relaxed) => {
+                let why = "no outcome within sale_reply_deadline";
+                self.abandon_sale(code, why, abandoned_refusal(code, why))
+            }
+            Err(_) => {
+                self.forget_intent(code);
+                warn!(merchant_unique_code = %code, "sale not sent: the payment API could not be reached within sale_reply_deadline; nothing was created");
+                refused(Refusal::ApiUnavailable(
+                    "the payment API could not be reached within sale_reply_deadline; no payment was created".into(),
+                ))
+            }
+        }
+    }
+
+    /// Sends the sale and settles its outcome. A request that was provably not sent (no
+    /// connection could be made) is tried again with the common retry policy; a request whose
+    /// outcome is unknown is looked up by its code, and sent again only once the API shows it
+    /// absent. `maybe_sent` says, whenever this is cut short, whether the API may hold the sale.
+    async fn send_sale(
+        self: &Arc<Self>,
+        order: &SaleOrder,
+        since: SystemTime,
+        maybe_sent: &AtomicBool,
+    ) -> Settled {
+        let code = order.merchant_unique_code;
+        let key = code.to_string();
+        if maybe_sent.load(Ordering::Relaxed) {
+            match self.resolve_sale(code, since).await {
+                Resolution::Found(id) => return Settled::Outcome(self.sale_started(code, id)),
+                Resolution::Absent => maybe_sent.store(false, Ordering::Relaxed),
+                Resolution::Rejected(rejection) => return Settled::Rejected(rejection),
+                Resolution::Unknown => return Settled::Stopping,
+            }
+        }
+        let request = self.sale_request(order);
+        let mut not_sent_waits = RetryPolicy::API_CALL.backoff();
+        let mut stopping = self.stopping_signal();
         // A send happens only while the API is known not to hold the code, so it is never a
         // blind repeat; the API also rejects a repeated MerchantUniqueCode.
-        let mut sends_left = 2u32;
+        let mut unknown_sends_left = 2u32;
         loop {
             if self.is_stopping() {
-                self.forget_intent(code);
-                return refused(Refusal::Busy);
+                return Settled::Stopping;
             }
-            sends_left -= 1;
+            maybe_sent.store(true, Ordering::Relaxed);
             let error = match self.client.sale(&request).await {
                 Ok(accepted) => {
-                    return self.sale_started(code, accepted.payment_request_id.to_string())
+                    return Settled::Outcome(
+                        self.sale_started(code, accepted.payment_request_id.to_string()),
+                    )
                 }
                 Err(error) => error,
             };
             if let Some(rejection) = error.agent_rejection() {
                 // Refused before it was carried out (the keys or the path): nothing exists.
+                maybe_sent.store(false, Ordering::Relaxed);
                 self.note_rejection(rejection.clone());
                 self.forget_intent(code);
-                return refused(Refusal::AgentRejected(rejection));
+                return Settled::Outcome(refused(Refusal::AgentRejected(rejection)));
             }
             if error.is_rejection() && !is_duplicate_code(&error) {
+                maybe_sent.store(false, Ordering::Relaxed);
                 warn!(merchant_unique_code = %code, "sale {code} refused by the payment API: {error}");
                 if let Err(e) = self.mutate_store(|s| {
                     s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
                 }) {
                     error!(merchant_unique_code = %code, "cannot record the refused sale {code}: {e}");
                 }
-                return refused(Refusal::from_api_error(&error));
+                return Settled::Outcome(refused(Refusal::from_api_error(&error)));
             }
+            if error.was_not_sent() {
+                maybe_sent.store(false, Ordering::Relaxed);
+                let Some(wait) = not_sent_waits.next().filter(|_| error.is_retryable()) else {
+                    warn!(merchant_unique_code = %code, "sale {code} not sent: {error}; nothing was created");
+                    self.forget_intent(code);
+                    return Settled::Outcome(refused(Refusal::ApiUnavailable(format!(
+                        "{error}; no payment was created"
+                    ))));
+                };
+                warn!(merchant_unique_code = %code, retry_in_ms = wait.as_millis() as u64, "sale {code} not sent: {error}; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopping.wait_for(|s| *s) => return Settled::Stopping,
+                }
+                continue;
+            }
+            unknown_sends_left -= 1;
             warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
-                Resolution::Found(id) => return self.sale_started(code, id),
-                Resolution::Absent if sends_left > 0 => continue,
+                Resolution::Found(id) => return Settled::Outcome(self.sale_started(code, id)),
+                Resolution::Absent if unknown_sends_left > 0 => {
+                    maybe_sent.store(false, Ordering::Relaxed);
+                }
                 Resolution::Absent => {
                     self.forget_intent(code);
-                    return refused(Refusal::ApiUnavailable(error.to_string()));
+                    return Settled::Outcome(refused(Refusal::ApiUnavailable(format!(
+                        "{error}; the payment API holds no payment from it"
+                    ))));
                 }
-                // The intent stays: it is resolved once the API accepts the agent again.
-                Resolution::Rejected(rejection) => {
-                    return refused(Refusal::AgentRejected(rejection))
-                }
-                Resolution::Unknown => return SaleOutcome::Unresolved,
+                // The API refuses the agent itself: the outcome stays unknown.
+                Resolution::Rejected(rejection) => return Settled::Rejected(rejection),
+                Resolution::Unknown => return Settled::Stopping,
             }
+        }
+    }
+
+    /// The sale's reply is due and its outcome unknown: the sale is marked abandoned in durable
+    /// state before the terminal hears `refusal`, and settled in the background.
+    fn abandon_sale(self: &Arc<Self>, code: Uuid, why: &str, refusal: Refusal) -> SaleOutcome {
+        let key = code.to_string();
+        match self.mutate_store(|s| s.update(|state| state.abandon_sale(&key, SystemTime::now()))) {
+            Ok(()) => {
+                warn!(merchant_unique_code = %code, "sale {code} abandoned: {why}; the terminal is told it failed, and a payment that turns up is cancelled");
+                let core = Arc::clone(self);
+                tokio::spawn(async move { core.settle_abandoned(code).await });
+            }
+            // The intent stays: the next start resolves it, and a payment found then stays
+            // pending until payment_timeout cancels it.
+            Err(e) => {
+                error!(merchant_unique_code = %code, "cannot record the abandoned sale {code}: {e}")
+            }
+        }
+        refused(refusal)
+    }
+
+    /// Settles an abandoned sale, retried with the common retry policy until done or the agent
+    /// stops (then at the next start): a payment that turns up is tracked and cancelled with
+    /// reason `abandoned` (the terminal hears `payment_cancelled`); a code the payments list
+    /// shows absent ends final, still refused for a new sale.
+    pub async fn settle_abandoned(self: &Arc<Self>, code: Uuid) {
+        let key = code.to_string();
+        let mut waits = RetryPolicy::API_OUTAGE.backoff();
+        let mut stopping = self.stopping_signal();
+        if !lock(&self.settling).insert(code) {
+            return;
+        }
+        while let Some(sale) = self.with_store(|s| s.sale(&key).cloned()) {
+            if !matches!(sale.stage, SaleStage::Abandoned { .. }) {
+                break;
+            }
+            let tracked: Option<String> = self.with_store(|s| {
+                s.pending()
+                    .iter()
+                    .find(|(_, p)| p.merchant_unique_code.as_deref() == Some(key.as_str()))
+                    .map(|(id, _)| id.clone())
+            });
+            let done = match tracked {
+                // A refusal is final for this loop (the payment stays pending, and
+                // payment_timeout still applies); a transport failure is tried again.
+                Some(id) => !matches!(
+                    self.cancel(&id, CancelReason::Abandoned).await,
+                    Err(Refusal::ApiUnavailable(_) | Refusal::Internal(_))
+                ),
+                None => match self
+                    .client
+                    .find_payment_by_merchant_code(code, sale.since.to_system_time())
+                    .await
+                {
+                    Ok(Some(found)) => {
+                        let id = found.payment_request_id.to_string();
+                        warn!(merchant_unique_code = %code, payment_request_id = id, "abandoned sale found at the payment API: cancelling it");
+                        if let Err(e) = self.mutate_store(|s| {
+                            s.update(|state| {
+                                state.abandoned_sale_found(&key, &id, SystemTime::now())
+                            })
+                        }) {
+                            error!(merchant_unique_code = %code, payment_request_id = id, "cannot record the abandoned sale's payment: {e}");
+                        }
+                        continue;
+                    }
+                    Ok(None) => {
+                        info!(merchant_unique_code = %code, "abandoned sale settled: the payment API holds no payment with its code");
+                        if let Err(e) = self.mutate_store(|s| {
+                            s.finish_sale(&key, PaymentOutcome::Abandoned, SystemTime::now())
+                        }) {
+                            error!(merchant_unique_code = %code, "cannot record the settled sale: {e}");
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        warn!(merchant_unique_code = %code, "cannot settle the abandoned sale yet: {e}");
+                        false
+                    }
+                },
+            };
+            if done || self.is_stopping() {
+                break;
+            }
+            let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stopping.wait_for(|s| *s) => break,
+            }
+        }
+        lock(&self.settling).remove(&code);
+    }
+
+    /// At start and after a reconnect: every abandoned sale is settled in the background.
+    pub fn settle_all_abandoned(self: &Arc<Self>) {
+        let codes: Vec<Uuid> = self.with_store(|s| {
+            s.state()
+                .abandoned_sales()
+                .filter_map(|(code, _)| Uuid::parse_str(code).ok())
+                .collect()
+        });
+        for code in codes {
+            let core = Arc::clone(self);
+            tokio::spawn(async move { core.settle_abandoned(code).await });
         }
     }
 
@@ -584,6 +789,29 @@ impl Core {
                 Resolution::Rejected(_) | Resolution::Unknown => return,
             }
         }
+    }
+
+    /// The abandoned sales still being settled, as the control socket shows them.
+    pub fn abandoned_views(&self) -> Vec<AbandonedSaleView> {
+        self.with_store(|s| {
+            s.state()
+                .abandoned_sales()
+                .map(|(code, sale)| AbandonedSaleView {
+                    merchant_unique_code: code.to_owned(),
+                    amount_minor: i64::try_from(sale.amount_minor).ok(),
+                    since: rfc3339(sale.since.to_system_time()),
+                    abandoned_at: match sale.stage {
+                        SaleStage::Abandoned { at } => rfc3339(at.to_system_time()),
+                        _ => String::new(),
+                    },
+                    payment_request_id: s
+                        .pending()
+                        .iter()
+                        .find(|(_, p)| p.merchant_unique_code.as_deref() == Some(code))
+                        .map(|(id, _)| id.clone()),
+                })
+                .collect()
+        })
     }
 
     // ----- payments reported by the terminal -----
@@ -995,6 +1223,21 @@ pub fn canonical_payment_id(id: &str) -> Result<String, Refusal> {
 
 fn refused(refusal: Refusal) -> SaleOutcome {
     SaleOutcome::Refused(refusal)
+}
+
+/// How [`Core::send_sale`] ended: with the sale's outcome, cut short by the shutdown, or with
+/// the outcome unknown because the API refuses the agent itself.
+enum Settled {
+    Outcome(SaleOutcome),
+    Stopping,
+    Rejected(AgentRejection),
+}
+
+/// What the terminal hears for a sale abandoned at its deadline.
+fn abandoned_refusal(code: Uuid, why: &str) -> Refusal {
+    Refusal::ApiUnavailable(format!(
+        "{why}; the sale is abandoned (a payment made with merchant_unique_code {code} is cancelled); use a new code"
+    ))
 }
 
 enum Resolution {

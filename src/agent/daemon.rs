@@ -20,7 +20,7 @@ use crate::config;
 use crate::control::{
     self, ApmAccount, CancelFailure, CancelReport, CancelTarget, ConnectionReport, ConnectionState,
     ControlCall, ControlReply, ControlRequest, ControlResponse, DisconnectReport, LinkState,
-    StatusReport, UnlinkReport,
+    PendingReport, StatusReport, UnlinkReport,
 };
 use crate::paywall::{ApmTarget, PaywallClient};
 use crate::serial::message::{AgentRequest, AgentState, PaymentOutcome, Reply, TerminalRequest};
@@ -340,7 +340,6 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
                     merchant_unique_code,
                 },
                 SaleOutcome::Refused(refusal) => refusal.to_reply(),
-                SaleOutcome::Unresolved => return,
             }
         }
         TerminalRequest::PaymentStarted { payment_request_id } => {
@@ -361,9 +360,7 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
         } => match canonical_payment_id(&id) {
             Err(refusal) => refusal.to_reply(),
             Ok(id) => match core.cancel(&id, CancelReason::Terminal).await {
-                Ok(()) => Reply::Cancelled {
-                    payment_request_ids: vec![id],
-                },
+                Ok(()) => Reply::cancelled(vec![id]),
                 Err(refusal) => refusal.to_reply(),
             },
         },
@@ -375,16 +372,14 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
                 .await;
             match summary.failed.into_iter().next() {
                 Some((_, refusal)) if summary.cancelled.is_empty() => refusal.to_reply(),
-                _ => Reply::Cancelled {
-                    payment_request_ids: summary.cancelled,
-                },
+                _ => Reply::cancelled(summary.cancelled),
             }
         }
-        TerminalRequest::Status => Reply::Status {
-            connection_id: core.connection_id(),
-            connected: core.connection_state() == ConnectionState::Connected,
-            pending: core.pending_ids(),
-        },
+        TerminalRequest::Status => Reply::status(
+            core.connection_id(),
+            core.connection_state() == ConnectionState::Connected,
+            core.pending_ids(),
+        ),
         TerminalRequest::Ping => Reply::Pong,
     };
     request.reply(reply);
@@ -394,7 +389,10 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
 async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlResponse {
     let reply = match request {
         ControlRequest::Status => Ok(ControlReply::Status(status_report(core))),
-        ControlRequest::Pending => Ok(ControlReply::Pending(core.pending_views())),
+        ControlRequest::Pending => Ok(ControlReply::Pending(PendingReport {
+            pending: core.pending_views(),
+            abandoned: core.abandoned_views(),
+        })),
         ControlRequest::Cancel(CancelTarget::One(id)) => {
             let id = id.to_string();
             core.cancel(&id, CancelReason::Operator).await.map(|()| {
@@ -488,5 +486,6 @@ fn status_report(core: &Core) -> StatusReport {
             LinkState::Down
         },
         pending: core.pending_views(),
+        abandoned: core.abandoned_views(),
     }
 }

@@ -386,7 +386,7 @@ impl<'de> Deserialize<'de> for ControlResponse {
 #[serde(tag = "command", content = "result", rename_all = "snake_case")]
 pub enum ControlReply {
     Status(StatusReport),
-    Pending(Vec<PendingPaymentView>),
+    Pending(PendingReport),
     Cancel(CancelReport),
     Disconnect(DisconnectReport),
     Reconnect(ConnectionReport),
@@ -424,6 +424,33 @@ pub struct StatusReport {
     pub rejection: Option<RejectionView>,
     pub terminal_link: LinkState,
     pub pending: Vec<PendingPaymentView>,
+    /// Sales whose outcome was unknown when their reply was due, still being settled.
+    #[serde(default)]
+    pub abandoned: Vec<AbandonedSaleView>,
+}
+
+/// `pending`: the pending payments and, apart, the abandoned sales still being settled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingReport {
+    pub pending: Vec<PendingPaymentView>,
+    #[serde(default)]
+    pub abandoned: Vec<AbandonedSaleView>,
+}
+
+/// A sale the terminal was told failed (`api_unavailable` at `sale_reply_deadline`) while its
+/// outcome was unknown; the agent is still finding out whether the payment API created it, and
+/// cancels it if so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbandonedSaleView {
+    pub merchant_unique_code: String,
+    pub amount_minor: Option<i64>,
+    /// When the sale was asked for, RFC 3339 in UTC.
+    pub since: String,
+    /// When the terminal was told it failed, RFC 3339 in UTC.
+    pub abandoned_at: String,
+    /// The payment the API turned out to hold, being cancelled; absent while still looked up.
+    #[serde(default)]
+    pub payment_request_id: Option<String>,
 }
 
 /// Why the payment API refuses the agent (`connection: rejected`): its keys (HTTP 401/403) or
@@ -803,6 +830,13 @@ mod tests {
                 cancel_reason: Some(CancelReason::Operator),
                 cancel_refused: None,
             }],
+            abandoned: vec![AbandonedSaleView {
+                merchant_unique_code: "5b0e3f8e-6f43-4c1e-9d0a-3f3c2a1b4d5e".into(),
+                amount_minor: Some(990),
+                since: "2026-11-21T13:10:00Z".into(),
+                abandoned_at: "2026-11-21T13:10:20Z".into(),
+                payment_request_id: None,
+            }],
         }
     }
 
@@ -827,6 +861,13 @@ mod tests {
                         "since": "2026-11-21T13:16:40Z",
                         "cancel_requested": true,
                         "cancel_reason": "operator"
+                    }],
+                    "abandoned": [{
+                        "merchant_unique_code": "5b0e3f8e-6f43-4c1e-9d0a-3f3c2a1b4d5e",
+                        "amount_minor": 990,
+                        "since": "2026-11-21T13:10:00Z",
+                        "abandoned_at": "2026-11-21T13:10:20Z",
+                        "payment_request_id": null
                     }]
                 }
             })
@@ -865,7 +906,10 @@ mod tests {
         };
         let replies = [
             ControlReply::Status(sample_status()),
-            ControlReply::Pending(sample_status().pending),
+            ControlReply::Pending(PendingReport {
+                pending: sample_status().pending,
+                abandoned: sample_status().abandoned,
+            }),
             ControlReply::Cancel(CancelReport {
                 cancelled: vec![ID.into()],
                 failed: vec![failure.clone()],

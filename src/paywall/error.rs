@@ -44,6 +44,13 @@ pub enum TransportKind {
     Timeout,
     /// The connection was closed or reset before a complete answer arrived.
     ConnectionLost,
+    /// The TLS handshake refused the API's certificate (a name it does not cover, an issuer not
+    /// in the CA bundle); nothing was sent.
+    Certificate,
+    /// The API's certificate is not valid at this machine's clock (not valid yet, or expired):
+    /// most likely the clock is wrong, e.g. a terminal without RTC before time synchronisation.
+    /// Nothing was sent.
+    CertificateTime,
 }
 
 impl fmt::Display for TransportKind {
@@ -52,6 +59,10 @@ impl fmt::Display for TransportKind {
             TransportKind::Connect => "cannot connect",
             TransportKind::Timeout => "timed out",
             TransportKind::ConnectionLost => "connection closed or reset before the answer",
+            TransportKind::Certificate => "the API's certificate was refused",
+            TransportKind::CertificateTime => {
+                "clock problem: the API's certificate is not valid at this machine's clock"
+            }
         })
     }
 }
@@ -134,6 +145,33 @@ impl ApiError {
             } => *outcome_unknown,
             _ => false,
         }
+    }
+
+    /// True when the request provably never left this machine: no connection could be made
+    /// (DNS, refused, no route, connect timeout, TLS handshake), or the client refused it before
+    /// sending. The API holds nothing from it, so a sale may be sent again.
+    pub fn was_not_sent(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Transport {
+                kind: TransportKind::Connect
+                    | TransportKind::Certificate
+                    | TransportKind::CertificateTime,
+                ..
+            } | ApiError::NotConfigured { .. }
+                | ApiError::InvalidRequest { .. }
+        )
+    }
+
+    /// True when the API's certificate is not valid at this machine's clock.
+    pub fn is_clock_problem(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Transport {
+                kind: TransportKind::CertificateTime,
+                ..
+            }
+        )
     }
 
     /// True when the API refused the request in its envelope.

@@ -28,8 +28,8 @@ use tokio_util::codec::Decoder;
 use super::codec::{FrameCodec, Inbound};
 use super::frame::{frame_bytes, ACK, MAX_APDU, NAK};
 use super::message::{
-    encode_reply, encode_request, parse_incoming, AgentRequest, ErrorCode, Incoming, LinkMessage,
-    Reply, TerminalRequest,
+    encode_reply_within, encode_request, parse_incoming, AgentRequest, ErrorCode, Incoming,
+    LinkMessage, Reply, TerminalRequest,
 };
 use crate::config::SerialConfig;
 
@@ -954,7 +954,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     }
 
     fn send_reply(&mut self, io: &mut Io, re: u32, session: u64, reply: &Reply) {
-        let frame = match encode_reply(re, reply)
+        let frame = match encode_reply_within(re, reply, MAX_APDU)
             .ok()
             .and_then(|apdu| frame_bytes(&apdu).ok())
         {
