@@ -433,6 +433,7 @@ fn check_config_fails_like_run_without_a_ca_bundle_or_a_known_connection_id() {
     store
         .set_connection_id(Some("70b2190b-e47b-455f-b05e-8c132a055300".into()))
         .unwrap();
+    store.commit().wait().unwrap();
     let out = run(check_config().arg("--config").arg(&path));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
