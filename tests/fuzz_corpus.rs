@@ -67,5 +67,5 @@ fn config_load_corpus() {
 
 #[test]
 fn state_load_corpus() {
-    replay("state_load", state_load::check);
+    replay("state_load", |data, _| state_load::check(data));
 }
