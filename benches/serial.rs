@@ -93,11 +93,11 @@ async fn status_round_trip() {
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             if let LinkEvent::Request(request) = event {
-                request.reply(Reply::Status {
-                    connection_id: Some("7f0c2b1e-connection".into()),
-                    connected: true,
-                    pending: vec!["pr-1".into(), "pr-2".into()],
-                });
+                request.reply(Reply::status(
+                    Some("7f0c2b1e-connection".into()),
+                    true,
+                    vec!["pr-1".into(), "pr-2".into()],
+                ));
             }
         }
     });

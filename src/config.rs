@@ -108,6 +108,10 @@ pub struct TerminalConfig {
     pub callback_url: Option<String>,
     #[serde(default = "defaults::payment_timeout", with = "humantime_serde")]
     pub payment_timeout: Duration,
+    /// The longest a `sale` waits for its reply, whatever the payment API does
+    /// (`docs/serial-protocol.md`, "Sale replies").
+    #[serde(default = "defaults::sale_reply_deadline", with = "humantime_serde")]
+    pub sale_reply_deadline: Duration,
 }
 
 /// Parity of the serial line.
@@ -247,6 +251,9 @@ pub mod defaults {
     }
     pub fn payment_timeout() -> Duration {
         Duration::from_secs(600)
+    }
+    pub fn sale_reply_deadline() -> Duration {
+        Duration::from_secs(20)
     }
     pub fn device() -> PathBuf {
         PathBuf::from("/dev/ttyS1")
@@ -1052,6 +1059,11 @@ impl Config {
             "terminal.payment_timeout",
             "must be longer than zero",
         );
+        check(
+            !terminal.sale_reply_deadline.is_zero(),
+            "terminal.sale_reply_deadline",
+            "must be longer than zero",
+        );
 
         // [serial]
         let serial = &self.serial;
@@ -1280,6 +1292,7 @@ pub fn render_effective(config: &Config) -> String {
     out.value("currency_id", terminal.currency_id);
     out.opt_string("callback_url", terminal.callback_url.as_deref());
     out.duration("payment_timeout", terminal.payment_timeout);
+    out.duration("sale_reply_deadline", terminal.sale_reply_deadline);
 
     let serial = &config.serial;
     out.section("serial");
@@ -1422,6 +1435,7 @@ tag_code = "shop_1"
         let config = load_text(VALID, &[]).unwrap();
         assert_eq!(config.paywall.request_timeout, Duration::from_secs(10));
         assert_eq!(config.terminal.payment_timeout, Duration::from_secs(600));
+        assert_eq!(config.terminal.sale_reply_deadline, Duration::from_secs(20));
         assert_eq!(config.serial.baud_rate, 115_200);
         assert_eq!(config.shutdown.concurrency, 8);
         assert_eq!(config.log.level, "info");
@@ -1754,6 +1768,14 @@ tag_code = "shop_1"
         assert_invalid(
             &with("terminal", "payment_timeout = \"0s\""),
             "terminal.payment_timeout",
+        );
+        assert_invalid(
+            &with("terminal", "sale_reply_deadline = \"0s\""),
+            "terminal.sale_reply_deadline",
+        );
+        assert_invalid(
+            &with("terminal", "sale_reply_deadline = \"soon\""),
+            "terminal.sale_reply_deadline",
         );
         assert_invalid(
             &with("paywall", "request_timeout = \"0s\""),

@@ -8,9 +8,10 @@ use std::process::Output;
 use std::sync::{Arc, Mutex};
 
 use pos_agent::control::{
-    self, CancelFailure, CancelReason, CancelReport, CancelTarget, ConnectionReport,
-    ConnectionState, ControlCall, ControlError, ControlErrorKind, ControlReply, ControlRequest,
-    ControlResponse, DisconnectReport, LinkState, PendingPaymentView, StatusReport, UnlinkReport,
+    self, AbandonedSaleView, CancelFailure, CancelReason, CancelReport, CancelTarget,
+    ConnectionReport, ConnectionState, ControlCall, ControlError, ControlErrorKind, ControlReply,
+    ControlRequest, ControlResponse, DisconnectReport, LinkState, PendingPaymentView,
+    PendingReport, StatusReport, UnlinkReport,
 };
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -134,6 +135,7 @@ fn pending() -> Vec<PendingPaymentView> {
             since: "2026-11-21T13:16:40Z".into(),
             cancel_requested: false,
             cancel_reason: None,
+            cancel_refused: None,
         },
         PendingPaymentView {
             payment_request_id: OTHER_PAYMENT.into(),
@@ -142,6 +144,7 @@ fn pending() -> Vec<PendingPaymentView> {
             since: "2026-11-21T13:17:02Z".into(),
             cancel_requested: true,
             cancel_reason: Some(CancelReason::Terminal),
+            cancel_refused: None,
         },
     ]
 }
@@ -151,8 +154,10 @@ fn status() -> StatusReport {
         version: "9.8.7".into(),
         connection_id: Some(CONNECTION.into()),
         connection: ConnectionState::Connected,
+        rejection: None,
         terminal_link: LinkState::Up,
         pending: pending(),
+        abandoned: vec![],
     }
 }
 
@@ -193,6 +198,7 @@ fn status_json_prints_exactly_the_documented_object() {
             "connection_id": CONNECTION,
             "connection": "connected",
             "terminal_link": "up",
+            "abandoned": [],
             "pending": [
                 {"payment_request_id": PAYMENT, "merchant_unique_code": "order-1001",
                  "amount_minor": 1250, "since": "2026-11-21T13:16:40Z",
@@ -206,20 +212,47 @@ fn status_json_prints_exactly_the_documented_object() {
 }
 
 #[test]
-fn pending_json_prints_the_array_and_pending_says_when_there_is_none() {
-    let daemon = FakeDaemon::answering(ControlReply::Pending(pending()).into());
+fn pending_json_prints_the_arrays_and_pending_says_when_there_is_none() {
+    let report = PendingReport {
+        pending: pending(),
+        abandoned: vec![abandoned()],
+    };
+    let daemon = FakeDaemon::answering(ControlReply::Pending(report.clone()).into());
     let output = daemon.run(&["pending", "--json"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let value = json_stdout(&output);
-    assert_eq!(value, serde_json::to_value(pending()).unwrap());
+    assert_eq!(value, serde_json::to_value(&report).unwrap());
+    assert_eq!(value["pending"], serde_json::to_value(pending()).unwrap());
     assert_eq!(daemon.received(), vec![ControlRequest::Pending]);
+    // The text shows the abandoned sales apart from the pending payments.
+    let text = stdout(&daemon.run(&["pending"]));
+    let (payments, abandoned) = text.split_once("abandoned sales being settled").unwrap();
+    assert!(payments.contains(PAYMENT), "{text}");
+    assert!(!payments.contains(ABANDONED_CODE), "{text}");
+    assert!(abandoned.contains(ABANDONED_CODE), "{text}");
+    assert!(abandoned.contains("looking it up"), "{text}");
 
-    let empty = FakeDaemon::answering(ControlReply::Pending(vec![]).into());
+    let empty = FakeDaemon::answering(ControlReply::Pending(PendingReport::default()).into());
     let output = empty.run(&["pending"]);
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(stdout(&output), "no pending payments\n");
     let output = empty.run(&["pending", "--json"]);
-    assert_eq!(json_stdout(&output), json!([]));
+    assert_eq!(
+        json_stdout(&output),
+        json!({"pending": [], "abandoned": []})
+    );
+}
+
+const ABANDONED_CODE: &str = "5b0e3f8e-6f43-4c1e-9d0a-3f3c2a1b4d5e";
+
+fn abandoned() -> AbandonedSaleView {
+    AbandonedSaleView {
+        merchant_unique_code: ABANDONED_CODE.into(),
+        amount_minor: Some(990),
+        since: "2026-11-21T13:10:00Z".into(),
+        abandoned_at: "2026-11-21T13:10:20Z".into(),
+        payment_request_id: None,
+    }
 }
 
 #[test]
@@ -531,7 +564,7 @@ fn without_a_daemon_commands_exit_69_naming_the_socket() {
 
 #[test]
 fn the_socket_can_come_from_pos_agent_socket() {
-    let daemon = FakeDaemon::answering(ControlReply::Pending(vec![]).into());
+    let daemon = FakeDaemon::answering(ControlReply::Pending(PendingReport::default()).into());
     let output = common::pos_agent()
         .arg("pending")
         .env("POS_AGENT_SOCKET", &daemon.socket)
@@ -609,7 +642,8 @@ fn an_answer_that_is_not_the_protocol_exits_69() {
 
 #[test]
 fn an_answer_to_another_command_is_not_taken_for_this_one() {
-    let (_dir, socket, thread) = impostor(b"{\"ok\":true,\"command\":\"pending\",\"result\":[]}\n");
+    let (_dir, socket, thread) =
+        impostor(b"{\"ok\":true,\"command\":\"pending\",\"result\":{\"pending\":[]}}\n");
     let output = common::pos_agent()
         .args(["cancel", "--all", "--socket"])
         .arg(&socket)

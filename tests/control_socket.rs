@@ -25,8 +25,10 @@ fn status_report() -> StatusReport {
         version: "test".into(),
         connection_id: Some("70b2190b-2f1e-4a8e-9d59-0d1f1c7b1a11".into()),
         connection: ConnectionState::Connected,
+        rejection: None,
         terminal_link: LinkState::Up,
         pending: vec![],
+        abandoned: vec![],
     }
 }
 

@@ -35,21 +35,17 @@ async fn requests_round_trip_both_ways_between_agent_and_terminal_simulator() {
     let agent_side = tokio::spawn(async move {
         let request = next_request(&mut events).await;
         assert_eq!(request.request(), &TerminalRequest::Status);
-        request.reply(Reply::Status {
-            connection_id: Some("conn-1".into()),
-            connected: true,
-            pending: vec!["pr-9".into()],
-        });
+        request.reply(Reply::status(
+            Some("conn-1".into()),
+            true,
+            vec!["pr-9".into()],
+        ));
         events
     });
     let reply = terminal.status().await.unwrap();
     assert_eq!(
         reply,
-        Reply::Status {
-            connection_id: Some("conn-1".into()),
-            connected: true,
-            pending: vec!["pr-9".into()],
-        }
+        Reply::status(Some("conn-1".into()), true, vec!["pr-9".into()])
     );
     agent_side.await.unwrap();
 
@@ -238,11 +234,7 @@ async fn terminal_that_restarts_and_counts_from_1_again_gets_fresh_answers() {
         assert_eq!(raw.next().await, Inbound::Ack);
         let request = next_request(&mut events).await;
         assert_eq!(request.id(), id);
-        request.reply(Reply::Status {
-            connection_id: Some("before".into()),
-            connected: true,
-            pending: vec![],
-        });
+        request.reply(Reply::status(Some("before".into()), true, vec![]));
         assert_eq!(raw.next_json().await["re"], id);
         raw.ack().await;
     }
@@ -255,11 +247,7 @@ async fn terminal_that_restarts_and_counts_from_1_again_gets_fresh_answers() {
         (request.id(), request.request()),
         (1, &TerminalRequest::Status)
     );
-    request.reply(Reply::Status {
-        connection_id: Some("after".into()),
-        connected: true,
-        pending: vec![],
-    });
+    request.reply(Reply::status(Some("after".into()), true, vec![]));
     let reply = raw.next_json().await;
     assert_eq!(
         (reply["connection_id"].as_str(), reply["re"].as_u64()),

@@ -55,11 +55,7 @@ async fn simulate_terminal_sends_stdin_requests_and_prints_replies_and_notificat
                     })
                     .await;
                 assert_eq!(ok, Ok(Reply::Ok));
-                request.reply(Reply::Status {
-                    connection_id: None,
-                    connected: false,
-                    pending: vec![],
-                });
+                request.reply(Reply::status(None, false, vec![]));
                 return;
             }
         }
@@ -88,7 +84,7 @@ async fn simulate_terminal_sends_stdin_requests_and_prints_replies_and_notificat
     assert_eq!(notification["payment_request_id"], "pr-5");
     assert!(notification["id"].is_u64());
     assert!(lines.contains(
-        &serde_json::json!({"type":"status","connection_id":null,"connected":false,"pending":[]})
+        &serde_json::json!({"type":"status","connection_id":null,"connected":false,"pending":[],"pending_count":0,"truncated":false})
     ));
     assert!(
         stderr.contains("not a terminal request"),

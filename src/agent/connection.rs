@@ -3,6 +3,7 @@
 //! operator's `disconnect` / `reconnect`.
 
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::{error, info, warn};
 
 use super::core::{CancelSummary, Core, Refusal};
@@ -10,40 +11,69 @@ use crate::control::ConnectionState;
 use crate::retry::RetryPolicy;
 use crate::state::CancelReason;
 
-/// Brings the connection up: reconnects the known Id (configuration, else state) or
-/// establishes a new one and makes its Id durable. Transport failures are retried with the
-/// common [`RetryPolicy`] until the agent stops; a rejection ends the attempt (the operator sees it in
-/// `status` and the log, and can `reconnect`).
+/// How long the agent waits before trying again while the API rejects it (HTTP 401/403/404):
+/// nothing changes until an operator fixes the configuration, so at most once a minute.
+pub const REJECTED_RETRY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Keeps the connection up for the daemon's life: reconnects the known Id (configuration, else
+/// state) or establishes a new one and makes its Id durable. Transport failures are retried
+/// with the common [`RetryPolicy`]; a rejection of the agent itself (HTTP 401/403/404) is tried again at most once
+/// a minute, also when a later call meets one; an envelope refusal ends the attempts (the
+/// operator sees it in `status` and the log, and can `reconnect`). Whenever the connection comes
+/// up, the cancels not seen confirmed are sent again and the sale intents left are resolved.
 pub async fn maintain(core: Arc<Core>) {
     let mut waits = RetryPolicy::API_OUTAGE.backoff();
     let mut stopping = core.stopping_signal();
+    let mut connection = core.connection_signal();
     loop {
         if core.is_stopping() {
             return;
         }
-        core.set_connection_state(ConnectionState::Connecting);
-        let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
-        match connect_once(&core).await {
+        if core.connection_state() != ConnectionState::Rejected {
+            core.set_connection_state(ConnectionState::Connecting);
+        }
+        let wait = match connect_once(&core).await {
             Ok(id) => {
                 info!(connection_id = id, "payment API connection {id} active");
+                core.clear_rejection();
                 core.set_connection_state(ConnectionState::Connected);
+                core.settle_all_abandoned();
+                waits.reset();
                 core.resend_requested_cancels().await;
                 core.resolve_leftover_intents().await;
-                return;
+                // Up until a call meets a rejection of the agent; then wait and try again.
+                tokio::select! {
+                    _ = connection.wait_for(|c| *c == ConnectionState::Rejected) => {}
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+                REJECTED_RETRY_INTERVAL
             }
+            Err(Refusal::AgentRejected(_)) => REJECTED_RETRY_INTERVAL,
             Err(Refusal::ApiUnavailable(why)) => {
-                warn!("payment API not reachable yet ({why}); trying again in {delay:?}");
-                core.set_connection_state(ConnectionState::Connecting);
+                let wait = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
+                warn!("payment API not reachable yet ({why}); trying again in {wait:?}");
+                wait
             }
             Err(refusal) => {
                 error!("the payment API connection could not be activated: {refusal}");
                 core.set_connection_state(ConnectionState::Disconnected);
                 return;
             }
-        }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stopping.wait_for(|s| *s) => return,
+        }
+        // An operator's `reconnect` may have brought it up meanwhile.
+        if core.connection_state() == ConnectionState::Connected {
+            tokio::select! {
+                _ = connection.wait_for(|c| *c == ConnectionState::Rejected) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(REJECTED_RETRY_INTERVAL) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
         }
     }
 }
@@ -59,9 +89,9 @@ async fn connect_once(core: &Core) -> Result<String, Refusal> {
         core.client()
             .reconnect(&id)
             .await
-            .map_err(|e| Refusal::from_api_error(&e))?;
+            .map_err(|e| core.refusal(&e))?;
         if core.connection_id().as_deref() != Some(id.as_str()) {
-            store_connection_id(core, &id)?;
+            store_connection_id(core, &id).await?;
         }
         return Ok(id);
     }
@@ -74,13 +104,14 @@ async fn connect_once(core: &Core) -> Result<String, Refusal> {
         .client()
         .establish_connection(&establish)
         .await
-        .map_err(|e| Refusal::from_api_error(&e))?;
-    store_connection_id(core, &id)?;
+        .map_err(|e| core.refusal(&e))?;
+    store_connection_id(core, &id).await?;
     Ok(id)
 }
 
-fn store_connection_id(core: &Core, id: &str) -> Result<(), Refusal> {
+async fn store_connection_id(core: &Core, id: &str) -> Result<(), Refusal> {
     core.mutate_store(|s| s.set_connection_id(Some(id.to_owned())))
+        .await
         .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))
 }
 
@@ -111,20 +142,31 @@ pub async fn operator_disconnect(core: &Arc<Core>) -> Result<(String, CancelSumm
     Ok((id, summary))
 }
 
-/// `pos-agent reconnect`: re-activate the connection (one attempt, with the client's retries).
+/// `pos-agent reconnect`: re-activate the connection (one attempt, with the client's retries),
+/// then, in the background, send again the cancels not seen confirmed and resolve the sale
+/// intents left unresolved, as at start.
 pub async fn operator_reconnect(core: &Arc<Core>) -> Result<String, Refusal> {
-    core.set_connection_state(ConnectionState::Connecting);
+    if core.connection_state() != ConnectionState::Rejected {
+        core.set_connection_state(ConnectionState::Connecting);
+    }
     match connect_once(core).await {
         Ok(id) => {
             info!(
                 connection_id = id,
                 "connection {id} re-activated by the operator"
             );
+            core.clear_rejection();
             core.set_connection_state(ConnectionState::Connected);
             let background = Arc::clone(core);
-            tokio::spawn(async move { background.resend_requested_cancels().await });
+            background.settle_all_abandoned();
+            tokio::spawn(async move {
+                background.resend_requested_cancels().await;
+                background.resolve_leftover_intents().await;
+            });
             Ok(id)
         }
+        // connect_once noted it: `connection: rejected`, retried at most once a minute.
+        Err(refusal @ Refusal::AgentRejected(_)) => Err(refusal),
         Err(refusal) => {
             core.set_connection_state(ConnectionState::Disconnected);
             Err(refusal)

@@ -4,23 +4,27 @@
 //! operation here runs in its own task and meets the others only through the state store.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::control::{
-    rfc3339, ConnectionState, ControlError, ControlErrorKind, PendingPaymentView,
+    rfc3339, AbandonedSaleView, ConnectionState, ControlError, ControlErrorKind,
+    PendingPaymentView, RejectionView,
 };
-use crate::paywall::{ApiError, PaywallClient, SaleRequest, TerminalRef};
+use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest, TerminalRef};
 use crate::retry::RetryPolicy;
 use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
 use crate::serial::LinkHandle;
 use crate::state::{
-    CancelReason, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage, StateStore,
+    CancelReason, Commit, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage,
+    StateError, StateStore,
 };
 
 /// Why a request could not be carried out, in the terms both the terminal (`error` codes of
@@ -43,12 +47,19 @@ pub enum Refusal {
     },
     #[error("the payment API could not be reached: {0}")]
     ApiUnavailable(String),
+    /// The API refuses the agent itself (its keys, or its base URL): see
+    /// [`ApiError::agent_rejection`].
+    #[error("{0}")]
+    AgentRejected(AgentRejection),
     #[error("{0}")]
     Internal(String),
 }
 
 impl Refusal {
     pub fn from_api_error(error: &ApiError) -> Self {
+        if let Some(rejection) = error.agent_rejection() {
+            return Refusal::AgentRejected(rejection);
+        }
         match error {
             ApiError::Rejected {
                 message,
@@ -71,7 +82,7 @@ impl Refusal {
             Refusal::Busy => ErrorCode::Busy,
             Refusal::NotConnected => ErrorCode::NotConnected,
             Refusal::NotFound(_) => ErrorCode::NotFound,
-            Refusal::ApiRejected { .. } => ErrorCode::ApiRejected,
+            Refusal::ApiRejected { .. } | Refusal::AgentRejected(_) => ErrorCode::ApiRejected,
             Refusal::ApiUnavailable(_) | Refusal::Internal(_) => ErrorCode::ApiUnavailable,
         };
         let message = match self {
@@ -89,6 +100,9 @@ impl Refusal {
                 client_message,
                 error_code,
             } => ControlError::api_rejected(message.clone(), client_message.clone(), *error_code),
+            Refusal::AgentRejected(rejection) => {
+                ControlError::api_rejected(rejection.message.clone(), None, None)
+            }
             other => {
                 let kind = match other {
                     Refusal::InvalidRequest(_) => ControlErrorKind::InvalidRequest,
@@ -96,9 +110,9 @@ impl Refusal {
                     Refusal::NotConnected => ControlErrorKind::NotConnected,
                     Refusal::NotFound(_) => ControlErrorKind::NotFound,
                     Refusal::ApiUnavailable(_) => ControlErrorKind::ApiUnavailable,
-                    Refusal::ApiRejected { .. } | Refusal::Internal(_) => {
-                        ControlErrorKind::Internal
-                    }
+                    Refusal::ApiRejected { .. }
+                    | Refusal::AgentRejected(_)
+                    | Refusal::Internal(_) => ControlErrorKind::Internal,
                 };
                 ControlError::new(kind, other.to_string())
             }
@@ -106,16 +120,12 @@ impl Refusal {
     }
 }
 
-/// What a sale ended in, shared with every request that waits on the same merchant code.
+/// What a sale ended in, shared with every request that waits on the same merchant code. A
+/// sale always ends in one of these within `[terminal] sale_reply_deadline`.
 #[derive(Debug, Clone)]
 pub enum SaleOutcome {
-    Started {
-        payment_request_id: String,
-    },
+    Started { payment_request_id: String },
     Refused(Refusal),
-    /// The outcome could not be established before the agent began to stop; the intent stays
-    /// in state and is resolved at the next start. The terminal gets no reply.
-    Unresolved,
 }
 
 /// The agent's shared core.
@@ -125,8 +135,12 @@ pub struct Core {
     store: Mutex<StateStore>,
     link: LinkHandle,
     connection: watch::Sender<ConnectionState>,
+    /// Why the API refuses the agent, while `connection` is `Rejected`.
+    rejection: Mutex<Option<AgentRejection>>,
     stopping: watch::Sender<bool>,
     sales_in_flight: Mutex<HashMap<Uuid, watch::Receiver<Option<SaleOutcome>>>>,
+    /// Abandoned sales a task is settling right now.
+    settling: Mutex<HashSet<Uuid>>,
     cancels_in_flight: Mutex<HashSet<String>>,
     /// Woken whenever something the main loop shows or times (STATUS=, payment timeouts) changed.
     pub changed: Notify,
@@ -145,8 +159,10 @@ impl Core {
             store: Mutex::new(store),
             link,
             connection: watch::channel(ConnectionState::Connecting).0,
+            rejection: Mutex::new(None),
             stopping: watch::channel(false).0,
             sales_in_flight: Mutex::new(HashMap::new()),
+            settling: Mutex::new(HashSet::new()),
             cancels_in_flight: Mutex::new(HashSet::new()),
             changed: Notify::new(),
         })
@@ -169,12 +185,36 @@ impl Core {
         f(&lock(&self.store))
     }
 
-    /// Changes the state store (each change is durable when `f` returns) and wakes the main
-    /// loop, whose status line and payment timer depend on it.
-    pub fn mutate_store<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
+    fn with_store_mut<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
         let result = f(&mut lock(&self.store));
         self.changed.notify_one();
         result
+    }
+
+    /// Changes the state store, wakes the main loop (whose status line and payment timer
+    /// depend on it) and returns once the change is durable: the caller's side effect comes
+    /// after. The store is not held while the state writer syncs; changes made meanwhile by
+    /// other operations are committed with the same sync or the next one.
+    pub async fn mutate_store<T>(
+        &self,
+        f: impl FnOnce(&mut StateStore) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let (value, commit) = {
+            let mut store = lock(&self.store);
+            let value = f(&mut store);
+            (value, store.commit())
+        };
+        self.changed.notify_one();
+        let value = value?;
+        commit.durable().await?;
+        Ok(value)
+    }
+
+    /// Changes the state store without waiting for durability: only for changes whose loss
+    /// a restart repairs by itself (see [`StateStore::defer`]).
+    fn defer_store(&self, f: impl FnOnce(&mut StateStore)) {
+        f(&mut lock(&self.store));
+        self.changed.notify_one();
     }
 
     pub fn connection_state(&self) -> ConnectionState {
@@ -184,6 +224,65 @@ impl Core {
     pub fn set_connection_state(&self, state: ConnectionState) {
         self.connection.send_replace(state);
         self.changed.notify_one();
+    }
+
+    pub fn connection_signal(&self) -> watch::Receiver<ConnectionState> {
+        self.connection.subscribe()
+    }
+
+    /// The API refuses the agent (HTTP 401/403, or 404 on a documented path): the connection
+    /// shows `rejected` until a reconnect succeeds. Logged once per change, not per attempt.
+    pub fn note_rejection(&self, rejection: AgentRejection) {
+        let changed = {
+            let mut current = lock(&self.rejection);
+            let changed = current.as_ref() != Some(&rejection);
+            *current = Some(rejection.clone());
+            changed
+        };
+        if changed {
+            error!(
+                http_status = rejection.http_status,
+                "payment API connection rejected: {rejection}; trying again at most once a minute"
+            );
+        }
+        self.set_connection_state(ConnectionState::Rejected);
+    }
+
+    /// The connection is up again: forget the rejection, if there was one.
+    pub fn clear_rejection(&self) {
+        if let Some(old) = lock(&self.rejection).take() {
+            info!(
+                http_status = old.http_status,
+                "the payment API accepts the agent again (it answered HTTP {} before)",
+                old.http_status
+            );
+        }
+    }
+
+    /// The refusal for a request the agent cannot make while the API rejects it.
+    pub fn rejection(&self) -> Option<AgentRejection> {
+        if self.connection_state() != ConnectionState::Rejected {
+            return None;
+        }
+        lock(&self.rejection).clone()
+    }
+
+    /// The rejection as `status` shows it.
+    pub fn rejection_view(&self) -> Option<RejectionView> {
+        self.rejection().map(|r| RejectionView {
+            http_status: r.http_status,
+            message: r.message,
+        })
+    }
+
+    /// The refusal for a failed call; an agent-level rejection is also noted (see
+    /// [`Core::note_rejection`]).
+    pub fn refusal(&self, error: &ApiError) -> Refusal {
+        let refusal = Refusal::from_api_error(error);
+        if let Refusal::AgentRejected(rejection) = &refusal {
+            self.note_rejection(rejection.clone());
+        }
+        refusal
     }
 
     pub fn connection_id(&self) -> Option<String> {
@@ -215,6 +314,7 @@ impl Core {
                     since: rfc3339(p.since.to_system_time()),
                     cancel_requested: p.cancel_requested.is_some(),
                     cancel_reason: p.cancel_requested.map(|c| c.reason),
+                    cancel_refused: p.cancel_refused.as_ref().map(|r| r.message.clone()),
                 })
                 .collect()
         })
@@ -237,7 +337,14 @@ impl Core {
     /// Starts a sale for the terminal, idempotently by merchant code: a code already held (in
     /// this run or an earlier one, or still in flight) gets the same answer and no second
     /// payment.
+    ///
+    /// The outcome comes within `[terminal] sale_reply_deadline` whatever the payment API does.
+    /// A sale the API provably never received (the request was not written) is retried briefly,
+    /// then refused and forgotten. One whose outcome is still unknown at the deadline is
+    /// abandoned: marked in durable state before the refusal leaves, and settled in the
+    /// background (cancelled with reason `abandoned` if it turns up).
     pub async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
+        let deadline = Instant::now() + self.config.terminal.sale_reply_deadline;
         let amount = order.amount_minor.get();
         if i64::try_from(amount).is_err() {
             return refused(Refusal::InvalidRequest(
@@ -258,25 +365,47 @@ impl Core {
         };
         match claim {
             Ok(tx) => {
-                let outcome = self.start_sale(order, amount).await;
+                let outcome = self.start_sale(order, amount, deadline).await;
                 tx.send_replace(Some(outcome.clone()));
                 lock(&self.sales_in_flight).remove(&code);
                 outcome
             }
             // The same code is being sold right now: share that sale's outcome.
-            Err(mut rx) => match rx.wait_for(Option::is_some).await {
-                Ok(outcome) => outcome.clone().unwrap_or(SaleOutcome::Unresolved),
-                Err(_) => SaleOutcome::Unresolved,
-            },
+            Err(mut rx) => {
+                let shared = rx.wait_for(Option::is_some).await;
+                match shared.ok().and_then(|outcome| outcome.clone()) {
+                    Some(outcome) => outcome,
+                    None => refused(Refusal::Internal(format!(
+                        "the sale with merchant_unique_code {code} ended without an outcome"
+                    ))),
+                }
+            }
         }
     }
 
-    async fn start_sale(self: &Arc<Self>, order: SaleOrder, amount: u64) -> SaleOutcome {
+    async fn start_sale(
+        self: &Arc<Self>,
+        order: SaleOrder,
+        amount: u64,
+        deadline: Instant,
+    ) -> SaleOutcome {
         let code = order.merchant_unique_code;
         let key = code.to_string();
         let known: Option<Sale> = self.with_store(|s| s.sale(&key).cloned());
+        // Whether a sale request with this code may have reached the API: then the outcome is
+        // unknown until a lookup settles it.
+        let maybe_sent = AtomicBool::new(false);
         let since = match known {
             Some(sale) => match sale.stage {
+                SaleStage::Abandoned { .. }
+                | SaleStage::Final {
+                    outcome: PaymentOutcome::Abandoned,
+                    ..
+                } => {
+                    return refused(Refusal::InvalidRequest(format!(
+                        "merchant_unique_code {code} was abandoned: the terminal was told that sale failed, and a payment made with it is cancelled; use a new code"
+                    )));
+                }
                 SaleStage::Started { payment_request_id }
                 | SaleStage::Final {
                     payment_request_id: Some(payment_request_id),
@@ -302,17 +431,16 @@ impl Core {
                             "merchant_unique_code {code} is already used for another amount"
                         )));
                     }
-                    let since = sale.since.to_system_time();
-                    match self.resolve_sale(code, since).await {
-                        Resolution::Found(id) => return self.sale_started(code, id),
-                        Resolution::Absent => since,
-                        Resolution::Unknown => return SaleOutcome::Unresolved,
-                    }
+                    maybe_sent.store(true, Ordering::Relaxed);
+                    sale.since.to_system_time()
                 }
             },
             None => {
                 if self.is_stopping() {
                     return refused(Refusal::Busy);
+                }
+                if let Some(rejection) = self.rejection() {
+                    return refused(Refusal::AgentRejected(rejection));
                 }
                 if self.connection_state() != ConnectionState::Connected {
                     return refused(Refusal::NotConnected);
@@ -321,8 +449,9 @@ impl Core {
                 let currency = order
                     .currency_id
                     .unwrap_or(self.config.terminal.currency_id);
-                if let Err(e) =
-                    self.mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
+                if let Err(e) = self
+                    .mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
+                    .await
                 {
                     error!(merchant_unique_code = %code, "cannot record the intent of sale {code}: {e}");
                     return refused(Refusal::Internal(format!(
@@ -332,41 +461,257 @@ impl Core {
                 now
             }
         };
-        let request = self.sale_request(&order);
+        let attempt = self.send_sale(&order, since, &maybe_sent);
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Settled::Outcome(outcome)) => outcome,
+            // The API refuses the agent while the sale's outcome is unknown: the terminal hears
+            // the rejection now, and the sale is settled like any abandoned one once the API
+            // accepts the agent again.
+            Ok(Settled::Rejected(rejection)) => {
+                let refusal = Refusal::AgentRejected(rejection);
+                self.abandon_sale(code, &refusal.to_string(), refusal.clone())
+                    .await
+            }
+            Ok(Settled::Stopping) if maybe_sent.load(Ordering::Relaxed) => {
+                let why = "the agent is stopping";
+                self.abandon_sale(code, why, abandoned_refusal(code, why))
+                    .await
+            }
+            Ok(Settled::Stopping) => {
+                self.forget_intent(code).await;
+                refused(Refusal::Busy)
+            }
+            Err(_) if maybe_sent.load(Ordering::Relaxed) => {
+                let why = "no outcome within sale_reply_deadline";
+                self.abandon_sale(code, why, abandoned_refusal(code, why))
+                    .await
+            }
+            Err(_) => {
+                self.forget_intent(code).await;
+                warn!(merchant_unique_code = %code, "sale not sent: the payment API could not be reached within sale_reply_deadline; nothing was created");
+                refused(Refusal::ApiUnavailable(
+                    "the payment API could not be reached within sale_reply_deadline; no payment was created".into(),
+                ))
+            }
+        }
+    }
+
+    /// Sends the sale and settles its outcome. A request that was provably not sent (no
+    /// connection could be made) is tried again with the common retry policy; a request whose
+    /// outcome is unknown is looked up by its code, and sent again only once the API shows it
+    /// absent. `maybe_sent` says, whenever this is cut short, whether the API may hold the sale.
+    async fn send_sale(
+        self: &Arc<Self>,
+        order: &SaleOrder,
+        since: SystemTime,
+        maybe_sent: &AtomicBool,
+    ) -> Settled {
+        let code = order.merchant_unique_code;
+        let key = code.to_string();
+        if maybe_sent.load(Ordering::Relaxed) {
+            match self.resolve_sale(code, since).await {
+                Resolution::Found(id) => {
+                    return Settled::Outcome(self.sale_started(code, id).await)
+                }
+                Resolution::Absent => maybe_sent.store(false, Ordering::Relaxed),
+                Resolution::Rejected(rejection) => return Settled::Rejected(rejection),
+                Resolution::Unknown => return Settled::Stopping,
+            }
+        }
+        let request = self.sale_request(order);
+        let mut not_sent_waits = RetryPolicy::API_CALL.backoff();
+        let mut stopping = self.stopping_signal();
         // A send happens only while the API is known not to hold the code, so it is never a
         // blind repeat; the API also rejects a repeated MerchantUniqueCode.
-        let mut sends_left = 2u32;
+        let mut unknown_sends_left = 2u32;
         loop {
             if self.is_stopping() {
-                self.forget_intent(code);
-                return refused(Refusal::Busy);
+                return Settled::Stopping;
             }
-            sends_left -= 1;
+            maybe_sent.store(true, Ordering::Relaxed);
             let error = match self.client.sale(&request).await {
                 Ok(accepted) => {
-                    return self.sale_started(code, accepted.payment_request_id.to_string())
+                    return Settled::Outcome(
+                        self.sale_started(code, accepted.payment_request_id.to_string())
+                            .await,
+                    )
                 }
                 Err(error) => error,
             };
+            if let Some(rejection) = error.agent_rejection() {
+                // Refused before it was carried out (the keys or the path): nothing exists.
+                maybe_sent.store(false, Ordering::Relaxed);
+                self.note_rejection(rejection.clone());
+                self.forget_intent(code).await;
+                return Settled::Outcome(refused(Refusal::AgentRejected(rejection)));
+            }
             if error.is_rejection() && !is_duplicate_code(&error) {
+                maybe_sent.store(false, Ordering::Relaxed);
                 warn!(merchant_unique_code = %code, "sale {code} refused by the payment API: {error}");
-                if let Err(e) = self.mutate_store(|s| {
-                    s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
-                }) {
+                if let Err(e) = self
+                    .mutate_store(|s| {
+                        s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
+                    })
+                    .await
+                {
                     error!(merchant_unique_code = %code, "cannot record the refused sale {code}: {e}");
                 }
-                return refused(Refusal::from_api_error(&error));
+                return Settled::Outcome(refused(Refusal::from_api_error(&error)));
             }
+            if error.was_not_sent() {
+                maybe_sent.store(false, Ordering::Relaxed);
+                let Some(wait) = not_sent_waits.next().filter(|_| error.is_retryable()) else {
+                    warn!(merchant_unique_code = %code, "sale {code} not sent: {error}; nothing was created");
+                    self.forget_intent(code).await;
+                    return Settled::Outcome(refused(Refusal::ApiUnavailable(format!(
+                        "{error}; no payment was created"
+                    ))));
+                };
+                warn!(merchant_unique_code = %code, retry_in_ms = wait.as_millis() as u64, "sale {code} not sent: {error}; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopping.wait_for(|s| *s) => return Settled::Stopping,
+                }
+                continue;
+            }
+            unknown_sends_left -= 1;
             warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
-                Resolution::Found(id) => return self.sale_started(code, id),
-                Resolution::Absent if sends_left > 0 => continue,
-                Resolution::Absent => {
-                    self.forget_intent(code);
-                    return refused(Refusal::ApiUnavailable(error.to_string()));
+                Resolution::Found(id) => {
+                    return Settled::Outcome(self.sale_started(code, id).await)
                 }
-                Resolution::Unknown => return SaleOutcome::Unresolved,
+                Resolution::Absent if unknown_sends_left > 0 => {
+                    maybe_sent.store(false, Ordering::Relaxed);
+                }
+                Resolution::Absent => {
+                    self.forget_intent(code).await;
+                    return Settled::Outcome(refused(Refusal::ApiUnavailable(format!(
+                        "{error}; the payment API holds no payment from it"
+                    ))));
+                }
+                // The API refuses the agent itself: the outcome stays unknown.
+                Resolution::Rejected(rejection) => return Settled::Rejected(rejection),
+                Resolution::Unknown => return Settled::Stopping,
             }
+        }
+    }
+
+    /// The sale's reply is due and its outcome unknown: the sale is marked abandoned in durable
+    /// state before the terminal hears `refusal`, and settled in the background.
+    async fn abandon_sale(
+        self: &Arc<Self>,
+        code: Uuid,
+        why: &str,
+        refusal: Refusal,
+    ) -> SaleOutcome {
+        let key = code.to_string();
+        match self
+            .mutate_store(|s| s.update(|state| state.abandon_sale(&key, SystemTime::now())))
+            .await
+        {
+            Ok(()) => {
+                warn!(merchant_unique_code = %code, "sale {code} abandoned: {why}; the terminal is told it failed, and a payment that turns up is cancelled");
+                let core = Arc::clone(self);
+                tokio::spawn(async move { core.settle_abandoned(code).await });
+            }
+            // The intent stays: the next start resolves it, and a payment found then stays
+            // pending until payment_timeout cancels it.
+            Err(e) => {
+                error!(merchant_unique_code = %code, "cannot record the abandoned sale {code}: {e}")
+            }
+        }
+        refused(refusal)
+    }
+
+    /// Settles an abandoned sale, retried with the common retry policy until done or the agent
+    /// stops (then at the next start): a payment that turns up is tracked and cancelled with
+    /// reason `abandoned` (the terminal hears `payment_cancelled`); a code the payments list
+    /// shows absent ends final, still refused for a new sale.
+    pub async fn settle_abandoned(self: &Arc<Self>, code: Uuid) {
+        let key = code.to_string();
+        let mut waits = RetryPolicy::API_OUTAGE.backoff();
+        let mut stopping = self.stopping_signal();
+        if !lock(&self.settling).insert(code) {
+            return;
+        }
+        while let Some(sale) = self.with_store(|s| s.sale(&key).cloned()) {
+            if !matches!(sale.stage, SaleStage::Abandoned { .. }) {
+                break;
+            }
+            let tracked: Option<String> = self.with_store(|s| {
+                s.pending()
+                    .iter()
+                    .find(|(_, p)| p.merchant_unique_code.as_deref() == Some(key.as_str()))
+                    .map(|(id, _)| id.clone())
+            });
+            let done = match tracked {
+                // A refusal is final for this loop (the payment stays pending, and
+                // payment_timeout still applies); a transport failure is tried again.
+                Some(id) => !matches!(
+                    self.cancel(&id, CancelReason::Abandoned).await,
+                    Err(Refusal::ApiUnavailable(_) | Refusal::Internal(_))
+                ),
+                None => match self
+                    .client
+                    .find_payment_by_merchant_code(code, sale.since.to_system_time())
+                    .await
+                {
+                    Ok(Some(found)) => {
+                        let id = found.payment_request_id.to_string();
+                        warn!(merchant_unique_code = %code, payment_request_id = id, "abandoned sale found at the payment API: cancelling it");
+                        if let Err(e) = self
+                            .mutate_store(|s| {
+                                s.update(|state| {
+                                    state.abandoned_sale_found(&key, &id, SystemTime::now())
+                                })
+                            })
+                            .await
+                        {
+                            error!(merchant_unique_code = %code, payment_request_id = id, "cannot record the abandoned sale's payment: {e}");
+                        }
+                        continue;
+                    }
+                    Ok(None) => {
+                        info!(merchant_unique_code = %code, "abandoned sale settled: the payment API holds no payment with its code");
+                        if let Err(e) = self
+                            .mutate_store(|s| {
+                                s.finish_sale(&key, PaymentOutcome::Abandoned, SystemTime::now())
+                            })
+                            .await
+                        {
+                            error!(merchant_unique_code = %code, "cannot record the settled sale: {e}");
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        warn!(merchant_unique_code = %code, "cannot settle the abandoned sale yet: {e}");
+                        false
+                    }
+                },
+            };
+            if done || self.is_stopping() {
+                break;
+            }
+            let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stopping.wait_for(|s| *s) => break,
+            }
+        }
+        lock(&self.settling).remove(&code);
+    }
+
+    /// At start and after a reconnect: every abandoned sale is settled in the background.
+    pub fn settle_all_abandoned(self: &Arc<Self>) {
+        let codes: Vec<Uuid> = self.with_store(|s| {
+            s.state()
+                .abandoned_sales()
+                .filter_map(|(code, _)| Uuid::parse_str(code).ok())
+                .collect()
+        });
+        for code in codes {
+            let core = Arc::clone(self);
+            tokio::spawn(async move { core.settle_abandoned(code).await });
         }
     }
 
@@ -388,10 +733,11 @@ impl Core {
         }
     }
 
-    fn sale_started(self: &Arc<Self>, code: Uuid, payment_request_id: String) -> SaleOutcome {
+    async fn sale_started(self: &Arc<Self>, code: Uuid, payment_request_id: String) -> SaleOutcome {
         let key = code.to_string();
         match self
             .mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now()))
+            .await
         {
             Ok(()) => {
                 let (amount_minor, currency_id) = self
@@ -431,8 +777,11 @@ impl Core {
         }
     }
 
-    fn forget_intent(&self, code: Uuid) {
-        if let Err(e) = self.mutate_store(|s| s.forget_sale_intent(&code.to_string())) {
+    async fn forget_intent(&self, code: Uuid) {
+        if let Err(e) = self
+            .mutate_store(|s| s.forget_sale_intent(&code.to_string()))
+            .await
+        {
             error!(merchant_unique_code = %code, "cannot forget the intent of sale {code}: {e}");
         }
     }
@@ -447,6 +796,10 @@ impl Core {
                 Ok(Some(found)) => return Resolution::Found(found.payment_request_id.to_string()),
                 Ok(None) => return Resolution::Absent,
                 Err(e) => {
+                    if let Some(rejection) = e.agent_rejection() {
+                        self.note_rejection(rejection.clone());
+                        return Resolution::Rejected(rejection);
+                    }
                     warn!(merchant_unique_code = %code, "cannot look sale {code} up yet: {e}")
                 }
             }
@@ -461,7 +814,8 @@ impl Core {
         }
     }
 
-    /// At start: every sale intent left by an earlier run is resolved (agent.md §2).
+    /// Whenever the connection comes up (at start, by the background reconnects, and by the
+    /// operator's `reconnect`): every sale intent left unresolved is resolved (agent.md §2).
     pub async fn resolve_leftover_intents(self: &Arc<Self>) {
         let intents: Vec<(String, SystemTime)> = self.with_store(|s| {
             s.state()
@@ -481,24 +835,48 @@ impl Core {
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => {
                     info!(merchant_unique_code = %code, payment_request_id = id, "recovered sale {code}: the API created payment {id}");
-                    let _ = self.sale_started(code, id);
+                    let _ = self.sale_started(code, id).await;
                 }
                 Resolution::Absent => {
                     info!(merchant_unique_code = %code, "sale {code}, an intent of an earlier run, was never created; forgetting it");
-                    self.forget_intent(code);
+                    self.forget_intent(code).await;
                 }
-                Resolution::Unknown => return,
+                Resolution::Rejected(_) | Resolution::Unknown => return,
             }
         }
+    }
+
+    /// The abandoned sales still being settled, as the control socket shows them.
+    pub fn abandoned_views(&self) -> Vec<AbandonedSaleView> {
+        self.with_store(|s| {
+            s.state()
+                .abandoned_sales()
+                .map(|(code, sale)| AbandonedSaleView {
+                    merchant_unique_code: code.to_owned(),
+                    amount_minor: i64::try_from(sale.amount_minor).ok(),
+                    since: rfc3339(sale.since.to_system_time()),
+                    abandoned_at: match sale.stage {
+                        SaleStage::Abandoned { at } => rfc3339(at.to_system_time()),
+                        _ => String::new(),
+                    },
+                    payment_request_id: s
+                        .pending()
+                        .iter()
+                        .find(|(_, p)| p.merchant_unique_code.as_deref() == Some(code))
+                        .map(|(id, _)| id.clone()),
+                })
+                .collect()
+        })
     }
 
     // ----- payments reported by the terminal -----
 
     /// `payment_started`: track a payment started elsewhere.
-    pub fn track_elsewhere(&self, payment_request_id: &str) -> Result<(), Refusal> {
+    pub async fn track_elsewhere(&self, payment_request_id: &str) -> Result<(), Refusal> {
         let payment_request_id = &canonical_payment_id(payment_request_id)?;
         let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
         self.mutate_store(|s| s.track_payment(payment_request_id, payment))
+            .await
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         info!(
             payment_request_id,
@@ -508,7 +886,11 @@ impl Core {
     }
 
     /// `payment_result`: the payment is final.
-    pub fn payment_result(&self, payment_request_id: &str, succeeded: bool) -> Result<(), Refusal> {
+    pub async fn payment_result(
+        &self,
+        payment_request_id: &str,
+        succeeded: bool,
+    ) -> Result<(), Refusal> {
         let payment_request_id = &canonical_payment_id(payment_request_id)?;
         let outcome = if succeeded {
             PaymentOutcome::Succeeded
@@ -517,6 +899,7 @@ impl Core {
         };
         let was_pending = self
             .mutate_store(|s| s.finish_payment(payment_request_id, outcome, SystemTime::now()))
+            .await
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         if !was_pending {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
@@ -533,8 +916,10 @@ impl Core {
     // ----- cancels -----
 
     /// Cancels one pending payment: marked durable, sent (retried by the client), then
-    /// forgotten and the terminal told. A rejection clears the mark; a transport failure keeps
-    /// it, so the cancel is sent again (at shutdown, at the next start).
+    /// forgotten and the terminal told. A refusal because the payment is final at the API ends
+    /// the payment; any other refusal clears the mark and flags the payment `cancel_refused`
+    /// (nothing sends it again by itself); a transport failure or a 5xx keeps the mark, so the
+    /// cancel is sent again (timeouts: with backoff; others: at shutdown, at the next start).
     pub async fn cancel(
         self: &Arc<Self>,
         payment_request_id: &str,
@@ -548,9 +933,11 @@ impl Core {
                 "a cancel of {payment_request_id} is already under way"
             )));
         }
-        let marked = self.mutate_store(|s| {
-            s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
-        });
+        let marked = self
+            .mutate_store(|s| {
+                s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
+            })
+            .await;
         let result = match marked {
             Ok(()) => {
                 self.send_cancel(payment_request_id, reason, Durability::Immediate)
@@ -577,16 +964,19 @@ impl Core {
             Ok(_) => {
                 match durability {
                     Durability::Immediate => {
-                        if let Err(e) = self.mutate_store(|s| {
-                            s.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now())
-                        }) {
+                        if let Err(e) = self
+                            .mutate_store(|s| {
+                                s.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now())
+                            })
+                            .await
+                        {
                             error!(
                                 payment_request_id = id,
                                 "cannot record the confirmed cancel of payment {id}: {e}"
                             );
                         }
                     }
-                    Durability::Batched => self.mutate_store(|s| {
+                    Durability::Batched => self.defer_store(|s| {
                         s.defer(|state| {
                             state.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now());
                         })
@@ -601,20 +991,41 @@ impl Core {
                 }
                 Ok(())
             }
-            Err(error) if error.is_rejection() => {
+            Err(error) if is_already_final(&error) => {
                 warn!(
                     payment_request_id = id,
-                    "{reason} cancel of payment {id} refused by the payment API: {error}"
+                    "payment {id} is already final at the payment API; it is no longer pending: {error}"
                 );
-                let cleared = self.mutate_store(|s| {
-                    s.update(|state| {
-                        if let Some(payment) = state.payments.get_mut(id) {
-                            payment.cancel_requested = None;
-                        }
-                        Ok(())
+                if let Err(e) = self
+                    .mutate_store(|s| {
+                        s.finish_payment(id, PaymentOutcome::FinalAtApi, SystemTime::now())
                     })
-                });
-                if let Err(e) = cleared {
+                    .await
+                {
+                    error!(
+                        payment_request_id = id,
+                        "cannot write state for payment {id}: {e}"
+                    );
+                }
+                Err(Refusal::from_api_error(&error))
+            }
+            Err(error) if error.agent_rejection().is_some() => {
+                warn!(
+                    payment_request_id = id,
+                    "{reason} cancel of payment {id} not sent: the payment API rejects the agent; it stays marked and is sent again once the API accepts it: {error}"
+                );
+                Err(self.refusal(&error))
+            }
+            Err(error) if error.is_rejection() || is_answered_refusal(&error) => {
+                let message = error.to_string();
+                warn!(
+                    payment_request_id = id,
+                    "{reason} cancel of payment {id} refused by the payment API; it stays pending, flagged cancel_refused, and is not sent again by itself: {message}"
+                );
+                if let Err(e) = self
+                    .mutate_store(|s| s.mark_cancel_refused(id, &message, SystemTime::now()))
+                    .await
+                {
                     error!(
                         payment_request_id = id,
                         "cannot write state for payment {id}: {e}"
@@ -627,7 +1038,7 @@ impl Core {
                     payment_request_id = id,
                     "{reason} cancel of payment {id} not confirmed ({error}); it stays marked and is sent again"
                 );
-                Err(Refusal::from_api_error(&error))
+                Err(self.refusal(&error))
             }
         }
     }
@@ -659,35 +1070,35 @@ impl Core {
         .await
     }
 
-    /// The shutdown's cancels (agent.md §3): every pending payment is marked in one write
-    /// before any request leaves; confirmations are written in batches (at most every
-    /// `BATCH_WRITE_INTERVAL`, and once at the end), since a confirmation lost in a crash only
-    /// means the cancel is sent again at the next start.
+    /// The shutdown's cancels (agent.md §3): every pending payment is marked in one record
+    /// before any request leaves; the confirmations are not waited for one by one (the state
+    /// writer commits them in groups, and once more at the end), since a confirmation lost in
+    /// a crash only means the cancel is sent again at the next start.
+    /// Payments whose cancel the API refused are left as they are (nothing re-sends those by
+    /// itself).
     pub async fn cancel_all_for_shutdown(self: &Arc<Self>, concurrency: usize) -> CancelSummary {
-        let ids = self.pending_ids();
-        let now = SystemTime::now();
-        let marked = self.mutate_store(|s| {
-            s.update(|state| {
-                for id in &ids {
-                    state.mark_cancel_requested(id, CancelReason::Shutdown, now)?;
-                }
-                Ok(())
-            })
+        let ids: Vec<String> = self.with_store(|s| {
+            s.pending()
+                .iter()
+                .filter(|(_, p)| p.cancel_refused.is_none())
+                .map(|(id, _)| id.clone())
+                .collect()
         });
+        let now = SystemTime::now();
+        let marked = self
+            .mutate_store(|s| {
+                s.update(|state| {
+                    for id in &ids {
+                        state.mark_cancel_requested(id, CancelReason::Shutdown, now)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await;
         if let Err(e) = marked {
             error!("cannot mark the shutdown's cancels: {e}; sending them one by one");
             return self.cancel_all(CancelReason::Shutdown, concurrency).await;
         }
-        let flusher = {
-            let core = Arc::clone(self);
-            tokio::spawn(async move {
-                let mut interval = tokio::time::interval(BATCH_WRITE_INTERVAL);
-                loop {
-                    interval.tick().await;
-                    core.flush_store();
-                }
-            })
-        };
         let summary = self
             .cancel_many(
                 ids,
@@ -696,14 +1107,14 @@ impl Core {
                 Durability::Batched,
             )
             .await;
-        flusher.abort();
-        self.flush_store();
+        self.flush_store().await;
         summary
     }
 
-    /// Writes batched changes now.
-    pub fn flush_store(&self) {
-        if let Err(e) = lock(&self.store).flush() {
+    /// Waits until every change made so far is durable.
+    pub async fn flush_store(&self) {
+        let commit = lock(&self.store).flush();
+        if let Err(e) = commit.durable().await {
             error!("cannot write state: {e}");
         }
     }
@@ -774,25 +1185,28 @@ impl Core {
         self.with_store(|s| {
             s.pending()
                 .values()
-                .filter(|p| p.cancel_requested.is_none())
+                .filter(|p| p.cancel_requested.is_none() && p.cancel_refused.is_none())
                 .map(|p| p.since.to_system_time() + timeout)
                 .min()
         })
     }
 
-    /// Marks, in one write, every payment pending longer than `payment_timeout` for a cancel
-    /// with reason `timeout`, and returns their ids. Called from the main loop, so the payment
-    /// timer (which skips marked payments) moves on before the cancels are even sent.
-    pub fn mark_timed_out(&self) -> Vec<String> {
+    /// Marks, in one record, every payment pending longer than `payment_timeout` for a cancel
+    /// with reason `timeout`, and returns their ids with the commit to await before the
+    /// cancels leave. Called from the main loop, so the payment timer (which skips marked
+    /// payments) moves on before the cancels are even sent.
+    pub fn mark_timed_out(&self) -> (Vec<String>, Option<Commit>) {
         let timeout = self.config.terminal.payment_timeout;
         let now = SystemTime::now();
-        let marked = self.mutate_store(|s| {
-            s.update(|state| {
+        let marked = self.with_store_mut(|s| {
+            let expired = s.update(|state| {
                 let expired: Vec<String> = state
                     .payments
                     .iter()
                     .filter(|(_, p)| {
-                        p.cancel_requested.is_none() && p.since.to_system_time() + timeout <= now
+                        p.cancel_requested.is_none()
+                            && p.cancel_refused.is_none()
+                            && p.since.to_system_time() + timeout <= now
                     })
                     .map(|(id, _)| id.clone())
                     .collect();
@@ -800,37 +1214,63 @@ impl Core {
                     state.mark_cancel_requested(id, CancelReason::Timeout, now)?;
                 }
                 Ok(expired)
-            })
+            })?;
+            Ok::<_, StateError>((expired, s.commit()))
         });
         match marked {
-            Ok(expired) => expired,
+            Ok((expired, commit)) => (expired, Some(commit)),
             Err(e) => {
                 error!("cannot mark timed-out payments: {e}");
-                Vec::new()
+                (Vec::new(), None)
             }
         }
     }
 
-    /// Sends the cancels [`Core::mark_timed_out`] marked.
-    pub async fn cancel_timed_out(self: &Arc<Self>, expired: Vec<String>) {
-        for id in expired {
-            info!(
-                payment_request_id = id,
-                "payment {id} pending longer than payment_timeout; cancelling it"
-            );
-            let _ = self.cancel(&id, CancelReason::Timeout).await;
+    /// Sends the cancels [`Core::mark_timed_out`] marked, once the marks are durable. One that
+    /// meets an unreachable API or a 5xx is sent again with backoff until the API answers it (or
+    /// the agent stops: the shutdown then sends it); an answer, a refusal included, ends it.
+    pub async fn cancel_timed_out(self: &Arc<Self>, expired: Vec<String>, commit: Option<Commit>) {
+        use futures_util::stream::{self, StreamExt};
+        if let Some(commit) = commit {
+            if let Err(e) = commit.durable().await {
+                error!("cannot mark timed-out payments: {e}");
+                return;
+            }
         }
+        let concurrency = self.config.shutdown.concurrency.max(1);
+        stream::iter(expired)
+            .for_each_concurrent(concurrency, |id| {
+                let core = Arc::clone(self);
+                async move {
+                    info!(
+                        payment_request_id = id,
+                        "payment {id} pending longer than payment_timeout; cancelling it"
+                    );
+                    let mut stopping = core.stopping_signal();
+                    let mut waits = RetryPolicy::API_OUTAGE.backoff();
+                    loop {
+                        match core.cancel(&id, CancelReason::Timeout).await {
+                            Err(Refusal::ApiUnavailable(_)) if core.is_pending(&id) => {}
+                            _ => return,
+                        }
+                        let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stopping.wait_for(|s| *s) => return,
+                        }
+                    }
+                }
+            })
+            .await;
     }
 }
-
-/// How often the shutdown writes its batched cancel confirmations.
-const BATCH_WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, Copy)]
 enum Durability {
     /// The confirmation is written before the terminal hears of it.
     Immediate,
-    /// The confirmation is written with the next batch.
+    /// The confirmation is committed with whatever the state writer commits next; not waited
+    /// for.
     Batched,
 }
 
@@ -853,10 +1293,49 @@ fn refused(refusal: Refusal) -> SaleOutcome {
     SaleOutcome::Refused(refusal)
 }
 
+/// How [`Core::send_sale`] ended: with the sale's outcome, cut short by the shutdown, or with
+/// the outcome unknown because the API refuses the agent itself.
+enum Settled {
+    Outcome(SaleOutcome),
+    Stopping,
+    Rejected(AgentRejection),
+}
+
+/// What the terminal hears for a sale abandoned at its deadline.
+fn abandoned_refusal(code: Uuid, why: &str) -> Refusal {
+    Refusal::ApiUnavailable(format!(
+        "{why}; the sale is abandoned (a payment made with merchant_unique_code {code} is cancelled); use a new code"
+    ))
+}
+
 enum Resolution {
     Found(String),
     Absent,
+    /// The API refuses the agent (keys, base URL): unknown until it accepts it again.
+    Rejected(AgentRejection),
     Unknown,
+}
+
+/// The API's code for "the payment is already completed" (successful or failed): a cancel
+/// cannot change it, and it is no longer pending.
+const PAYMENT_ALREADY_COMPLETED: i64 = 7;
+
+/// An HTTP status that answers the request (4xx other than 408/429): sending it again cannot
+/// change the answer.
+fn is_answered_refusal(error: &ApiError) -> bool {
+    matches!(error, ApiError::Status { status, .. } if (400..500).contains(status))
+        && !error.is_retryable()
+}
+
+/// A cancel refused because the payment is final at the API (`docs/payment-api.md`).
+fn is_already_final(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::Rejected {
+            error_code: Some(PAYMENT_ALREADY_COMPLETED),
+            ..
+        }
+    )
 }
 
 /// The API's code for "MerchantUniqueCode already exists": the payment is there.

@@ -20,7 +20,7 @@ use crate::config;
 use crate::control::{
     self, ApmAccount, CancelFailure, CancelReport, CancelTarget, ConnectionReport, ConnectionState,
     ControlCall, ControlReply, ControlRequest, ControlResponse, DisconnectReport, LinkState,
-    StatusReport, UnlinkReport,
+    PendingReport, StatusReport, UnlinkReport,
 };
 use crate::paywall::{ApmTarget, PaywallClient};
 use crate::serial::message::{AgentRequest, AgentState, PaymentOutcome, Reply, TerminalRequest};
@@ -151,9 +151,9 @@ pub async fn run(config_path: &Path) -> ExitCode {
                 }
             },
             _ = sleep_until(next_timeout) => {
-                let expired = core.mark_timed_out();
+                let (expired, commit) = core.mark_timed_out();
                 let core = Arc::clone(&core);
-                tokio::spawn(async move { core.cancel_timed_out(expired).await });
+                tokio::spawn(async move { core.cancel_timed_out(expired, commit).await });
             }
             _ = core.changed.notified() => {}
         }
@@ -224,8 +224,8 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
         tokio::select! {
             biased;
             _ = tick(&mut events.watchdog) => events.notifier.watchdog(),
-            _ = events.signals.recv() => return interrupted(core),
-            _ = events.interrupts.recv() => return interrupted(core),
+            _ = events.signals.recv() => return interrupted(core).await,
+            _ = events.interrupts.recv() => return interrupted(core).await,
             Some(call) = events.control_calls.recv() => {
                 let response = match call.request {
                     request @ (ControlRequest::Status | ControlRequest::Pending) => handle_control(core, request).await,
@@ -249,7 +249,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
             }
         }
     }
-    core.flush_store();
+    core.flush_store().await;
     let pending = core.pending_count();
     info!(pending, "stopped with {pending} pending");
     ExitCode::SUCCESS
@@ -261,12 +261,12 @@ struct Events {
     interrupts: Signal,
     watchdog: Option<tokio::time::Interval>,
     control_calls: mpsc::Receiver<ControlCall>,
-    link_events: mpsc::UnboundedReceiver<LinkEvent>,
+    link_events: mpsc::Receiver<LinkEvent>,
     notifier: systemd::Notifier,
 }
 
-fn interrupted(core: &Core) -> ExitCode {
-    core.flush_store();
+async fn interrupted(core: &Core) -> ExitCode {
+    core.flush_store().await;
     let left = core.pending_count();
     warn!(
         left,
@@ -299,6 +299,7 @@ fn status_line(core: &Core, link_up: bool) -> String {
         ConnectionState::Connected => "connected",
         ConnectionState::Connecting => "connecting",
         ConnectionState::Disconnected => "disconnected",
+        ConnectionState::Rejected => "rejected",
     };
     let stopping = if core.is_stopping() {
         "stopping · "
@@ -323,11 +324,10 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
                     merchant_unique_code,
                 },
                 SaleOutcome::Refused(refusal) => refusal.to_reply(),
-                SaleOutcome::Unresolved => return,
             }
         }
         TerminalRequest::PaymentStarted { payment_request_id } => {
-            match core.track_elsewhere(&payment_request_id) {
+            match core.track_elsewhere(&payment_request_id).await {
                 Ok(()) => Reply::Ok,
                 Err(refusal) => refusal.to_reply(),
             }
@@ -335,7 +335,10 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
         TerminalRequest::PaymentResult {
             payment_request_id,
             status,
-        } => match core.payment_result(&payment_request_id, status == PaymentOutcome::Succeeded) {
+        } => match core
+            .payment_result(&payment_request_id, status == PaymentOutcome::Succeeded)
+            .await
+        {
             Ok(()) => Reply::Ok,
             Err(refusal) => refusal.to_reply(),
         },
@@ -344,9 +347,7 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
         } => match canonical_payment_id(&id) {
             Err(refusal) => refusal.to_reply(),
             Ok(id) => match core.cancel(&id, CancelReason::Terminal).await {
-                Ok(()) => Reply::Cancelled {
-                    payment_request_ids: vec![id],
-                },
+                Ok(()) => Reply::cancelled(vec![id]),
                 Err(refusal) => refusal.to_reply(),
             },
         },
@@ -358,16 +359,14 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
                 .await;
             match summary.failed.into_iter().next() {
                 Some((_, refusal)) if summary.cancelled.is_empty() => refusal.to_reply(),
-                _ => Reply::Cancelled {
-                    payment_request_ids: summary.cancelled,
-                },
+                _ => Reply::cancelled(summary.cancelled),
             }
         }
-        TerminalRequest::Status => Reply::Status {
-            connection_id: core.connection_id(),
-            connected: core.connection_state() == ConnectionState::Connected,
-            pending: core.pending_ids(),
-        },
+        TerminalRequest::Status => Reply::status(
+            core.connection_id(),
+            core.connection_state() == ConnectionState::Connected,
+            core.pending_ids(),
+        ),
         TerminalRequest::Ping => Reply::Pong,
     };
     request.reply(reply);
@@ -377,7 +376,10 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
 async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlResponse {
     let reply = match request {
         ControlRequest::Status => Ok(ControlReply::Status(status_report(core))),
-        ControlRequest::Pending => Ok(ControlReply::Pending(core.pending_views())),
+        ControlRequest::Pending => Ok(ControlReply::Pending(PendingReport {
+            pending: core.pending_views(),
+            abandoned: core.abandoned_views(),
+        })),
         ControlRequest::Cancel(CancelTarget::One(id)) => {
             let id = id.to_string();
             core.cancel(&id, CancelReason::Operator).await.map(|()| {
@@ -464,11 +466,13 @@ fn status_report(core: &Core) -> StatusReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         connection_id: core.connection_id(),
         connection: core.connection_state(),
+        rejection: core.rejection_view(),
         terminal_link: if core.link().state() == serial::LinkState::Up {
             LinkState::Up
         } else {
             LinkState::Down
         },
         pending: core.pending_views(),
+        abandoned: core.abandoned_views(),
     }
 }

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::{exit, Failure};
 use crate::control::{
-    self, ApmAccount, CancelFailure, CancelTarget, ClientError, ControlErrorKind, ControlReply,
-    ControlRequest, PendingPaymentView, StatusReport,
+    self, AbandonedSaleView, ApmAccount, CancelFailure, CancelTarget, ClientError,
+    ControlErrorKind, ControlReply, ControlRequest, PendingPaymentView, StatusReport,
 };
 
 /// The operator subcommands; flattened into the top-level command list.
@@ -263,7 +263,7 @@ fn cancel_failures(reply: &ControlReply) -> &[CancelFailure] {
 fn reply_payload(reply: &ControlReply) -> serde_json::Value {
     let value = match reply {
         ControlReply::Status(report) => serde_json::to_value(report),
-        ControlReply::Pending(pending) => serde_json::to_value(pending),
+        ControlReply::Pending(report) => serde_json::to_value(report),
         ControlReply::Cancel(report) => serde_json::to_value(report),
         ControlReply::Disconnect(report) => serde_json::to_value(report),
         ControlReply::Reconnect(report) => serde_json::to_value(report),
@@ -284,8 +284,17 @@ fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
 fn print_human(reply: &ControlReply) -> anyhow::Result<()> {
     let text = match reply {
         ControlReply::Status(report) => status_text(report),
-        ControlReply::Pending(pending) if pending.is_empty() => "no pending payments\n".into(),
-        ControlReply::Pending(pending) => pending_table(pending),
+        ControlReply::Pending(report) => {
+            let mut text = if report.pending.is_empty() {
+                "no pending payments\n".to_owned()
+            } else {
+                pending_table(&report.pending)
+            };
+            if !report.abandoned.is_empty() {
+                text.push_str(&abandoned_text(&report.abandoned));
+            }
+            text
+        }
         ControlReply::Cancel(report) => {
             if report.cancelled.is_empty() && report.failed.is_empty() {
                 "nothing to cancel: no pending payments\n".into()
@@ -352,11 +361,49 @@ fn status_text(report: &StatusReport) -> String {
         report.terminal_link,
         report.pending.len()
     );
+    if let Some(rejection) = &report.rejection {
+        text.push_str(&format!(
+            "rejected       HTTP {}: {}\n",
+            rejection.http_status, rejection.message
+        ));
+    }
     if !report.pending.is_empty() {
         text.push('\n');
         text.push_str(&pending_table(&report.pending));
     }
+    if !report.abandoned.is_empty() {
+        text.push_str(&abandoned_text(&report.abandoned));
+    }
     text
+}
+
+/// The abandoned sales still being settled, apart from the pending payments.
+fn abandoned_text(abandoned: &[AbandonedSaleView]) -> String {
+    let header = [
+        "MERCHANT UNIQUE CODE",
+        "AMOUNT (MINOR)",
+        "ABANDONED AT",
+        "PAYMENT FOUND",
+    ];
+    let rows: Vec<[String; 4]> = abandoned
+        .iter()
+        .map(|a| {
+            [
+                a.merchant_unique_code.clone(),
+                a.amount_minor.map_or_else(|| "-".into(), |n| n.to_string()),
+                a.abandoned_at.clone(),
+                a.payment_request_id.clone().map_or_else(
+                    || "not yet (looking it up)".into(),
+                    |id| format!("{id} (cancelling)"),
+                ),
+            ]
+        })
+        .collect();
+    format!(
+        "\nabandoned sales being settled (the terminal was told they failed): {}\n\n{}",
+        abandoned.len(),
+        table(&header, &rows)
+    )
 }
 
 /// A table of pending payments, columns padded to their widest cell.
@@ -375,17 +422,23 @@ fn pending_table(pending: &[PendingPaymentView]) -> String {
                 p.payment_request_id.clone(),
                 p.amount_minor.map_or_else(|| "-".into(), |a| a.to_string()),
                 p.since.clone(),
-                match (p.cancel_requested, p.cancel_reason) {
-                    (false, _) => "-".into(),
-                    (true, Some(reason)) => format!("requested ({reason})"),
-                    (true, None) => "requested".into(),
+                match (p.cancel_requested, p.cancel_reason, &p.cancel_refused) {
+                    (true, Some(reason), _) => format!("requested ({reason})"),
+                    (true, None, _) => "requested".into(),
+                    (false, _, Some(message)) => format!("refused: {message}"),
+                    (false, _, None) => "-".into(),
                 },
                 p.merchant_unique_code.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
+    table(&header, &rows)
+}
+
+/// Rows under a header, columns padded to their widest cell.
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -400,8 +453,8 @@ fn pending_table(pending: &[PendingPaymentView]) -> String {
         text.push_str(line.join("  ").trim_end());
         text.push('\n');
     };
-    push_row(&header);
-    for row in &rows {
+    push_row(header);
+    for row in rows {
         push_row(&row.each_ref().map(String::as_str));
     }
     text
@@ -419,6 +472,7 @@ mod tests {
             since: "2026-11-21T13:16:40Z".into(),
             cancel_requested: cancel,
             cancel_reason: cancel.then_some(control::CancelReason::Timeout),
+            cancel_refused: None,
         }
     }
 

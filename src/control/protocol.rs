@@ -386,7 +386,7 @@ impl<'de> Deserialize<'de> for ControlResponse {
 #[serde(tag = "command", content = "result", rename_all = "snake_case")]
 pub enum ControlReply {
     Status(StatusReport),
-    Pending(Vec<PendingPaymentView>),
+    Pending(PendingReport),
     Cancel(CancelReport),
     Disconnect(DisconnectReport),
     Reconnect(ConnectionReport),
@@ -419,8 +419,46 @@ pub struct StatusReport {
     /// The payment API connection `Id`, when one is known.
     pub connection_id: Option<String>,
     pub connection: ConnectionState,
+    /// With `connection: rejected`: the HTTP status and what the API said (no key values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<RejectionView>,
     pub terminal_link: LinkState,
     pub pending: Vec<PendingPaymentView>,
+    /// Sales whose outcome was unknown when their reply was due, still being settled.
+    #[serde(default)]
+    pub abandoned: Vec<AbandonedSaleView>,
+}
+
+/// `pending`: the pending payments and, apart, the abandoned sales still being settled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingReport {
+    pub pending: Vec<PendingPaymentView>,
+    #[serde(default)]
+    pub abandoned: Vec<AbandonedSaleView>,
+}
+
+/// A sale the terminal was told failed (`api_unavailable` at `sale_reply_deadline`) while its
+/// outcome was unknown; the agent is still finding out whether the payment API created it, and
+/// cancels it if so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbandonedSaleView {
+    pub merchant_unique_code: String,
+    pub amount_minor: Option<i64>,
+    /// When the sale was asked for, RFC 3339 in UTC.
+    pub since: String,
+    /// When the terminal was told it failed, RFC 3339 in UTC.
+    pub abandoned_at: String,
+    /// The payment the API turned out to hold, being cancelled; absent while still looked up.
+    #[serde(default)]
+    pub payment_request_id: Option<String>,
+}
+
+/// Why the payment API refuses the agent (`connection: rejected`): its keys (HTTP 401/403) or
+/// its base URL (HTTP 404).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectionView {
+    pub http_status: u16,
+    pub message: String,
 }
 
 /// The state of the payment API connection.
@@ -430,6 +468,9 @@ pub enum ConnectionState {
     Connected,
     Disconnected,
     Connecting,
+    /// The API refuses the agent's keys or has no such endpoint (HTTP 401, 403, 404): nothing
+    /// works until the configuration is fixed; the agent tries again at most once a minute.
+    Rejected,
 }
 
 impl fmt::Display for ConnectionState {
@@ -438,6 +479,7 @@ impl fmt::Display for ConnectionState {
             Self::Connected => "connected",
             Self::Disconnected => "disconnected",
             Self::Connecting => "connecting",
+            Self::Rejected => "rejected",
         })
     }
 }
@@ -474,6 +516,10 @@ pub struct PendingPaymentView {
     /// Why the cancel was asked for, when one was.
     #[serde(default)]
     pub cancel_reason: Option<CancelReason>,
+    /// The API refused the last cancel with this message; the payment stays pending and its
+    /// cancel is not sent again unless an operator (or the terminal) asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_refused: Option<String>,
 }
 
 /// Why a payment is being cancelled: one definition for state, control and the serial link.
@@ -773,6 +819,7 @@ mod tests {
             version: "0.1.0".into(),
             connection_id: Some("70b2190b-2f1e-4a8e-9d59-0d1f1c7b1a11".into()),
             connection: ConnectionState::Connected,
+            rejection: None,
             terminal_link: LinkState::Up,
             pending: vec![PendingPaymentView {
                 payment_request_id: ID.into(),
@@ -781,6 +828,14 @@ mod tests {
                 since: "2026-11-21T13:16:40Z".into(),
                 cancel_requested: true,
                 cancel_reason: Some(CancelReason::Operator),
+                cancel_refused: None,
+            }],
+            abandoned: vec![AbandonedSaleView {
+                merchant_unique_code: "5b0e3f8e-6f43-4c1e-9d0a-3f3c2a1b4d5e".into(),
+                amount_minor: Some(990),
+                since: "2026-11-21T13:10:00Z".into(),
+                abandoned_at: "2026-11-21T13:10:20Z".into(),
+                payment_request_id: None,
             }],
         }
     }
@@ -806,6 +861,13 @@ mod tests {
                         "since": "2026-11-21T13:16:40Z",
                         "cancel_requested": true,
                         "cancel_reason": "operator"
+                    }],
+                    "abandoned": [{
+                        "merchant_unique_code": "5b0e3f8e-6f43-4c1e-9d0a-3f3c2a1b4d5e",
+                        "amount_minor": 990,
+                        "since": "2026-11-21T13:10:00Z",
+                        "abandoned_at": "2026-11-21T13:10:20Z",
+                        "payment_request_id": null
                     }]
                 }
             })
@@ -844,7 +906,10 @@ mod tests {
         };
         let replies = [
             ControlReply::Status(sample_status()),
-            ControlReply::Pending(sample_status().pending),
+            ControlReply::Pending(PendingReport {
+                pending: sample_status().pending,
+                abandoned: sample_status().abandoned,
+            }),
             ControlReply::Cancel(CancelReport {
                 cancelled: vec![ID.into()],
                 failed: vec![failure.clone()],

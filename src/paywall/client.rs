@@ -147,7 +147,67 @@ fn utc_date(time: SystemTime) -> String {
     stamp.get(..10).unwrap_or("1970-01-01").to_owned()
 }
 
+/// The TLS error somewhere in an error's chain of causes (an `io::Error` hides its inner error
+/// from `source()`, so it is looked into as well).
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cause = Some(e);
+    while let Some(error) = cause {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| tls_error(inner))
+        {
+            return Some(tls);
+        }
+        cause = error.source();
+    }
+    None
+}
+
+/// A refused certificate, said plainly: the system time for a time error (a terminal without
+/// RTC boots with its clock in the past), the names for a name mismatch, the CA bundle for an
+/// unknown issuer.
+fn certificate_problem(error: &rustls::Error) -> Option<(TransportKind, String)> {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(certificate) = error else {
+        return None;
+    };
+    let now = humantime::format_rfc3339_seconds(SystemTime::now());
+    let (kind, what) = match certificate {
+        C::NotValidYet | C::NotValidYetContext { .. } => (
+            TransportKind::CertificateTime,
+            format!("the certificate is not valid yet at the system time {now}: the clock is probably behind (no RTC, or not synchronised yet)"),
+        ),
+        C::Expired | C::ExpiredContext { .. } => (
+            TransportKind::CertificateTime,
+            format!("the certificate has expired at the system time {now} (or the clock is ahead)"),
+        ),
+        C::NotValidForName | C::NotValidForNameContext { .. } => (
+            TransportKind::Certificate,
+            "the certificate is not valid for the host name of the configured URL".to_owned(),
+        ),
+        C::UnknownIssuer => (
+            TransportKind::Certificate,
+            "the certificate is not signed by a CA in the trusted bundle (SSL_CERT_FILE, else the system's)".to_owned(),
+        ),
+        _ => (TransportKind::Certificate, "the certificate was refused".to_owned()),
+    };
+    Some((kind, format!("{what}; {certificate}")))
+}
+
 fn transport_error(operation: &'static str, idempotent: bool, e: &reqwest::Error) -> ApiError {
+    if let Some((kind, detail)) = tls_error(e).and_then(certificate_problem) {
+        return ApiError::Transport {
+            operation,
+            kind,
+            detail,
+            // The handshake failed: nothing was sent.
+            outcome_unknown: false,
+        };
+    }
     let kind = if e.is_connect() {
         TransportKind::Connect
     } else if e.is_timeout() {
@@ -521,7 +581,7 @@ impl PaywallClient {
     ) -> Result<PaymentSummary, ApiError> {
         let path = format!("/api/payment/inquiry/{payment_request_id}");
         self.run(Call::physical(
-            "payment query",
+            super::error::UNDOCUMENTED_PATH_OPERATION,
             Method::GET,
             path,
             None,

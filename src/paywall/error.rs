@@ -44,6 +44,13 @@ pub enum TransportKind {
     Timeout,
     /// The connection was closed or reset before a complete answer arrived.
     ConnectionLost,
+    /// The TLS handshake refused the API's certificate (a name it does not cover, an issuer not
+    /// in the CA bundle); nothing was sent.
+    Certificate,
+    /// The API's certificate is not valid at this machine's clock (not valid yet, or expired):
+    /// most likely the clock is wrong, e.g. a terminal without RTC before time synchronisation.
+    /// Nothing was sent.
+    CertificateTime,
 }
 
 impl fmt::Display for TransportKind {
@@ -52,6 +59,10 @@ impl fmt::Display for TransportKind {
             TransportKind::Connect => "cannot connect",
             TransportKind::Timeout => "timed out",
             TransportKind::ConnectionLost => "connection closed or reset before the answer",
+            TransportKind::Certificate => "the API's certificate was refused",
+            TransportKind::CertificateTime => {
+                "clock problem: the API's certificate is not valid at this machine's clock"
+            }
         })
     }
 }
@@ -136,9 +147,74 @@ impl ApiError {
         }
     }
 
+    /// True when the request provably never left this machine: no connection could be made
+    /// (DNS, refused, no route, connect timeout, TLS handshake), or the client refused it before
+    /// sending. The API holds nothing from it, so a sale may be sent again.
+    pub fn was_not_sent(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Transport {
+                kind: TransportKind::Connect
+                    | TransportKind::Certificate
+                    | TransportKind::CertificateTime,
+                ..
+            } | ApiError::NotConfigured { .. }
+                | ApiError::InvalidRequest { .. }
+        )
+    }
+
+    /// True when the API's certificate is not valid at this machine's clock.
+    pub fn is_clock_problem(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Transport {
+                kind: TransportKind::CertificateTime,
+                ..
+            }
+        )
+    }
+
     /// True when the API refused the request in its envelope.
     pub fn is_rejection(&self) -> bool {
         matches!(self, ApiError::Rejected { .. })
+    }
+
+    /// When the API refused the agent itself rather than this one request: its keys (HTTP 401
+    /// or 403) or its base URL (HTTP 404 on a documented path). Repeating any call cannot help
+    /// until the configuration is fixed. The mapping is in `docs/payment-api.md`.
+    pub fn agent_rejection(&self) -> Option<AgentRejection> {
+        let ApiError::Status {
+            operation,
+            status,
+            message,
+            client_message,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let said = match (message.as_deref(), client_message.as_deref()) {
+            (Some(m), _) if !m.trim().is_empty() => format!(": {m}"),
+            (_, Some(c)) if !c.trim().is_empty() => format!(": {c}"),
+            _ => String::new(),
+        };
+        let message = match status {
+            401 | 403 => format!(
+                "the payment API refused the agent's credentials (HTTP {status}{said}); check \
+                 paywall.api_key_private and paywall.api_client_private"
+            ),
+            // The payment query's path is not documented (a gap): a 404 there may mean the
+            // payment is unknown, not that the base URL is wrong.
+            404 if *operation != UNDOCUMENTED_PATH_OPERATION => format!(
+                "the payment API has no {operation} endpoint at the configured address \
+                 (HTTP 404{said}); check paywall.physical_api_url"
+            ),
+            _ => return None,
+        };
+        Some(AgentRejection {
+            http_status: *status,
+            message,
+        })
     }
 
     /// The name of the failed operation (e.g. `async sale`).
@@ -151,6 +227,24 @@ impl ApiError {
             | ApiError::NotConfigured { operation, .. }
             | ApiError::InvalidRequest { operation, .. } => operation,
         }
+    }
+}
+
+/// The one operation whose path comes from an unofficial source (`docs/payment-api.md`).
+pub(crate) const UNDOCUMENTED_PATH_OPERATION: &str = "payment query";
+
+/// The API refuses the agent itself (see [`ApiError::agent_rejection`]): `status` shows it as
+/// `connection: rejected`, with this HTTP status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRejection {
+    pub http_status: u16,
+    /// For people: what the API said and which setting to check. Never a key's value.
+    pub message: String,
+}
+
+impl fmt::Display for AgentRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
@@ -277,6 +371,38 @@ mod tests {
         assert!(status(429).is_retryable());
         assert!(!status(401).is_retryable());
         assert!(!status(404).is_retryable());
+    }
+
+    #[test]
+    fn keys_and_base_url_refusals_reject_the_agent_other_statuses_do_not() {
+        let status = |operation, status| ApiError::Status {
+            operation,
+            status,
+            message: Some("Unauthorized".into()),
+            client_message: None,
+            outcome_unknown: false,
+        };
+        let rejection = status("async sale", 401).agent_rejection().unwrap();
+        assert_eq!(rejection.http_status, 401);
+        assert!(rejection.message.contains("HTTP 401: Unauthorized"));
+        assert!(rejection.message.contains("paywall.api_key_private"));
+        assert_eq!(
+            status("async cancel", 403)
+                .agent_rejection()
+                .unwrap()
+                .http_status,
+            403
+        );
+        let wrong_url = status("connection reconnect", 404)
+            .agent_rejection()
+            .unwrap();
+        assert!(wrong_url.message.contains("paywall.physical_api_url"));
+        assert_eq!(
+            status(UNDOCUMENTED_PATH_OPERATION, 404).agent_rejection(),
+            None
+        );
+        assert_eq!(status("async sale", 500).agent_rejection(), None);
+        assert_eq!(status("async sale", 400).agent_rejection(), None);
     }
 
     #[test]

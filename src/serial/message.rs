@@ -112,13 +112,25 @@ pub enum Reply {
     },
     /// The answer to `payment_started`, `payment_result`, `agent_state`, `payment_cancelled`.
     Ok,
-    /// The answer to `cancel`.
-    Cancelled { payment_request_ids: Vec<String> },
-    /// The answer to `status`.
+    /// The answer to `cancel`. `cancelled_count` counts every payment cancelled; the ids are
+    /// as many as fit in one frame, `truncated` when some were left out.
+    Cancelled {
+        payment_request_ids: Vec<String>,
+        #[serde(default)]
+        cancelled_count: usize,
+        #[serde(default)]
+        truncated: bool,
+    },
+    /// The answer to `status`. `pending_count` counts every pending payment; `pending` holds as
+    /// many of their ids as fit in one frame, `truncated` when some were left out.
     Status {
         connection_id: Option<String>,
         connected: bool,
         pending: Vec<String>,
+        #[serde(default)]
+        pending_count: usize,
+        #[serde(default)]
+        truncated: bool,
     },
     /// The answer to `ping`.
     Pong,
@@ -131,6 +143,64 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// A `status` reply listing every pending id (shortened when sent, if it must be).
+    pub fn status(connection_id: Option<String>, connected: bool, pending: Vec<String>) -> Self {
+        Reply::Status {
+            connection_id,
+            connected,
+            pending_count: pending.len(),
+            pending,
+            truncated: false,
+        }
+    }
+
+    /// A `cancelled` reply listing every cancelled id (shortened when sent, if it must be).
+    pub fn cancelled(payment_request_ids: Vec<String>) -> Self {
+        Reply::Cancelled {
+            cancelled_count: payment_request_ids.len(),
+            payment_request_ids,
+            truncated: false,
+        }
+    }
+
+    /// How many items the part of this reply that can grow has (ids, or message characters).
+    fn growable_len(&self) -> usize {
+        match self {
+            Reply::Status { pending: ids, .. }
+            | Reply::Cancelled {
+                payment_request_ids: ids,
+                ..
+            } => ids.len(),
+            Reply::Error { message, .. } => message.chars().count(),
+            Reply::SaleStarted { .. } | Reply::Ok | Reply::Pong => 0,
+        }
+    }
+
+    /// This reply with only the first `keep` items of its growable part, marked as shortened.
+    fn shortened(&self, keep: usize) -> Reply {
+        let mut short = self.clone();
+        match &mut short {
+            Reply::Status {
+                pending: ids,
+                truncated,
+                ..
+            }
+            | Reply::Cancelled {
+                payment_request_ids: ids,
+                truncated,
+                ..
+            } => {
+                ids.truncate(keep);
+                *truncated = true;
+            }
+            Reply::Error { message, .. } => {
+                *message = message.chars().take(keep).chain(['…']).collect();
+            }
+            Reply::SaleStarted { .. } | Reply::Ok | Reply::Pong => {}
+        }
+        short
+    }
+
     /// An `error` reply.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Reply::Error {
@@ -207,6 +277,31 @@ pub fn encode_request<T: Serialize>(id: u32, body: &T) -> serde_json::Result<Vec
 /// The APDU of a reply: its JSON with `re` added.
 pub fn encode_reply(re: u32, body: &Reply) -> serde_json::Result<Vec<u8>> {
     serde_json::to_vec(&WithRe { body, re })
+}
+
+/// The APDU of a reply, never longer than `limit` bytes when the reply can be shortened: a
+/// `status` or `cancelled` keeps as many ids as fit (its count stays whole, and `truncated`
+/// says ids were left out), an `error` message is cut short. A reply is never dropped for its
+/// size (`docs/serial-protocol.md`, "Replies that can grow").
+pub fn encode_reply_within(re: u32, body: &Reply, limit: usize) -> serde_json::Result<Vec<u8>> {
+    let full = encode_reply(re, body)?;
+    if full.len() <= limit {
+        return Ok(full);
+    }
+    // The most items that fit: `fits` is monotonic in the count kept.
+    let (mut fits, mut too_many) = (0, body.growable_len());
+    let mut best = encode_reply(re, &body.shortened(0))?;
+    while too_many - fits > 1 {
+        let middle = fits + (too_many - fits) / 2;
+        let candidate = encode_reply(re, &body.shortened(middle))?;
+        if candidate.len() <= limit {
+            fits = middle;
+            best = candidate;
+        } else {
+            too_many = middle;
+        }
+    }
+    Ok(best)
 }
 
 /// A received APDU, sorted by what the link must do with it.
@@ -292,21 +387,12 @@ mod tests {
             value,
             json!({"type":"error","re":7,"code":"not_found","message":"no such payment"})
         );
-        let status: serde_json::Value = serde_json::from_slice(
-            &encode_reply(
-                3,
-                &Reply::Status {
-                    connection_id: None,
-                    connected: false,
-                    pending: vec![],
-                },
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let status: serde_json::Value =
+            serde_json::from_slice(&encode_reply(3, &Reply::status(None, false, vec![])).unwrap())
+                .unwrap();
         assert_eq!(
             status,
-            json!({"type":"status","re":3,"connection_id":null,"connected":false,"pending":[]})
+            json!({"type":"status","re":3,"connection_id":null,"connected":false,"pending":[],"pending_count":0,"truncated":false})
         );
     }
 
@@ -379,10 +465,48 @@ mod tests {
                 body: Ok(Reply::Status {
                     connection_id: Some("c1".into()),
                     connected: true,
-                    pending: vec!["p".into()]
+                    pending: vec!["p".into()],
+                    pending_count: 0,
+                    truncated: false,
                 })
             }
         );
+    }
+
+    #[test]
+    fn a_reply_too_long_for_a_frame_keeps_its_count_and_as_many_ids_as_fit() {
+        use crate::serial::frame::MAX_APDU;
+        for count in [150usize, 1_000] {
+            let ids: Vec<String> = (0..count).map(|_| Uuid::new_v4().to_string()).collect();
+            for reply in [
+                Reply::status(Some("c1".into()), true, ids.clone()),
+                Reply::cancelled(ids.clone()),
+            ] {
+                let apdu = encode_reply_within(77, &reply, MAX_APDU).unwrap();
+                assert!(apdu.len() <= MAX_APDU, "{} bytes", apdu.len());
+                let value: serde_json::Value = serde_json::from_slice(&apdu).unwrap();
+                let (listed, counted) = match &reply {
+                    Reply::Status { .. } => ("pending", "pending_count"),
+                    _ => ("payment_request_ids", "cancelled_count"),
+                };
+                assert_eq!(value[counted], count);
+                assert_eq!(value["truncated"], true);
+                let kept = value[listed].as_array().unwrap();
+                assert!(kept.len() > 50 && kept.len() < count, "{}", kept.len());
+                // As many as fit: one more would not.
+                let one_more = encode_reply(77, &reply.shortened(kept.len() + 1)).unwrap();
+                assert!(one_more.len() > MAX_APDU);
+                for (i, id) in kept.iter().enumerate() {
+                    assert_eq!(id, &ids[i]);
+                }
+            }
+        }
+        let small = Reply::status(None, true, vec!["p".into()]);
+        let apdu = encode_reply_within(1, &small, MAX_APDU).unwrap();
+        assert_eq!(apdu, encode_reply(1, &small).unwrap());
+        let long_error = Reply::error(ErrorCode::ApiUnavailable, "x".repeat(10_000));
+        let apdu = encode_reply_within(2, &long_error, MAX_APDU).unwrap();
+        assert!(apdu.len() <= MAX_APDU && apdu.len() > MAX_APDU - 10);
     }
 
     #[test]

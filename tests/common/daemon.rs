@@ -57,6 +57,11 @@ pub struct Setup {
     /// Use `[connection.establish]` instead of a known `[connection].id`.
     pub establish: bool,
     pub payment_timeout: &'static str,
+    /// `[terminal] sale_reply_deadline`.
+    pub sale_reply_deadline: &'static str,
+    /// A `[paywall]` section to use instead of the simulator's (e.g. an address that does not
+    /// resolve).
+    pub paywall_toml: Option<String>,
     pub log_level: &'static str,
     /// Extra environment for the daemon process.
     pub extra_env: Vec<(&'static str, String)>,
@@ -75,6 +80,8 @@ impl Default for Setup {
             shutdown_toml: "deadline = \"10s\"\nconcurrency = 8\n".into(),
             establish: true,
             payment_timeout: "10m",
+            sale_reply_deadline: "20s",
+            paywall_toml: None,
             log_level: "debug",
             extra_env: Vec::new(),
             socket_activation: false,
@@ -328,10 +335,10 @@ impl Agent {
             .collect()
     }
 
-    /// The state file as the daemon left it.
+    /// The state as the daemon left it on disk (snapshot and journal), as JSON.
     pub fn state_file(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.state_dir.join("state.json")).expect("state.json");
-        serde_json::from_str(&text).expect("state.json is JSON")
+        let state = pos_agent::state::read_directory(&self.state_dir).expect("readable state");
+        serde_json::to_value(state).expect("state as JSON")
     }
 
     /// Asserts that no secret reached any output of this test, then tears everything down.
@@ -452,6 +459,7 @@ fn config_toml(
 [terminal]
 id = "{terminal}"
 payment_timeout = "{timeout}"
+sale_reply_deadline = "{sale_reply_deadline}"
 
 [serial]
 device = "{device}"
@@ -469,7 +477,11 @@ socket = "{socket}"
 [log]
 level = "{log_level}"
 {extra}"#,
-        paywall = sim.paywall_config_section(),
+        paywall = setup
+            .paywall_toml
+            .clone()
+            .unwrap_or_else(|| sim.paywall_config_section()),
+        sale_reply_deadline = setup.sale_reply_deadline,
         terminal = sim::DEMO_TERMINAL_ID,
         timeout = setup.payment_timeout,
         device = device.display(),

@@ -49,8 +49,9 @@ pub(super) fn admin(shared: &Shared, method: &str, path: &str, body: &[u8]) -> R
                     "malformed_body" => FaultKind::MalformedBody,
                     "close" => FaultKind::CloseWithoutReply,
                     "create_then_drop" => FaultKind::CreateThenDropReply,
+                    "black_hole" => FaultKind::BlackHole,
                     _ => return bad(
-                        "kind must be latency, http_500, malformed_body, close or create_then_drop",
+                        "kind must be latency, http_500, malformed_body, close, create_then_drop or black_hole",
                     ),
                 };
             let mut fault = Fault::new(method, path, kind);

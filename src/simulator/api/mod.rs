@@ -130,6 +130,8 @@ pub struct RecordedRequest {
     /// The body as JSON, `None` when empty or not JSON.
     pub body: Option<Value>,
     pub raw_body: Vec<u8>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 impl RecordedRequest {
@@ -220,6 +222,12 @@ pub enum FaultKind {
     CloseWithoutReply,
     /// Carry out the request (e.g. create the payment), then close the connection unanswered.
     CreateThenDropReply,
+    /// Carry out the request, close the connection unanswered, and stop accepting connections
+    /// (as [`ApiSimulator::set_refusing`]) until told otherwise: a payment created whose answer
+    /// is lost while the API stays unreachable.
+    CreateThenGoOffline,
+    /// Accept the request and never answer it (a black hole behind a TCP-terminating proxy).
+    BlackHole,
     /// Answer with exactly this status and body, without carrying out the request (for
     /// replaying the seeds' examples through real HTTP).
     Reply { status: u16, body: String },
@@ -271,6 +279,8 @@ struct Shared {
     options: SimulatorOptions,
     inner: Mutex<Inner>,
     arrivals: watch::Sender<u64>,
+    /// False while the simulator refuses connections (its listening socket closed).
+    online: watch::Sender<bool>,
 }
 
 struct Inner {
@@ -331,6 +341,7 @@ impl ApiSimulator {
             }),
             options,
             arrivals: watch::Sender::new(0),
+            online: watch::Sender::new(true),
         });
         let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
         Ok(ApiSimulator {
@@ -417,6 +428,18 @@ impl ApiSimulator {
 
     pub fn clear_faults(&self) {
         self.shared.lock().faults.clear();
+    }
+
+    /// Refuses connections (`true`): the listening socket is closed and every open connection
+    /// dropped, so a client gets "connection refused" and nothing it sends arrives. `false`
+    /// listens again on the same address.
+    pub fn set_refusing(&self, refusing: bool) {
+        self.shared.online.send_replace(!refusing);
+    }
+
+    /// Whether the simulator refuses connections right now.
+    pub fn is_refusing(&self) -> bool {
+        !*self.shared.online.borrow()
     }
 
     /// Latency added to every request (before any fault).
@@ -526,12 +549,26 @@ impl std::fmt::Display for DropConnection {
 impl std::error::Error for DropConnection {}
 
 async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let Ok(address) = listener.local_addr() else {
+        return;
+    };
+    let mut listener = Some(listener);
+    let mut online = shared.online.subscribe();
     // The connections live in this set, so stopping the server (aborting this task) drops them.
     let mut connections = JoinSet::new();
     loop {
+        let want_online = *online.borrow_and_update();
+        if want_online && listener.is_none() {
+            listener = Some(listen_again(address).await);
+        } else if !want_online && listener.is_some() {
+            // Refusing: close the listening socket (the kernel now answers RST) and drop every
+            // connection, so no request from before reaches the state either.
+            listener = None;
+            connections.abort_all();
+        }
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+            accepted = accept(listener.as_ref()) => match accepted {
+                Ok(stream) => {
                     let shared = Arc::clone(&shared);
                     connections.spawn(async move {
                         let service = hyper::service::service_fn(move |request| {
@@ -548,7 +585,38 @@ async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            _ = online.changed() => {}
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn accept(listener: Option<&tokio::net::TcpListener>) -> io::Result<tokio::net::TcpStream> {
+    match listener {
+        Some(listener) => listener.accept().await.map(|(stream, _)| stream),
+        None => std::future::pending().await,
+    }
+}
+
+/// Listens on `address` again after a time of refusing (the address the clients know).
+async fn listen_again(address: SocketAddr) -> tokio::net::TcpListener {
+    loop {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        };
+        let listener = socket.and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(address)?;
+            socket.listen(1024)
+        });
+        match listener {
+            Ok(listener) => return listener,
+            Err(e) => {
+                eprintln!("simulate-api: cannot listen on {address} again yet: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }
@@ -620,6 +688,7 @@ async fn handle(
             .collect(),
         body: serde_json::from_slice(&raw_body).ok(),
         raw_body: raw_body.to_vec(),
+        at: Instant::now(),
     };
     let started = Instant::now();
     let authorised = authorised(&shared.options, &path, &recorded);
@@ -701,6 +770,19 @@ async fn handle(
         Some(FaultKind::Reply { status, body }) => {
             log(&format!("{status} canned reply (injected)"));
             return Ok(json_response(status, Bytes::from(body)));
+        }
+        Some(FaultKind::BlackHole) => {
+            log("accepted, never answered (injected)");
+            std::future::pending::<()>().await;
+        }
+        Some(FaultKind::CreateThenGoOffline) => {
+            let reply = shared.lock().state.handle(&method, &path, &raw_body);
+            log(&format!(
+                "carried out ({}), then closed without a reply and went offline (injected)",
+                reply.status
+            ));
+            shared.online.send_replace(false);
+            return Err(DropConnection);
         }
         Some(FaultKind::Latency(_)) | None => {}
         Some(FaultKind::CreateThenDropReply) => {

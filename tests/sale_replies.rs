@@ -1,0 +1,403 @@
+//! Sale replies bounded through payment API outages (`docs/serial-protocol.md`, "Sale
+//! replies"): the real daemon over a pty pair, the simulator refusing, black-holing, answering
+//! 5xx slowly, unresolvable, or creating a payment and then going away. Every sale is answered
+//! within `sale_reply_deadline` + 1 s; a sale the API never received leaves nothing behind; one
+//! whose outcome is unknown is abandoned and, if the payment turns up, cancelled with reason
+//! `abandoned`, across a kill -9 too. No payment the terminal was told failed stays uncancelled.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::{Agent, Setup, WAIT};
+use nix::sys::signal::Signal;
+use pos_agent::paywall::PaymentStatus;
+use pos_agent::serial::message::{CancelReason, ErrorCode, Reply};
+use pos_agent::simulator::api::{ApiSimulator, Fault, FaultKind, SimulatorOptions};
+use uuid::Uuid;
+
+const SALE: &str = "/api/payment/async/sale";
+/// Short, so the suite stays fast; the bound is the agent's own timer, so it holds under
+/// emulation as well.
+const DEADLINE: Duration = Duration::from_secs(2);
+/// What the reply may take beyond the deadline (the frame over the pty, the terminal's side).
+const SLACK: Duration = Duration::from_secs(1);
+
+fn setup() -> Setup {
+    Setup {
+        sale_reply_deadline: "2s",
+        ..Setup::default()
+    }
+}
+
+async fn connected(setup: Setup) -> Agent {
+    let mut agent = Agent::start(setup).await;
+    agent.wait_notification("STATUS=connected").await;
+    agent
+}
+
+/// Sends a sale and checks its reply came within the deadline and the slack.
+async fn timed_sale(agent: &mut Agent, code: Uuid) -> Reply {
+    let sent = Instant::now();
+    let reply = agent.sale(code, 1250).await;
+    let took = sent.elapsed();
+    assert!(
+        took <= DEADLINE + SLACK,
+        "the sale took {took:?} to answer (deadline {DEADLINE:?}): {reply:?}\nlog:\n{}",
+        agent.log()
+    );
+    reply
+}
+
+fn error_code(reply: &Reply) -> Option<ErrorCode> {
+    match reply {
+        Reply::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// No payment with a code the terminal was told failed exists at the simulator uncancelled.
+fn assert_no_live_payment(sim: &ApiSimulator, failed_codes: &[Uuid]) {
+    for payment in sim.payments() {
+        if failed_codes.contains(&payment.merchant_unique_code) {
+            assert_eq!(
+                payment.status,
+                PaymentStatus::CANCELLED,
+                "a payment the terminal was told failed is alive: {payment:?}"
+            );
+        }
+    }
+}
+
+fn sales_in_state(agent: &Agent) -> serde_json::Value {
+    agent.state_file()["sales"].clone()
+}
+
+#[tokio::test]
+async fn a_refused_sale_is_answered_quickly_and_nothing_is_created_later() {
+    let mut agent = connected(setup()).await;
+    agent.sim.set_refusing(true);
+    let code = Uuid::new_v4();
+    let reply = timed_sale(&mut agent, code).await;
+    assert_eq!(
+        error_code(&reply),
+        Some(ErrorCode::ApiUnavailable),
+        "{reply:?}"
+    );
+    let log = agent.log();
+    assert!(log.contains("sale not sent"), "{log}");
+    assert!(!log.contains("sale abandoned"), "{log}");
+    // Nothing pending, no intent, nothing abandoned.
+    let status = agent.status().await;
+    assert_eq!(status["pending"], serde_json::json!([]));
+    assert_eq!(status["abandoned"], serde_json::json!([]));
+    assert!(sales_in_state(&agent).get(code.to_string()).is_none());
+
+    // The API comes back: a new sale works, and the first one was never created.
+    agent.sim.set_refusing(false);
+    agent.started(900).await;
+    assert!(
+        agent
+            .sim
+            .payments()
+            .iter()
+            .all(|p| p.merchant_unique_code != code),
+        "the refused sale must never be created"
+    );
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn an_unresolvable_api_name_gets_an_answer_and_leaves_nothing() {
+    let sim = ApiSimulator::start(SimulatorOptions::default()).unwrap();
+    // `.invalid` never resolves (RFC 6761).
+    let paywall = sim
+        .paywall_config_section()
+        .replace(&sim.url(), "http://pos-agent-test.invalid:8080");
+    let mut agent = Agent::start_with(
+        sim,
+        Setup {
+            paywall_toml: Some(paywall),
+            ..setup()
+        },
+    )
+    .await;
+    let code = Uuid::new_v4();
+    let reply = timed_sale(&mut agent, code).await;
+    assert!(
+        matches!(
+            error_code(&reply),
+            Some(ErrorCode::NotConnected | ErrorCode::ApiUnavailable)
+        ),
+        "{reply:?}"
+    );
+    let status = agent.status().await;
+    assert_eq!(status["pending"], serde_json::json!([]));
+    assert_eq!(status["abandoned"], serde_json::json!([]));
+    assert_ne!(status["connection"], "connected");
+    let log = agent.log();
+    assert!(log.contains("not reachable yet"), "{log}");
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_black_holed_sale_is_answered_at_the_deadline_and_settled_when_the_api_is_back() {
+    let mut agent = connected(setup()).await;
+    agent
+        .sim
+        .inject(Fault::new("*", "/api/*", FaultKind::BlackHole).always());
+    let code = Uuid::new_v4();
+    let reply = timed_sale(&mut agent, code).await;
+    assert_eq!(
+        error_code(&reply),
+        Some(ErrorCode::ApiUnavailable),
+        "{reply:?}"
+    );
+    // Abandoned in durable state, shown apart from the pending payments.
+    assert_eq!(
+        sales_in_state(&agent)[code.to_string()]["stage"]["status"],
+        "abandoned"
+    );
+    let status = agent.status().await;
+    assert_eq!(
+        status["abandoned"][0]["merchant_unique_code"],
+        code.to_string()
+    );
+    assert_eq!(status["pending"], serde_json::json!([]));
+    let pending = agent.cli(&["pending", "--json"]).await;
+    assert!(pending.stdout.contains(&code.to_string()), "{pending:?}");
+
+    // A new sale with the abandoned code is refused at once.
+    let again = timed_sale(&mut agent, code).await;
+    match &again {
+        Reply::Error { code, message } => {
+            assert_eq!(*code, ErrorCode::InvalidRequest);
+            assert!(message.contains("abandoned"), "{message}");
+        }
+        other => panic!("expected invalid_request, got {other:?}"),
+    }
+
+    // The API comes back: the black hole never created it, so the code is settled as absent.
+    agent.sim.clear_faults();
+    agent
+        .status_until("the abandoned sale is settled", |s| {
+            s["abandoned"].as_array().is_some_and(|a| a.is_empty())
+        })
+        .await;
+    assert_eq!(
+        sales_in_state(&agent)[code.to_string()]["stage"]["outcome"],
+        "abandoned"
+    );
+    assert_no_live_payment(&agent.sim, &[code]);
+    assert_eq!(
+        error_code(&timed_sale(&mut agent, code).await),
+        Some(ErrorCode::InvalidRequest)
+    );
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn slow_server_errors_get_an_answer_within_the_deadline() {
+    let mut agent = connected(setup()).await;
+    agent.sim.set_latency(Duration::from_millis(400));
+    agent
+        .sim
+        .inject(Fault::new("*", "/api/*", FaultKind::Status500).always());
+    let code = Uuid::new_v4();
+    let reply = timed_sale(&mut agent, code).await;
+    assert_eq!(
+        error_code(&reply),
+        Some(ErrorCode::ApiUnavailable),
+        "{reply:?}"
+    );
+    agent.sim.clear_faults();
+    agent.sim.set_latency(Duration::ZERO);
+    agent
+        .status_until("the abandoned sale is settled", |s| {
+            s["abandoned"].as_array().is_some_and(|a| a.is_empty())
+        })
+        .await;
+    assert_no_live_payment(&agent.sim, &[code]);
+    assert_eq!(agent.status().await["pending"], serde_json::json!([]));
+    agent.finish().await;
+}
+
+/// The payment is created, its answer lost, and the API unreachable past the deadline.
+async fn late_creation(agent: &mut Agent) -> Uuid {
+    agent
+        .sim
+        .inject(Fault::new("POST", SALE, FaultKind::CreateThenGoOffline));
+    let code = Uuid::new_v4();
+    let reply = timed_sale(agent, code).await;
+    assert_eq!(
+        error_code(&reply),
+        Some(ErrorCode::ApiUnavailable),
+        "{reply:?}"
+    );
+    assert!(agent.sim.is_refusing());
+    let created: Vec<_> = agent
+        .sim
+        .payments()
+        .into_iter()
+        .filter(|p| p.merchant_unique_code == code)
+        .collect();
+    assert_eq!(created.len(), 1, "the simulator created the payment");
+    assert_eq!(created[0].status, PaymentStatus::CREATED);
+    assert_eq!(
+        sales_in_state(agent)[code.to_string()]["stage"]["status"],
+        "abandoned",
+        "abandoned in durable state before the reply"
+    );
+    code
+}
+
+async fn assert_cancelled_as_abandoned(agent: &mut Agent, code: Uuid) {
+    let payment = agent
+        .sim
+        .payments()
+        .into_iter()
+        .find(|p| p.merchant_unique_code == code)
+        .unwrap();
+    let id = payment.payment_request_id.to_string();
+    let (cancelled, reason) = agent.next_cancelled().await;
+    assert_eq!(
+        (cancelled.as_str(), reason),
+        (id.as_str(), CancelReason::Abandoned)
+    );
+    agent
+        .status_until("nothing left to settle", |s| {
+            s["abandoned"].as_array().is_some_and(|a| a.is_empty())
+                && s["pending"].as_array().is_some_and(|p| p.is_empty())
+        })
+        .await;
+    assert_no_live_payment(&agent.sim, &[code]);
+    assert_eq!(
+        agent.state_file()["sales"][code.to_string()]["stage"]["outcome"],
+        "abandoned"
+    );
+    assert_eq!(
+        error_code(&timed_sale(agent, code).await),
+        Some(ErrorCode::InvalidRequest)
+    );
+}
+
+#[tokio::test]
+async fn a_payment_created_late_is_cancelled_as_abandoned_once_the_api_is_back() {
+    let mut agent = connected(setup()).await;
+    let code = late_creation(&mut agent).await;
+    agent.sim.set_refusing(false);
+    assert_cancelled_as_abandoned(&mut agent, code).await;
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_payment_created_late_is_cancelled_as_abandoned_across_a_kill_9() {
+    let mut agent = connected(setup()).await;
+    let code = late_creation(&mut agent).await;
+    agent.signal(Signal::SIGKILL);
+    agent.wait_exit().await;
+    agent.sim.set_refusing(false);
+    agent.spawn();
+    assert_cancelled_as_abandoned(&mut agent, code).await;
+    agent.finish().await;
+}
+
+/// Restarts the agent with `count` payments pending: created at the simulator, and written
+/// into the state file while the agent is down (one state write instead of `count`).
+async fn restart_with_pending(agent: &mut Agent, count: usize) -> Vec<String> {
+    agent.signal(Signal::SIGKILL);
+    agent.wait_exit().await;
+    let mut state = agent.state_file();
+    let since = serde_json::Value::String(
+        humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+    );
+    let mut ids = Vec::new();
+    let payments = state["payments"].as_object_mut().unwrap();
+    payments.clear();
+    for _ in 0..count {
+        let id = agent
+            .sim
+            .create_payment_elsewhere(Uuid::new_v4(), 100)
+            .to_string();
+        payments.insert(
+            id.clone(),
+            serde_json::json!({
+                "merchant_unique_code": null, "amount_minor": null, "currency_id": null,
+                "since": since, "source": "elsewhere", "cancel_requested": null
+            }),
+        );
+        ids.push(id);
+    }
+    std::fs::write(
+        agent.state_dir.join("state.json"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    agent.forget_notifications();
+    agent.spawn();
+    agent.wait_notification("STATUS=connected").await;
+    agent.terminal.wait_until_up().await;
+    ids
+}
+
+async fn terminal_status(agent: &mut Agent) -> (Vec<String>, usize, bool) {
+    let reply = tokio::time::timeout(WAIT, agent.terminal.status())
+        .await
+        .expect("status is answered")
+        .expect("status is answered");
+    match reply {
+        Reply::Status {
+            pending,
+            pending_count,
+            truncated,
+            ..
+        } => (pending, pending_count, truncated),
+        other => panic!("expected status, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_terminal_request_is_answered_at_150_and_1000_pending() {
+    use pos_agent::serial::message::TerminalRequest;
+    let mut agent = connected(Setup::default()).await;
+    for count in [150usize, 1_000] {
+        let pending = restart_with_pending(&mut agent, count).await;
+        let (ids, pending_count, truncated) = terminal_status(&mut agent).await;
+        assert_eq!(pending_count, count);
+        assert!(truncated);
+        assert!(ids.len() > 50 && ids.len() < count, "{}", ids.len());
+        assert!(ids.iter().all(|id| pending.contains(id)));
+        let operator = agent.status().await;
+        assert_eq!(operator["pending"].as_array().unwrap().len(), count);
+    }
+    // With few pending, nothing is cut.
+    let pending = restart_with_pending(&mut agent, 3).await;
+    let (ids, pending_count, truncated) = terminal_status(&mut agent).await;
+    assert_eq!((ids.len(), pending_count, truncated), (3, 3, false));
+    assert!(ids.iter().all(|id| pending.contains(id)));
+
+    // The terminal's cancel-all answers with the whole count, at 150.
+    restart_with_pending(&mut agent, 150).await;
+    let reply = tokio::time::timeout(
+        WAIT * 6,
+        agent.terminal.request(TerminalRequest::Cancel {
+            payment_request_id: None,
+        }),
+    )
+    .await
+    .expect("cancel is answered");
+    match reply {
+        Ok(Reply::Cancelled {
+            payment_request_ids,
+            cancelled_count,
+            truncated,
+        }) => {
+            assert_eq!(cancelled_count, 150);
+            assert!(truncated);
+            assert!(payment_request_ids.len() < 150 && payment_request_ids.len() > 50);
+        }
+        other => panic!("expected cancelled, got {other:?}"),
+    }
+    assert!(!agent.log().contains("does not fit"), "{}", agent.log());
+    agent.finish().await;
+}
