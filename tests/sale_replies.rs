@@ -85,8 +85,8 @@ async fn a_refused_sale_is_answered_quickly_and_nothing_is_created_later() {
         "{reply:?}"
     );
     let log = agent.log();
-    assert!(log.contains("sale not sent"), "{log}");
-    assert!(!log.contains("sale abandoned"), "{log}");
+    assert!(log.contains(&format!("sale {code} not sent")), "{log}");
+    assert!(!log.contains(&format!("sale {code} abandoned")), "{log}");
     // Nothing pending, no intent, nothing abandoned.
     let status = agent.status().await;
     assert_eq!(status["pending"], serde_json::json!([]));
