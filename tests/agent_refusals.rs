@@ -299,6 +299,7 @@ async fn an_operators_reconnect_resolves_the_sale_intents_left() {
         store
             .record_sale_intent(&code.to_string(), 700, 949, SystemTime::now())
             .unwrap();
+        store.commit().durable().await.unwrap();
     }
     // The start's reconnect is refused in the envelope: the agent stays disconnected.
     agent.sim.inject(Fault::new(
