@@ -341,3 +341,56 @@ async fn connected_with(sim: ApiSimulator) -> Agent {
     agent.wait_notification("STATUS=connected").await;
     agent
 }
+
+#[tokio::test]
+async fn service_parameters_from_the_credential_reach_the_establish_request() {
+    // The unit hands them over like the API keys: $CREDENTIALS_DIRECTORY/service_parameters.
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(
+        credentials.path().join("service_parameters"),
+        "password = \"from-the-credential\"\nMerchantNo = \"4711\"\n",
+    )
+    .unwrap();
+    let agent = connected(Setup {
+        extra_env: vec![(
+            "CREDENTIALS_DIRECTORY",
+            credentials.path().display().to_string(),
+        )],
+        ..Setup::default()
+    })
+    .await;
+    let establish = agent.sim.requests_to("POST", ESTABLISH);
+    let body = establish[0].body.clone().unwrap();
+    // The credential's value wins over the configuration file's for the same name.
+    assert_eq!(body["ServiceParameters"]["password"], "from-the-credential");
+    assert_eq!(body["ServiceParameters"]["MerchantNo"], "4711");
+    assert!(!agent.log().contains("from-the-credential"));
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_cancel_answered_with_another_4xx_is_flagged_and_the_operator_exits_1() {
+    let mut agent = connected(Setup::default()).await;
+    let id = agent.started(100).await;
+    agent.sim.inject(
+        Fault::new(
+            "POST",
+            CANCEL,
+            FaultKind::Reply {
+                status: 400,
+                body: String::new(),
+            },
+        )
+        .always(),
+    );
+    let cancel = agent.cli(&["cancel", &id]).await;
+    assert_eq!(cancel.code, Some(1), "{cancel:?}");
+    assert!(cancel.stderr.contains("HTTP 400"), "{cancel:?}");
+    let status = agent.status().await;
+    assert!(status["pending"][0]["cancel_refused"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 400"));
+    assert_eq!(count(&agent, "POST", CANCEL), 1, "a 400 is not retried");
+    agent.finish().await;
+}
