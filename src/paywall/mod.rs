@@ -10,7 +10,7 @@ mod types;
 
 pub use crate::retry::RetryPolicy;
 pub use client::{system_trust_anchors, PaywallClient, CA_BUNDLES};
-pub use error::{AgentRejection, ApiError, ClientSetupError, TransportKind};
+pub use error::{AgentRejection, ApiError, ClientSetupError, TransportKind, CLOCK_PROBLEM};
 pub use types::{
     amount, ApmTarget, ApmUnlinked, CancelAccepted, ConnectionInfo, MasterpassUnlinked, Page,
     PageRequest, PaymentActivity, PaymentListQuery, PaymentStatus, PaymentSummary, SaleAccepted,
