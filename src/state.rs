@@ -1,31 +1,44 @@
-//! Durable state (`shared/spec/agent.md` §2): the connection Id, every pending payment and the
+//! Durable state (`docs/state.md`): the connection Id, every pending payment and the
 //! merchant code → payment map that keeps sales idempotent across restarts. Money depends on it
-//! surviving a crash at any instant, so every change is written to `state.json` atomically and
-//! synced before the caller's side effect happens; a file that cannot be read stops the start
-//! and is never replaced. `docs/state.md` describes the format and the recovery rules.
+//! surviving a crash at any instant: each change is journalled and synced by the state writer
+//! (a thread of its own, group-committing), and the caller awaits its durability before the
+//! side effect; state that cannot be read stops the start and is never replaced.
+
+mod journal;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
-/// The state file in the state directory.
+pub use journal::{
+    encode_record, encode_snapshot, load_from_bytes, Change, LoadError, Loaded, Record,
+    LEGACY_FORMAT_VERSION, MAX_RECORD_LEN, RECORD_HEADER_LEN,
+};
+use writer::Writer;
+pub use writer::{WriterStats, COMPACT_MIN_BYTES, COMPACT_RATIO, MAX_QUEUED};
+
+/// The snapshot in the state directory.
 pub const STATE_FILE: &str = "state.json";
-/// The file a write goes to before it is renamed over [`STATE_FILE`].
+/// The journal of changes since the snapshot.
+pub const JOURNAL_FILE: &str = "state.journal";
+/// The file a snapshot goes to before it is renamed over [`STATE_FILE`].
 pub const TEMP_FILE: &str = "state.json.tmp";
 /// The file whose `flock` says which process owns the directory.
 pub const LOCK_FILE: &str = "state.lock";
-/// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The snapshot format version this build writes (2: a snapshot with a journal). Version 1
+/// (`state.json` alone) is read and migrated.
+pub const FORMAT_VERSION: u32 = 2;
 /// Final sales are kept this long for idempotency...
 pub const FINAL_SALE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
-/// ...and at most this many (the newest): each write rewrites the whole file, on flash.
+/// ...and at most this many (the newest), so that a snapshot stays small on flash.
 /// Intents and started sales are never dropped.
 pub const MAX_FINAL_SALES: usize = 1_000;
 
@@ -292,6 +305,11 @@ pub enum StateError {
         file.display()
     )]
     UnknownVersion { file: PathBuf, found: u64 },
+    #[error(
+        "the state writer is behind: {queued} changes wait for the storage; this change was \
+         refused"
+    )]
+    WriterBehind { queued: usize },
     #[error("cannot write state file {}: {source}", file.display())]
     Write {
         file: PathBuf,
@@ -515,17 +533,10 @@ impl AgentState {
     /// The payment is final: it leaves the pending set, and its sale (if any) is kept as final.
     /// Returns false when it was not pending (a repeated result).
     pub fn finish_payment(&mut self, id: &str, outcome: PaymentOutcome, at: SystemTime) -> bool {
-        let Some(payment) = self.payments.remove(id) else {
+        let code = self.sale_code_of(id);
+        if self.payments.remove(id).is_none() {
             return false;
-        };
-        let code = payment.merchant_unique_code.or_else(|| {
-            self.sales
-                .iter()
-                .find(|(_, sale)| {
-                    matches!(&sale.stage, SaleStage::Started { payment_request_id } if payment_request_id == id)
-                })
-                .map(|(code, _)| code.clone())
-        });
+        }
         if let Some(sale) = code.and_then(|code| self.sales.get_mut(&code)) {
             // An abandoned sale ends abandoned, whatever ended its payment: its code stays
             // refused.
@@ -542,6 +553,19 @@ impl AgentState {
             }
         }
         true
+    }
+
+    /// The merchant code of the sale a pending payment belongs to, if any.
+    pub fn sale_code_of(&self, id: &str) -> Option<String> {
+        let payment = self.payments.get(id)?;
+        payment.merchant_unique_code.clone().or_else(|| {
+            self.sales
+                .iter()
+                .find(|(_, sale)| {
+                    matches!(&sale.stage, SaleStage::Started { payment_request_id } if payment_request_id == id)
+                })
+                .map(|(code, _)| code.clone())
+        })
     }
 
     /// Makes a sale final by its code, whatever its stage (for example `Rejected` when the API
@@ -582,12 +606,17 @@ impl AgentState {
 
     /// Bounds the sales map: final sales older than [`FINAL_SALE_RETENTION`] go, then the
     /// oldest beyond [`MAX_FINAL_SALES`]. Intents and started sales always stay.
-    pub fn prune_final_sales(&mut self, now: SystemTime) {
+    /// Returns the codes dropped.
+    pub fn prune_final_sales(&mut self, now: SystemTime) -> Vec<String> {
         let cutoff = Timestamp::from_system_time(
             now.checked_sub(FINAL_SALE_RETENTION).unwrap_or(UNIX_EPOCH),
         );
-        self.sales.retain(|_, sale| match sale.stage {
-            SaleStage::Final { at, .. } => at >= cutoff,
+        let mut removed = Vec::new();
+        self.sales.retain(|code, sale| match sale.stage {
+            SaleStage::Final { at, .. } if at < cutoff => {
+                removed.push(code.clone());
+                false
+            }
             _ => true,
         });
         let mut finals: Vec<(Timestamp, String)> = self
@@ -603,20 +632,27 @@ impl AgentState {
             let excess = finals.len() - MAX_FINAL_SALES;
             for (_, code) in finals.into_iter().take(excess) {
                 self.sales.remove(&code);
+                removed.push(code);
             }
         }
+        removed
     }
 }
 
 /// The state directory, owned by this process (an exclusive `flock`), and the state in it.
-/// Every change is written and synced before the method returns; when the write fails the
-/// in-memory state stays as it was, so memory never claims what the disk does not hold.
+///
+/// A change is applied in memory at once and queued, as one journal record, for the state
+/// writer (`writer`), a thread of its own; [`StateStore::commit`] gives the future that
+/// resolves when everything queued so far is durable. Callers await it before the change's
+/// side effect (`docs/state.md`, "Durable before the side effect"), without holding the store.
 pub struct StateStore {
     directory: PathBuf,
     file: PathBuf,
+    journal: PathBuf,
     state: AgentState,
-    /// Changes applied by [`StateStore::defer`] and not written yet.
-    dirty: bool,
+    changes_since_prune: usize,
+    /// Declared before the lock: dropping the store writes what is queued, then unlocks.
+    writer: Writer,
     _lock: Flock<File>,
 }
 
@@ -629,10 +665,192 @@ impl fmt::Debug for StateStore {
     }
 }
 
+/// Resolves when the changes queued before it are durable. Dropping it does not cancel them.
+#[must_use = "a change is not durable until its commit resolves"]
+pub struct Commit {
+    done: oneshot::Receiver<writer::Outcome>,
+    file: PathBuf,
+}
+
+impl Commit {
+    /// Waits (asynchronously) for durability.
+    pub async fn durable(self) -> Result<(), StateError> {
+        let outcome = self.done.await;
+        Self::result(outcome.ok(), &self.file)
+    }
+
+    /// Waits, blocking the thread: for tools and tests outside an async runtime.
+    pub fn wait(self) -> Result<(), StateError> {
+        let outcome = self.done.blocking_recv();
+        Self::result(outcome.ok(), &self.file)
+    }
+
+    fn result(outcome: Option<writer::Outcome>, file: &Path) -> Result<(), StateError> {
+        match outcome {
+            Some(Ok(())) => Ok(()),
+            Some(Err((kind, text))) => Err(StateError::Write {
+                file: file.to_owned(),
+                source: std::io::Error::new(kind, text),
+            }),
+            None => Err(StateError::Write {
+                file: file.to_owned(),
+                source: std::io::Error::other("the state writer has stopped"),
+            }),
+        }
+    }
+}
+
+/// The changes that turn `old` into `new`, entry by entry.
+fn diff(old: &AgentState, new: &AgentState) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if old.connection_id != new.connection_id {
+        changes.push(Change::ConnectionId {
+            connection_id: new.connection_id.clone(),
+        });
+    }
+    for (id, payment) in &new.payments {
+        if old.payments.get(id) != Some(payment) {
+            changes.push(Change::PutPayment {
+                payment_request_id: id.clone(),
+                payment: payment.clone(),
+            });
+        }
+    }
+    for id in old.payments.keys() {
+        if !new.payments.contains_key(id) {
+            changes.push(Change::RemovePayment {
+                payment_request_id: id.clone(),
+            });
+        }
+    }
+    for (code, sale) in &new.sales {
+        if old.sales.get(code) != Some(sale) {
+            changes.push(Change::PutSale {
+                merchant_unique_code: code.clone(),
+                sale: sale.clone(),
+            });
+        }
+    }
+    for code in old.sales.keys() {
+        if !new.sales.contains_key(code) {
+            changes.push(Change::RemoveSale {
+                merchant_unique_code: code.clone(),
+            });
+        }
+    }
+    changes
+}
+
+/// The entries one typed change may touch; only they are compared and journalled, so a
+/// change costs the same whatever the number of pending payments.
+#[derive(Default)]
+struct Touched {
+    connection: bool,
+    payments: Vec<String>,
+    sales: Vec<String>,
+}
+
+impl Touched {
+    fn payment(id: &str) -> Self {
+        Self {
+            payments: vec![id.to_owned()],
+            ..Self::default()
+        }
+    }
+
+    fn sale(code: &str) -> Self {
+        Self {
+            sales: vec![code.to_owned()],
+            ..Self::default()
+        }
+    }
+
+    fn with_sale(mut self, code: Option<String>) -> Self {
+        self.sales.extend(code);
+        self
+    }
+
+    fn with_payment(mut self, id: Option<String>) -> Self {
+        self.payments.extend(id);
+        self
+    }
+
+    /// The touched entries' values in `state`.
+    fn values(&self, state: &AgentState) -> TouchedValues {
+        TouchedValues {
+            connection: self.connection.then(|| state.connection_id.clone()),
+            payments: self
+                .payments
+                .iter()
+                .map(|id| state.payments.get(id).cloned())
+                .collect(),
+            sales: self
+                .sales
+                .iter()
+                .map(|code| state.sales.get(code).cloned())
+                .collect(),
+        }
+    }
+
+    /// The changes from `before` to the touched entries' values in `state`.
+    fn changes(&self, before: TouchedValues, state: &AgentState) -> Vec<Change> {
+        let after = self.values(state);
+        let mut changes = Vec::new();
+        if before.connection != after.connection {
+            changes.push(Change::ConnectionId {
+                connection_id: state.connection_id.clone(),
+            });
+        }
+        for ((id, old), new) in self
+            .payments
+            .iter()
+            .zip(before.payments)
+            .zip(after.payments)
+        {
+            if old != new {
+                changes.push(match new {
+                    Some(payment) => Change::PutPayment {
+                        payment_request_id: id.clone(),
+                        payment,
+                    },
+                    None => Change::RemovePayment {
+                        payment_request_id: id.clone(),
+                    },
+                });
+            }
+        }
+        for ((code, old), new) in self.sales.iter().zip(before.sales).zip(after.sales) {
+            if old != new {
+                changes.push(match new {
+                    Some(sale) => Change::PutSale {
+                        merchant_unique_code: code.clone(),
+                        sale,
+                    },
+                    None => Change::RemoveSale {
+                        merchant_unique_code: code.clone(),
+                    },
+                });
+            }
+        }
+        changes
+    }
+}
+
+struct TouchedValues {
+    connection: Option<Option<String>>,
+    payments: Vec<Option<PendingPayment>>,
+    sales: Vec<Option<Sale>>,
+}
+
+/// Final sales are pruned every this many journalled changes (and at each start).
+const PRUNE_EVERY: usize = 64;
+
 impl StateStore {
-    /// Opens the state directory (creating it, mode 0700, when missing), takes its lock and
-    /// reads `state.json` if present. A file that cannot be read is an error naming it, and is
-    /// left untouched. A leftover `state.json.tmp` (a crash during a write) is ignored.
+    /// Opens the state directory (creating it, mode 0700, when missing), takes its lock, reads
+    /// `state.json` and replays `state.journal` over it, and starts the state writer. State
+    /// that cannot be read is an error naming the file, and nothing is written. A torn journal
+    /// tail is dropped; a legacy (version 1) `state.json` is migrated; a leftover
+    /// `state.json.tmp` (a crash during a snapshot) is ignored.
     pub fn open(directory: &Path) -> Result<Self, StateError> {
         let dir_error = |source| StateError::Directory {
             dir: directory.to_owned(),
@@ -663,12 +881,51 @@ impl StateStore {
             Err((_, errno)) => return Err(dir_error(std::io::Error::from(errno))),
         };
         let file = directory.join(STATE_FILE);
-        let state = read_state_file(&file)?.unwrap_or_default();
+        let journal = directory.join(JOURNAL_FILE);
+        let snapshot = read_optional(&file)?;
+        let journal_bytes = read_optional(&journal)?;
+        let loaded =
+            load_from_bytes(snapshot.as_deref(), journal_bytes.as_deref()).map_err(|error| {
+                match error {
+                    LoadError::UnknownVersion(found) => StateError::UnknownVersion {
+                        file: file.clone(),
+                        found,
+                    },
+                    LoadError::CorruptJournal { .. } | LoadError::JournalWithoutSnapshot => {
+                        StateError::Unreadable {
+                            file: journal.clone(),
+                            reason: error.to_string(),
+                        }
+                    }
+                    LoadError::SnapshotNotState(_) | LoadError::SnapshotInvalid(_) => {
+                        StateError::Unreadable {
+                            file: file.clone(),
+                            reason: error.to_string(),
+                        }
+                    }
+                }
+            })?;
+        let mut state = loaded.state;
+        let pruned = !state.prune_final_sales(SystemTime::now()).is_empty();
+        let writer = Writer::spawn(writer::Start {
+            directory: directory.to_owned(),
+            state: state.clone(),
+            snapshot_current: snapshot.is_some() && !loaded.migrate,
+            journal_len: loaded.journal_valid_len as u64,
+            torn_tail: loaded.torn_tail,
+            compact_now: loaded.migrate || loaded.torn_tail || pruned,
+        })
+        .map_err(|source| StateError::Write {
+            file: journal.clone(),
+            source,
+        })?;
         Ok(Self {
             directory: directory.to_owned(),
             file,
+            journal,
             state,
-            dirty: false,
+            changes_since_prune: 0,
+            writer,
             _lock: lock,
         })
     }
@@ -677,12 +934,17 @@ impl StateStore {
         &self.directory
     }
 
-    /// The path of `state.json`.
+    /// The path of `state.json`, the snapshot.
     pub fn file(&self) -> &Path {
         &self.file
     }
 
-    /// The whole state as last written.
+    /// The path of `state.journal`.
+    pub fn journal_file(&self) -> &Path {
+        &self.journal
+    }
+
+    /// The whole state, with every change applied (durable once its commit resolves).
     pub fn state(&self) -> &AgentState {
         &self.state
     }
@@ -705,45 +967,104 @@ impl StateStore {
         self.state.sales.get(merchant_unique_code)
     }
 
-    /// Applies `change` to a copy of the state, bounds the sales map, writes the result and
-    /// only then makes it current: several changes, one write. Nothing is written when
-    /// `change` fails or changes nothing.
-    pub fn update<T>(
-        &mut self,
-        change: impl FnOnce(&mut AgentState) -> Result<T, StateError>,
-    ) -> Result<T, StateError> {
-        let mut next = self.state.clone();
-        let value = change(&mut next)?;
-        next.prune_final_sales(SystemTime::now());
-        if next != self.state || self.dirty {
-            write_state_file(&self.directory, &next)?;
-            self.state = next;
-            self.dirty = false;
+    /// What the writer has written so far.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// A future that resolves when every change made so far is durable (at once when
+    /// nothing is queued). Await it before the side effect the changes protect.
+    pub fn commit(&mut self) -> Commit {
+        let (done, rx) = oneshot::channel();
+        self.writer.submit(Vec::new(), Some(done));
+        Commit {
+            done: rx,
+            file: self.journal.clone(),
         }
-        Ok(value)
     }
 
-    /// Applies `change` in memory only; the next write (any change, or [`StateStore::flush`])
-    /// carries it. Only for changes whose loss a restart repairs by itself, such as the
-    /// confirmation of a cancel (an unconfirmed cancel is sent again): the shutdown batches
-    /// them to spare the flash.
-    pub fn defer(&mut self, change: impl FnOnce(&mut AgentState)) {
-        change(&mut self.state);
-        self.dirty = true;
+    /// Same as [`StateStore::commit`]: kept for callers that batch changes and write them at
+    /// the end.
+    pub fn flush(&mut self) -> Commit {
+        self.commit()
     }
 
-    /// Writes what [`StateStore::defer`] changed, if anything.
-    pub fn flush(&mut self) -> Result<(), StateError> {
-        if self.dirty {
-            self.state.prune_final_sales(SystemTime::now());
-            write_state_file(&self.directory, &self.state)?;
-            self.dirty = false;
+    fn has_room(&self) -> Result<(), StateError> {
+        let queued = self.writer.queued();
+        if queued >= MAX_QUEUED {
+            return Err(StateError::WriterBehind { queued });
         }
         Ok(())
     }
 
+    /// Queues `changes` as one record (nothing when empty), with the final sales pruned every
+    /// [`PRUNE_EVERY`] changes.
+    fn submit(&mut self, mut changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        self.changes_since_prune += 1;
+        if self.changes_since_prune >= PRUNE_EVERY {
+            self.changes_since_prune = 0;
+            for code in self.state.prune_final_sales(SystemTime::now()) {
+                changes.push(Change::RemoveSale {
+                    merchant_unique_code: code,
+                });
+            }
+        }
+        self.writer.submit(changes, None);
+    }
+
+    /// Applies `change` to a copy of the state; on success it becomes the state and the
+    /// differences are queued as one record. Nothing changes when `change` fails. For
+    /// changes of several entries at once; it compares the whole state, so the typed
+    /// methods below, which touch known entries, are cheaper.
+    pub fn update<T>(
+        &mut self,
+        change: impl FnOnce(&mut AgentState) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        self.has_room()?;
+        let mut next = self.state.clone();
+        let value = change(&mut next)?;
+        let changes = diff(&self.state, &next);
+        self.state = next;
+        self.submit(changes);
+        Ok(value)
+    }
+
+    /// A change to known entries: `change` must leave the state as it was when it fails
+    /// (the [`AgentState`] methods check before they change).
+    fn touch<T>(
+        &mut self,
+        touched: Touched,
+        change: impl FnOnce(&mut AgentState) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        self.has_room()?;
+        let before = touched.values(&self.state);
+        let value = change(&mut self.state)?;
+        let changes = touched.changes(before, &self.state);
+        self.submit(changes);
+        Ok(value)
+    }
+
+    /// Applies `change` without a commit of its own; the caller does not wait for it. Only
+    /// for changes whose loss a restart repairs by itself, such as the confirmation of a
+    /// cancel (an unconfirmed cancel is sent again).
+    pub fn defer(&mut self, change: impl FnOnce(&mut AgentState)) {
+        if let Err(e) = self.update(|state| {
+            change(state);
+            Ok(())
+        }) {
+            tracing::error!("cannot queue a state change: {e}");
+        }
+    }
+
     pub fn set_connection_id(&mut self, id: Option<String>) -> Result<(), StateError> {
-        self.update(|state| {
+        let touched = Touched {
+            connection: true,
+            ..Touched::default()
+        };
+        self.touch(touched, |state| {
             state.set_connection_id(id);
             Ok(())
         })
@@ -757,7 +1078,9 @@ impl StateStore {
         currency_id: i64,
         at: SystemTime,
     ) -> Result<(), StateError> {
-        self.update(|state| state.record_sale_intent(code, amount_minor, currency_id, at))
+        self.touch(Touched::sale(code), |state| {
+            state.record_sale_intent(code, amount_minor, currency_id, at)
+        })
     }
 
     /// See [`AgentState::record_sale_started`].
@@ -767,12 +1090,15 @@ impl StateStore {
         payment_request_id: &str,
         at: SystemTime,
     ) -> Result<(), StateError> {
-        self.update(|state| state.record_sale_started(code, payment_request_id, at))
+        let touched = Touched::sale(code).with_payment(Some(payment_request_id.to_owned()));
+        self.touch(touched, |state| {
+            state.record_sale_started(code, payment_request_id, at)
+        })
     }
 
     /// See [`AgentState::forget_sale_intent`].
     pub fn forget_sale_intent(&mut self, code: &str) -> Result<(), StateError> {
-        self.update(|state| state.forget_sale_intent(code))
+        self.touch(Touched::sale(code), |state| state.forget_sale_intent(code))
     }
 
     /// See [`AgentState::track_payment`].
@@ -781,7 +1107,9 @@ impl StateStore {
         payment_request_id: &str,
         payment: PendingPayment,
     ) -> Result<bool, StateError> {
-        self.update(|state| Ok(state.track_payment(payment_request_id, payment)))
+        self.touch(Touched::payment(payment_request_id), |state| {
+            Ok(state.track_payment(payment_request_id, payment))
+        })
     }
 
     /// See [`AgentState::mark_cancel_requested`].
@@ -791,7 +1119,9 @@ impl StateStore {
         reason: CancelReason,
         at: SystemTime,
     ) -> Result<(), StateError> {
-        self.update(|state| state.mark_cancel_requested(payment_request_id, reason, at))
+        self.touch(Touched::payment(payment_request_id), |state| {
+            state.mark_cancel_requested(payment_request_id, reason, at)
+        })
     }
 
     /// See [`AgentState::mark_cancel_refused`].
@@ -801,7 +1131,9 @@ impl StateStore {
         message: &str,
         at: SystemTime,
     ) -> Result<bool, StateError> {
-        self.update(|state| Ok(state.mark_cancel_refused(payment_request_id, message, at)))
+        self.touch(Touched::payment(payment_request_id), |state| {
+            Ok(state.mark_cancel_refused(payment_request_id, message, at))
+        })
     }
 
     /// See [`AgentState::finish_payment`].
@@ -811,7 +1143,11 @@ impl StateStore {
         outcome: PaymentOutcome,
         at: SystemTime,
     ) -> Result<bool, StateError> {
-        self.update(|state| Ok(state.finish_payment(payment_request_id, outcome, at)))
+        let code = self.state.sale_code_of(payment_request_id);
+        let touched = Touched::payment(payment_request_id).with_sale(code);
+        self.touch(touched, |state| {
+            Ok(state.finish_payment(payment_request_id, outcome, at))
+        })
     }
 
     /// See [`AgentState::finish_sale`].
@@ -821,69 +1157,40 @@ impl StateStore {
         outcome: PaymentOutcome,
         at: SystemTime,
     ) -> Result<(), StateError> {
-        self.update(|state| state.finish_sale(code, outcome, at))
+        let payment = match self.state.sales.get(code).map(|sale| &sale.stage) {
+            Some(SaleStage::Started { payment_request_id }) => Some(payment_request_id.clone()),
+            _ => None,
+        };
+        let touched = Touched::sale(code).with_payment(payment);
+        self.touch(touched, |state| state.finish_sale(code, outcome, at))
     }
 }
 
-/// Reads `state.json`: `Ok(None)` when there is none yet.
-fn read_state_file(file: &Path) -> Result<Option<AgentState>, StateError> {
-    let unreadable = |reason: String| StateError::Unreadable {
-        file: file.to_owned(),
-        reason,
-    };
-    let bytes = match std::fs::read(file) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(unreadable(e.to_string())),
-    };
-    #[derive(Deserialize)]
-    struct Versioned {
-        version: u64,
-    }
-    let versioned: Versioned = serde_json::from_slice(&bytes)
-        .map_err(|e| unreadable(format!("not a pos-agent state file ({e})")))?;
-    if versioned.version != u64::from(FORMAT_VERSION) {
-        return Err(StateError::UnknownVersion {
+/// The file's bytes, `None` when it does not exist.
+fn read_optional(file: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    match std::fs::read(file) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StateError::Unreadable {
             file: file.to_owned(),
-            found: versioned.version,
-        });
+            reason: e.to_string(),
+        }),
     }
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| unreadable(format!("invalid content ({e})")))
 }
 
-/// The write protocol of agent.md §2: write `state.json.tmp` (0600), fsync it, rename it over
-/// `state.json`, fsync the directory.
-fn write_state_file(directory: &Path, state: &AgentState) -> Result<(), StateError> {
+/// Reads the state in `directory` without taking it over (no lock, nothing written): for
+/// tests and tools that look at what a daemon left behind.
+pub fn read_directory(directory: &Path) -> Result<AgentState, StateError> {
     let file = directory.join(STATE_FILE);
-    let temp = directory.join(TEMP_FILE);
-    let write_error = |source| StateError::Write {
-        file: file.clone(),
-        source,
-    };
-    let mut bytes = serde_json::to_vec(state).map_err(|e| write_error(std::io::Error::other(e)))?;
-    bytes.push(b'\n');
-    // A leftover from a crash may have other permissions; a new file gets 0600.
-    match std::fs::remove_file(&temp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(write_error(e)),
-        _ => {}
-    }
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(write_error)?;
-    out.write_all(&bytes).map_err(write_error)?;
-    out.sync_all().map_err(write_error)?;
-    drop(out);
-    std::fs::rename(&temp, &file).map_err(write_error)?;
-    File::open(directory)
-        .and_then(|dir| dir.sync_all())
-        .map_err(write_error)?;
-    Ok(())
+    let journal = directory.join(JOURNAL_FILE);
+    let snapshot = read_optional(&file)?;
+    let journal_bytes = read_optional(&journal)?;
+    load_from_bytes(snapshot.as_deref(), journal_bytes.as_deref())
+        .map(|loaded| loaded.state)
+        .map_err(|e| StateError::Unreadable {
+            file,
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use common::daemon::{Agent, Setup, WAIT};
 use nix::sys::signal::Signal;
 use pos_agent::paywall::PaymentStatus;
 use pos_agent::serial::message::{
-    AgentRequest, AgentState, CancelReason, ErrorCode, PaymentOutcome, Reply, TerminalRequest,
+    AgentRequest, AgentState, CancelReason, ErrorCode, PaymentOutcome, Reply, Sale, TerminalRequest,
 };
 use pos_agent::simulator::api::{Fault, FaultKind, RecordedRequest};
 use uuid::Uuid;
@@ -820,5 +820,181 @@ async fn a_manager_that_does_not_read_its_notify_socket_does_not_stall_the_daemo
         agent.started(amount).await;
     }
     assert_eq!(agent.pending_ids().await.len(), 3);
+    agent.finish().await;
+}
+
+/// Under emulation the shim (a host library) cannot be built or preloaded; the kill then lands
+/// among unslowed commits, which the test still checks.
+fn slow_storage(ms: u64) -> Vec<(&'static str, String)> {
+    if std::env::var_os("POS_AGENT_TEST_RUNNER").is_some() {
+        eprintln!("storage not slowed under emulation (POS_AGENT_TEST_RUNNER is set)");
+        return Vec::new();
+    }
+    common::slow_fsync::env(ms)
+}
+
+/// Sells `codes` again after a restart: each must get the one payment the API holds for its code.
+async fn sell_again_and_check(agent: &mut Agent, codes: &[Uuid], answered: &[(Uuid, String)]) {
+    for code in codes {
+        let id = match agent.sale(*code, 300).await {
+            Reply::SaleStarted {
+                payment_request_id, ..
+            } => payment_request_id,
+            other => panic!("sale {code} again: {other:?}\nlog:\n{}", agent.log()),
+        };
+        let held: Vec<_> = agent
+            .sim
+            .payments()
+            .into_iter()
+            .filter(|p| p.merchant_unique_code == *code)
+            .collect();
+        assert_eq!(held.len(), 1, "exactly one payment for {code}");
+        assert_eq!(
+            held[0].payment_request_id.to_string(),
+            id,
+            "the right id for {code}"
+        );
+        if let Some((_, before)) = answered.iter().find(|(c, _)| c == code) {
+            assert_eq!(&id, before, "the id the terminal heard before the kill");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_kill_during_a_group_commit_loses_no_payment_sells_nothing_twice() {
+    let setup = Setup {
+        extra_env: slow_storage(50),
+        log_level: "info",
+        ..Setup::default()
+    };
+    let mut agent = connected(setup).await;
+    let codes: Vec<Uuid> = (0..16).map(|_| Uuid::new_v4()).collect();
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Uuid, String)>::new()));
+    let sales = {
+        let terminal = agent.terminal.link().clone();
+        let answered = std::sync::Arc::clone(&answered);
+        let codes = codes.clone();
+        tokio::spawn(async move {
+            let sells = codes.into_iter().map(|code| {
+                let terminal = terminal.clone();
+                let answered = std::sync::Arc::clone(&answered);
+                async move {
+                    let sale = TerminalRequest::Sale(Sale {
+                        merchant_unique_code: code,
+                        amount_minor: std::num::NonZeroU64::new(300).unwrap(),
+                        currency_id: None,
+                        display_code: None,
+                    });
+                    if let Ok(Reply::SaleStarted {
+                        payment_request_id, ..
+                    }) = terminal.request(sale).await
+                    {
+                        answered.lock().unwrap().push((code, payment_request_id));
+                    }
+                }
+            });
+            futures_util::future::join_all(sells).await;
+        })
+    };
+    // With 16 sales in flight and every sync 50 ms long, the writer is syncing nearly all the
+    // time once half of the requests have reached the API: the kill lands in a group commit.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while agent.sim.requests_to("POST", SALE).len() < 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sales did not reach the API"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    agent.signal(Signal::SIGKILL);
+    agent.wait_exit().await;
+    let answered_before_kill = answered.lock().unwrap().clone();
+    sales.abort();
+
+    agent.forget_notifications();
+    agent.spawn();
+    agent.wait_notification("STATUS=connected").await;
+    // Every id the terminal heard is pending, under its own code.
+    let state = agent.state_file();
+    for (code, id) in &answered_before_kill {
+        assert_eq!(
+            state["sales"][code.to_string()]["stage"]["payment_request_id"],
+            id.as_str(),
+            "sale {code} after the restart; state {state}"
+        );
+        assert!(state["payments"][id].is_object(), "{id} is pending");
+    }
+    // The start resolves the intents the kill left (a sale of the same code racing that
+    // resolution is another matter); then each code is sold again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let state = agent.state_file();
+        let open = state["sales"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|sale| sale["stage"]["status"] == "intent")
+            .count();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} intents not resolved; state {state}\nlog:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sell_again_and_check(&mut agent, &codes, &answered_before_kill).await;
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn a_torn_journal_tail_is_dropped_and_recovery_finds_the_sale_it_held() {
+    let mut agent = connected(Setup::default()).await;
+    let mut codes = Vec::new();
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        let code = Uuid::new_v4();
+        let Reply::SaleStarted {
+            payment_request_id, ..
+        } = agent.sale(code, 300).await
+        else {
+            panic!("sale refused\nlog:\n{}", agent.log());
+        };
+        codes.push(code);
+        answered.push((code, payment_request_id));
+    }
+    agent.signal(Signal::SIGKILL);
+    agent.wait_exit().await;
+    // Power loss in the middle of the last append: its record is cut short.
+    let journal = agent.state_dir.join("state.journal");
+    let length = std::fs::metadata(&journal).unwrap().len();
+    assert!(length > 10, "the sales went to the journal");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap();
+    file.set_len(length - 5).unwrap();
+    drop(file);
+
+    agent.forget_notifications();
+    agent.spawn();
+    agent.wait_notification("STATUS=connected").await;
+    let last = answered[2].1.clone();
+    agent
+        .status_until("the torn sale recovered", |s| {
+            s["pending"].as_array().is_some_and(|p| p.len() == 3)
+        })
+        .await;
+    let mut pending = agent.pending_ids().await;
+    pending.sort();
+    let mut ids: Vec<String> = answered.iter().map(|(_, id)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(
+        pending, ids,
+        "the last sale ({last}) came back through recovery"
+    );
+    sell_again_and_check(&mut agent, &codes, &answered).await;
     agent.finish().await;
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pos_agent::state::{
-    AgentState, CancelReason, PaymentOutcome, PaymentSource, PendingPayment, SaleStage, StateError,
-    StateStore, STATE_FILE, TEMP_FILE,
+    read_directory, AgentState, CancelReason, PaymentOutcome, PaymentSource, PendingPayment,
+    SaleStage, StateError, StateStore, FORMAT_VERSION, JOURNAL_FILE, STATE_FILE, TEMP_FILE,
 };
 use proptest::prelude::*;
 
@@ -76,19 +76,27 @@ fn every_mutation_survives_a_reopen() {
 }
 
 #[test]
-fn state_file_is_versioned_json_with_mode_0600() {
+fn state_is_a_versioned_json_snapshot_and_a_journal_both_mode_0600() {
     let root = tempfile::tempdir().unwrap();
     let mut store = StateStore::open(root.path()).unwrap();
+    // The first change writes the snapshot; the next ones go to the journal.
     store.set_connection_id(Some("c-1".into())).unwrap();
+    store.commit().wait().unwrap();
     store.record_sale_intent("m1", 500, 1, UNIX_EPOCH).unwrap();
+    store.commit().wait().unwrap();
     let file = root.path().join(STATE_FILE);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(json["version"], 1);
+    assert_eq!(json["version"], FORMAT_VERSION);
     assert_eq!(json["connection_id"], "c-1");
-    assert_eq!(json["sales"]["m1"]["since"], "1970-01-01T00:00:00.000Z");
-    assert_eq!(json["sales"]["m1"]["stage"]["status"], "intent");
-    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    let journal = root.path().join(JOURNAL_FILE);
+    assert!(std::fs::metadata(&journal).unwrap().len() > 0);
+    let state = serde_json::to_value(read_directory(root.path()).unwrap()).unwrap();
+    assert_eq!(state["sales"]["m1"]["since"], "1970-01-01T00:00:00.000Z");
+    assert_eq!(state["sales"]["m1"]["stage"]["status"], "intent");
+    for path in [&file, &journal] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
     assert!(!root.path().join(TEMP_FILE).exists());
 }
 
@@ -129,7 +137,7 @@ fn truncated_state_file_is_refused_and_left_untouched() {
 
 #[test]
 fn unknown_version_is_refused_and_left_untouched() {
-    assert_refused_and_untouched(br#"{"version": 2, "whatever": true}"#, true);
+    assert_refused_and_untouched(br#"{"version": 3, "whatever": true}"#, true);
 }
 
 #[test]
@@ -182,6 +190,7 @@ fn failed_change_writes_nothing_and_changes_nothing() {
     let root = tempfile::tempdir().unwrap();
     let mut store = StateStore::open(root.path()).unwrap();
     store.record_sale_intent("m1", 1, 1, at(0)).unwrap();
+    store.commit().wait().unwrap();
     let before = std::fs::read(root.path().join(STATE_FILE)).unwrap();
     let error = store
         .update(|state| {
@@ -191,24 +200,143 @@ fn failed_change_writes_nothing_and_changes_nothing() {
         .unwrap_err();
     assert!(matches!(error, StateError::SaleConflict { .. }));
     assert_eq!(store.connection_id(), None);
+    store.commit().wait().unwrap();
     assert_eq!(std::fs::read(root.path().join(STATE_FILE)).unwrap(), before);
+    assert!(!root.path().join(JOURNAL_FILE).exists());
 }
 
 #[test]
-fn unwritable_directory_fails_the_change_and_keeps_memory_as_on_disk() {
+fn unwritable_directory_fails_the_commit_and_the_next_write_catches_up() {
     let root = tempfile::tempdir().unwrap();
     let mut store = StateStore::open(root.path()).unwrap();
     store.set_connection_id(Some("c-1".into())).unwrap();
+    store.commit().wait().unwrap();
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o500)).unwrap();
     // Root ignores directory permissions; the check only means something for other users.
     let probe = std::fs::write(root.path().join("probe"), b"");
-    let result = store.set_connection_id(Some("c-2".into()));
+    store.set_connection_id(Some("c-2".into())).unwrap();
+    let result = store.commit().wait();
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     if probe.is_err() {
         let error = result.unwrap_err();
         assert!(matches!(error, StateError::Write { .. }), "{error}");
-        assert_eq!(store.connection_id(), Some("c-1"));
+        assert_eq!(
+            read_directory(root.path())
+                .unwrap()
+                .connection_id
+                .as_deref(),
+            Some("c-1")
+        );
+        // Storage back: the next commit writes a whole snapshot, the failed change with it.
+        store.record_sale_intent("m1", 1, 1, at(0)).unwrap();
+        store.commit().wait().unwrap();
+        let state = read_directory(root.path()).unwrap();
+        assert_eq!(state.connection_id.as_deref(), Some("c-2"));
+        assert!(state.sales.contains_key("m1"));
     }
+}
+
+fn three_changes(dir: &Path) -> Vec<AgentState> {
+    let mut store = StateStore::open(dir).unwrap();
+    let mut states = Vec::new();
+    store.set_connection_id(Some("c-1".into())).unwrap();
+    store.commit().wait().unwrap();
+    states.push(store.state().clone());
+    store.record_sale_intent("m1", 1, 1, at(0)).unwrap();
+    store.commit().wait().unwrap();
+    states.push(store.state().clone());
+    store.record_sale_started("m1", "p1", at(1)).unwrap();
+    store.commit().wait().unwrap();
+    states.push(store.state().clone());
+    states
+}
+
+#[test]
+fn a_torn_journal_tail_is_dropped_and_the_journal_stays_appendable() {
+    let root = tempfile::tempdir().unwrap();
+    let states = three_changes(root.path());
+    let journal = root.path().join(JOURNAL_FILE);
+    let whole = std::fs::read(&journal).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap();
+    file.set_len(whole.len() as u64 - 7).unwrap();
+    drop(file);
+    let mut store = StateStore::open(root.path()).unwrap();
+    assert_eq!(store.state(), &states[1], "the torn last record is dropped");
+    store.record_sale_intent("m2", 2, 1, at(2)).unwrap();
+    store.commit().wait().unwrap();
+    let expected = store.state().clone();
+    drop(store);
+    assert_eq!(reopened(root.path()), expected);
+}
+
+#[test]
+fn a_damaged_journal_record_before_its_end_is_refused_and_left_untouched() {
+    let root = tempfile::tempdir().unwrap();
+    three_changes(root.path());
+    let journal = root.path().join(JOURNAL_FILE);
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes[20] ^= 0x08;
+    std::fs::write(&journal, &bytes).unwrap();
+    let snapshot = std::fs::read(root.path().join(STATE_FILE)).unwrap();
+    let error = StateStore::open(root.path()).unwrap_err();
+    assert!(matches!(error, StateError::Unreadable { .. }), "{error}");
+    assert!(
+        error.to_string().contains(&journal.display().to_string()),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&journal).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read(root.path().join(STATE_FILE)).unwrap(),
+        snapshot
+    );
+}
+
+#[test]
+fn a_version_1_state_file_is_read_and_migrated_at_the_first_start() {
+    let root = tempfile::tempdir().unwrap();
+    let legacy = br#"{"version":1,"connection_id":"c-1","payments":{"p1":{"merchant_unique_code":null,"amount_minor":null,"currency_id":null,"since":"2026-11-21T13:16:40.123Z","source":"elsewhere","cancel_requested":null}},"sales":{}}"#;
+    std::fs::write(root.path().join(STATE_FILE), legacy).unwrap();
+    let mut store = StateStore::open(root.path()).unwrap();
+    assert_eq!(store.connection_id(), Some("c-1"));
+    assert!(store.payment("p1").is_some());
+    store.commit().wait().unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.path().join(STATE_FILE)).unwrap()).unwrap();
+    assert_eq!(json["version"], FORMAT_VERSION);
+    assert_eq!(json["payments"]["p1"]["source"], "elsewhere");
+    drop(store);
+    assert_eq!(reopened(root.path()).connection_id.as_deref(), Some("c-1"));
+}
+
+#[test]
+fn bytes_written_per_change_do_not_grow_with_the_pending_payments() {
+    let bytes_for_one_change = |pending: usize| {
+        let root = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(root.path()).unwrap();
+        store
+            .update(|state| {
+                for i in 0..=pending {
+                    let id = format!("{i:08}-0000-4000-8000-000000000000");
+                    state.track_payment(&id, PendingPayment::new(PaymentSource::Elsewhere, at(0)));
+                }
+                Ok(())
+            })
+            .unwrap();
+        store.commit().wait().unwrap();
+        let before = store.writer_stats().bytes_written;
+        let id = format!("{pending:08}-0000-4000-8000-000000000000");
+        store
+            .mark_cancel_requested(&id, CancelReason::Operator, at(1))
+            .unwrap();
+        store.commit().wait().unwrap();
+        store.writer_stats().bytes_written - before
+    };
+    let small = bytes_for_one_change(0);
+    assert!(small > 0);
+    assert_eq!(bytes_for_one_change(500), small);
 }
 
 #[test]

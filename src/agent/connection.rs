@@ -107,7 +107,7 @@ async fn connect_once(core: &Core) -> Result<String, Refusal> {
             .await
             .map_err(|e| core.refusal(&e))?;
         if core.connection_id().as_deref() != Some(id.as_str()) {
-            store_connection_id(core, &id)?;
+            store_connection_id(core, &id).await?;
         }
         return Ok(id);
     }
@@ -121,12 +121,13 @@ async fn connect_once(core: &Core) -> Result<String, Refusal> {
         .establish_connection(&establish)
         .await
         .map_err(|e| core.refusal(&e))?;
-    store_connection_id(core, &id)?;
+    store_connection_id(core, &id).await?;
     Ok(id)
 }
 
-fn store_connection_id(core: &Core, id: &str) -> Result<(), Refusal> {
+async fn store_connection_id(core: &Core, id: &str) -> Result<(), Refusal> {
     core.mutate_store(|s| s.set_connection_id(Some(id.to_owned())))
+        .await
         .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))
 }
 

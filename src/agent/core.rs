@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -23,7 +23,8 @@ use crate::retry::RetryPolicy;
 use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
 use crate::serial::LinkHandle;
 use crate::state::{
-    CancelReason, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage, StateStore,
+    CancelReason, Commit, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage,
+    StateError, StateStore,
 };
 
 /// Why a request could not be carried out, in the terms both the terminal (`error` codes of
@@ -187,12 +188,36 @@ impl Core {
         f(&lock(&self.store))
     }
 
-    /// Changes the state store (each change is durable when `f` returns) and wakes the main
-    /// loop, whose status line and payment timer depend on it.
-    pub fn mutate_store<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
+    fn with_store_mut<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
         let result = f(&mut lock(&self.store));
         self.changed.notify_one();
         result
+    }
+
+    /// Changes the state store, wakes the main loop (whose status line and payment timer
+    /// depend on it) and returns once the change is durable: the caller's side effect comes
+    /// after. The store is not held while the state writer syncs; changes made meanwhile by
+    /// other operations are committed with the same sync or the next one.
+    pub async fn mutate_store<T>(
+        &self,
+        f: impl FnOnce(&mut StateStore) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let (value, commit) = {
+            let mut store = lock(&self.store);
+            let value = f(&mut store);
+            (value, store.commit())
+        };
+        self.changed.notify_one();
+        let value = value?;
+        commit.durable().await?;
+        Ok(value)
+    }
+
+    /// Changes the state store without waiting for durability: only for changes whose loss
+    /// a restart repairs by itself (see [`StateStore::defer`]).
+    fn defer_store(&self, f: impl FnOnce(&mut StateStore)) {
+        f(&mut lock(&self.store));
+        self.changed.notify_one();
     }
 
     pub fn connection_state(&self) -> ConnectionState {
@@ -436,8 +461,9 @@ impl Core {
                 let currency = order
                     .currency_id
                     .unwrap_or(self.config.terminal.currency_id);
-                if let Err(e) =
-                    self.mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
+                if let Err(e) = self
+                    .mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
+                    .await
                 {
                     error!(merchant_unique_code = %code, "cannot record the intent of sale {code}: {e}");
                     return refused(Refusal::Internal(format!(
@@ -456,21 +482,24 @@ impl Core {
             Ok(Settled::Rejected(rejection)) => {
                 let refusal = Refusal::AgentRejected(rejection);
                 self.abandon_sale(code, &refusal.to_string(), refusal.clone())
+                    .await
             }
             Ok(Settled::Stopping) if maybe_sent.load(Ordering::Relaxed) => {
                 let why = "the agent is stopping";
                 self.abandon_sale(code, why, abandoned_refusal(code, why))
+                    .await
             }
             Ok(Settled::Stopping) => {
-                self.forget_intent(code);
+                self.forget_intent(code).await;
                 refused(Refusal::Busy)
             }
             Err(_) if maybe_sent.load(Ordering::Relaxed) => {
                 let why = "no outcome within sale_reply_deadline";
                 self.abandon_sale(code, why, abandoned_refusal(code, why))
+                    .await
             }
             Err(_) => {
-                self.forget_intent(code);
+                self.forget_intent(code).await;
                 warn!(merchant_unique_code = %code, "sale not sent: the payment API could not be reached within sale_reply_deadline; nothing was created");
                 refused(Refusal::ApiUnavailable(
                     "the payment API could not be reached within sale_reply_deadline; no payment was created".into(),
@@ -493,7 +522,9 @@ impl Core {
         let key = code.to_string();
         if maybe_sent.load(Ordering::Relaxed) {
             match self.resolve_sale(code, since).await {
-                Resolution::Found(id) => return Settled::Outcome(self.sale_started(code, id)),
+                Resolution::Found(id) => {
+                    return Settled::Outcome(self.sale_started(code, id).await)
+                }
                 Resolution::Absent => maybe_sent.store(false, Ordering::Relaxed),
                 Resolution::Rejected(rejection) => return Settled::Rejected(rejection),
                 Resolution::Unknown => return Settled::Stopping,
@@ -513,7 +544,8 @@ impl Core {
             let error = match self.client.sale(&request).await {
                 Ok(accepted) => {
                     return Settled::Outcome(
-                        self.sale_started(code, accepted.payment_request_id.to_string()),
+                        self.sale_started(code, accepted.payment_request_id.to_string())
+                            .await,
                     )
                 }
                 Err(error) => error,
@@ -522,15 +554,18 @@ impl Core {
                 // Refused before it was carried out (the keys or the path): nothing exists.
                 maybe_sent.store(false, Ordering::Relaxed);
                 self.note_rejection(rejection.clone());
-                self.forget_intent(code);
+                self.forget_intent(code).await;
                 return Settled::Outcome(refused(Refusal::AgentRejected(rejection)));
             }
             if error.is_rejection() && !is_duplicate_code(&error) {
                 maybe_sent.store(false, Ordering::Relaxed);
                 warn!(merchant_unique_code = %code, "sale {code} refused by the payment API: {error}");
-                if let Err(e) = self.mutate_store(|s| {
-                    s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
-                }) {
+                if let Err(e) = self
+                    .mutate_store(|s| {
+                        s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
+                    })
+                    .await
+                {
                     error!(merchant_unique_code = %code, "cannot record the refused sale {code}: {e}");
                 }
                 return Settled::Outcome(refused(Refusal::from_api_error(&error)));
@@ -539,7 +574,7 @@ impl Core {
                 maybe_sent.store(false, Ordering::Relaxed);
                 let Some(wait) = not_sent_waits.next().filter(|_| error.is_retryable()) else {
                     warn!(merchant_unique_code = %code, "sale {code} not sent: {error}; nothing was created");
-                    self.forget_intent(code);
+                    self.forget_intent(code).await;
                     return Settled::Outcome(refused(Refusal::ApiUnavailable(format!(
                         "{error}; no payment was created"
                     ))));
@@ -554,12 +589,14 @@ impl Core {
             unknown_sends_left -= 1;
             warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
-                Resolution::Found(id) => return Settled::Outcome(self.sale_started(code, id)),
+                Resolution::Found(id) => {
+                    return Settled::Outcome(self.sale_started(code, id).await)
+                }
                 Resolution::Absent if unknown_sends_left > 0 => {
                     maybe_sent.store(false, Ordering::Relaxed);
                 }
                 Resolution::Absent => {
-                    self.forget_intent(code);
+                    self.forget_intent(code).await;
                     return Settled::Outcome(refused(Refusal::ApiUnavailable(format!(
                         "{error}; the payment API holds no payment from it"
                     ))));
@@ -573,9 +610,17 @@ impl Core {
 
     /// The sale's reply is due and its outcome unknown: the sale is marked abandoned in durable
     /// state before the terminal hears `refusal`, and settled in the background.
-    fn abandon_sale(self: &Arc<Self>, code: Uuid, why: &str, refusal: Refusal) -> SaleOutcome {
+    async fn abandon_sale(
+        self: &Arc<Self>,
+        code: Uuid,
+        why: &str,
+        refusal: Refusal,
+    ) -> SaleOutcome {
         let key = code.to_string();
-        match self.mutate_store(|s| s.update(|state| state.abandon_sale(&key, SystemTime::now()))) {
+        match self
+            .mutate_store(|s| s.update(|state| state.abandon_sale(&key, SystemTime::now())))
+            .await
+        {
             Ok(()) => {
                 warn!(merchant_unique_code = %code, "sale {code} abandoned: {why}; the terminal is told it failed, and a payment that turns up is cancelled");
                 let core = Arc::clone(self);
@@ -626,20 +671,26 @@ impl Core {
                     Ok(Some(found)) => {
                         let id = found.payment_request_id.to_string();
                         warn!(merchant_unique_code = %code, payment_request_id = id, "abandoned sale found at the payment API: cancelling it");
-                        if let Err(e) = self.mutate_store(|s| {
-                            s.update(|state| {
-                                state.abandoned_sale_found(&key, &id, SystemTime::now())
+                        if let Err(e) = self
+                            .mutate_store(|s| {
+                                s.update(|state| {
+                                    state.abandoned_sale_found(&key, &id, SystemTime::now())
+                                })
                             })
-                        }) {
+                            .await
+                        {
                             error!(merchant_unique_code = %code, payment_request_id = id, "cannot record the abandoned sale's payment: {e}");
                         }
                         continue;
                     }
                     Ok(None) => {
                         info!(merchant_unique_code = %code, "abandoned sale settled: the payment API holds no payment with its code");
-                        if let Err(e) = self.mutate_store(|s| {
-                            s.finish_sale(&key, PaymentOutcome::Abandoned, SystemTime::now())
-                        }) {
+                        if let Err(e) = self
+                            .mutate_store(|s| {
+                                s.finish_sale(&key, PaymentOutcome::Abandoned, SystemTime::now())
+                            })
+                            .await
+                        {
                             error!(merchant_unique_code = %code, "cannot record the settled sale: {e}");
                         }
                         true
@@ -694,10 +745,11 @@ impl Core {
         }
     }
 
-    fn sale_started(self: &Arc<Self>, code: Uuid, payment_request_id: String) -> SaleOutcome {
+    async fn sale_started(self: &Arc<Self>, code: Uuid, payment_request_id: String) -> SaleOutcome {
         let key = code.to_string();
         match self
             .mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now()))
+            .await
         {
             Ok(()) => {
                 let (amount_minor, currency_id) = self
@@ -737,8 +789,11 @@ impl Core {
         }
     }
 
-    fn forget_intent(&self, code: Uuid) {
-        if let Err(e) = self.mutate_store(|s| s.forget_sale_intent(&code.to_string())) {
+    async fn forget_intent(&self, code: Uuid) {
+        if let Err(e) = self
+            .mutate_store(|s| s.forget_sale_intent(&code.to_string()))
+            .await
+        {
             error!(merchant_unique_code = %code, "cannot forget the intent of sale {code}: {e}");
         }
     }
@@ -792,11 +847,11 @@ impl Core {
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => {
                     info!(merchant_unique_code = %code, payment_request_id = id, "recovered sale {code}: the API created payment {id}");
-                    let _ = self.sale_started(code, id);
+                    let _ = self.sale_started(code, id).await;
                 }
                 Resolution::Absent => {
                     info!(merchant_unique_code = %code, "sale {code}, an intent of an earlier run, was never created; forgetting it");
-                    self.forget_intent(code);
+                    self.forget_intent(code).await;
                 }
                 Resolution::Rejected(_) | Resolution::Unknown => return,
             }
@@ -829,10 +884,11 @@ impl Core {
     // ----- payments reported by the terminal -----
 
     /// `payment_started`: track a payment started elsewhere.
-    pub fn track_elsewhere(&self, payment_request_id: &str) -> Result<(), Refusal> {
+    pub async fn track_elsewhere(&self, payment_request_id: &str) -> Result<(), Refusal> {
         let payment_request_id = &canonical_payment_id(payment_request_id)?;
         let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
         self.mutate_store(|s| s.track_payment(payment_request_id, payment))
+            .await
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         info!(
             payment_request_id,
@@ -842,7 +898,11 @@ impl Core {
     }
 
     /// `payment_result`: the payment is final.
-    pub fn payment_result(&self, payment_request_id: &str, succeeded: bool) -> Result<(), Refusal> {
+    pub async fn payment_result(
+        &self,
+        payment_request_id: &str,
+        succeeded: bool,
+    ) -> Result<(), Refusal> {
         let payment_request_id = &canonical_payment_id(payment_request_id)?;
         let outcome = if succeeded {
             PaymentOutcome::Succeeded
@@ -851,6 +911,7 @@ impl Core {
         };
         let was_pending = self
             .mutate_store(|s| s.finish_payment(payment_request_id, outcome, SystemTime::now()))
+            .await
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         if !was_pending {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
@@ -884,9 +945,11 @@ impl Core {
                 "a cancel of {payment_request_id} is already under way"
             )));
         }
-        let marked = self.mutate_store(|s| {
-            s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
-        });
+        let marked = self
+            .mutate_store(|s| {
+                s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
+            })
+            .await;
         let result = match marked {
             Ok(()) => {
                 self.send_cancel(payment_request_id, reason, Durability::Immediate)
@@ -913,16 +976,19 @@ impl Core {
             Ok(_) => {
                 match durability {
                     Durability::Immediate => {
-                        if let Err(e) = self.mutate_store(|s| {
-                            s.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now())
-                        }) {
+                        if let Err(e) = self
+                            .mutate_store(|s| {
+                                s.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now())
+                            })
+                            .await
+                        {
                             error!(
                                 payment_request_id = id,
                                 "cannot record the confirmed cancel of payment {id}: {e}"
                             );
                         }
                     }
-                    Durability::Batched => self.mutate_store(|s| {
+                    Durability::Batched => self.defer_store(|s| {
                         s.defer(|state| {
                             state.finish_payment(id, PaymentOutcome::Cancelled, SystemTime::now());
                         })
@@ -942,9 +1008,12 @@ impl Core {
                     payment_request_id = id,
                     "payment {id} is already final at the payment API; it is no longer pending: {error}"
                 );
-                if let Err(e) = self.mutate_store(|s| {
-                    s.finish_payment(id, PaymentOutcome::FinalAtApi, SystemTime::now())
-                }) {
+                if let Err(e) = self
+                    .mutate_store(|s| {
+                        s.finish_payment(id, PaymentOutcome::FinalAtApi, SystemTime::now())
+                    })
+                    .await
+                {
                     error!(
                         payment_request_id = id,
                         "cannot write state for payment {id}: {e}"
@@ -965,8 +1034,9 @@ impl Core {
                     payment_request_id = id,
                     "{reason} cancel of payment {id} refused by the payment API; it stays pending, flagged cancel_refused, and is not sent again by itself: {message}"
                 );
-                if let Err(e) =
-                    self.mutate_store(|s| s.mark_cancel_refused(id, &message, SystemTime::now()))
+                if let Err(e) = self
+                    .mutate_store(|s| s.mark_cancel_refused(id, &message, SystemTime::now()))
+                    .await
                 {
                     error!(
                         payment_request_id = id,
@@ -1012,10 +1082,10 @@ impl Core {
         .await
     }
 
-    /// The shutdown's cancels (agent.md §3): every pending payment is marked in one write
-    /// before any request leaves; confirmations are written in batches (at most every
-    /// `BATCH_WRITE_INTERVAL`, and once at the end), since a confirmation lost in a crash only
-    /// means the cancel is sent again at the next start.
+    /// The shutdown's cancels (agent.md §3): every pending payment is marked in one record
+    /// before any request leaves; the confirmations are not waited for one by one (the state
+    /// writer commits them in groups, and once more at the end), since a confirmation lost in
+    /// a crash only means the cancel is sent again at the next start.
     /// Payments whose cancel the API refused are left as they are (nothing re-sends those by
     /// itself).
     pub async fn cancel_all_for_shutdown(self: &Arc<Self>, concurrency: usize) -> CancelSummary {
@@ -1027,28 +1097,20 @@ impl Core {
                 .collect()
         });
         let now = SystemTime::now();
-        let marked = self.mutate_store(|s| {
-            s.update(|state| {
-                for id in &ids {
-                    state.mark_cancel_requested(id, CancelReason::Shutdown, now)?;
-                }
-                Ok(())
+        let marked = self
+            .mutate_store(|s| {
+                s.update(|state| {
+                    for id in &ids {
+                        state.mark_cancel_requested(id, CancelReason::Shutdown, now)?;
+                    }
+                    Ok(())
+                })
             })
-        });
+            .await;
         if let Err(e) = marked {
             error!("cannot mark the shutdown's cancels: {e}; sending them one by one");
             return self.cancel_all(CancelReason::Shutdown, concurrency).await;
         }
-        let flusher = {
-            let core = Arc::clone(self);
-            tokio::spawn(async move {
-                let mut interval = tokio::time::interval(BATCH_WRITE_INTERVAL);
-                loop {
-                    interval.tick().await;
-                    core.flush_store();
-                }
-            })
-        };
         let summary = self
             .cancel_many(
                 ids,
@@ -1057,14 +1119,14 @@ impl Core {
                 Durability::Batched,
             )
             .await;
-        flusher.abort();
-        self.flush_store();
+        self.flush_store().await;
         summary
     }
 
-    /// Writes batched changes now.
-    pub fn flush_store(&self) {
-        if let Err(e) = lock(&self.store).flush() {
+    /// Waits until every change made so far is durable.
+    pub async fn flush_store(&self) {
+        let commit = lock(&self.store).flush();
+        if let Err(e) = commit.durable().await {
             error!("cannot write state: {e}");
         }
     }
@@ -1141,14 +1203,15 @@ impl Core {
         })
     }
 
-    /// Marks, in one write, every payment pending longer than `payment_timeout` for a cancel
-    /// with reason `timeout`, and returns their ids. Called from the main loop, so the payment
-    /// timer (which skips marked payments) moves on before the cancels are even sent.
-    pub fn mark_timed_out(&self) -> Vec<String> {
+    /// Marks, in one record, every payment pending longer than `payment_timeout` for a cancel
+    /// with reason `timeout`, and returns their ids with the commit to await before the
+    /// cancels leave. Called from the main loop, so the payment timer (which skips marked
+    /// payments) moves on before the cancels are even sent.
+    pub fn mark_timed_out(&self) -> (Vec<String>, Option<Commit>) {
         let timeout = self.config.terminal.payment_timeout;
         let now = SystemTime::now();
-        let marked = self.mutate_store(|s| {
-            s.update(|state| {
+        let marked = self.with_store_mut(|s| {
+            let expired = s.update(|state| {
                 let expired: Vec<String> = state
                     .payments
                     .iter()
@@ -1163,22 +1226,29 @@ impl Core {
                     state.mark_cancel_requested(id, CancelReason::Timeout, now)?;
                 }
                 Ok(expired)
-            })
+            })?;
+            Ok::<_, StateError>((expired, s.commit()))
         });
         match marked {
-            Ok(expired) => expired,
+            Ok((expired, commit)) => (expired, Some(commit)),
             Err(e) => {
                 error!("cannot mark timed-out payments: {e}");
-                Vec::new()
+                (Vec::new(), None)
             }
         }
     }
 
-    /// Sends the cancels [`Core::mark_timed_out`] marked. One that meets an unreachable API
-    /// or a 5xx is sent again with backoff until the API answers it (or the agent stops: the
-    /// shutdown then sends it); an answer, a refusal included, ends it.
-    pub async fn cancel_timed_out(self: &Arc<Self>, expired: Vec<String>) {
+    /// Sends the cancels [`Core::mark_timed_out`] marked, once the marks are durable. One that
+    /// meets an unreachable API or a 5xx is sent again with backoff until the API answers it (or
+    /// the agent stops: the shutdown then sends it); an answer, a refusal included, ends it.
+    pub async fn cancel_timed_out(self: &Arc<Self>, expired: Vec<String>, commit: Option<Commit>) {
         use futures_util::stream::{self, StreamExt};
+        if let Some(commit) = commit {
+            if let Err(e) = commit.durable().await {
+                error!("cannot mark timed-out payments: {e}");
+                return;
+            }
+        }
         let concurrency = self.config.shutdown.concurrency.max(1);
         stream::iter(expired)
             .for_each_concurrent(concurrency, |id| {
@@ -1207,14 +1277,12 @@ impl Core {
     }
 }
 
-/// How often the shutdown writes its batched cancel confirmations.
-const BATCH_WRITE_INTERVAL: Duration = Duration::from_millis(250);
-
 #[derive(Debug, Clone, Copy)]
 enum Durability {
     /// The confirmation is written before the terminal hears of it.
     Immediate,
-    /// The confirmation is written with the next batch.
+    /// The confirmation is committed with whatever the state writer commits next; not waited
+    /// for.
     Batched,
 }
 

@@ -151,9 +151,9 @@ pub async fn run(config_path: &Path) -> ExitCode {
                 }
             },
             _ = sleep_until(next_timeout) => {
-                let expired = core.mark_timed_out();
+                let (expired, commit) = core.mark_timed_out();
                 let core = Arc::clone(&core);
-                tokio::spawn(async move { core.cancel_timed_out(expired).await });
+                tokio::spawn(async move { core.cancel_timed_out(expired, commit).await });
             }
             _ = core.changed.notified() => {}
         }
@@ -224,8 +224,8 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
         tokio::select! {
             biased;
             _ = tick(&mut events.watchdog) => events.notifier.watchdog(),
-            _ = events.signals.recv() => return interrupted(core),
-            _ = events.interrupts.recv() => return interrupted(core),
+            _ = events.signals.recv() => return interrupted(core).await,
+            _ = events.interrupts.recv() => return interrupted(core).await,
             Some(call) = events.control_calls.recv() => {
                 let response = match call.request {
                     request @ (ControlRequest::Status | ControlRequest::Pending) => handle_control(core, request).await,
@@ -249,7 +249,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
             }
         }
     }
-    core.flush_store();
+    core.flush_store().await;
     let pending = core.pending_count();
     info!(pending, "stopped with {pending} pending");
     ExitCode::SUCCESS
@@ -261,12 +261,12 @@ struct Events {
     interrupts: Signal,
     watchdog: Option<tokio::time::Interval>,
     control_calls: mpsc::Receiver<ControlCall>,
-    link_events: mpsc::UnboundedReceiver<LinkEvent>,
+    link_events: mpsc::Receiver<LinkEvent>,
     notifier: systemd::Notifier,
 }
 
-fn interrupted(core: &Core) -> ExitCode {
-    core.flush_store();
+async fn interrupted(core: &Core) -> ExitCode {
+    core.flush_store().await;
     let left = core.pending_count();
     warn!(
         left,
@@ -327,7 +327,7 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
             }
         }
         TerminalRequest::PaymentStarted { payment_request_id } => {
-            match core.track_elsewhere(&payment_request_id) {
+            match core.track_elsewhere(&payment_request_id).await {
                 Ok(()) => Reply::Ok,
                 Err(refusal) => refusal.to_reply(),
             }
@@ -335,7 +335,10 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
         TerminalRequest::PaymentResult {
             payment_request_id,
             status,
-        } => match core.payment_result(&payment_request_id, status == PaymentOutcome::Succeeded) {
+        } => match core
+            .payment_result(&payment_request_id, status == PaymentOutcome::Succeeded)
+            .await
+        {
             Ok(()) => Reply::Ok,
             Err(refusal) => refusal.to_reply(),
         },

@@ -37,6 +37,22 @@ use crate::config::SerialConfig;
 pub const INTER_BYTE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Unanswered `ping`s in a row after which the link is down (§4).
 pub const MISSED_PINGS_FOR_DOWN: u32 = 3;
+/// Requests from the peer handed to the application and not answered yet. Beyond it a new
+/// request is dropped unanswered (its frame is ACKed, the request forgotten): the peer sends it
+/// again after its reply timeout, as it would after a lost frame. This bounds the event and
+/// reply queues and the application's work a chatty or broken peer can cause.
+pub const MAX_REQUESTS_IN_PROGRESS: usize = 32;
+/// The application's requests waiting for the link task; a sender waits for room (within its
+/// reply timeout).
+pub const COMMAND_QUEUE: usize = 64;
+/// Frames queued for sending. At the bound the link stops taking the application's requests
+/// (they wait in [`COMMAND_QUEUE`]) and drops repeated replies to duplicate requests (the peer
+/// asks again).
+pub const MAX_QUEUED_FRAMES: usize = 64;
+/// Events waiting for the application: one per request in progress, and room for the up/down
+/// changes. An up/down event that finds it full is dropped (the state is in
+/// [`LinkHandle::state`] all the same).
+const EVENT_QUEUE: usize = MAX_REQUESTS_IN_PROGRESS + 16;
 /// Answered request ids remembered per link session (§3).
 pub const REPLAY_CACHE_SIZE: usize = 64;
 
@@ -152,7 +168,7 @@ pub struct IncomingRequest<In = TerminalRequest> {
     id: u32,
     session: u64,
     request: In,
-    replies: mpsc::UnboundedSender<ReplyCommand>,
+    replies: mpsc::Sender<ReplyCommand>,
     answered: bool,
 }
 
@@ -178,7 +194,8 @@ impl<In> IncomingRequest<In> {
     /// Sends `reply` (with `re` = this request's id) and remembers it for duplicates.
     pub fn reply(mut self, reply: Reply) {
         self.answered = true;
-        let _ = self.replies.send(ReplyCommand {
+        // Never full: it has room for every request in progress, and each sends one command.
+        let _ = self.replies.try_send(ReplyCommand {
             id: self.id,
             session: self.session,
             reply: Some(reply),
@@ -189,7 +206,7 @@ impl<In> IncomingRequest<In> {
 impl<In> Drop for IncomingRequest<In> {
     fn drop(&mut self) {
         if !self.answered {
-            let _ = self.replies.send(ReplyCommand {
+            let _ = self.replies.try_send(ReplyCommand {
                 id: self.id,
                 session: self.session,
                 reply: None,
@@ -209,7 +226,7 @@ enum Command<Out> {
 /// The application's side of a link: send requests, watch the state, shut it down. Cheap to
 /// clone. The link runs until [`shutdown`](Self::shutdown) or until every handle is dropped.
 pub struct LinkHandle<Out = AgentRequest> {
-    commands: mpsc::UnboundedSender<Command<Out>>,
+    commands: mpsc::Sender<Command<Out>>,
     state: watch::Receiver<LinkState>,
     reply_timeout: Duration,
 }
@@ -238,21 +255,24 @@ impl<Out: LinkMessage> LinkHandle<Out> {
         self.request_with_timeout(body, self.reply_timeout).await
     }
 
-    /// Sends a request or notification and waits up to `timeout` for its reply.
+    /// Sends a request or notification and waits up to `timeout` for its reply (the wait for
+    /// room in a full [`COMMAND_QUEUE`] included).
     pub async fn request_with_timeout(
         &self,
         body: Out,
         timeout: Duration,
     ) -> Result<Reply, LinkError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Request { body, reply })
-            .map_err(|_| LinkError::Closed)?;
-        match tokio::time::timeout(timeout, answer).await {
-            Err(_) => Err(LinkError::Timeout(timeout)),
-            Ok(Err(_)) => Err(LinkError::Closed),
-            Ok(Ok(result)) => result,
-        }
+        let exchange = async {
+            let (reply, answer) = oneshot::channel();
+            self.commands
+                .send(Command::Request { body, reply })
+                .await
+                .map_err(|_| LinkError::Closed)?;
+            answer.await.map_err(|_| LinkError::Closed)?
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(LinkError::Timeout(timeout)))
     }
 
     /// The current state.
@@ -274,7 +294,12 @@ impl<Out: LinkMessage> LinkHandle<Out> {
     /// Stops the link and closes the transport. Frames already queued (a reply just given) are
     /// still sent, for at most T3 × `max_sends`; requests still waiting fail with `Closed`.
     pub fn shutdown(&self) {
-        let _ = self.commands.send(Command::Shutdown);
+        if let Err(mpsc::error::TrySendError::Full(command)) =
+            self.commands.try_send(Command::Shutdown)
+        {
+            let commands = self.commands.clone();
+            tokio::spawn(async move { commands.send(command).await });
+        }
     }
 }
 
@@ -292,7 +317,7 @@ impl<In: LinkMessage, Out: LinkMessage> Link<In, Out> {
     pub fn over<T>(
         transport: T,
         settings: LinkSettings,
-    ) -> (LinkHandle<Out>, mpsc::UnboundedReceiver<LinkEvent<In>>)
+    ) -> (LinkHandle<Out>, mpsc::Receiver<LinkEvent<In>>)
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -427,10 +452,12 @@ impl ReplayCache {
 /// All link state; survives reopenings of the port (ids keep counting, channels stay).
 pub(crate) struct LinkCore<In, Out> {
     settings: LinkSettings,
-    commands: mpsc::UnboundedReceiver<Command<Out>>,
-    replies: mpsc::UnboundedReceiver<ReplyCommand>,
-    reply_sender: mpsc::UnboundedSender<ReplyCommand>,
-    events: mpsc::UnboundedSender<LinkEvent<In>>,
+    commands: mpsc::Receiver<Command<Out>>,
+    replies: mpsc::Receiver<ReplyCommand>,
+    reply_sender: mpsc::Sender<ReplyCommand>,
+    events: mpsc::Sender<LinkEvent<In>>,
+    /// Requests handed to the application whose reply command has not come back.
+    in_progress: usize,
     state: watch::Sender<LinkState>,
     next_id: u32,
     session: u64,
@@ -470,14 +497,10 @@ impl Io {
 impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     pub(crate) fn new(
         settings: LinkSettings,
-    ) -> (
-        LinkHandle<Out>,
-        mpsc::UnboundedReceiver<LinkEvent<In>>,
-        Self,
-    ) {
-        let (command_tx, commands) = mpsc::unbounded_channel();
-        let (reply_sender, replies) = mpsc::unbounded_channel();
-        let (events, event_rx) = mpsc::unbounded_channel();
+    ) -> (LinkHandle<Out>, mpsc::Receiver<LinkEvent<In>>, Self) {
+        let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let (reply_sender, replies) = mpsc::channel(MAX_REQUESTS_IN_PROGRESS);
+        let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
         let (state, state_rx) = watch::channel(LinkState::Closed);
         let handle = LinkHandle {
             commands: command_tx,
@@ -490,6 +513,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             replies,
             reply_sender,
             events,
+            in_progress: 0,
             state,
             next_id: 1,
             session: 0,
@@ -513,9 +537,9 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         );
         if new == LinkState::Up {
             self.came_up = true;
-            let _ = self.events.send(LinkEvent::Up);
+            let _ = self.events.try_send(LinkEvent::Up);
         } else if old == LinkState::Up {
-            let _ = self.events.send(LinkEvent::Down);
+            let _ = self.events.try_send(LinkEvent::Down);
         }
         if old == LinkState::Up {
             // The link session ends: the replay cache belongs to it.
@@ -629,7 +653,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                     }
                     Err(e) => break SessionEnd::Lost(e),
                 },
-                command = self.commands.recv(), if closing.is_none() => match command {
+                command = self.commands.recv(), if closing.is_none() && io.queue.len() < MAX_QUEUED_FRAMES => match command {
                     None | Some(Command::Shutdown) => {
                         closing = Some(Instant::now() + self.stall_limit());
                     }
@@ -880,6 +904,13 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             Incoming::Request { id, body } => {
                 let print = fingerprint(&apdu);
                 match self.cache.check(id, print) {
+                    Seen::Answered(_) if io.queue.len() >= MAX_QUEUED_FRAMES => {
+                        tracing::debug!(
+                            id,
+                            "duplicate request while the output queue is full: ignored"
+                        );
+                        return;
+                    }
                     Seen::Answered(frame) => {
                         tracing::debug!(
                             serial_request_id = id,
@@ -918,6 +949,13 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                     Ok(request) if request.is_ping() => {
                         self.send_reply(io, id, self.session, &Reply::Pong);
                     }
+                    Ok(_) if self.in_progress >= MAX_REQUESTS_IN_PROGRESS => {
+                        self.cache.forget(id);
+                        tracing::warn!(
+                            serial_request_id = id,
+                            "{MAX_REQUESTS_IN_PROGRESS} requests in progress; serial request {id} dropped unanswered (the peer sends it again)"
+                        );
+                    }
                     Ok(request) => {
                         let incoming = IncomingRequest {
                             id,
@@ -926,15 +964,20 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                             replies: self.reply_sender.clone(),
                             answered: false,
                         };
-                        if let Err(mpsc::error::SendError(LinkEvent::Request(mut lost))) =
-                            self.events.send(LinkEvent::Request(incoming))
-                        {
-                            lost.answered = true;
-                            self.cache.forget(id);
-                            tracing::warn!(
-                                serial_request_id = id,
-                                "nobody receives link events; serial request {id} dropped"
-                            );
+                        match self.events.try_send(LinkEvent::Request(incoming)) {
+                            Ok(()) => self.in_progress += 1,
+                            Err(
+                                mpsc::error::TrySendError::Full(LinkEvent::Request(mut lost))
+                                | mpsc::error::TrySendError::Closed(LinkEvent::Request(mut lost)),
+                            ) => {
+                                lost.answered = true;
+                                self.cache.forget(id);
+                                tracing::warn!(
+                                    serial_request_id = id,
+                                    "link events not taken (queue full or nobody receives); serial request {id} dropped unanswered"
+                                );
+                            }
+                            Err(_) => {}
                         }
                     }
                 }
@@ -943,6 +986,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     }
 
     fn on_reply_command(&mut self, io: &mut Io, command: ReplyCommand) {
+        self.in_progress = self.in_progress.saturating_sub(1);
         match command.reply {
             Some(reply) => self.send_reply(io, command.id, command.session, &reply),
             None => {
@@ -1036,7 +1080,7 @@ mod tests {
         buffer: usize,
     ) -> (
         LinkHandle<AgentRequest>,
-        mpsc::UnboundedReceiver<LinkEvent<TerminalRequest>>,
+        mpsc::Receiver<LinkEvent<TerminalRequest>>,
         Peer,
     ) {
         let (ours, theirs) = tokio::io::duplex(buffer);
@@ -1050,7 +1094,7 @@ mod tests {
     }
 
     async fn next_request(
-        events: &mut mpsc::UnboundedReceiver<LinkEvent<TerminalRequest>>,
+        events: &mut mpsc::Receiver<LinkEvent<TerminalRequest>>,
     ) -> IncomingRequest<TerminalRequest> {
         loop {
             match events.recv().await {
@@ -1166,6 +1210,39 @@ mod tests {
         peer.send(&status).await;
         assert_eq!(peer.next().await, Inbound::Ack);
         assert_eq!(next_request(&mut events).await.id(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_beyond_the_in_progress_bound_are_dropped_until_one_is_answered() {
+        let (_agent, mut events, mut peer) = agent_over(1 << 20);
+        peer.handshake().await;
+        let status = |id: usize| {
+            frame_bytes(format!(r#"{{"type":"status","id":{id}}}"#).as_bytes()).unwrap()
+        };
+        let extra = 8;
+        for id in 1..=MAX_REQUESTS_IN_PROGRESS + extra {
+            peer.send(&status(id)).await;
+            assert_eq!(peer.next().await, Inbound::Ack);
+        }
+        let mut held = Vec::new();
+        for _ in 0..MAX_REQUESTS_IN_PROGRESS {
+            held.push(next_request(&mut events).await);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            events.try_recv().is_err(),
+            "requests beyond the bound were dropped"
+        );
+        // One answered: the peer's retransmission of a dropped request now gets through.
+        held.pop().unwrap().reply(Reply::Ok);
+        let reply = peer.next_json().await;
+        assert_eq!(reply["re"], MAX_REQUESTS_IN_PROGRESS);
+        peer.send(&[ACK]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let dropped = MAX_REQUESTS_IN_PROGRESS + extra;
+        peer.send(&status(dropped)).await;
+        assert_eq!(peer.next().await, Inbound::Ack);
+        assert_eq!(next_request(&mut events).await.id() as usize, dropped);
     }
 
     #[tokio::test(start_paused = true)]

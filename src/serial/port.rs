@@ -78,7 +78,7 @@ pub fn spawn_link(
     config: SerialConfig,
 ) -> (
     LinkHandle<AgentRequest>,
-    mpsc::UnboundedReceiver<LinkEvent<TerminalRequest>>,
+    mpsc::Receiver<LinkEvent<TerminalRequest>>,
 ) {
     let settings = LinkSettings::from_config(&config);
     spawn_port_link(config, settings)
@@ -88,7 +88,7 @@ pub fn spawn_link(
 pub fn spawn_port_link<In: LinkMessage, Out: LinkMessage>(
     config: SerialConfig,
     settings: LinkSettings,
-) -> (LinkHandle<Out>, mpsc::UnboundedReceiver<LinkEvent<In>>) {
+) -> (LinkHandle<Out>, mpsc::Receiver<LinkEvent<In>>) {
     let (handle, events, core) = LinkCore::<In, Out>::new(settings);
     tokio::spawn(supervise(core, config));
     (handle, events)

@@ -49,7 +49,7 @@ impl TerminalSimulator {
 
     fn start(
         link: LinkHandle<TerminalRequest>,
-        mut events: mpsc::UnboundedReceiver<LinkEvent<AgentRequest>>,
+        mut events: mpsc::Receiver<LinkEvent<AgentRequest>>,
     ) -> Self {
         let (record, notifications) = mpsc::unbounded_channel();
         tokio::spawn(async move {

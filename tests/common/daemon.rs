@@ -335,10 +335,10 @@ impl Agent {
             .collect()
     }
 
-    /// The state file as the daemon left it.
+    /// The state as the daemon left it on disk (snapshot and journal), as JSON.
     pub fn state_file(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.state_dir.join("state.json")).expect("state.json");
-        serde_json::from_str(&text).expect("state.json is JSON")
+        let state = pos_agent::state::read_directory(&self.state_dir).expect("readable state");
+        serde_json::to_value(state).expect("state as JSON")
     }
 
     /// Asserts that no secret reached any output of this test, then tears everything down.

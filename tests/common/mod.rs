@@ -21,3 +21,4 @@ pub fn pos_agent() -> Command {
     }
 }
 pub mod daemon;
+pub mod slow_fsync;

@@ -30,7 +30,7 @@ pub fn quick_settings() -> LinkSettings {
     }
 }
 
-pub type AgentEvents = mpsc::UnboundedReceiver<LinkEvent<TerminalRequest>>;
+pub type AgentEvents = mpsc::Receiver<LinkEvent<TerminalRequest>>;
 
 /// The agent's link on `device`, through the real port code (tokio-serial, reopen).
 pub fn agent_on(device: &Path, settings: LinkSettings) -> (LinkHandle<AgentRequest>, AgentEvents) {

@@ -1,0 +1,337 @@
+//! The on-disk format of durable state: a snapshot (`state.json`) and the journal of changes
+//! made since it (`state.journal`), and the one pure function that reads them back
+//! ([`load_from_bytes`]). Kept apart from the store so that loading can be tested and fuzzed
+//! on bytes alone; `docs/state.md` describes the format and why a crash anywhere is safe.
+
+use serde::{Deserialize, Serialize};
+
+use super::{AgentState, PendingPayment, Sale, FORMAT_VERSION};
+
+/// The snapshot format this build migrates from (a `state.json` without a journal).
+pub const LEGACY_FORMAT_VERSION: u32 = 1;
+/// A record's header: payload length, CRC-32C of the length, CRC-32C of the payload (all u32,
+/// little-endian).
+pub const RECORD_HEADER_LEN: usize = 12;
+/// The largest payload a record may declare; a longer one is damage, not a record.
+pub const MAX_RECORD_LEN: usize = 16 * 1024 * 1024;
+
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// One change to the state, as journalled. Each carries the whole new value of the one entry
+/// it touches (or its removal), never a delta: replaying a record twice, or over a snapshot
+/// that already holds it, yields the same state. A new field or stage of [`PendingPayment`]
+/// or [`Sale`] is journalled with no change here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    ConnectionId {
+        connection_id: Option<String>,
+    },
+    PutPayment {
+        payment_request_id: String,
+        payment: PendingPayment,
+    },
+    RemovePayment {
+        payment_request_id: String,
+    },
+    PutSale {
+        merchant_unique_code: String,
+        sale: Sale,
+    },
+    RemoveSale {
+        merchant_unique_code: String,
+    },
+}
+
+impl Change {
+    pub fn apply(self, state: &mut AgentState) {
+        match self {
+            Change::ConnectionId { connection_id } => state.connection_id = connection_id,
+            Change::PutPayment {
+                payment_request_id,
+                payment,
+            } => {
+                state.payments.insert(payment_request_id, payment);
+            }
+            Change::RemovePayment { payment_request_id } => {
+                state.payments.remove(&payment_request_id);
+            }
+            Change::PutSale {
+                merchant_unique_code,
+                sale,
+            } => {
+                state.sales.insert(merchant_unique_code, sale);
+            }
+            Change::RemoveSale {
+                merchant_unique_code,
+            } => {
+                state.sales.remove(&merchant_unique_code);
+            }
+        }
+    }
+}
+
+/// One journal record: the changes of one store operation, made durable together or not at
+/// all (the checksum covers them all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub changes: Vec<Change>,
+}
+
+/// Appends `record` to `out`, framed: header, then its JSON.
+pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    let payload = serde_json::to_vec(record)?;
+    let len = u32::try_from(payload.len())
+        .unwrap_or(u32::MAX)
+        .to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&CRC32C.checksum(&len).to_le_bytes());
+    out.extend_from_slice(&CRC32C.checksum(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+/// The snapshot, serialised as written to `state.json`.
+pub fn encode_snapshot(state: &AgentState) -> Result<Vec<u8>, serde_json::Error> {
+    let mut bytes = serde_json::to_vec(state)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// What [`load_from_bytes`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub state: AgentState,
+    /// Bytes of the journal that hold whole, valid records; anything after them is a torn tail.
+    pub journal_valid_len: usize,
+    /// Records replayed from the journal.
+    pub records: usize,
+    /// A torn tail was found (and is dropped: the next write replaces it).
+    pub torn_tail: bool,
+    /// The snapshot has the legacy format (version 1) and is rewritten in this one.
+    pub migrate: bool,
+}
+
+/// Why state on disk cannot be used. The store never writes over state it could not load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("the snapshot is not a pos-agent state file ({0})")]
+    SnapshotNotState(String),
+    #[error("the snapshot has format version {0}")]
+    UnknownVersion(u64),
+    #[error("the snapshot has invalid content ({0})")]
+    SnapshotInvalid(String),
+    #[error("a journal exists without its snapshot (state.json is missing)")]
+    JournalWithoutSnapshot,
+    #[error("the journal is damaged at byte {offset}, before its end: {reason}")]
+    CorruptJournal { offset: usize, reason: String },
+}
+
+/// Reads state from the bytes of the snapshot and the journal (`None`: the file does not
+/// exist). Pure: no I/O, never panics, whatever the bytes. Records are replayed in order
+/// over the snapshot; a torn tail (what a crash during an append leaves) is dropped, damage
+/// anywhere before it is an error.
+pub fn load_from_bytes(
+    snapshot: Option<&[u8]>,
+    journal: Option<&[u8]>,
+) -> Result<Loaded, LoadError> {
+    let (mut state, migrate) = match snapshot {
+        Some(bytes) => parse_snapshot(bytes)?,
+        None if journal.is_some_and(|j| !j.is_empty()) => {
+            return Err(LoadError::JournalWithoutSnapshot)
+        }
+        None => (AgentState::default(), false),
+    };
+    let journal = journal.unwrap_or_default();
+    let mut offset = 0;
+    let mut records = 0;
+    let mut torn_tail = false;
+    while offset < journal.len() {
+        match read_record(journal, offset) {
+            Ok((record, next)) => {
+                for change in record.changes {
+                    change.apply(&mut state);
+                }
+                records += 1;
+                offset = next;
+            }
+            Err(Damage::TornTail) => {
+                torn_tail = true;
+                break;
+            }
+            Err(Damage::Corrupt(reason)) => {
+                return Err(LoadError::CorruptJournal { offset, reason })
+            }
+        }
+    }
+    Ok(Loaded {
+        state,
+        journal_valid_len: offset,
+        records,
+        torn_tail,
+        migrate,
+    })
+}
+
+fn parse_snapshot(bytes: &[u8]) -> Result<(AgentState, bool), LoadError> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u64,
+    }
+    let versioned: Versioned =
+        serde_json::from_slice(bytes).map_err(|e| LoadError::SnapshotNotState(e.to_string()))?;
+    let migrate = match versioned.version {
+        v if v == u64::from(FORMAT_VERSION) => false,
+        v if v == u64::from(LEGACY_FORMAT_VERSION) => true,
+        other => return Err(LoadError::UnknownVersion(other)),
+    };
+    let mut state: AgentState =
+        serde_json::from_slice(bytes).map_err(|e| LoadError::SnapshotInvalid(e.to_string()))?;
+    state.version = FORMAT_VERSION;
+    Ok((state, migrate))
+}
+
+enum Damage {
+    /// What an interrupted append leaves: a record cut short, or zeros where it should be.
+    TornTail,
+    Corrupt(String),
+}
+
+/// The record at `offset` and the offset after it.
+fn read_record(journal: &[u8], offset: usize) -> Result<(Record, usize), Damage> {
+    let rest = &journal[offset..];
+    let zeros_from = |at: usize| {
+        rest.get(at..)
+            .is_none_or(|tail| tail.iter().all(|&b| b == 0))
+    };
+    let Some(header) = rest.get(..RECORD_HEADER_LEN) else {
+        return Err(Damage::TornTail);
+    };
+    let word =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let (len, len_crc, payload_crc) = (word(0), word(4), word(8));
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if CRC32C.checksum(&header[..4]) != len_crc || len == 0 || len > MAX_RECORD_LEN {
+        return if zeros_from(0) {
+            Err(Damage::TornTail)
+        } else {
+            Err(Damage::Corrupt("invalid record header".into()))
+        };
+    }
+    let end = RECORD_HEADER_LEN + len;
+    let Some(payload) = rest.get(RECORD_HEADER_LEN..end) else {
+        return Err(Damage::TornTail);
+    };
+    if CRC32C.checksum(payload) != payload_crc {
+        return if zeros_from(end) {
+            Err(Damage::TornTail)
+        } else {
+            Err(Damage::Corrupt("record checksum mismatch".into()))
+        };
+    }
+    let record = serde_json::from_slice(payload)
+        .map_err(|e| Damage::Corrupt(format!("record with a valid checksum is invalid ({e})")))?;
+    Ok((record, offset + end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(id: &str) -> Record {
+        Record {
+            changes: vec![Change::ConnectionId {
+                connection_id: Some(id.into()),
+            }],
+        }
+    }
+
+    fn journal(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for record in records {
+            encode_record(record, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn snapshot() -> Vec<u8> {
+        encode_snapshot(&AgentState::default()).unwrap()
+    }
+
+    #[test]
+    fn records_replay_in_order_over_the_snapshot() {
+        let bytes = journal(&[connection("a"), connection("b")]);
+        let loaded = load_from_bytes(Some(&snapshot()), Some(&bytes)).unwrap();
+        assert_eq!(loaded.state.connection_id.as_deref(), Some("b"));
+        assert_eq!((loaded.records, loaded.torn_tail), (2, false));
+        assert_eq!(loaded.journal_valid_len, bytes.len());
+    }
+
+    #[test]
+    fn every_truncation_of_the_last_record_is_a_torn_tail() {
+        let whole = journal(&[connection("a"), connection("b")]);
+        let first = journal(&[connection("a")]).len();
+        for cut in first + 1..whole.len() {
+            let loaded = load_from_bytes(Some(&snapshot()), Some(&whole[..cut])).unwrap();
+            assert_eq!(
+                loaded.state.connection_id.as_deref(),
+                Some("a"),
+                "cut {cut}"
+            );
+            assert!(loaded.torn_tail);
+            assert_eq!(loaded.journal_valid_len, first);
+        }
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_are_a_torn_tail() {
+        let mut bytes = journal(&[connection("a")]);
+        let valid = bytes.len();
+        bytes.extend([0u8; 100]);
+        let loaded = load_from_bytes(Some(&snapshot()), Some(&bytes)).unwrap();
+        assert!(loaded.torn_tail);
+        assert_eq!(loaded.journal_valid_len, valid);
+        // A last record whose payload was only partly written before zeros.
+        let mut bytes = journal(&[connection("a"), connection("bbbbbbbb")]);
+        let len = bytes.len();
+        bytes[len - 5..].fill(0);
+        bytes.extend([0u8; 30]);
+        let loaded = load_from_bytes(Some(&snapshot()), Some(&bytes)).unwrap();
+        assert_eq!(loaded.state.connection_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn damage_followed_by_more_records_is_refused() {
+        let mut bytes = journal(&[connection("a"), connection("b"), connection("c")]);
+        let first = journal(&[connection("a")]).len();
+        bytes[first + RECORD_HEADER_LEN + 3] ^= 0x20;
+        assert!(matches!(
+            load_from_bytes(Some(&snapshot()), Some(&bytes)),
+            Err(LoadError::CorruptJournal { offset, .. }) if offset == first
+        ));
+        let mut bytes = journal(&[connection("a"), connection("b")]);
+        bytes[first] ^= 0x01;
+        assert!(matches!(
+            load_from_bytes(Some(&snapshot()), Some(&bytes)),
+            Err(LoadError::CorruptJournal { .. })
+        ));
+    }
+
+    #[test]
+    fn legacy_snapshot_is_read_for_migration_and_unknown_versions_are_refused() {
+        let legacy = br#"{"version":1,"connection_id":"c","payments":{},"sales":{}}"#;
+        let loaded = load_from_bytes(Some(legacy), None).unwrap();
+        assert!(loaded.migrate);
+        assert_eq!(loaded.state.version, FORMAT_VERSION);
+        assert_eq!(
+            load_from_bytes(Some(br#"{"version":9}"#), None),
+            Err(LoadError::UnknownVersion(9))
+        );
+        assert!(matches!(
+            load_from_bytes(None, Some(&journal(&[connection("a")]))),
+            Err(LoadError::JournalWithoutSnapshot)
+        ));
+        assert!(load_from_bytes(None, Some(b"")).is_ok());
+    }
+}
