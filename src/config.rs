@@ -314,6 +314,18 @@ pub const SECRET_KEYS: [&str; 4] = [
     "api_key_public",
     "api_client_public",
 ];
+/// The credential holding the provider's service parameters for `[connection.establish]`: a
+/// TOML table of strings (`Password = "..."`), each name winning over the same name in the file.
+pub const SERVICE_PARAMETERS_CREDENTIAL: &str = "service_parameters";
+/// Where systemd looks up a credential the unit names without a path
+/// (`LoadCredential=ID:pos-agent.ID`), in this order; the encrypted ones
+/// (`LoadCredentialEncrypted=`) are the same directories with `.encrypted` appended.
+pub const CREDENTIAL_STORES: [&str; 3] = ["/etc/credstore", "/run/credstore", "/usr/lib/credstore"];
+/// The file name prefix the shipped unit gives its credentials in the stores.
+pub const CREDENTIAL_STORE_PREFIX: &str = "pos-agent.";
+/// Replaces [`CREDENTIAL_STORES`] for `check-config` (colon-separated directories): for tests
+/// and terminals whose drop-in points elsewhere.
+pub const CREDENTIAL_STORES_ENV: &str = "POS_AGENT_CREDENTIAL_STORES";
 /// What `check-config` prints in place of a secret value.
 pub const REDACTED: &str = "<redacted>";
 
@@ -445,6 +457,8 @@ pub struct Provenance {
     pub env_overrides: BTreeMap<String, String>,
     /// Where each API key that is set came from, by its name in [`SECRET_KEYS`].
     pub secrets: BTreeMap<&'static str, Source>,
+    /// The credential the service parameters came from, when one did.
+    pub service_parameters: Option<Source>,
 }
 
 impl Provenance {
@@ -576,12 +590,32 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Loads the configuration: the TOML file, then `POS_AGENT__SECTION__KEY` overrides from
 /// `env`, then the API keys found in `$CREDENTIALS_DIRECTORY`; then validates it (agent.md §5).
 pub fn load_with(path: &Path, env: &EnvSnapshot) -> Result<Config, ConfigError> {
+    load_from(path, env, Credentials::of_service(env))
+}
+
+/// Loads the configuration the way `run` sees it under the unit: as [`load_with`], except that
+/// when run as root without `$CREDENTIALS_DIRECTORY` (an operator on the terminal), the
+/// credentials come from the stores systemd would read them from for the unit.
+pub fn load_as_under_unit(path: &Path, env: &EnvSnapshot) -> Result<Config, ConfigError> {
+    let credentials = match Credentials::of_service(env) {
+        None if nix::unistd::geteuid().is_root() => Some(Credentials::stores(env)),
+        other => other,
+    };
+    load_from(path, env, credentials)
+}
+
+fn load_from(
+    path: &Path,
+    env: &EnvSnapshot,
+    credentials: Option<Credentials>,
+) -> Result<Config, ConfigError> {
     let text = read_config_file(path).map_err(|p| ConfigError::one(path, p))?;
     let overrides = env.overrides();
     let mut provenance = Provenance {
         file: path.to_owned(),
         env_overrides: overrides.clone(),
         secrets: BTreeMap::new(),
+        service_parameters: None,
     };
     if !env.non_unicode_overrides.is_empty() {
         let problems = env
@@ -658,16 +692,15 @@ pub fn load_with(path: &Path, env: &EnvSnapshot) -> Result<Config, ConfigError> 
             provenance.secrets.insert(name, source);
         }
     }
-    if let Some(directory) = env.get("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+    if let Some(credentials) = &credentials {
         for name in SECRET_KEYS {
-            let file = Path::new(directory).join(name);
-            match read_credential(&file) {
+            match credentials.read(name) {
                 Ok(None) => {}
-                Ok(Some(secret)) => {
+                Ok(Some((secret, file))) => {
                     *config.paywall.secret_mut(name) = Some(secret);
                     provenance.secrets.insert(name, Source::Credentials(file));
                 }
-                Err(message) => {
+                Err((message, file)) => {
                     let mut problem = Problem::new(
                         ProblemKind::Credential,
                         Some(&format!("paywall.{name}")),
@@ -676,6 +709,36 @@ pub fn load_with(path: &Path, env: &EnvSnapshot) -> Result<Config, ConfigError> 
                     problem.source = Some(Source::Credentials(file));
                     problems.push(problem);
                 }
+            }
+        }
+        let key = "connection.establish.service_parameters";
+        match credentials.read(SERVICE_PARAMETERS_CREDENTIAL) {
+            Ok(None) => {}
+            Ok(Some((table, file))) => {
+                let problem = |message: String| {
+                    let mut problem = Problem::new(ProblemKind::Credential, Some(key), message);
+                    problem.source = Some(Source::Credentials(file.clone()));
+                    problem
+                };
+                match (
+                    parse_service_parameters(table.expose_secret()),
+                    config.connection.establish.as_mut(),
+                ) {
+                    (Err(message), _) => problems.push(problem(message)),
+                    (Ok(_), None) => problems.push(problem(
+                        "service parameters are given but [connection.establish] is not configured"
+                            .into(),
+                    )),
+                    (Ok(parameters), Some(establish)) => {
+                        establish.service_parameters.extend(parameters);
+                        provenance.service_parameters = Some(Source::Credentials(file));
+                    }
+                }
+            }
+            Err((message, file)) => {
+                let mut problem = Problem::new(ProblemKind::Credential, Some(key), message);
+                problem.source = Some(Source::Credentials(file));
+                problems.push(problem);
             }
         }
     }
@@ -716,6 +779,115 @@ fn read_config_file(path: &Path) -> Result<String, Problem> {
             ),
         )
     })
+}
+
+/// Where the credentials come from: the service's `$CREDENTIALS_DIRECTORY`, or (for
+/// `check-config` run as root on the terminal) the stores systemd reads them from.
+enum Credentials {
+    Directory(PathBuf),
+    Stores(Vec<PathBuf>),
+}
+
+impl Credentials {
+    fn of_service(env: &EnvSnapshot) -> Option<Self> {
+        env.get("CREDENTIALS_DIRECTORY")
+            .filter(|d| !d.is_empty())
+            .map(|d| Credentials::Directory(PathBuf::from(d)))
+    }
+
+    fn stores(env: &EnvSnapshot) -> Self {
+        let stores = match env.get(CREDENTIAL_STORES_ENV).filter(|s| !s.is_empty()) {
+            Some(list) => list
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            None => CREDENTIAL_STORES.iter().map(PathBuf::from).collect(),
+        };
+        Credentials::Stores(stores)
+    }
+
+    /// The credential `id` and the file it came from; `Ok(None)` when there is none. Errors
+    /// name the file, never the value.
+    #[allow(clippy::type_complexity)]
+    fn read(&self, id: &str) -> Result<Option<(SecretString, PathBuf)>, (String, PathBuf)> {
+        match self {
+            Credentials::Directory(directory) => {
+                let file = directory.join(id);
+                match read_credential(&file) {
+                    Ok(found) => Ok(found.map(|secret| (secret, file))),
+                    Err(message) => Err((message, file)),
+                }
+            }
+            // As systemd does for `LoadCredential=ID:pos-agent.ID`: the first store holding the
+            // file; then, as for `LoadCredentialEncrypted=`, the encrypted stores.
+            Credentials::Stores(stores) => {
+                let name = format!("{CREDENTIAL_STORE_PREFIX}{id}");
+                for store in stores {
+                    let file = store.join(&name);
+                    match read_credential(&file) {
+                        Ok(None) => {}
+                        Ok(Some(secret)) => return Ok(Some((secret, file))),
+                        Err(message) => return Err((message, file)),
+                    }
+                }
+                for store in stores {
+                    let mut encrypted = store.clone().into_os_string();
+                    encrypted.push(".encrypted");
+                    let file = PathBuf::from(encrypted).join(&name);
+                    if file.exists() {
+                        return match decrypt_credential(id, &file) {
+                            Ok(secret) => Ok(Some((secret, file))),
+                            Err(message) => Err((message, file)),
+                        };
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Decrypts an encrypted credential as systemd would for the unit (`systemd-creds decrypt`,
+/// which checks the credential's name and needs the TPM or the host key, hence root).
+fn decrypt_credential(id: &str, file: &Path) -> Result<SecretString, String> {
+    let output = std::process::Command::new("systemd-creds")
+        .arg("decrypt")
+        .arg(format!("--name={id}"))
+        .arg(file)
+        .arg("-")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("systemd-creds cannot be run to decrypt it: {e}"))?;
+    if !output.status.success() {
+        let why = String::from_utf8_lossy(&output.stderr);
+        return Err(format!(
+            "systemd-creds cannot decrypt it: {}",
+            why.trim().lines().last().unwrap_or("no reason given")
+        ));
+    }
+    let mut text = String::from_utf8(output.stdout)
+        .map_err(|_| "the decrypted credential is not UTF-8 text".to_owned())?;
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    Ok(SecretString::from(text))
+}
+
+/// The `service_parameters` credential: a TOML table of string values. Errors never quote a
+/// value.
+fn parse_service_parameters(text: &str) -> Result<BTreeMap<String, SecretString>, String> {
+    let parsed = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .map_err(|_| "the credential is not a TOML table of `Name = \"value\"` lines".to_owned())?;
+    let table: BTreeMap<String, String> = parsed
+        .try_deserialize()
+        .map_err(|_| "every service parameter in the credential must be a string".to_owned())?;
+    Ok(table
+        .into_iter()
+        .map(|(name, value)| (name, SecretString::from(value)))
+        .collect())
 }
 
 /// Reads one systemd credential: `Ok(None)` when the file is absent. One trailing newline
@@ -1222,11 +1394,50 @@ pub struct ConfigArgs {
 /// `pos-agent check-config`: prints the effective configuration (secrets redacted) or fails
 /// with the [`ConfigError`] (the command line exits 78).
 pub fn check_config_command(args: &ConfigArgs) -> Result<(), ConfigError> {
-    let config = load(&args.config)?;
+    let env = EnvSnapshot::capture();
+    let config = load_as_under_unit(&args.config, &env)?;
+    let problems = start_problems(&config, &env);
+    if !problems.is_empty() {
+        return Err(ConfigError {
+            file: args.config.clone(),
+            problems,
+        });
+    }
     use std::io::Write as _;
     // A closed stdout (`| head`) is not a configuration error.
     let _ = std::io::stdout().write_all(render_effective(&config).as_bytes());
     Ok(())
+}
+
+/// What `run` checks beyond the file before it starts (each makes it exit 78): the payment API
+/// client can be built (its CA bundle included), and a connection Id is known (configured, in
+/// state, or to be established). `run` and `check-config` both ask this.
+pub fn start_problems(config: &Config, env: &EnvSnapshot) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Err(e) = crate::paywall::PaywallClient::from_config(&config.paywall) {
+        problems.push(Problem::invalid("paywall", e.to_string()));
+    }
+    if config.connection.id.is_none() && config.connection.establish.is_none() {
+        let directory = config.state_directory(env);
+        match crate::state::stored_connection_id(&directory) {
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push(Problem::new(
+                ProblemKind::MissingKey,
+                Some("connection.id"),
+                format!(
+                    "no connection Id in [connection].id or in the state in {}, and no \
+                     [connection.establish] to create one",
+                    directory.display()
+                ),
+            )),
+            Err(e) => problems.push(Problem::new(
+                ProblemKind::Unreadable,
+                Some("state.directory"),
+                e.to_string(),
+            )),
+        }
+    }
+    problems
 }
 
 /// The effective configuration as TOML: every key, defaults filled in, unset optional keys as
@@ -1278,8 +1489,12 @@ pub fn render_effective(config: &Config) -> String {
                 .keys()
                 .map(|name| format!("{} = {}", quote(name), quote(REDACTED)))
                 .collect();
+            let from = match &provenance.service_parameters {
+                Some(source) => format!("  # from {source}"),
+                None => String::new(),
+            };
             out.line(&format!(
-                "service_parameters = {{ {} }}",
+                "service_parameters = {{ {} }}{from}",
                 parameters.join(", ")
             ));
         }

@@ -1178,6 +1178,12 @@ fn read_optional(file: &Path) -> Result<Option<Vec<u8>>, StateError> {
     }
 }
 
+/// The connection Id in a state directory, read without taking the lock (the running agent
+/// may hold it): what `check-config` needs to tell whether `run` has an Id.
+pub fn stored_connection_id(directory: &Path) -> Result<Option<String>, StateError> {
+    Ok(read_directory(directory)?.connection_id)
+}
+
 /// Reads the state in `directory` without taking it over (no lock, nothing written): for
 /// tests and tools that look at what a daemon left behind.
 pub fn read_directory(directory: &Path) -> Result<AgentState, StateError> {

@@ -299,6 +299,7 @@ async fn an_operators_reconnect_resolves_the_sale_intents_left() {
         store
             .record_sale_intent(&code.to_string(), 700, 949, SystemTime::now())
             .unwrap();
+        store.commit().durable().await.unwrap();
     }
     // The start's reconnect is refused in the envelope: the agent stays disconnected.
     agent.sim.inject(Fault::new(
@@ -339,4 +340,30 @@ async fn connected_with(sim: ApiSimulator) -> Agent {
     let mut agent = Agent::start_with(sim, Setup::default()).await;
     agent.wait_notification("STATUS=connected").await;
     agent
+}
+
+#[tokio::test]
+async fn service_parameters_from_the_credential_reach_the_establish_request() {
+    // The unit hands them over like the API keys: $CREDENTIALS_DIRECTORY/service_parameters.
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(
+        credentials.path().join("service_parameters"),
+        "password = \"from-the-credential\"\nMerchantNo = \"4711\"\n",
+    )
+    .unwrap();
+    let agent = connected(Setup {
+        extra_env: vec![(
+            "CREDENTIALS_DIRECTORY",
+            credentials.path().display().to_string(),
+        )],
+        ..Setup::default()
+    })
+    .await;
+    let establish = agent.sim.requests_to("POST", ESTABLISH);
+    let body = establish[0].body.clone().unwrap();
+    // The credential's value wins over the configuration file's for the same name.
+    assert_eq!(body["ServiceParameters"]["password"], "from-the-credential");
+    assert_eq!(body["ServiceParameters"]["MerchantNo"], "4711");
+    assert!(!agent.log().contains("from-the-credential"));
+    agent.finish().await;
 }

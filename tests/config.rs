@@ -46,7 +46,20 @@ fn check_config() -> Command {
             command.env_remove(name);
         }
     }
+    // What `run` would check: a CA bundle (a fixture, so the machine's own store does not
+    // matter), and, as root, credential stores (none here unless a test names one).
+    command.env("SSL_CERT_FILE", fixture("ca-isrg-root-x1.pem"));
+    command.env(
+        "POS_AGENT_CREDENTIAL_STORES",
+        std::env::temp_dir().join("pos-agent-no-credential-store"),
+    );
     command
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 struct Run {
@@ -267,18 +280,160 @@ fn credentials_directory_wins_over_the_file_and_is_never_printed() {
 }
 
 #[test]
-fn example_configuration_is_accepted_with_credentials() {
+fn example_configuration_is_accepted_with_credentials_and_a_connection_id() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/agent.example.toml");
     let credentials = tempfile::tempdir().unwrap();
     for name in ["api_key_private", "api_client_private"] {
         std::fs::write(credentials.path().join(name), "CRED-SECRET\n").unwrap();
     }
+    let state = credentials.path().join("state");
+    // As shipped it names no connection: `run` would exit 78, so check-config does.
     let out = run(check_config()
         .arg("--config")
         .arg(&example)
-        .env("CREDENTIALS_DIRECTORY", credentials.path()));
+        .env("CREDENTIALS_DIRECTORY", credentials.path())
+        .env("POS_AGENT__STATE__DIRECTORY", &state));
+    assert_eq!(out.code, Some(78), "{}", out.stdout);
+    assert!(out.stderr.contains("connection.id"), "{}", out.stderr);
+    let out = run(check_config()
+        .arg("--config")
+        .arg(&example)
+        .env("CREDENTIALS_DIRECTORY", credentials.path())
+        .env("POS_AGENT__STATE__DIRECTORY", &state)
+        .env(
+            "POS_AGENT__CONNECTION__ID",
+            "70b2190b-e47b-455f-b05e-8c132a055300",
+        ));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out
         .stdout
         .contains("id = \"00000000-0000-0000-0000-000000000000\""));
+}
+
+/// Like [`VALID`] but with no key in the file: they must come from credentials.
+const KEYLESS: &str = r#"
+[paywall]
+physical_api_url = "https://physical.example"
+
+[connection.establish]
+name = "till-3"
+brand_id = 10
+provider_id = 10
+region_id = 1
+end_of_day_id = 10
+
+[terminal]
+tag_code = "shop_1"
+"#;
+
+#[test]
+fn as_root_without_a_credentials_directory_check_config_reads_the_credential_store() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the credential store is read only when check-config runs as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), KEYLESS);
+    let out = run(check_config().arg("--config").arg(&path));
+    assert_eq!(out.code, Some(78), "no keys anywhere: {}", out.stderr);
+    assert!(
+        out.stderr.contains("paywall.api_key_private"),
+        "{}",
+        out.stderr
+    );
+
+    let store = dir.path().join("credstore");
+    std::fs::create_dir(&store).unwrap();
+    std::fs::write(store.join("pos-agent.api_key_private"), "CRED-SECRET\n").unwrap();
+    std::fs::write(store.join("pos-agent.api_client_private"), "CRED-SECRET").unwrap();
+    std::fs::write(
+        store.join("pos-agent.service_parameters"),
+        "Reporting_ApiKey = \"PARAM-SECRET\"\n",
+    )
+    .unwrap();
+    let out = run(check_config()
+        .arg("--config")
+        .arg(&path)
+        .env("POS_AGENT_CREDENTIAL_STORES", &store));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let expected = format!(
+        "api_key_private = \"<redacted>\"  # from credential file {}",
+        store.join("pos-agent.api_key_private").display()
+    );
+    assert!(out.stdout.contains(&expected), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!(
+            "service_parameters = {{ \"Reporting_ApiKey\" = \"<redacted>\" }}  # from credential file {}",
+            store.join("pos-agent.service_parameters").display()
+        )),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn service_parameters_come_from_their_credential_like_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), VALID);
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(
+        credentials.join("service_parameters"),
+        "Reporting_ApiKey = \"PARAM-SECRET\"\nPassword = \"CRED-SECRET\"\n",
+    )
+    .unwrap();
+    let out = run(check_config()
+        .arg("--config")
+        .arg(&path)
+        .env("CREDENTIALS_DIRECTORY", &credentials));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("\"Password\" = \"<redacted>\""),
+        "{}",
+        out.stdout
+    );
+    std::fs::write(credentials.join("service_parameters"), "Password = [\n").unwrap();
+    let out = run(check_config()
+        .arg("--config")
+        .arg(&path)
+        .env("CREDENTIALS_DIRECTORY", &credentials));
+    assert_eq!(out.code, Some(78));
+    assert!(
+        out.stderr
+            .contains("connection.establish.service_parameters"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn check_config_fails_like_run_without_a_ca_bundle_or_a_known_connection_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), VALID);
+    let out = run(check_config()
+        .arg("--config")
+        .arg(&path)
+        .env("SSL_CERT_FILE", dir.path().join("missing.pem")));
+    assert_eq!(out.code, Some(78), "{}", out.stdout);
+    assert!(out.stderr.contains("CA certificates"), "{}", out.stderr);
+
+    let state = dir.path().join("state");
+    let no_id = format!(
+        "[paywall]\nphysical_api_url = \"https://physical.example\"\napi_key_private = \"FILE-SECRET-KEY\"\n\
+         api_client_private = \"FILE-SECRET-CLIENT\"\n[terminal]\ntag_code = \"shop_1\"\n\
+         [state]\ndirectory = \"{}\"\n",
+        state.display()
+    );
+    let path = write_config(dir.path(), &no_id);
+    let out = run(check_config().arg("--config").arg(&path));
+    assert_eq!(out.code, Some(78), "{}", out.stdout);
+    assert!(out.stderr.contains("connection.id"), "{}", out.stderr);
+    // `run` would then exit 78 too; with an Id in state both go ahead.
+    let mut store = pos_agent::state::StateStore::open(&state).unwrap();
+    store
+        .set_connection_id(Some("70b2190b-e47b-455f-b05e-8c132a055300".into()))
+        .unwrap();
+    store.commit().wait().unwrap();
+    let out = run(check_config().arg("--config").arg(&path));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
 }

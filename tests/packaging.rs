@@ -111,3 +111,87 @@ fn socket_unit_listens_where_the_agent_expects_its_control_socket() {
         "the package must create the socket's group {group}"
     );
 }
+
+/// The `[package.metadata.deb] assets` of Cargo.toml: (source, destination) pairs.
+fn package_assets() -> Vec<(String, String)> {
+    let cargo = repository_file("Cargo.toml");
+    let start = cargo.find("assets = [").expect("assets in Cargo.toml");
+    let end = start + cargo[start..].find("\n]").expect("end of assets");
+    cargo[start..end]
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split('"').collect();
+            (fields.len() >= 5).then(|| (fields[1].to_owned(), fields[3].to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_installed_deployment_guide_points_only_at_documents_the_package_installs() {
+    let assets = package_assets();
+    let guide = repository_file("docs/deployment.md");
+    let installed_docs: Vec<&str> = assets
+        .iter()
+        .filter(|(_, to)| to.starts_with("usr/share/doc/pos-agent/"))
+        .map(|(from, _)| from.as_str())
+        .collect();
+    for word in guide.split(|c: char| c == '`' || c.is_whitespace() || c == '(' || c == ')') {
+        let word = word.trim_end_matches([',', '.', ';', ':']);
+        if let Some(doc) = word
+            .strip_prefix("docs/")
+            .filter(|rest| rest.ends_with(".md"))
+        {
+            assert!(
+                installed_docs.contains(&format!("docs/{doc}").as_str()),
+                "docs/deployment.md points at docs/{doc}, which the package does not install"
+            );
+        }
+        assert!(
+            !word.contains("shared/") && !word.starts_with("agent.md"),
+            "the installed guide points outside the package: {word}"
+        );
+    }
+}
+
+#[test]
+fn the_unit_hands_over_every_credential_the_agent_reads() {
+    let unit = repository_file("systemd/pos-agent.service");
+    for id in config::SECRET_KEYS
+        .iter()
+        .chain(std::iter::once(&config::SERVICE_PARAMETERS_CREDENTIAL))
+    {
+        let line = format!(
+            "LoadCredential={id}:{}{id}",
+            config::CREDENTIAL_STORE_PREFIX
+        );
+        assert!(unit.lines().any(|l| l == line), "{line} missing");
+    }
+    assert!(
+        !repository_file("packaging/agent.example.toml").contains("Environment="),
+        "secrets never go to Environment= (any user can read it with systemctl show)"
+    );
+}
+
+#[test]
+fn usb_serial_drivers_are_loaded_at_boot_for_the_devices_the_unit_allows() {
+    let unit = repository_file("systemd/pos-agent.service");
+    let modules = repository_file("systemd/pos-agent.modules-load");
+    let loaded: Vec<&str> = modules
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    // The driver that registers each USB class's major (see /proc/devices).
+    for (class, module) in [("char-ttyUSB", "usbserial"), ("char-ttyACM", "cdc_acm")] {
+        if unit.contains(&format!("DeviceAllow={class} ")) {
+            assert!(
+                loaded.contains(&module),
+                "{class} allowed but {module} not loaded"
+            );
+        }
+    }
+    assert!(package_assets()
+        .iter()
+        .any(|(from, to)| from == "systemd/pos-agent.modules-load"
+            && to == "usr/lib/modules-load.d/pos-agent.conf"));
+}

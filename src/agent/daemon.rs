@@ -55,11 +55,14 @@ pub async fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_STATE_UNREADABLE);
         }
     };
-    if config.connection.id.is_none()
-        && store.connection_id().is_none()
-        && config.connection.establish.is_none()
-    {
-        error!("no connection Id in [connection].id or in state, and no [connection.establish] to create one");
+    // The same checks `check-config` makes, so that it passing means this passes.
+    let problems = config::start_problems(&config, &env);
+    if !problems.is_empty() {
+        let e = config::ConfigError {
+            file: config_path.to_owned(),
+            problems,
+        };
+        error!("cannot start: {e}");
         return ExitCode::from(exit::CONFIG);
     }
     let client = match PaywallClient::from_config(&config.paywall) {
@@ -174,7 +177,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
 /// agent.md §3: stop taking sales, cancel what is pending, disconnect, all within the
 /// deadline; a second signal ends it at once. State is written at every step, so whatever
 /// is cut short is finished at the next start.
-async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> ExitCode {
+async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> ExitCode {
     let settings = core.config().shutdown.clone();
     let pending = core.pending_count();
     info!(
@@ -220,7 +223,14 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
     tokio::pin!(work);
     let deadline = tokio::time::sleep(settings.deadline);
     tokio::pin!(deadline);
+    let mut last_status = String::new();
     loop {
+        // STATUS= keeps saying what is left to cancel as the confirmations come in.
+        let status = status_line(core, link_up);
+        if status != last_status {
+            events.notifier.status(&status);
+            last_status = status;
+        }
         tokio::select! {
             biased;
             _ = tick(&mut events.watchdog) => events.notifier.watchdog(),
@@ -238,8 +248,11 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
                 LinkEvent::Request(request) => {
                     tokio::spawn(handle_terminal(Arc::clone(core), request));
                 }
-                LinkEvent::Up => core.tell_terminal(AgentRequest::AgentState { state: AgentState::Stopping }),
-                LinkEvent::Down => {}
+                LinkEvent::Up => {
+                    link_up = true;
+                    core.tell_terminal(AgentRequest::AgentState { state: AgentState::Stopping });
+                }
+                LinkEvent::Down => link_up = false,
             },
             () = &mut work => break,
             () = &mut deadline => {
@@ -247,6 +260,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, link_up: bool) -> Exit
                 warn!(left, "shutdown deadline reached with {left} pending; they are finished at the next start");
                 break;
             }
+            _ = core.changed.notified() => {}
         }
     }
     core.flush_store().await;
@@ -301,16 +315,18 @@ fn status_line(core: &Core, link_up: bool) -> String {
         ConnectionState::Disconnected => "disconnected",
         ConnectionState::Rejected => "rejected",
     };
-    let stopping = if core.is_stopping() {
-        "stopping · "
-    } else {
-        ""
-    };
-    format!(
-        "{stopping}{connection} · terminal {} · {} pending",
-        if link_up { "up" } else { "down" },
-        core.pending_count()
-    )
+    let terminal = if link_up { "up" } else { "down" };
+    let pending = core.pending_count();
+    if core.is_stopping() {
+        let to_cancel = core.config().shutdown.cancel_pending;
+        let left = if to_cancel {
+            "left to cancel"
+        } else {
+            "pending"
+        };
+        return format!("stopping · {pending} {left} · {connection} · terminal {terminal}");
+    }
+    format!("{connection} · terminal {terminal} · {pending} pending")
 }
 
 /// One request from the terminal (serial-link.md §3, terminal → agent).
