@@ -367,3 +367,30 @@ async fn service_parameters_from_the_credential_reach_the_establish_request() {
     assert!(!agent.log().contains("from-the-credential"));
     agent.finish().await;
 }
+
+#[tokio::test]
+async fn a_cancel_answered_with_another_4xx_is_flagged_and_the_operator_exits_1() {
+    let mut agent = connected(Setup::default()).await;
+    let id = agent.started(100).await;
+    agent.sim.inject(
+        Fault::new(
+            "POST",
+            CANCEL,
+            FaultKind::Reply {
+                status: 400,
+                body: String::new(),
+            },
+        )
+        .always(),
+    );
+    let cancel = agent.cli(&["cancel", &id]).await;
+    assert_eq!(cancel.code, Some(1), "{cancel:?}");
+    assert!(cancel.stderr.contains("HTTP 400"), "{cancel:?}");
+    let status = agent.status().await;
+    assert!(status["pending"][0]["cancel_refused"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 400"));
+    assert_eq!(count(&agent, "POST", CANCEL), 1, "a 400 is not retried");
+    agent.finish().await;
+}

@@ -1043,7 +1043,16 @@ impl Core {
                         "cannot write state for payment {id}: {e}"
                     );
                 }
-                Err(Refusal::from_api_error(&error))
+                // An HTTP 4xx answers the request like an envelope refusal: the operator's
+                // command exits 1 with it (not 75, "try again later").
+                Err(match Refusal::from_api_error(&error) {
+                    Refusal::ApiUnavailable(_) => Refusal::ApiRejected {
+                        message,
+                        client_message: None,
+                        error_code: None,
+                    },
+                    refusal => refusal,
+                })
             }
             Err(error) => {
                 warn!(
