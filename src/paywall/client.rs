@@ -9,13 +9,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use backon::Retryable;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::envelope::{self, DecodeContext};
+use super::endpoint::{self, Api, Auth, Endpoint};
 use super::error::{ApiError, ClientSetupError, TransportKind};
 use super::types::*;
 use crate::config::{EstablishConfig, PaywallConfig};
@@ -60,38 +60,10 @@ impl std::fmt::Debug for PaywallClient {
     }
 }
 
-/// Which base address a call goes to.
-#[derive(Clone, Copy)]
-enum Api {
-    Physical,
-    Payment,
-}
-
-/// Which header pair a call carries.
-#[derive(Clone, Copy, PartialEq)]
-enum Auth {
-    Private,
-    Public,
-}
-
-/// Which envelope the answer comes in.
-#[derive(Clone, Copy)]
-enum Envelope {
-    Physical,
-    Payment,
-    Masterpass,
-}
-
 struct Call {
-    operation: &'static str,
-    method: Method,
-    api: Api,
-    auth: Auth,
+    endpoint: Endpoint,
     path: String,
     body: Option<Value>,
-    envelope: Envelope,
-    /// Safe to repeat: retried, and an unreadable answer leaves no unknown outcome.
-    idempotent: bool,
 }
 
 fn base_url(
@@ -353,37 +325,26 @@ impl PaywallClient {
         &self,
         establish: &EstablishConfig,
     ) -> Result<String, ApiError> {
-        const OP: &str = "establish connection";
+        const OP: &str = Endpoint::EstablishConnection.operation();
         let body = self.connection_body(OP, None, establish)?;
         let result: Value = self
-            .run(Call::physical(
-                OP,
-                Method::POST,
+            .run(Call::new(
+                Endpoint::EstablishConnection,
                 "/api/connection".into(),
                 Some(body),
-                false,
             ))
             .await?;
-        match &result {
-            Value::String(id) if !id.is_empty() => Ok(id.clone()),
-            Value::Object(map) => match map.get("id") {
-                Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
-                Some(Value::Number(n)) => Ok(n.to_string()),
-                _ => Err(self.no_field(OP, "Result.Id", true)),
-            },
-            // The connection was (presumably) created, but its Id is not known.
-            _ => Err(self.no_field(OP, "Result.Id", true)),
-        }
+        endpoint::establish_id(result)
     }
 
     /// `GET /api/connection/{id}/detail`.
     pub async fn connection_detail(&self, connection_id: &str) -> Result<ConnectionInfo, ApiError> {
-        const OP: &str = "connection detail";
+        const OP: &str = Endpoint::ConnectionDetail.operation();
         let path = format!(
             "/api/connection/{}/detail",
             path_segment(OP, connection_id)?
         );
-        self.run(Call::physical(OP, Method::GET, path, None, true))
+        self.run(Call::new(Endpoint::ConnectionDetail, path, None))
             .await
     }
 
@@ -392,14 +353,11 @@ impl PaywallClient {
         &self,
         page: PageRequest,
     ) -> Result<Page<ConnectionInfo>, ApiError> {
-        const OP: &str = "connection list";
         let wire: PageWire<ConnectionInfo> = self
-            .run(Call::physical(
-                OP,
-                Method::POST,
+            .run(Call::new(
+                Endpoint::ListConnections,
                 "/api/connection/list".into(),
                 Some(page_body(page)),
-                true,
             ))
             .await?;
         Ok(wire.into())
@@ -411,15 +369,13 @@ impl PaywallClient {
         connection_id: &str,
         establish: &EstablishConfig,
     ) -> Result<(), ApiError> {
-        const OP: &str = "update connection";
+        const OP: &str = Endpoint::UpdateConnection.operation();
         let body = self.connection_body(OP, Some(connection_id), establish)?;
         let _: IgnoredAny = self
-            .run(Call::physical(
-                OP,
-                Method::PUT,
+            .run(Call::new(
+                Endpoint::UpdateConnection,
                 "/api/connection".into(),
                 Some(body),
-                true,
             ))
             .await?;
         Ok(())
@@ -427,20 +383,14 @@ impl PaywallClient {
 
     /// `DELETE /api/connection` with `{"Id"}`.
     pub async fn delete_connection(&self, connection_id: &str) -> Result<(), ApiError> {
-        self.connection_command(
-            "delete connection",
-            Method::DELETE,
-            "/api/connection",
-            connection_id,
-        )
-        .await
+        self.connection_command(Endpoint::DeleteConnection, "/api/connection", connection_id)
+            .await
     }
 
     /// `PUT /api/connection/reconnect` with `{"Id"}`: re-activates a disconnected connection.
     pub async fn reconnect(&self, connection_id: &str) -> Result<(), ApiError> {
         self.connection_command(
-            "reconnect",
-            Method::PUT,
+            Endpoint::Reconnect,
             "/api/connection/reconnect",
             connection_id,
         )
@@ -450,8 +400,7 @@ impl PaywallClient {
     /// `PUT /api/connection/disconnect` with `{"Id"}` (seed 000): deactivates the connection.
     pub async fn disconnect(&self, connection_id: &str) -> Result<(), ApiError> {
         self.connection_command(
-            "disconnect",
-            Method::PUT,
+            Endpoint::Disconnect,
             "/api/connection/disconnect",
             connection_id,
         )
@@ -462,14 +411,11 @@ impl PaywallClient {
 
     /// `POST /api/terminal/list` with `{pageIndex, pageSize}`.
     pub async fn list_terminals(&self, page: PageRequest) -> Result<Page<TerminalInfo>, ApiError> {
-        const OP: &str = "terminal list";
         let wire: PageWire<TerminalInfo> = self
-            .run(Call::physical(
-                OP,
-                Method::POST,
+            .run(Call::new(
+                Endpoint::ListTerminals,
                 "/api/terminal/list".into(),
                 Some(page_body(page)),
-                true,
             ))
             .await?;
         Ok(wire.into())
@@ -480,7 +426,7 @@ impl PaywallClient {
     /// `POST /api/payment/async/sale`. Sent exactly once, never retried: when the error says
     /// [`ApiError::outcome_unknown`], resolve it with [`Self::find_payment_by_merchant_code`].
     pub async fn sale(&self, sale: &SaleRequest) -> Result<SaleAccepted, ApiError> {
-        const OP: &str = "async sale";
+        const OP: &str = Endpoint::Sale.operation();
         let invalid = |reason: String| ApiError::InvalidRequest {
             operation: OP,
             reason,
@@ -529,24 +475,20 @@ impl PaywallClient {
             }
             body.insert("CallbackAddress".into(), json!(callback));
         }
-        self.run(Call::physical(
-            OP,
-            Method::POST,
+        self.run(Call::new(
+            Endpoint::Sale,
             "/api/payment/async/sale".into(),
             Some(Value::Object(body)),
-            false,
         ))
         .await
     }
 
     /// `POST /api/payment/async/cancel` with `{"PaymentRequestId"}` (seed 004). Retried.
     pub async fn cancel(&self, payment_request_id: Uuid) -> Result<CancelAccepted, ApiError> {
-        self.run(Call::physical(
-            "async cancel",
-            Method::POST,
+        self.run(Call::new(
+            Endpoint::Cancel,
             "/api/payment/async/cancel".into(),
             Some(json!({ "PaymentRequestId": payment_request_id })),
-            true,
         ))
         .await
     }
@@ -563,12 +505,10 @@ impl PaywallClient {
             "endDate": utc_date(query.end),
         });
         let wire: PageWire<PaymentSummary> = self
-            .run(Call::physical(
-                "payment list",
-                Method::POST,
+            .run(Call::new(
+                Endpoint::ListPayments,
                 "/api/payment/list".into(),
                 Some(body),
-                true,
             ))
             .await?;
         Ok(wire.into())
@@ -580,14 +520,8 @@ impl PaywallClient {
         payment_request_id: Uuid,
     ) -> Result<PaymentSummary, ApiError> {
         let path = format!("/api/payment/inquiry/{payment_request_id}");
-        self.run(Call::physical(
-            super::error::UNDOCUMENTED_PATH_OPERATION,
-            Method::GET,
-            path,
-            None,
-            true,
-        ))
-        .await
+        self.run(Call::new(Endpoint::QueryPayment, path, None))
+            .await
     }
 
     /// Resolves a sale whose answer was lost (agent.md §2): pages through the payments list over
@@ -644,7 +578,7 @@ impl PaywallClient {
         phone: &str,
         target: ApmTarget,
     ) -> Result<ApmUnlinked, ApiError> {
-        const OP: &str = "APM unlink";
+        const OP: &str = Endpoint::ApmUnlink.operation();
         if phone.trim().is_empty() {
             return Err(ApiError::InvalidRequest {
                 operation: OP,
@@ -658,16 +592,13 @@ impl PaywallClient {
         let body =
             json!({ "Phone": phone.trim(), "ApmConnectionId": connection_id, "ApmKey": key });
         let body: Option<ApmUnlinked> = self
-            .run(Call::payment(
-                OP,
-                Method::POST,
-                "/api/paywall/apm/unlink",
-                Auth::Public,
-                body,
-                Envelope::Payment,
+            .run(Call::new(
+                Endpoint::ApmUnlink,
+                "/api/paywall/apm/unlink".into(),
+                Some(body),
             ))
             .await?;
-        Ok(body.unwrap_or_default())
+        Ok(endpoint::apm_unlinked(body))
     }
 
     /// `DELETE /api/paywall/masterpass/merchant/unlink` with the private pair and
@@ -677,13 +608,10 @@ impl PaywallClient {
         session_id: Uuid,
     ) -> Result<MasterpassUnlinked, ApiError> {
         let body: Value = self
-            .run(Call::payment(
-                "Masterpass unlink",
-                Method::DELETE,
-                "/api/paywall/masterpass/merchant/unlink",
-                Auth::Private,
-                json!({ "SessionId": session_id }),
-                Envelope::Masterpass,
+            .run(Call::new(
+                Endpoint::MasterpassUnlink,
+                "/api/paywall/masterpass/merchant/unlink".into(),
+                Some(json!({ "SessionId": session_id })),
             ))
             .await?;
         Ok(MasterpassUnlinked::from_body(&body))
@@ -692,13 +620,10 @@ impl PaywallClient {
     /// `PUT /api/paywall/checkout/passive` with the public pair and `{"Id"}` (seed 003).
     pub async fn checkout_deactivate(&self, checkout_id: i64) -> Result<(), ApiError> {
         let _: IgnoredAny = self
-            .run(Call::payment(
-                "checkout deactivate",
-                Method::PUT,
-                "/api/paywall/checkout/passive",
-                Auth::Public,
-                json!({ "Id": checkout_id }),
-                Envelope::Payment,
+            .run(Call::new(
+                Endpoint::CheckoutDeactivate,
+                "/api/paywall/checkout/passive".into(),
+                Some(json!({ "Id": checkout_id })),
             ))
             .await?;
         Ok(())
@@ -708,24 +633,21 @@ impl PaywallClient {
 
     async fn connection_command(
         &self,
-        operation: &'static str,
-        method: Method,
+        endpoint: Endpoint,
         path: &str,
         connection_id: &str,
     ) -> Result<(), ApiError> {
         if connection_id.trim().is_empty() {
             return Err(ApiError::InvalidRequest {
-                operation,
+                operation: endpoint.operation(),
                 reason: "the connection id is empty".into(),
             });
         }
         let _: IgnoredAny = self
-            .run(Call::physical(
-                operation,
-                method,
+            .run(Call::new(
+                endpoint,
                 path.into(),
                 Some(json!({ "Id": connection_id.trim() })),
-                true,
             ))
             .await?;
         Ok(())
@@ -783,30 +705,21 @@ impl PaywallClient {
         Ok(Value::Object(body))
     }
 
-    fn no_field(&self, operation: &'static str, field: &str, outcome_unknown: bool) -> ApiError {
-        ApiError::Undecodable {
-            operation,
-            reason: format!("no {field} in the answer"),
-            excerpt: String::new(),
-            outcome_unknown,
-        }
-    }
-
     /// Runs a call (retried when it is idempotent) and reads its payload as `T`.
     async fn run<T: DeserializeOwned>(&self, call: Call) -> Result<T, ApiError> {
         let call = &call;
         let attempt = move || async move { self.attempt::<T>(call).await };
-        if call.idempotent && self.retry.max_retries > 0 {
+        if call.endpoint.idempotent() && self.retry.max_retries > 0 {
             attempt
                 .retry(self.retry.backoff())
                 .sleep(tokio::time::sleep)
                 .when(ApiError::is_retryable)
                 .notify(|e: &ApiError, wait: Duration| {
                     tracing::warn!(
-                        operation = call.operation,
+                        operation = call.operation(),
                         retry_in_ms = wait.as_millis() as u64,
                         "payment API call {} failed, retrying in {} ms: {e}",
-                        call.operation,
+                        call.operation(),
                         wait.as_millis()
                     );
                 })
@@ -817,13 +730,13 @@ impl PaywallClient {
     }
 
     fn headers(&self, call: &Call) -> Result<HeaderMap, ApiError> {
-        let (pair, names) = match call.auth {
+        let (pair, names) = match call.endpoint.auth() {
             Auth::Private => (&self.inner.private, ("apikeyprivate", "apiclientprivate")),
             Auth::Public => match &self.inner.public {
                 Some(pair) => (pair, ("apikeypublic", "apiclientpublic")),
                 None => {
                     return Err(ApiError::NotConfigured {
-                        operation: call.operation,
+                        operation: call.operation(),
                         key: "paywall.api_key_public / paywall.api_client_public",
                     })
                 }
@@ -842,21 +755,21 @@ impl PaywallClient {
     }
 
     async fn attempt<T: DeserializeOwned>(&self, call: &Call) -> Result<T, ApiError> {
-        let base = match call.api {
+        let base = match call.endpoint.api() {
             Api::Physical => &self.inner.physical_base,
             Api::Payment => self
                 .inner
                 .payment_base
                 .as_ref()
                 .ok_or(ApiError::NotConfigured {
-                    operation: call.operation,
+                    operation: call.operation(),
                     key: "paywall.payment_api_url",
                 })?,
         };
         let mut request = self
             .inner
             .http
-            .request(call.method.clone(), format!("{base}{}", call.path))
+            .request(call.endpoint.method(), format!("{base}{}", call.path))
             .headers(self.headers(call)?);
         if let Some(body) = &call.body {
             request = request.body(body.to_string());
@@ -874,12 +787,14 @@ impl PaywallClient {
         let (status, bytes) = match outcome {
             Ok(answer) => answer,
             Err(e) => {
-                let error = transport_error(call.operation, call.idempotent, &e);
-                tracing::debug!(method = %call.method, path = %call.path, elapsed_ms, "payment API request {} {} failed after {elapsed_ms} ms: {error}", call.method, call.path);
+                let error = transport_error(call.operation(), call.endpoint.idempotent(), &e);
+                let method = call.endpoint.method();
+                tracing::debug!(method = %method, path = %call.path, elapsed_ms, "payment API request {} {} failed after {elapsed_ms} ms: {error}", method, call.path);
                 return Err(error);
             }
         };
-        tracing::debug!(method = %call.method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request {} {}: {} in {elapsed_ms} ms", call.method, call.path, status.as_u16());
+        let method = call.endpoint.method();
+        tracing::debug!(method = %method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request {} {}: {} in {elapsed_ms} ms", method, call.path, status.as_u16());
         self.decode(call, status, &bytes)
     }
 
@@ -895,69 +810,21 @@ impl PaywallClient {
             .iter()
             .map(|s| s.expose_secret())
             .collect();
-        let ctx = DecodeContext {
-            operation: call.operation,
-            outcome_unknown_on_failure: !call.idempotent,
-            secrets: &secrets,
-        };
-        if !status.is_success() {
-            let (message, client_message) = envelope::failure_messages(body);
-            return Err(ApiError::Status {
-                operation: call.operation,
-                status: status.as_u16(),
-                message: message.map(|m| ctx.excerpt(m.as_bytes())),
-                client_message: client_message.map(|m| ctx.excerpt(m.as_bytes())),
-                // A server error on a non-idempotent call may come after the work was done.
-                outcome_unknown: !call.idempotent && status.is_server_error(),
-            });
-        }
-        let payload = match call.envelope {
-            Envelope::Physical => envelope::physical_result(&ctx, body)?,
-            Envelope::Payment => envelope::payment_body(&ctx, body)?,
-            Envelope::Masterpass => envelope::masterpass_body(&ctx, body)?,
-        };
-        ctx.typed(payload, body)
+        endpoint::decode(call.endpoint, &secrets, status, body)
     }
 }
 
 impl Call {
-    fn physical(
-        operation: &'static str,
-        method: Method,
-        path: String,
-        body: Option<Value>,
-        idempotent: bool,
-    ) -> Call {
+    fn new(endpoint: Endpoint, path: String, body: Option<Value>) -> Call {
         Call {
-            operation,
-            method,
-            api: Api::Physical,
-            auth: Auth::Private,
+            endpoint,
             path,
             body,
-            envelope: Envelope::Physical,
-            idempotent,
         }
     }
 
-    fn payment(
-        operation: &'static str,
-        method: Method,
-        path: &str,
-        auth: Auth,
-        body: Value,
-        envelope: Envelope,
-    ) -> Call {
-        Call {
-            operation,
-            method,
-            api: Api::Payment,
-            auth,
-            path: path.into(),
-            body: Some(body),
-            envelope,
-            idempotent: true,
-        }
+    fn operation(&self) -> &'static str {
+        self.endpoint.operation()
     }
 }
 

@@ -4,12 +4,14 @@
 //! implemented and every choice made where the API's documentation has a gap.
 
 mod client;
+mod endpoint;
 pub(crate) mod envelope;
 mod error;
 mod types;
 
 pub use crate::retry::RetryPolicy;
 pub use client::{system_trust_anchors, PaywallClient, CA_BUNDLES};
+pub use endpoint::{Answer, Endpoint};
 pub use error::{AgentRejection, ApiError, ClientSetupError, TransportKind, CLOCK_PROBLEM};
 pub use types::{
     amount, ApmTarget, ApmUnlinked, CancelAccepted, ConnectionInfo, MasterpassUnlinked, Page,

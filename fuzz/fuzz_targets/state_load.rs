@@ -1,0 +1,8 @@
+//! Fuzz target: the properties are in fuzz/checks/state_load.rs (the stable suite replays the
+//! corpus through the same checks: tests/fuzz_corpus.rs).
+#![no_main]
+
+#[path = "../checks/state_load.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check(data));
