@@ -112,6 +112,29 @@ fn socket_unit_listens_where_the_agent_expects_its_control_socket() {
     );
 }
 
+#[test]
+fn the_socket_directory_is_not_a_runtime_directory_of_the_dynamic_user_service() {
+    // DynamicUser= moves a RuntimeDirectory= into /run/private (0700), where operators cannot
+    // reach the socket; tests/system/ shows an operator using it under a real systemd.
+    let service = repository_file("systemd/pos-agent.service");
+    assert!(
+        !service
+            .lines()
+            .any(|line| line.trim_start().starts_with("RuntimeDirectory")),
+        "pos-agent.service must not own a RuntimeDirectory="
+    );
+    assert_eq!(unit_setting(&service, "DynamicUser"), "yes");
+}
+
+#[test]
+fn the_socket_stops_with_the_service_so_no_command_starts_a_stopped_agent() {
+    let socket = repository_file("systemd/pos-agent.socket");
+    assert_eq!(unit_setting(&socket, "PartOf"), "pos-agent.service");
+    assert_eq!(unit_setting(&socket, "RemoveOnStop"), "yes");
+    let service = repository_file("systemd/pos-agent.service");
+    assert_eq!(unit_setting(&service, "Requires"), "pos-agent.socket");
+}
+
 /// The `[package.metadata.deb] assets` of Cargo.toml: (source, destination) pairs.
 fn package_assets() -> Vec<(String, String)> {
     let cargo = repository_file("Cargo.toml");

@@ -500,7 +500,7 @@ impl Core {
             }
             Err(_) => {
                 self.forget_intent(code).await;
-                warn!(merchant_unique_code = %code, "sale not sent: the payment API could not be reached within sale_reply_deadline; nothing was created");
+                warn!(merchant_unique_code = %code, "sale {code} not sent: the payment API could not be reached within sale_reply_deadline; nothing was created");
                 refused(Refusal::ApiUnavailable(
                     "the payment API could not be reached within sale_reply_deadline; no payment was created".into(),
                 ))
@@ -670,7 +670,7 @@ impl Core {
                 {
                     Ok(Some(found)) => {
                         let id = found.payment_request_id.to_string();
-                        warn!(merchant_unique_code = %code, payment_request_id = id, "abandoned sale found at the payment API: cancelling it");
+                        warn!(merchant_unique_code = %code, payment_request_id = id, "abandoned sale {code} found at the payment API as payment {id}: cancelling it");
                         if let Err(e) = self
                             .mutate_store(|s| {
                                 s.update(|state| {
@@ -679,24 +679,24 @@ impl Core {
                             })
                             .await
                         {
-                            error!(merchant_unique_code = %code, payment_request_id = id, "cannot record the abandoned sale's payment: {e}");
+                            error!(merchant_unique_code = %code, payment_request_id = id, "cannot record payment {id} of the abandoned sale {code}: {e}");
                         }
                         continue;
                     }
                     Ok(None) => {
-                        info!(merchant_unique_code = %code, "abandoned sale settled: the payment API holds no payment with its code");
+                        info!(merchant_unique_code = %code, "abandoned sale {code} settled: the payment API holds no payment with its code");
                         if let Err(e) = self
                             .mutate_store(|s| {
                                 s.finish_sale(&key, PaymentOutcome::Abandoned, SystemTime::now())
                             })
                             .await
                         {
-                            error!(merchant_unique_code = %code, "cannot record the settled sale: {e}");
+                            error!(merchant_unique_code = %code, "cannot record the settled sale {code}: {e}");
                         }
                         true
                     }
                     Err(e) => {
-                        warn!(merchant_unique_code = %code, "cannot settle the abandoned sale yet: {e}");
+                        warn!(merchant_unique_code = %code, "cannot settle the abandoned sale {code} yet: {e}");
                         false
                     }
                 },

@@ -17,7 +17,7 @@ const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No daemon to talk to: no socket, nobody listening, or no permission.
-    #[error("cannot reach the pos-agent daemon at {}: {}", socket.display(), unreachable_hint(source))]
+    #[error("cannot reach the pos-agent daemon at {}: {}", socket.display(), unreachable_hint(socket, source))]
     Unreachable {
         socket: PathBuf,
         #[source]
@@ -48,7 +48,22 @@ fn detail(reason: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-fn unreachable_hint(error: &io::Error) -> String {
+/// The group the packaged units give the control socket (systemd/pos-agent.socket).
+const OPERATORS_GROUP: &str = "pos-agent-operators";
+
+/// The name of the group owning `socket`; the packaged group when the socket cannot be looked
+/// at (its directory is closed to this user).
+fn socket_group(socket: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(socket)
+        .ok()
+        .and_then(|m| nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(m.gid())).ok())
+        .flatten()
+        .map(|group| group.name)
+        .unwrap_or_else(|| OPERATORS_GROUP.to_owned())
+}
+
+fn unreachable_hint(socket: &Path, error: &io::Error) -> String {
     match error.kind() {
         io::ErrorKind::NotFound => "no socket there; is pos-agent running \
             (`systemctl status pos-agent`)? If it listens elsewhere, give --socket or \
@@ -57,9 +72,11 @@ fn unreachable_hint(error: &io::Error) -> String {
         io::ErrorKind::ConnectionRefused => "nothing is listening there; pos-agent is not \
             running (a socket file was left behind)"
             .to_owned(),
-        io::ErrorKind::PermissionDenied => "permission denied; run as a member of the socket's \
-            group (`ls -l` the socket to see it) or as root"
-            .to_owned(),
+        io::ErrorKind::PermissionDenied => format!(
+            "permission denied; run as a member of the group {group} \
+            (`usermod -aG {group} $USER`, then log in again) or as root",
+            group = socket_group(socket)
+        ),
         _ => error.to_string(),
     }
 }
