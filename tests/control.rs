@@ -155,6 +155,7 @@ fn status() -> StatusReport {
         connection_id: Some(CONNECTION.into()),
         connection: ConnectionState::Connected,
         rejection: None,
+        connection_problem: None,
         terminal_link: LinkState::Up,
         pending: pending(),
         abandoned: vec![],

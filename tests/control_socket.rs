@@ -26,6 +26,7 @@ fn status_report() -> StatusReport {
         connection_id: Some("70b2190b-2f1e-4a8e-9d59-0d1f1c7b1a11".into()),
         connection: ConnectionState::Connected,
         rejection: None,
+        connection_problem: None,
         terminal_link: LinkState::Up,
         pending: vec![],
         abandoned: vec![],

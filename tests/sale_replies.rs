@@ -305,7 +305,7 @@ async fn a_payment_created_late_is_cancelled_as_abandoned_across_a_kill_9() {
 }
 
 /// Restarts the agent with `count` payments pending: created at the simulator, and written
-/// into the state file while the agent is down (one state write instead of `count`).
+/// into the state snapshot while the agent is down (one write instead of `count`).
 async fn restart_with_pending(agent: &mut Agent, count: usize) -> Vec<String> {
     agent.signal(Signal::SIGKILL);
     agent.wait_exit().await;
@@ -335,6 +335,8 @@ async fn restart_with_pending(agent: &mut Agent, count: usize) -> Vec<String> {
         serde_json::to_vec(&state).unwrap(),
     )
     .unwrap();
+    // The snapshot written here is the whole state: no journal is replayed over it.
+    let _ = std::fs::remove_file(agent.state_dir.join("state.journal"));
     agent.forget_notifications();
     agent.spawn();
     agent.wait_notification("STATUS=connected").await;

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::core::{CancelSummary, Core, Refusal};
 use crate::control::ConnectionState;
+use crate::paywall::CLOCK_PROBLEM;
 use crate::retry::RetryPolicy;
 use crate::state::CancelReason;
 
@@ -25,6 +26,7 @@ pub async fn maintain(core: Arc<Core>) {
     let mut waits = RetryPolicy::API_OUTAGE.backoff();
     let mut stopping = core.stopping_signal();
     let mut connection = core.connection_signal();
+    let mut clock_problem_logged = false;
     loop {
         if core.is_stopping() {
             return;
@@ -35,6 +37,7 @@ pub async fn maintain(core: Arc<Core>) {
         let wait = match connect_once(&core).await {
             Ok(id) => {
                 info!(connection_id = id, "payment API connection {id} active");
+                core.set_connection_problem(None);
                 core.clear_rejection();
                 core.set_connection_state(ConnectionState::Connected);
                 core.settle_all_abandoned();
@@ -51,10 +54,23 @@ pub async fn maintain(core: Arc<Core>) {
             Err(Refusal::AgentRejected(_)) => REJECTED_RETRY_INTERVAL,
             Err(Refusal::ApiUnavailable(why)) => {
                 let wait = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
-                warn!("payment API not reachable yet ({why}); trying again in {wait:?}");
+                if !why.contains(CLOCK_PROBLEM) {
+                    warn!("payment API not reachable yet ({why}); trying again in {wait:?}");
+                } else if !clock_problem_logged {
+                    // Once: a terminal without RTC may take minutes to get the time.
+                    clock_problem_logged = true;
+                    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+                    warn!("clock problem: the payment API's certificate is not valid at the system time {now}; the connection is retried until the clock is right ({why})");
+                } else {
+                    debug!(
+                        "payment API connection: still the clock problem; trying again in {wait:?}"
+                    );
+                }
+                core.set_connection_problem(Some(why));
                 wait
             }
             Err(refusal) => {
+                core.set_connection_problem(Some(refusal.to_string()));
                 error!("the payment API connection could not be activated: {refusal}");
                 core.set_connection_state(ConnectionState::Disconnected);
                 return;

@@ -141,6 +141,8 @@ pub struct Core {
     sales_in_flight: Mutex<HashMap<Uuid, watch::Receiver<Option<SaleOutcome>>>>,
     /// Abandoned sales a task is settling right now.
     settling: Mutex<HashSet<Uuid>>,
+    /// Why the connection could not be brought up, while it is not (shown by `status`).
+    connection_problem: Mutex<Option<String>>,
     cancels_in_flight: Mutex<HashSet<String>>,
     /// Woken whenever something the main loop shows or times (STATUS=, payment timeouts) changed.
     pub changed: Notify,
@@ -163,6 +165,7 @@ impl Core {
             stopping: watch::channel(false).0,
             sales_in_flight: Mutex::new(HashMap::new()),
             settling: Mutex::new(HashSet::new()),
+            connection_problem: Mutex::new(None),
             cancels_in_flight: Mutex::new(HashSet::new()),
             changed: Notify::new(),
         })
@@ -283,6 +286,15 @@ impl Core {
             self.note_rejection(rejection.clone());
         }
         refusal
+    }
+
+    /// Why the connection could not be brought up, while it is not.
+    pub fn connection_problem(&self) -> Option<String> {
+        lock(&self.connection_problem).clone()
+    }
+
+    pub fn set_connection_problem(&self, problem: Option<String>) {
+        *lock(&self.connection_problem) = problem;
     }
 
     pub fn connection_id(&self) -> Option<String> {

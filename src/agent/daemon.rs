@@ -483,6 +483,7 @@ fn status_report(core: &Core) -> StatusReport {
         connection_id: core.connection_id(),
         connection: core.connection_state(),
         rejection: core.rejection_view(),
+        connection_problem: core.connection_problem(),
         terminal_link: if core.link().state() == serial::LinkState::Up {
             LinkState::Up
         } else {

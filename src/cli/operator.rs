@@ -374,6 +374,9 @@ fn status_text(report: &StatusReport) -> String {
     if !report.abandoned.is_empty() {
         text.push_str(&abandoned_text(&report.abandoned));
     }
+    if let Some(problem) = &report.connection_problem {
+        text.push_str(&format!("\nconnection problem: {problem}\n"));
+    }
     text
 }
 

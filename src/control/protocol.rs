@@ -422,6 +422,10 @@ pub struct StatusReport {
     /// With `connection: rejected`: the HTTP status and what the API said (no key values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection: Option<RejectionView>,
+    /// Why the last attempt to bring the connection up failed, while it is not up (a refused
+    /// connection, a certificate refused, a clock problem); absent once connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_problem: Option<String>,
     pub terminal_link: LinkState,
     pub pending: Vec<PendingPaymentView>,
     /// Sales whose outcome was unknown when their reply was due, still being settled.
@@ -820,6 +824,7 @@ mod tests {
             connection_id: Some("70b2190b-2f1e-4a8e-9d59-0d1f1c7b1a11".into()),
             connection: ConnectionState::Connected,
             rejection: None,
+            connection_problem: None,
             terminal_link: LinkState::Up,
             pending: vec![PendingPaymentView {
                 payment_request_id: ID.into(),

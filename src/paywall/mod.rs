@@ -12,7 +12,7 @@ mod types;
 pub use crate::retry::RetryPolicy;
 pub use client::{system_trust_anchors, PaywallClient, CA_BUNDLES};
 pub use endpoint::{Answer, Endpoint};
-pub use error::{AgentRejection, ApiError, ClientSetupError, TransportKind};
+pub use error::{AgentRejection, ApiError, ClientSetupError, TransportKind, CLOCK_PROBLEM};
 pub use types::{
     amount, ApmTarget, ApmUnlinked, CancelAccepted, ConnectionInfo, MasterpassUnlinked, Page,
     PageRequest, PaymentActivity, PaymentListQuery, PaymentStatus, PaymentSummary, SaleAccepted,

@@ -57,6 +57,44 @@ pub struct SimulatorOptions {
     pub with_connection: bool,
     /// Print one line per request to stderr (method, path, status; never a header value).
     pub log_requests: bool,
+    /// Serve https with this certificate (for tests of certificates and of the clock); plain
+    /// http when `None`.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// The certificate chain (DER, leaf first) and private key (PKCS#8 DER) the simulator serves
+/// https with; [`ApiSimulator::url`] then names the host `localhost`.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub certificate_chain: Vec<Vec<u8>>,
+    pub private_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity").finish_non_exhaustive()
+    }
+}
+
+impl TlsIdentity {
+    fn acceptor(&self) -> io::Result<tokio_rustls::TlsAcceptor> {
+        use tokio_rustls::rustls;
+        let chain = self
+            .certificate_chain
+            .iter()
+            .map(|der| rustls::pki_types::CertificateDer::from(der.clone()))
+            .collect();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.private_key.clone().into());
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(io::Error::other)?;
+        Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+    }
 }
 
 impl Default for SimulatorOptions {
@@ -69,6 +107,7 @@ impl Default for SimulatorOptions {
             api_client_public: DEMO_API_CLIENT_PUBLIC.into(),
             with_connection: true,
             log_requests: false,
+            tls: None,
         }
     }
 }
@@ -332,6 +371,11 @@ impl ApiSimulator {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let address = listener.local_addr()?;
+        let tls = options
+            .tls
+            .as_ref()
+            .map(TlsIdentity::acceptor)
+            .transpose()?;
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 state: State::new(options.with_connection),
@@ -343,7 +387,7 @@ impl ApiSimulator {
             arrivals: watch::Sender::new(0),
             online: watch::Sender::new(true),
         });
-        let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
+        let server = tokio::spawn(serve(listener, tls, Arc::clone(&shared)));
         Ok(ApiSimulator {
             shared,
             address,
@@ -354,7 +398,10 @@ impl ApiSimulator {
     /// The base URL, e.g. `http://127.0.0.1:40123` (for both `physical_api_url` and
     /// `payment_api_url`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        match self.shared.options.tls {
+            Some(_) => format!("https://localhost:{}", self.address.port()),
+            None => format!("http://{}", self.address),
+        }
     }
 
     /// The `[paywall]` section of an agent configuration that talks to this simulator with
@@ -548,7 +595,11 @@ impl std::fmt::Display for DropConnection {
 
 impl std::error::Error for DropConnection {}
 
-async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
     let Ok(address) = listener.local_addr() else {
         return;
     };
@@ -570,13 +621,23 @@ async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
             accepted = accept(listener.as_ref()) => match accepted {
                 Ok(stream) => {
                     let shared = Arc::clone(&shared);
+                    let tls = tls.clone();
                     connections.spawn(async move {
                         let service = hyper::service::service_fn(move |request| {
                             handle(Arc::clone(&shared), request)
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let http = hyper::server::conn::http1::Builder::new();
+                        match tls {
+                            // A handshake the client refuses ends here, with nothing served.
+                            Some(tls) => {
+                                if let Ok(stream) = tls.accept(stream).await {
+                                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                                }
+                            }
+                            None => {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
                     });
                 }
                 Err(e) => {
