@@ -444,7 +444,7 @@ async fn main() {
         let status = agent.wait_exit().await;
         let took = start.elapsed();
         // The ideal counts the cancels only; the disconnect that must follow them
-        // (agent.md §3) is one more round trip, shown as the second ideal.
+        // (docs/architecture.md (Data flow of a shutdown)) is one more round trip, shown as the second ideal.
         let ideal = LATENCY * n.div_ceil(CONCURRENCY) as u32;
         let with_disconnect = ideal + LATENCY;
         println!(

@@ -1,4 +1,4 @@
-//! The command-line interface (`shared/spec/agent.md` §4): parses arguments, runs the command,
+//! The command-line interface (docs/operations.md (Operator commands)): parses arguments, runs the command,
 //! maps its outcome to the documented exit codes.
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod operator;
 
-/// Exit codes of agent.md §4.
+/// Exit codes of docs/operations.md (Operator commands).
 pub mod exit {
     pub const OK: u8 = 0;
     pub const API_REFUSED: u8 = 1;

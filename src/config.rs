@@ -1,4 +1,4 @@
-//! The configuration (`shared/spec/agent.md` §5): the file's schema (one struct per TOML
+//! The configuration (docs/configuration.md): the file's schema (one struct per TOML
 //! section, strict, with the spec's defaults), loading it with the `config` crate together with
 //! `POS_AGENT__SECTION__KEY` environment overrides and systemd credentials, validating it, and
 //! rendering the effective configuration for `check-config` with every secret redacted.
@@ -132,7 +132,7 @@ pub enum FlowControl {
     Hardware,
 }
 
-/// `[serial]`: the line to the terminal (serial-link.md §1) and the link timers (§2, §4).
+/// `[serial]`: the line to the terminal (docs/serial-protocol.md §1) and the link timers (§2, §4).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SerialConfig {
@@ -195,7 +195,7 @@ pub struct ControlConfig {
     pub socket: Option<PathBuf>,
 }
 
-/// `[shutdown]`: what happens on SIGTERM/SIGINT (agent.md §3).
+/// `[shutdown]`: what happens on SIGTERM/SIGINT (docs/architecture.md (Data flow of a shutdown)).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
@@ -294,20 +294,20 @@ pub mod defaults {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Loading (agent.md §5)
+// Loading (docs/configuration.md)
 // ---------------------------------------------------------------------------------------------
 
 /// Where the daemon looks for its configuration file when neither `--config` nor
-/// [`PATH_ENV`] says otherwise (agent.md §4).
+/// [`PATH_ENV`] says otherwise (docs/operations.md (Operator commands)).
 pub const DEFAULT_PATH: &str = "/etc/pos-agent/agent.toml";
-/// The environment variable naming the configuration file (agent.md §4).
+/// The environment variable naming the configuration file (docs/operations.md (Operator commands)).
 pub const PATH_ENV: &str = "POS_AGENT_CONFIG";
-/// Environment overrides are `POS_AGENT__SECTION__KEY` (agent.md §5).
+/// Environment overrides are `POS_AGENT__SECTION__KEY` (docs/configuration.md).
 pub const ENV_PREFIX: &str = "POS_AGENT";
 /// Separates the prefix, the section and the key of an environment override.
 pub const ENV_SEPARATOR: &str = "__";
 /// The secrets of `[paywall]`; each may come from a file of this name in
-/// `$CREDENTIALS_DIRECTORY` (agent.md §5).
+/// `$CREDENTIALS_DIRECTORY` (docs/configuration.md).
 pub const SECRET_KEYS: [&str; 4] = [
     "api_key_private",
     "api_client_private",
@@ -549,7 +549,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// `EX_CONFIG`, agent.md §4.
+    /// `EX_CONFIG`, docs/operations.md (Operator commands).
     pub const EXIT_CODE: u8 = 78;
 
     fn one(file: &Path, problem: Problem) -> Self {
@@ -588,7 +588,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Loads the configuration: the TOML file, then `POS_AGENT__SECTION__KEY` overrides from
-/// `env`, then the API keys found in `$CREDENTIALS_DIRECTORY`; then validates it (agent.md §5).
+/// `env`, then the API keys found in `$CREDENTIALS_DIRECTORY`; then validates it (docs/configuration.md).
 pub fn load_with(path: &Path, env: &EnvSnapshot) -> Result<Config, ConfigError> {
     load_from(path, env, Credentials::of_service(env))
 }
@@ -1084,7 +1084,7 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
     }
 
-    /// Every rule the schema's types cannot express (agent.md §5; docs/configuration.md).
+    /// Every rule the schema's types cannot express (docs/configuration.md; docs/configuration.md).
     fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut check = |ok: bool, key: &str, message: &str| {
@@ -1380,7 +1380,7 @@ fn check_header_value(value: &str) -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// check-config (agent.md §4)
+// check-config (docs/operations.md (Operator commands))
 // ---------------------------------------------------------------------------------------------
 
 /// `--config PATH`, shared by the commands that read the configuration.

@@ -1,4 +1,4 @@
-//! Where the agent's log lines go (`shared/spec/agent.md` §6): to journald with structured
+//! Where the agent's log lines go (docs/operations.md (The daemon: `pos-agent run`)): to journald with structured
 //! fields when systemd connected stderr to the journal, else human-readable lines on stderr.
 //!
 //! # Line convention
@@ -60,7 +60,7 @@ pub enum LoggingError {
     AlreadyInitialised,
 }
 
-/// Installs the global log subscriber (agent.md §6): the filter is `RUST_LOG` when it is set
+/// Installs the global log subscriber (docs/operations.md (The daemon: `pos-agent run`)): the filter is `RUST_LOG` when it is set
 /// and not empty, else `level_from_config` (`[log] level`, e.g. `"info"` or
 /// `"info,pos_agent::serial=debug"`); lines go to journald when `$JOURNAL_STREAM` names this
 /// process's stderr, else to stderr.

@@ -88,7 +88,7 @@ impl From<SystemTime> for Timestamp {
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339, as `status --json` prints `since` (agent.md §4).
+    /// RFC 3339, as `status --json` prints `since` (docs/operations.md (Operator commands)).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -125,7 +125,7 @@ pub enum PaymentSource {
     Recovered,
 }
 
-/// Who asked for a cancel (agent.md §2, §3; the `reason` of serial-link.md §3
+/// Who asked for a cancel (docs/state.md, docs/architecture.md (Data flow of a shutdown); the `reason` of docs/serial-protocol.md §3
 /// `payment_cancelled`). An operator's `disconnect` cancels with reason `operator`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -234,7 +234,7 @@ pub struct Sale {
     pub stage: SaleStage,
 }
 
-/// Where a sale is (agent.md §2: intent before the side effect).
+/// Where a sale is (docs/state.md: intent before the side effect).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SaleStage {
@@ -341,7 +341,7 @@ impl AgentState {
         self.connection_id = id;
     }
 
-    /// Records a sale before its request leaves (agent.md §2). A code already known is a
+    /// Records a sale before its request leaves (docs/state.md). A code already known is a
     /// conflict: the caller answers from [`AgentState::sales`] instead.
     pub fn record_sale_intent(
         &mut self,

@@ -1,4 +1,4 @@
-//! The agent's side of its systemd unit (`shared/spec/agent.md` §6): readiness, status, watchdog
+//! The agent's side of its systemd unit (docs/operations.md (The daemon: `pos-agent run`)): readiness, status, watchdog
 //! and stop notifications, and the control socket handed over by socket activation.
 //!
 //! A thin layer over the `sd-notify` crate. Every notification is a no-op returning `Ok(())` when
@@ -25,7 +25,7 @@ const LISTEN_FDS_START: i32 = 3;
 /// Set once the passed listening socket has been taken by [`listen_socket`].
 static LISTEN_SOCKET_TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// `READY=1`: configuration, state and the control socket are up (agent.md §6). Not delayed by
+/// `READY=1`: configuration, state and the control socket are up (docs/operations.md (The daemon: `pos-agent run`)). Not delayed by
 /// an unreachable payment API.
 pub fn notify_ready() -> io::Result<()> {
     sd_notify::notify(&[NotifyState::Ready])
@@ -43,7 +43,7 @@ pub fn notify_watchdog() -> io::Result<()> {
     sd_notify::notify(&[NotifyState::Watchdog])
 }
 
-/// `STOPPING=1`: shutdown has begun (agent.md §3).
+/// `STOPPING=1`: shutdown has begun (docs/architecture.md (Data flow of a shutdown)).
 pub fn notify_stopping() -> io::Result<()> {
     sd_notify::notify(&[NotifyState::Stopping])
 }

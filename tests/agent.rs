@@ -1,4 +1,4 @@
-//! The agent daemon as a whole (agent.md; the agent daemon issue, part 8): the real binary as a
+//! The agent daemon as a whole (docs/architecture.md, docs/operations.md): the real binary as a
 //! process, a pseudo-terminal pair with the terminal simulator on it, the payment API simulator
 //! on loopback, real state files and real signals.
 

@@ -1,4 +1,4 @@
-//! The operator commands of agent.md §4 as an operator runs them: the real binary talks to a
+//! The operator commands of docs/operations.md (Operator commands) as an operator runs them: the real binary talks to a
 //! real control socket served by `control::serve`, whose core is a test task answering with
 //! canned responses. Checks what the command sent, what it printed and its exit code.
 mod common;

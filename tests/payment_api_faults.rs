@@ -1,6 +1,6 @@
 //! Injected faults map to the right error class, retries stop at their budget, a sale is never
 //! repeated, and a sale whose answer was lost is resolved by its MerchantUniqueCode
-//! (issue 2 §3, agent.md §2).
+//! (docs/payment-api.md §4, docs/state.md).
 mod payment_api_support;
 
 use std::time::{Duration, SystemTime};

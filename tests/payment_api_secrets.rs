@@ -1,5 +1,5 @@
 //! No key value reaches an error message, a `Debug` output or a log line (BRIEF standards,
-//! agent.md §5, issue 2 §3): this test provokes every kind of error the client can produce,
+//! docs/configuration.md, docs/payment-api.md §4): this test provokes every kind of error the client can produce,
 //! captures every log line at the most verbose level, collects the Display and Debug of all of
 //! it plus the client's and the configuration's Debug, and fails if any secret appears.
 mod payment_api_support;

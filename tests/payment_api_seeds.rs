@@ -1,5 +1,5 @@
-//! Every JSON response example of `shared/seeds/` (copied to `tests/fixtures/`), replayed by
-//! the simulator over real HTTP, gives the outcome its page describes (issue 2 §3).
+//! Every JSON response example of the payment API's published pages (in `tests/fixtures/`), replayed by
+//! the simulator over real HTTP, gives the outcome its page describes (docs/payment-api.md §4).
 mod payment_api_support;
 
 use payment_api_support::*;

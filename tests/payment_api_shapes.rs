@@ -1,5 +1,5 @@
 //! Every endpoint's request as it arrives over real HTTP on loopback: method, path, the right
-//! header pair (and not the other), `locale`, and the exact body field names (issue 2 §3).
+//! header pair (and not the other), `locale`, and the exact body field names (docs/payment-api.md §4).
 mod payment_api_support;
 
 use payment_api_support::*;

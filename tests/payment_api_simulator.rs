@@ -1,4 +1,4 @@
-//! The simulator keeps state like the API would (issue 2 §2): key checks, connections,
+//! The simulator keeps state like the API would (docs/payment-api.md §2): key checks, connections,
 //! payments, duplicate MerchantUniqueCodes, cancels, list and query, Masterpass sessions; and
 //! its inspection helpers (`wait_for_request`) work on a current-thread runtime.
 mod payment_api_support;

@@ -1,4 +1,4 @@
-//! The agent takes the control socket that systemd passes by socket activation (agent.md §4,
+//! The agent takes the control socket that systemd passes by socket activation (docs/operations.md (Operator commands),
 //! `systemd/pos-agent.socket`), and refuses a socket it cannot serve on.
 //!
 //! systemd's own activator, `systemd-socket-activate`, binds the socket, waits for the first

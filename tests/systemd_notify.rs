@@ -1,5 +1,5 @@
 //! The notifications the agent sends reach a real notify socket, byte for byte as systemd reads
-//! them (agent.md §6).
+//! them (docs/operations.md (The daemon: `pos-agent run`)).
 //!
 //! `sd-notify` takes the socket from `$NOTIFY_SOCKET`, so this file changes the process
 //! environment. Changing it while other threads read it is racy, hence one test in its own test

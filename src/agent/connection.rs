@@ -1,4 +1,4 @@
-//! The PhysicalAPI connection of agent.md §1.1: re-activate the known connection at start or
+//! The PhysicalAPI connection of docs/operations.md (The daemon: `pos-agent run`): re-activate the known connection at start or
 //! establish one, keep trying in the background while the API is unreachable, and the
 //! operator's `disconnect` / `reconnect`.
 

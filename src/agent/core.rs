@@ -1,4 +1,4 @@
-//! The payment lifecycle of `shared/spec/agent.md` §2: sales, cancels, results and the
+//! The payment lifecycle of docs/state.md: sales, cancels, results and the
 //! connection, each step made durable before its side effect. The daemon's main loop
 //! (`super::daemon`) feeds it terminal requests, operator commands and timers; every
 //! operation here runs in its own task and meets the others only through the state store.
@@ -28,7 +28,7 @@ use crate::state::{
 };
 
 /// Why a request could not be carried out, in the terms both the terminal (`error` codes of
-/// serial-link.md §3) and the operator (control socket error kinds) understand.
+/// docs/serial-protocol.md §3) and the operator (control socket error kinds) understand.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
     #[error("{0}")]
@@ -344,7 +344,7 @@ impl Core {
         self.with_store(|s| s.payment(payment_request_id).is_some())
     }
 
-    // ----- sales (serial-link.md §3 `sale`, agent.md §2) -----
+    // ----- sales (docs/serial-protocol.md §3 `sale`, docs/state.md) -----
 
     /// Starts a sale for the terminal, idempotently by merchant code: a code already held (in
     /// this run or an earlier one, or still in flight) gets the same answer and no second
@@ -827,7 +827,7 @@ impl Core {
     }
 
     /// Whenever the connection comes up (at start, by the background reconnects, and by the
-    /// operator's `reconnect`): every sale intent left unresolved is resolved (agent.md §2).
+    /// operator's `reconnect`): every sale intent left unresolved is resolved (docs/state.md).
     pub async fn resolve_leftover_intents(self: &Arc<Self>) {
         let intents: Vec<(String, SystemTime)> = self.with_store(|s| {
             s.state()
@@ -1091,7 +1091,7 @@ impl Core {
         .await
     }
 
-    /// The shutdown's cancels (agent.md §3): every pending payment is marked in one record
+    /// The shutdown's cancels (docs/architecture.md (Data flow of a shutdown)): every pending payment is marked in one record
     /// before any request leaves; the confirmations are not waited for (the state writer
     /// commits them in groups, and the daemon waits for them all before it exits), since a
     /// confirmation lost in a crash only means the cancel is sent again at the next start.

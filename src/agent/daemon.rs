@@ -1,4 +1,4 @@
-//! `pos-agent run`: start-up, the one main loop, and shutdown (agent.md §3, §6).
+//! `pos-agent run`: start-up, the one main loop, and shutdown (docs/operations.md (The daemon: `pos-agent run`)).
 //!
 //! The main loop is a single `tokio::select!`, watchdog first. Everything that can take time
 //! (API calls, terminal replies, operator commands) runs in its own task, so the loop keeps
@@ -174,7 +174,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
     code
 }
 
-/// agent.md §3: stop taking sales, cancel what is pending, disconnect, all within the
+/// docs/architecture.md (Data flow of a shutdown): stop taking sales, cancel what is pending, disconnect, all within the
 /// deadline; a second signal ends it at once. State is written at every step, so whatever
 /// is cut short is finished at the next start.
 async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> ExitCode {
@@ -329,7 +329,7 @@ fn status_line(core: &Core, link_up: bool) -> String {
     format!("{connection} · terminal {terminal} · {pending} pending")
 }
 
-/// One request from the terminal (serial-link.md §3, terminal → agent).
+/// One request from the terminal (docs/serial-protocol.md §3, terminal → agent).
 async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
     let reply = match request.request().clone() {
         TerminalRequest::Sale(order) => {
@@ -388,7 +388,7 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
     request.reply(reply);
 }
 
-/// One operator command from the control socket (agent.md §4).
+/// One operator command from the control socket (docs/operations.md (Operator commands)).
 async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlResponse {
     let reply = match request {
         ControlRequest::Status => Ok(ControlReply::Status(status_report(core))),

@@ -1,4 +1,4 @@
-//! The operator commands of agent.md §4 (`status`, `pending`, `cancel`, `disconnect`,
+//! The operator commands of docs/operations.md (Operator commands) (`status`, `pending`, `cancel`, `disconnect`,
 //! `reconnect`, `apm-unlink`, `masterpass-unlink`, `checkout-deactivate`): each turns its
 //! arguments into one control request, asks the running daemon over its control socket, prints
 //! the answer for people or, with `--json`, for scripts, and maps the outcome to an exit code.

@@ -1,5 +1,5 @@
 //! The operator's end of the control socket: sends one request to the running daemon and reads
-//! its answer (agent.md §4). Used by the operator commands of the CLI.
+//! its answer (docs/operations.md (Operator commands)). Used by the operator commands of the CLI.
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The operators' control channel (`shared/spec/agent.md` §4): a Unix stream socket on which the
+//! The operators' control channel (docs/operations.md (Operator commands)): a Unix stream socket on which the
 //! operator commands of the CLI ask the running daemon for status, cancels, disconnect/reconnect
 //! and the PaymentAPI unlink operations. The daemon holds the API keys; nothing secret crosses
 //! this channel.
@@ -24,5 +24,5 @@ pub use protocol::{
 pub use server::{adopt, bind, serve, serve_with_limits, ControlCall, ServeLimits, SOCKET_MODE};
 
 /// Where operators' commands look for the daemon when neither `--socket` nor
-/// `POS_AGENT_SOCKET` says otherwise (agent.md §4).
+/// `POS_AGENT_SOCKET` says otherwise (docs/operations.md (Operator commands)).
 pub const DEFAULT_SOCKET: &str = "/run/pos-agent/control.sock";

@@ -1,5 +1,5 @@
 //! The control protocol's messages: what an operator command asks the daemon and what the daemon
-//! answers (`shared/spec/agent.md` §4; the wire format is documented in `docs/operations.md`).
+//! answers (docs/operations.md (Operator commands); the wire format is documented in `docs/operations.md`).
 //!
 //! One request is one JSON object on one line; one response is one JSON object on one line.
 //! Requests are checked strictly (unknown commands and unknown or missing fields are refused),
@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// What an operator asks the running daemon (agent.md §4).
+/// What an operator asks the running daemon (docs/operations.md (Operator commands)).
 ///
 /// On the wire: `{"command":"<name>", ...fields}`; see [`ControlRequest::command_name`] for the
 /// names and `docs/operations.md` for each command's fields.
@@ -411,7 +411,7 @@ impl ControlReply {
     }
 }
 
-/// `status` (agent.md §4: `status --json` prints this object).
+/// `status` (docs/operations.md (Operator commands): `status --json` prints this object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     /// The daemon's version (`CARGO_PKG_VERSION`).
@@ -505,7 +505,7 @@ impl fmt::Display for LinkState {
     }
 }
 
-/// One pending payment as operators see it (agent.md §4: `pending --json` prints an array of
+/// One pending payment as operators see it (docs/operations.md (Operator commands): `pending --json` prints an array of
 /// these).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingPaymentView {

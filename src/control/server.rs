@@ -1,5 +1,5 @@
 //! The daemon's end of the control socket: binds it safely and turns each connection into one
-//! [`ControlCall`] for the daemon core, whatever a client sends (agent.md §4).
+//! [`ControlCall`] for the daemon core, whatever a client sends (docs/operations.md (Operator commands)).
 //!
 //! A client gets at most `max_request_bytes` and `request_timeout` to send its request, so
 //! garbage, half lines, over-long lines and silent clients cost the daemon one bounded task each
@@ -60,7 +60,7 @@ impl Default for ServeLimits {
     }
 }
 
-/// Creates the control socket at `path` (agent.md §4, §5 `[control] socket`).
+/// Creates the control socket at `path` (docs/operations.md (The control socket), docs/configuration.md `[control] socket`).
 ///
 /// Creates the parent directory if missing. A socket file left by a daemon that is gone is
 /// replaced; if something answers on it, or `path` is not a socket, this fails and touches

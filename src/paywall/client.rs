@@ -1,7 +1,7 @@
 //! [`PaywallClient`]: one typed async method per payment API call the agent makes
-//! (`shared/spec/agent.md` §1, issue 2 §1). It sets the header pair each endpoint needs, reads
+//! (docs/architecture.md, docs/payment-api.md §1). It sets the header pair each endpoint needs, reads
 //! both envelopes, retries the calls that are safe to repeat with the agent's one retry policy
-//! ([`RetryPolicy`]; agent.md §2), never repeats a sale, and traces each request at debug level with method,
+//! ([`RetryPolicy`]; docs/state.md), never repeats a sale, and traces each request at debug level with method,
 //! path, status and timing (never a header value).
 
 use std::sync::Arc;
@@ -205,7 +205,7 @@ fn transport_error(operation: &'static str, idempotent: bool, e: &reqwest::Error
 }
 
 impl PaywallClient {
-    /// Builds a client from `[paywall]` (agent.md §5). Fails, naming the key, when the private
+    /// Builds a client from `[paywall]` (docs/configuration.md). Fails, naming the key, when the private
     /// pair is missing, when only half of the public pair is set, or when a base address is not
     /// https and `allow_insecure_http` is off.
     pub fn from_config(config: &PaywallConfig) -> Result<Self, ClientSetupError> {
@@ -317,7 +317,7 @@ impl PaywallClient {
         self.retry
     }
 
-    // ---- PhysicalAPI: connection (reference §5) ----
+    // ---- PhysicalAPI: connection (docs/payment-api.md (Methods)) ----
 
     /// `POST /api/connection`. Returns the new connection's `Id`, read from `Result.Id` (or a
     /// bare string `Result`). Not retried: a lost answer may have created a connection.
@@ -407,7 +407,7 @@ impl PaywallClient {
         .await
     }
 
-    // ---- PhysicalAPI: terminal (reference §6) ----
+    // ---- PhysicalAPI: terminal (docs/payment-api.md (Methods)) ----
 
     /// `POST /api/terminal/list` with `{pageIndex, pageSize}`.
     pub async fn list_terminals(&self, page: PageRequest) -> Result<Page<TerminalInfo>, ApiError> {
@@ -421,7 +421,7 @@ impl PaywallClient {
         Ok(wire.into())
     }
 
-    // ---- PhysicalAPI: payment (reference §8) ----
+    // ---- PhysicalAPI: payment (docs/payment-api.md (Methods)) ----
 
     /// `POST /api/payment/async/sale`. Sent exactly once, never retried: when the error says
     /// [`ApiError::outcome_unknown`], resolve it with [`Self::find_payment_by_merchant_code`].
@@ -524,7 +524,7 @@ impl PaywallClient {
             .await
     }
 
-    /// Resolves a sale whose answer was lost (agent.md §2): pages through the payments list over
+    /// Resolves a sale whose answer was lost (docs/state.md): pages through the payments list over
     /// the UTC days from one day before to one day after `created_around`, and returns the
     /// payment with this `MerchantUniqueCode`, or `None` when the whole window has been read
     /// without finding it. Each page is retried; any error means "still unknown", never "absent".
@@ -569,7 +569,7 @@ impl PaywallClient {
         Ok(None)
     }
 
-    // ---- PaymentAPI (reference §11, seeds 001-003) ----
+    // ---- PaymentAPI (docs/payment-api.md (Methods), seeds 001-003) ----
 
     /// `POST /api/paywall/apm/unlink` with the public pair and `{"Phone", "ApmConnectionId",
     /// "ApmKey"}` (the unused one `null`, as in seed 001). Retried (unlinking is idempotent).

@@ -1,5 +1,5 @@
 //! The two response envelopes of the payment API, read case-insensitively
-//! (`shared/reference/paywall-api.md` §2): the seeds mix `result`/`Result` and
+//! (docs/payment-api.md (Reading the answers)): the seeds mix `result`/`Result` and
 //! `succeeded`/`Succeeded`, so every body is parsed to JSON, every object key is lower-cased
 //! ([`lowercase_keys`], the one place where casing is dealt with), and the typed payloads are
 //! then read with lower-case field names.

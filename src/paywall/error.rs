@@ -1,8 +1,8 @@
 //! The client's errors. One type, [`ApiError`], tells apart the four ways a call can fail
-//! (issue 2 §1): the API could not be reached, it answered with an HTTP error status, it
+//! (docs/payment-api.md §1): the API could not be reached, it answered with an HTTP error status, it
 //! refused the request in its envelope, or its answer could not be read. Each says whether the
 //! request may have been carried out anyway (`outcome_unknown`), which is what the agent needs
-//! to resolve a sale whose reply was lost (`shared/spec/agent.md` §2). No variant ever holds a
+//! to resolve a sale whose reply was lost (docs/state.md). No variant ever holds a
 //! header value or a key; a body excerpt is cut short and scrubbed of the client's own secrets.
 
 use std::fmt;

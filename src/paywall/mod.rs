@@ -1,5 +1,5 @@
 //! Client for Paywall's PhysicalAPI and the PaymentAPI unlink/deactivate calls
-//! (`shared/spec/agent.md` §1, `shared/reference/paywall-api.md`). The agent builds one
+//! (docs/architecture.md, docs/payment-api.md). The agent builds one
 //! [`PaywallClient`] from `[paywall]` and calls it; `docs/payment-api.md` lists every endpoint as
 //! implemented and every choice made where the API's documentation has a gap.
 

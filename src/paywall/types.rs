@@ -1,5 +1,5 @@
 //! Request and response types of the payment API calls the agent makes
-//! (`shared/reference/paywall-api.md` §5, §6, §8, §11). Response types are read from JSON whose
+//! (docs/payment-api.md (Methods)). Response types are read from JSON whose
 //! keys have been lower-cased (see `envelope.rs`), hence the lower-case `rename`s; where the API
 //! documentation has a gap, the names chosen are listed in `docs/payment-api.md`.
 
@@ -69,18 +69,18 @@ impl<T> From<PageWire<T>> for Page<T> {
 }
 
 /// The terminal a sale goes to: exactly one of `TerminalId` (the Paywall terminal Guid) or
-/// `TerminalTagCode` is sent (reference §7, §8.1).
+/// `TerminalTagCode` is sent (docs/payment-api.md (Methods)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TerminalRef {
     Id(String),
     TagCode(String),
 }
 
-/// An async sale (`POST /api/payment/async/sale`, reference §8.1).
+/// An async sale (`POST /api/payment/async/sale`, docs/payment-api.md (Methods)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SaleRequest {
     pub terminal: TerminalRef,
-    /// The agent's tracking id, durable before the sale is sent (agent.md §2).
+    /// The agent's tracking id, durable before the sale is sent (docs/state.md).
     pub merchant_unique_code: Uuid,
     /// Minor units (2250 = 22.50); sent as the decimal `Amount` (see [`amount`]).
     pub amount_minor: i64,
@@ -92,7 +92,7 @@ pub struct SaleRequest {
 }
 
 /// A payment status id. The Physical POS status page is a gap in the documentation; the
-/// constants are the general PaymentAPI list (reference §10), plus [`PaymentStatus::CANCELLED`],
+/// constants are the general PaymentAPI list (docs/payment-api.md (Reading the answers)), plus [`PaymentStatus::CANCELLED`],
 /// the simulator's choice for a cancelled payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(transparent)]
@@ -146,7 +146,7 @@ pub struct PaymentActivity {
     pub payment_status: Option<PaymentStatus>,
 }
 
-/// The API accepted the sale; `payment_request_id` must be stored (agent.md §2).
+/// The API accepted the sale; `payment_request_id` must be stored (docs/state.md).
 pub type SaleAccepted = PaymentActivity;
 /// The API accepted the cancel.
 pub type CancelAccepted = PaymentActivity;
@@ -161,7 +161,7 @@ pub struct PaymentListQuery {
 }
 
 /// One payment as the payments list and query return it. Field names are a documented gap;
-/// these follow the physical callback's keys (reference §9).
+/// these follow the physical callback's keys (docs/payment-api.md (Reading the answers)).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PaymentSummary {
     #[serde(rename = "paymentrequestid")]
@@ -193,7 +193,7 @@ pub struct PaymentSummary {
     pub created: Option<String>,
 }
 
-/// A connection as detail and list return it (reference §5). Its `ServiceParameters` are
+/// A connection as detail and list return it (docs/payment-api.md (Methods)). Its `ServiceParameters` are
 /// deliberately not read: they are provider credentials (masked by the API anyway).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ConnectionInfo {
@@ -225,7 +225,7 @@ pub struct ConnectionInfo {
     pub is_deleted: Option<bool>,
 }
 
-/// A terminal of the terminal list (reference §6). `id` is the Paywall Guid that sales take;
+/// A terminal of the terminal list (docs/payment-api.md (Methods)). `id` is the Paywall Guid that sales take;
 /// `provider_terminal_id` is the list's `TerminalId`, the provider's own id.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TerminalInfo {
@@ -310,7 +310,7 @@ fn value_to_string(value: Value) -> Option<String> {
     }
 }
 
-/// Ids are Guid strings in most examples but an integer in one (reference §5, terminal sync).
+/// Ids are Guid strings in most examples but an integer in one (docs/payment-api.md (Methods), terminal sync).
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(value_to_string(Value::deserialize(d)?))
 }

@@ -1,4 +1,4 @@
-//! The frame codec (serial-link.md §2) as a `tokio_util::codec` Decoder/Encoder: turns the raw
+//! The frame codec (docs/serial-protocol.md §2) as a `tokio_util::codec` Decoder/Encoder: turns the raw
 //! byte stream of the line into frames, ACKs and NAKs and back. It has no clock: the link layer
 //! enforces T1 by calling [`FrameCodec::abandon_partial`] when the line goes quiet mid-frame.
 //!

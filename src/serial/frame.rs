@@ -1,4 +1,4 @@
-//! The byte-level shape of one frame (serial-link.md §2): control bytes, the APDU limit,
+//! The byte-level shape of one frame (docs/serial-protocol.md §2): control bytes, the APDU limit,
 //! CRC-16/KERMIT and DLE stuffing. Shared by the codec, the benchmarks and the fuzz target so
 //! there is exactly one definition of what goes on the wire.
 

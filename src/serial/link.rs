@@ -1,4 +1,4 @@
-//! The link layer (serial-link.md §2–§4): stop-and-wait sending with T3 and `max_sends`, ACK/NAK
+//! The link layer (docs/serial-protocol.md §2–§4): stop-and-wait sending with T3 and `max_sends`, ACK/NAK
 //! for every received frame, T1, the replay cache of §3, `ping` liveness and the up/down state.
 //!
 //! One task owns the transport and all link state; the application talks to it through a

@@ -1,4 +1,4 @@
-//! The application messages of serial-link.md §3: one JSON object per APDU, tagged by `type`,
+//! The application messages of docs/serial-protocol.md §3: one JSON object per APDU, tagged by `type`,
 //! requests carrying `id`, replies carrying `re`. Typed so the agent and the terminal simulator
 //! never handle raw JSON; unknown fields are ignored for forward compatibility.
 

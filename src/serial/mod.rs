@@ -1,4 +1,4 @@
-//! Serial link protocol v1 to the terminal (`shared/spec/serial-link.md`), layered:
+//! Serial link protocol v1 to the terminal (`docs/serial-protocol.md`), layered:
 //! `frame` (bytes of one frame), `codec` (the byte stream ↔ frames/ACK/NAK), `message` (typed
 //! JSON messages), `link` (stop-and-wait, ACK/NAK, replay cache, liveness, up/down) and `port`
 //! (the real device: open with the line settings, reopen with backoff).

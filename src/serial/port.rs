@@ -1,4 +1,4 @@
-//! The real serial device (serial-link.md §1, §4): opens the configured path with every line
+//! The real serial device (docs/serial-protocol.md §1, §4): opens the configured path with every line
 //! setting through `tokio-serial`, runs the link on it, and when the device goes away (EOF,
 //! EIO, unplugged) closes it and reopens it with the common retry policy (waits up to 5 s), following the path again
 //! each time so a `/dev/serial/by-id/...` symlink that now points elsewhere is honoured.

@@ -1,4 +1,4 @@
-//! A stateful simulator of the Paywall payment API (issue 2 §2), for tests (in-process, on
+//! A stateful simulator of the Paywall payment API (docs/payment-api.md §2), for tests (in-process, on
 //! `127.0.0.1:0`), the demo and manual runs (`pos-agent simulate-api`). It serves every
 //! endpoint the client calls, PhysicalAPI and PaymentAPI on one address, with the seeds'
 //! envelopes and casing; checks the header pair (HTTP 401 and a failure envelope otherwise);

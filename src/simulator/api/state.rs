@@ -18,7 +18,7 @@ use super::{
 };
 
 /// Error codes and client messages of the simulator's failure envelopes. The numbers follow
-/// Paywall's PaymentAPI error-code list where it has one (reference §10).
+/// Paywall's PaymentAPI error-code list where it has one (docs/payment-api.md (Reading the answers)).
 pub mod codes {
     pub const GENERAL: i64 = -1;
     pub const FAILURE: i64 = 1;
