@@ -1,6 +1,6 @@
 //! `pos-agent check-config` as an operator runs it: the real binary on real files, with the
 //! environment set on the child process only.
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -34,7 +34,7 @@ tag_code = "shop_1"
 /// `check-config` with a clean environment: no override, credential or config path leaks in
 /// from the environment the tests run in.
 fn check_config() -> Command {
-    let mut command = common::pos_agent();
+    let mut command = support::pos_agent();
     command.arg("check-config");
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
