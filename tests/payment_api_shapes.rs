@@ -1,11 +1,12 @@
 //! Every endpoint's request as it arrives over real HTTP on loopback: method, path, the right
 //! header pair (and not the other), `locale`, and the exact body field names (docs/payment-api.md §4).
-mod payment_api_support;
+mod support;
 
-use payment_api_support::*;
 use pos_agent::paywall::*;
 use pos_agent::simulator::api::*;
 use std::time::{Duration, SystemTime};
+use support::payment_api::*;
+use support::SERVICE_PARAMETER_SECRET;
 use uuid::Uuid;
 
 const PRIVATE: [&str; 2] = ["apikeyprivate", "apiclientprivate"];
@@ -206,7 +207,7 @@ async fn sale_sends_terminal_id_code_and_decimal_amount() {
 async fn sale_by_tag_code_sends_only_the_tag_code_and_the_optional_fields() {
     let sim = start();
     let mut request = sale(Uuid::new_v4());
-    request.terminal = TerminalRef::TagCode(DEMO_TERMINAL_TAG_CODE.to_owned());
+    request.terminal = TerminalRef::TagCode(TagCode::parse(DEMO_TERMINAL_TAG_CODE).unwrap());
     request.display_code = Some("Kişisel Bakım".to_owned());
     request.callback_address = Some("https://merchant.example/cb".to_owned());
     client(&sim).sale(&request).await.unwrap();

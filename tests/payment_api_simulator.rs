@@ -1,14 +1,14 @@
 //! The simulator keeps state like the API would (docs/payment-api.md §2): key checks, connections,
 //! payments, duplicate MerchantUniqueCodes, cancels, list and query, Masterpass sessions; and
 //! its inspection helpers (`wait_for_request`) work on a current-thread runtime.
-mod payment_api_support;
+mod support;
 
 use std::time::{Duration, SystemTime};
 
-use payment_api_support::*;
 use pos_agent::paywall::*;
 use pos_agent::simulator::api::*;
 use secrecy::SecretString;
+use support::payment_api::*;
 use uuid::Uuid;
 
 #[tokio::test]
@@ -207,7 +207,7 @@ async fn sale_on_a_disconnected_connection_is_rejected_until_reconnect() {
 async fn sale_on_an_unknown_terminal_is_rejected() {
     let sim = start();
     let mut request = sale(Uuid::new_v4());
-    request.terminal = TerminalRef::TagCode("no_such_pos".into());
+    request.terminal = TerminalRef::TagCode(TagCode::parse("no_such_pos").unwrap());
     let err = client(&sim).sale(&request).await.unwrap_err();
     match err {
         ApiError::Rejected { client_message, .. } => {

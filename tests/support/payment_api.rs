@@ -1,18 +1,16 @@
-//! Helpers shared by the payment API tests: a client configured for a running simulator, the
-//! establish parameters, a sale. Each `tests/payment_api_*.rs` says `mod payment_api_support;`.
-#![allow(dead_code)]
+//! The payment API client against the simulator, in process: a client configured for a running
+//! simulator, the establish parameters, a sale, the seed fixtures.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pos_agent::config::{EstablishConfig, PaywallConfig};
-use pos_agent::paywall::{PaywallClient, RetryPolicy, SaleRequest, TerminalRef};
+use pos_agent::paywall::{PaywallClient, RetryPolicy, SaleRequest, TerminalId, TerminalRef};
 use pos_agent::simulator::api::*;
 use secrecy::SecretString;
 use uuid::Uuid;
 
-/// A provider credential that must never show up anywhere.
-pub const SERVICE_PARAMETER_SECRET: &str = "svc-param-secret-7e11c9";
+use super::SERVICE_PARAMETER_SECRET;
 
 /// Short waits so a test with retries takes milliseconds.
 pub const FAST_RETRY: RetryPolicy = RetryPolicy {
@@ -68,7 +66,7 @@ pub fn establish_config() -> EstablishConfig {
 
 pub fn sale(merchant_unique_code: Uuid) -> SaleRequest {
     SaleRequest {
-        terminal: TerminalRef::Id(DEMO_TERMINAL_ID.to_owned()),
+        terminal: TerminalRef::Id(TerminalId::parse(DEMO_TERMINAL_ID).unwrap()),
         merchant_unique_code,
         amount_minor: 2250,
         currency_id: 1,
