@@ -266,7 +266,7 @@ fn load_text(
         )
         .build()
         .map_err(|e| ConfigError::one(path, problem_from_config_error(e, &provenance)))?;
-    let mut config: Config = built
+    let mut config: ConfigFile = built
         .try_deserialize()
         .map_err(|e| ConfigError::one(path, problem_from_config_error(e, &provenance)))?;
 
@@ -347,23 +347,30 @@ fn load_text(
             }
         }
     }
-    config.provenance = provenance;
     if problems.is_empty() {
-        problems = config.problems();
-        for problem in &mut problems {
-            if let Some(key) = &problem.key {
-                problem.source = Some(config.provenance.source_of(key));
+        match config.check() {
+            Ok((paywall_settings, terminal_ref)) => {
+                return Ok(Config {
+                    provenance,
+                    paywall_settings,
+                    terminal_ref,
+                    file: config,
+                })
+            }
+            Err(found) => {
+                problems = found;
+                for problem in &mut problems {
+                    if let Some(key) = &problem.key {
+                        problem.source = Some(provenance.source_of(key));
+                    }
+                }
             }
         }
     }
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError {
-            file: path.to_owned(),
-            problems,
-        })
-    }
+    Err(ConfigError {
+        file: path.to_owned(),
+        problems,
+    })
 }
 
 fn read_config_file(path: &Path) -> Result<String, Problem> {
