@@ -120,6 +120,21 @@ impl Refusal {
     }
 }
 
+/// A merchant code claimed by one task; released when dropped (also when the task is
+/// cancelled). Its `outcome` reaches the tasks that wanted the same code meanwhile; a claim
+/// released without one lets them claim the code again.
+struct CodeClaim<'a> {
+    core: &'a Core,
+    code: Uuid,
+    outcome: watch::Sender<Option<SaleOutcome>>,
+}
+
+impl Drop for CodeClaim<'_> {
+    fn drop(&mut self) {
+        lock(&self.core.sales_in_flight).remove(&self.code);
+    }
+}
+
 /// What a sale ended in, shared with every request that waits on the same merchant code. A
 /// sale always ends in one of these within `[terminal] sale_reply_deadline`.
 #[derive(Debug, Clone)]
@@ -364,35 +379,44 @@ impl Core {
             ));
         }
         let code = order.merchant_unique_code;
-        let claim = {
-            let mut in_flight = lock(&self.sales_in_flight);
-            match in_flight.get(&code) {
-                Some(rx) => Err(rx.clone()),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    in_flight.insert(code, rx);
-                    Ok(tx)
+        loop {
+            match self.claim_code(code) {
+                Ok(claim) => {
+                    let outcome = self.start_sale(order, amount, deadline).await;
+                    claim.outcome.send_replace(Some(outcome.clone()));
+                    return outcome;
                 }
-            }
-        };
-        match claim {
-            Ok(tx) => {
-                let outcome = self.start_sale(order, amount, deadline).await;
-                tx.send_replace(Some(outcome.clone()));
-                lock(&self.sales_in_flight).remove(&code);
-                outcome
-            }
-            // The same code is being sold right now: share that sale's outcome.
-            Err(mut rx) => {
-                let shared = rx.wait_for(Option::is_some).await;
-                match shared.ok().and_then(|outcome| outcome.clone()) {
-                    Some(outcome) => outcome,
-                    None => refused(Refusal::Internal(format!(
-                        "the sale with merchant_unique_code {code} ended without an outcome"
-                    ))),
+                // The same code is being sold right now: share that sale's outcome. A claim
+                // released without one (an earlier run's intent resolved meanwhile) is
+                // claimed again, and the sale goes on from what the resolution left in state.
+                Err(mut rx) => {
+                    if let Ok(outcome) = rx.wait_for(Option::is_some).await {
+                        if let Some(outcome) = outcome.clone() {
+                            return outcome;
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Claims a merchant code for one task (a sale, or the resolution of an intent left by an
+    /// earlier run), or gives the outcome of the task that holds it.
+    fn claim_code(
+        &self,
+        code: Uuid,
+    ) -> Result<CodeClaim<'_>, watch::Receiver<Option<SaleOutcome>>> {
+        let mut in_flight = lock(&self.sales_in_flight);
+        if let Some(rx) = in_flight.get(&code) {
+            return Err(rx.clone());
+        }
+        let (outcome, rx) = watch::channel(None);
+        in_flight.insert(code, rx);
+        Ok(CodeClaim {
+            core: self,
+            code,
+            outcome,
+        })
     }
 
     async fn start_sale(
@@ -493,19 +517,36 @@ impl Core {
                 self.forget_intent(code).await;
                 refused(Refusal::Busy)
             }
-            Err(_) if maybe_sent.load(Ordering::Relaxed) => {
-                let why = "no outcome within sale_reply_deadline";
-                self.abandon_sale(code, why, abandoned_refusal(code, why))
-                    .await
-            }
-            Err(_) => {
-                self.forget_intent(code).await;
-                warn!(merchant_unique_code = %code, "sale {code} not sent: the payment API could not be reached within sale_reply_deadline; nothing was created");
-                refused(Refusal::ApiUnavailable(
-                    "the payment API could not be reached within sale_reply_deadline; no payment was created".into(),
-                ))
-            }
+            Err(_) => self.sale_past_deadline(code, &maybe_sent).await,
         }
+    }
+
+    /// `sale_reply_deadline` passed before the sale settled: the reply says what the state
+    /// holds.
+    async fn sale_past_deadline(
+        self: &Arc<Self>,
+        code: Uuid,
+        maybe_sent: &AtomicBool,
+    ) -> SaleOutcome {
+        let key = code.to_string();
+        // The deadline fell while the PaymentRequestId's record was being made durable: that
+        // record is queued, so the terminal hears the id once it is durable (one sync past the
+        // deadline), as the state says, not a failure for a payment that is kept.
+        if let Some(id) = self.started_id(&key) {
+            warn!(merchant_unique_code = %code, payment_request_id = id, "sale {code}: payment {id} was being recorded when sale_reply_deadline passed; answering it once durable");
+            return self.sale_started(code, id).await;
+        }
+        if maybe_sent.load(Ordering::Relaxed) {
+            let why = "no outcome within sale_reply_deadline";
+            return self
+                .abandon_sale(code, why, abandoned_refusal(code, why))
+                .await;
+        }
+        self.forget_intent(code).await;
+        warn!(merchant_unique_code = %code, "sale {code} not sent: the payment API could not be reached within sale_reply_deadline; nothing was created");
+        refused(Refusal::ApiUnavailable(
+            "the payment API could not be reached within sale_reply_deadline; no payment was created".into(),
+        ))
     }
 
     /// Sends the sale and settles its outcome. A request that was provably not sent (no
@@ -789,6 +830,14 @@ impl Core {
         }
     }
 
+    /// The PaymentRequestId of a started sale (durable or still being written).
+    fn started_id(&self, key: &str) -> Option<String> {
+        self.with_store(|s| match s.sale(key).map(|sale| &sale.stage) {
+            Some(SaleStage::Started { payment_request_id }) => Some(payment_request_id.clone()),
+            _ => None,
+        })
+    }
+
     async fn forget_intent(&self, code: Uuid) {
         if let Err(e) = self
             .mutate_store(|s| s.forget_sale_intent(&code.to_string()))
@@ -841,7 +890,16 @@ impl Core {
             let Ok(code) = Uuid::parse_str(&key) else {
                 continue;
             };
-            if lock(&self.sales_in_flight).contains_key(&code) {
+            // Claimed, so that a sale with the same code waits for the resolution instead of
+            // sending its own request while this one may forget the intent.
+            let Ok(_claim) = self.claim_code(code) else {
+                continue;
+            };
+            let still_intent = self.with_store(|s| {
+                s.sale(&key)
+                    .is_some_and(|sale| sale.stage == SaleStage::Intent)
+            });
+            if !still_intent {
                 continue;
             }
             match self.resolve_sale(code, since).await {
