@@ -3,19 +3,20 @@
 //! answer always says what the durable state holds (docs/serial-protocol.md, "Sale replies";
 //! docs/state.md, "Recovery rules at start").
 
-mod common;
+mod support;
 
 use std::time::{Duration, SystemTime};
 
-use common::daemon::{Agent, Setup, WAIT};
 use nix::sys::signal::Signal;
 use pos_agent::paywall::PaymentStatus;
 use pos_agent::serial::message::Reply;
 use pos_agent::simulator::api::{ApiSimulator, Fault, FaultKind, SimulatorOptions};
 use pos_agent::state::StateStore;
+use support::daemon::{Agent, Setup};
+use support::paths::SALE;
+use support::WAIT;
 use uuid::Uuid;
 
-const SALE: &str = "/api/payment/async/sale";
 const LIST: &str = "/api/payment/list";
 
 /// The sale's stage in the state file, as JSON.
@@ -100,7 +101,7 @@ async fn a_deadline_during_the_payment_ids_sync_answers_the_id_the_state_holds()
     // and the deadline (3 s) falls while the PaymentRequestId's record is being synced.
     let mut agent = Agent::start(Setup {
         sale_reply_deadline: "3s",
-        extra_env: common::slow_fsync::env(2000),
+        extra_env: support::slow_fsync::env(2000),
         ..Setup::default()
     })
     .await;
