@@ -499,6 +499,9 @@ impl Core {
         };
         let attempt = self.send_sale(&order, since, &maybe_sent);
         match tokio::time::timeout_at(deadline, attempt).await {
+            // Recorded past the deadline if need be (by one sync at most): the terminal hears
+            // the id the state keeps, never a failure for a payment that exists.
+            Ok(Settled::Created(id)) => self.sale_started(code, id).await,
             Ok(Settled::Outcome(outcome)) => outcome,
             // The API refuses the agent while the sale's outcome is unknown: the terminal hears
             // the rejection now, and the sale is settled like any abandoned one once the API
@@ -517,36 +520,19 @@ impl Core {
                 self.forget_intent(code).await;
                 refused(Refusal::Busy)
             }
-            Err(_) => self.sale_past_deadline(code, &maybe_sent).await,
+            Err(_) if maybe_sent.load(Ordering::Relaxed) => {
+                let why = "no outcome within sale_reply_deadline";
+                self.abandon_sale(code, why, abandoned_refusal(code, why))
+                    .await
+            }
+            Err(_) => {
+                self.forget_intent(code).await;
+                warn!(merchant_unique_code = %code, "sale {code} not sent: the payment API could not be reached within sale_reply_deadline; nothing was created");
+                refused(Refusal::ApiUnavailable(
+                    "the payment API could not be reached within sale_reply_deadline; no payment was created".into(),
+                ))
+            }
         }
-    }
-
-    /// `sale_reply_deadline` passed before the sale settled: the reply says what the state
-    /// holds.
-    async fn sale_past_deadline(
-        self: &Arc<Self>,
-        code: Uuid,
-        maybe_sent: &AtomicBool,
-    ) -> SaleOutcome {
-        let key = code.to_string();
-        // The deadline fell while the PaymentRequestId's record was being made durable: that
-        // record is queued, so the terminal hears the id once it is durable (one sync past the
-        // deadline), as the state says, not a failure for a payment that is kept.
-        if let Some(id) = self.started_id(&key) {
-            warn!(merchant_unique_code = %code, payment_request_id = id, "sale {code}: payment {id} was being recorded when sale_reply_deadline passed; answering it once durable");
-            return self.sale_started(code, id).await;
-        }
-        if maybe_sent.load(Ordering::Relaxed) {
-            let why = "no outcome within sale_reply_deadline";
-            return self
-                .abandon_sale(code, why, abandoned_refusal(code, why))
-                .await;
-        }
-        self.forget_intent(code).await;
-        warn!(merchant_unique_code = %code, "sale {code} not sent: the payment API could not be reached within sale_reply_deadline; nothing was created");
-        refused(Refusal::ApiUnavailable(
-            "the payment API could not be reached within sale_reply_deadline; no payment was created".into(),
-        ))
     }
 
     /// Sends the sale and settles its outcome. A request that was provably not sent (no
@@ -563,9 +549,7 @@ impl Core {
         let key = code.to_string();
         if maybe_sent.load(Ordering::Relaxed) {
             match self.resolve_sale(code, since).await {
-                Resolution::Found(id) => {
-                    return Settled::Outcome(self.sale_started(code, id).await)
-                }
+                Resolution::Found(id) => return Settled::Created(id),
                 Resolution::Absent => maybe_sent.store(false, Ordering::Relaxed),
                 Resolution::Rejected(rejection) => return Settled::Rejected(rejection),
                 Resolution::Unknown => return Settled::Stopping,
@@ -583,12 +567,7 @@ impl Core {
             }
             maybe_sent.store(true, Ordering::Relaxed);
             let error = match self.client.sale(&request).await {
-                Ok(accepted) => {
-                    return Settled::Outcome(
-                        self.sale_started(code, accepted.payment_request_id.to_string())
-                            .await,
-                    )
-                }
+                Ok(accepted) => return Settled::Created(accepted.payment_request_id.to_string()),
                 Err(error) => error,
             };
             if let Some(rejection) = error.agent_rejection() {
@@ -630,9 +609,7 @@ impl Core {
             unknown_sends_left -= 1;
             warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
-                Resolution::Found(id) => {
-                    return Settled::Outcome(self.sale_started(code, id).await)
-                }
+                Resolution::Found(id) => return Settled::Created(id),
                 Resolution::Absent if unknown_sends_left > 0 => {
                     maybe_sent.store(false, Ordering::Relaxed);
                 }
@@ -828,14 +805,6 @@ impl Core {
                 )))
             }
         }
-    }
-
-    /// The PaymentRequestId of a started sale (durable or still being written).
-    fn started_id(&self, key: &str) -> Option<String> {
-        self.with_store(|s| match s.sale(key).map(|sale| &sale.stage) {
-            Some(SaleStage::Started { payment_request_id }) => Some(payment_request_id.clone()),
-            _ => None,
-        })
     }
 
     async fn forget_intent(&self, code: Uuid) {
@@ -1376,6 +1345,8 @@ fn refused(refusal: Refusal) -> SaleOutcome {
 /// How [`Core::send_sale`] ended: with the sale's outcome, cut short by the shutdown, or with
 /// the outcome unknown because the API refuses the agent itself.
 enum Settled {
+    /// The API holds the sale's payment: its id is recorded, whatever the deadline.
+    Created(String),
     Outcome(SaleOutcome),
     Stopping,
     Rejected(AgentRejection),
