@@ -34,6 +34,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// `[paywall]`: where the payment API is and how to authenticate. The four keys may also come
@@ -236,6 +238,27 @@ impl Default for LogConfig {
     }
 }
 
+/// `[metrics]`: the counters and gauges (docs/operations.md, "Metrics"). `pos-agent metrics`
+/// always reads them over the control socket; `textfile`, when set, is also rewritten every
+/// `interval` for node_exporter's textfile collector. The agent opens no listening port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default)]
+    pub textfile: Option<PathBuf>,
+    #[serde(default = "defaults::metrics_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            textfile: None,
+            interval: defaults::metrics_interval(),
+        }
+    }
+}
+
 /// The spec's defaults, named so serde and the `Default` impls share them.
 pub mod defaults {
     use super::*;
@@ -290,6 +313,9 @@ pub mod defaults {
     }
     pub fn log_level() -> String {
         "info".to_owned()
+    }
+    pub fn metrics_interval() -> Duration {
+        Duration::from_secs(15)
     }
 }
 
@@ -1308,6 +1334,25 @@ impl Config {
             "must be 1 or more",
         );
 
+        // [metrics]
+        if let Some(textfile) = &self.metrics.textfile {
+            check(
+                textfile.is_absolute(),
+                "metrics.textfile",
+                "must be an absolute path",
+            );
+            check(
+                textfile.extension().is_some_and(|e| e == "prom"),
+                "metrics.textfile",
+                "must end with .prom (node_exporter's textfile collector reads only those)",
+            );
+        }
+        check(
+            self.metrics.interval >= Duration::from_secs(1),
+            "metrics.interval",
+            "must be at least 1s",
+        );
+
         // [log]
         if self.log.level.trim().is_empty() {
             check(
@@ -1558,6 +1603,13 @@ pub fn render_effective(config: &Config) -> String {
 
     out.section("log");
     out.string("level", &config.log.level);
+
+    out.section("metrics");
+    match &config.metrics.textfile {
+        Some(textfile) => out.string("textfile", &textfile.to_string_lossy()),
+        None => out.comment("textfile is not set: `pos-agent metrics` only"),
+    }
+    out.duration("interval", config.metrics.interval);
     out.text
 }
 

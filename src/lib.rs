@@ -8,6 +8,7 @@ pub mod control;
 #[cfg(feature = "simulators")]
 pub mod demo;
 pub mod logging;
+pub mod metrics;
 pub mod paywall;
 pub mod retry;
 pub mod serial;

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use pos_agent::control::{
     self, AbandonedSaleView, CancelFailure, CancelReason, CancelReport, CancelTarget,
     ConnectionReport, ConnectionState, ControlCall, ControlError, ControlErrorKind, ControlReply,
-    ControlRequest, ControlResponse, DisconnectReport, LinkState, PendingPaymentView,
-    PendingReport, StatusReport, UnlinkReport,
+    ControlRequest, ControlResponse, DisconnectReport, LinkState, MetricsReport,
+    PendingPaymentView, PendingReport, StatusReport, UnlinkReport,
 };
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -159,6 +159,8 @@ fn status() -> StatusReport {
         terminal_link: LinkState::Up,
         pending: pending(),
         abandoned: vec![],
+        terminal_last_answered: Some("2026-11-21T13:17:05Z".into()),
+        api_last_answered: None,
     }
 }
 
@@ -200,6 +202,8 @@ fn status_json_prints_exactly_the_documented_object() {
             "connection": "connected",
             "terminal_link": "up",
             "abandoned": [],
+            "terminal_last_answered": "2026-11-21T13:17:05Z",
+            "api_last_answered": null,
             "pending": [
                 {"payment_request_id": PAYMENT, "merchant_unique_code": "order-1001",
                  "amount_minor": 1250, "since": "2026-11-21T13:16:40Z",
@@ -656,5 +660,26 @@ fn an_answer_to_another_command_is_not_taken_for_this_one() {
         stderr(&output).contains("asked `cancel`"),
         "{}",
         stderr(&output)
+    );
+}
+
+#[test]
+fn metrics_prints_the_exposition_as_it_came_and_json_wraps_it() {
+    let exposition =
+        "# TYPE pos_agent_sales_started counter\npos_agent_sales_started_total 3\n# EOF\n";
+    let daemon = FakeDaemon::answering(
+        ControlReply::Metrics(MetricsReport {
+            openmetrics: exposition.into(),
+        })
+        .into(),
+    );
+    let output = daemon.run(&["metrics"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), exposition);
+    let output = daemon.run(&["metrics", "--json"]);
+    assert_eq!(json_stdout(&output), json!({ "openmetrics": exposition }));
+    assert_eq!(
+        daemon.received(),
+        vec![ControlRequest::Metrics, ControlRequest::Metrics]
     );
 }

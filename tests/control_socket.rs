@@ -30,6 +30,8 @@ fn status_report() -> StatusReport {
         terminal_link: LinkState::Up,
         pending: vec![],
         abandoned: vec![],
+        terminal_last_answered: None,
+        api_last_answered: None,
     }
 }
 

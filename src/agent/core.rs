@@ -18,6 +18,7 @@ use crate::control::{
     rfc3339, AbandonedSaleView, ConnectionState, ControlError, ControlErrorKind,
     PendingPaymentView, RejectionView,
 };
+use crate::metrics::{CancelOutcome, METRICS};
 use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest, TerminalRef};
 use crate::retry::RetryPolicy;
 use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
@@ -622,6 +623,7 @@ impl Core {
             .await
         {
             Ok(()) => {
+                METRICS.sales_abandoned.inc();
                 warn!(merchant_unique_code = %code, "sale {code} abandoned: {why}; the terminal is told it failed, and a payment that turns up is cancelled");
                 let core = Arc::clone(self);
                 tokio::spawn(async move { core.settle_abandoned(code).await });
@@ -972,7 +974,21 @@ impl Core {
                 "{id} is not a PaymentRequestId (a GUID)"
             )));
         };
-        match self.client.cancel(payment_request_id).await {
+        let sent = self.client.cancel(payment_request_id).await;
+        METRICS.cancel(
+            reason as usize,
+            match &sent {
+                Ok(_) => CancelOutcome::Confirmed,
+                Err(error)
+                    if error.agent_rejection().is_none()
+                        && (error.is_rejection() || is_answered_refusal(error)) =>
+                {
+                    CancelOutcome::Refused
+                }
+                Err(_) => CancelOutcome::Unconfirmed,
+            },
+        );
+        match sent {
             Ok(_) => {
                 match durability {
                     Durability::Immediate => {

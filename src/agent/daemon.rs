@@ -4,7 +4,7 @@
 //! (API calls, terminal replies, operator commands) runs in its own task, so the loop keeps
 //! petting the watchdog and answering signals whatever the payment API does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,8 +20,9 @@ use crate::config;
 use crate::control::{
     self, ApmAccount, CancelFailure, CancelReport, CancelTarget, ConnectionReport, ConnectionState,
     ControlCall, ControlReply, ControlRequest, ControlResponse, DisconnectReport, LinkState,
-    PendingReport, StatusReport, UnlinkReport,
+    MetricsReport, PendingReport, StatusReport, UnlinkReport,
 };
+use crate::metrics::{self, METRICS};
 use crate::paywall::{ApmTarget, PaywallClient};
 use crate::serial::message::{AgentRequest, AgentState, PaymentOutcome, Reply, TerminalRequest};
 use crate::serial::{self, IncomingRequest, LinkEvent};
@@ -47,6 +48,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
         return ExitCode::from(exit::CONFIG);
     }
 
+    crate::metrics::mark_start();
     let state_dir = config.state_directory(&env);
     let store = match StateStore::open(&state_dir) {
         Ok(store) => store,
@@ -103,6 +105,13 @@ pub async fn run(config_path: &Path) -> ExitCode {
     tokio::spawn(control::serve(listener, calls, std::future::pending()));
 
     tokio::spawn(connection::maintain(Arc::clone(&core)));
+    if let Some(textfile) = config.metrics.textfile.clone() {
+        tokio::spawn(write_metrics_textfile(
+            Arc::clone(&core),
+            textfile,
+            config.metrics.interval,
+        ));
+    }
     let notifier = systemd::Notifier::start();
     notifier.ready();
     info!(
@@ -238,7 +247,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
             _ = events.interrupts.recv() => return interrupted(core).await,
             Some(call) = events.control_calls.recv() => {
                 let response = match call.request {
-                    request @ (ControlRequest::Status | ControlRequest::Pending) => handle_control(core, request).await,
+                    request @ (ControlRequest::Status | ControlRequest::Pending | ControlRequest::Metrics) => handle_control(core, request).await,
                     _ => ControlResponse::error(Refusal::Busy.to_control_error()),
                 };
                 let _ = call.reply.send(response);
@@ -334,13 +343,19 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
     let reply = match request.request().clone() {
         TerminalRequest::Sale(order) => {
             let merchant_unique_code = order.merchant_unique_code;
-            match core.sale(order).await {
+            let reply = match core.sale(order).await {
                 SaleOutcome::Started { payment_request_id } => Reply::SaleStarted {
                     payment_request_id,
                     merchant_unique_code,
                 },
                 SaleOutcome::Refused(refusal) => refusal.to_reply(),
+            };
+            match &reply {
+                Reply::SaleStarted { .. } => METRICS.sales_started.inc(),
+                Reply::Error { code, .. } => METRICS.sale_refused(*code as usize),
+                _ => {}
             }
+            reply
         }
         TerminalRequest::PaymentStarted { payment_request_id } => {
             match core.track_elsewhere(&payment_request_id).await {
@@ -392,6 +407,9 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
 async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlResponse {
     let reply = match request {
         ControlRequest::Status => Ok(ControlReply::Status(status_report(core))),
+        ControlRequest::Metrics => Ok(ControlReply::Metrics(MetricsReport {
+            openmetrics: metrics::render(&gauges(core), metrics::Format::OpenMetrics),
+        })),
         ControlRequest::Pending => Ok(ControlReply::Pending(PendingReport {
             pending: core.pending_views(),
             abandoned: core.abandoned_views(),
@@ -491,5 +509,48 @@ fn status_report(core: &Core) -> StatusReport {
         },
         pending: core.pending_views(),
         abandoned: core.abandoned_views(),
+        terminal_last_answered: METRICS.terminal_last_answered().map(control::rfc3339),
+        api_last_answered: METRICS.api_last_answered().map(control::rfc3339),
+    }
+}
+
+/// `[metrics] textfile`: rewritten every `interval` while the agent runs. A failure is logged
+/// once, and so is the recovery.
+async fn write_metrics_textfile(core: Arc<Core>, path: PathBuf, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        let text = metrics::render(&gauges(&core), metrics::Format::Prometheus);
+        let target = path.clone();
+        let written =
+            tokio::task::spawn_blocking(move || metrics::write_textfile(&target, &text)).await;
+        let shown = path.display();
+        match written {
+            Ok(Ok(())) if failing => {
+                failing = false;
+                info!("metrics textfile {shown} written again");
+            }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                warn!(
+                    "cannot write the metrics textfile {shown}: {e}; retrying every {interval:?}"
+                );
+            }
+            Ok(Err(_)) => {}
+            Err(e) => warn!("the metrics textfile writer failed: {e}"),
+        }
+    }
+}
+
+/// What the metrics need from the daemon at the moment of the exposition.
+pub(crate) fn gauges(core: &Core) -> metrics::Gauges {
+    metrics::Gauges {
+        pending: core.pending_count(),
+        abandoned: core.abandoned_views().len(),
+        connected: core.connection_state() == ConnectionState::Connected,
+        link_up: core.link().state() == serial::LinkState::Up,
     }
 }
