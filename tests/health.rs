@@ -2,9 +2,9 @@
 //! healthy once connected with the terminal link up, unhealthy with the reason on one line and
 //! the documented exit code when the payment API cannot be reached or no daemon answers.
 
-mod common;
+mod support;
 
-use common::daemon::{Agent, Setup};
+use support::daemon::{Agent, Setup};
 use pos_agent::simulator::api::{ApiSimulator, SimulatorOptions};
 
 #[tokio::test]
@@ -50,7 +50,7 @@ async fn an_unreachable_api_is_unhealthy_with_the_reason_on_one_line_and_exit_75
 #[test]
 fn no_daemon_is_unhealthy_with_exit_69() {
     let dir = tempfile::tempdir().unwrap();
-    let output = common::pos_agent()
+    let output = support::pos_agent()
         .args(["check-health", "--socket"])
         .arg(dir.path().join("control.sock"))
         .output()

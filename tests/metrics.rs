@@ -3,13 +3,14 @@
 //! `prometheus_client`), the `[metrics] textfile` read with its Prometheus text parser as
 //! node_exporter's textfile collector would, and `status --json`'s last-answered times.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::daemon::{Agent, Setup, WAIT};
+use support::daemon::{Agent, Setup};
+use support::WAIT;
 use pos_agent::serial::message::{ErrorCode, Reply};
 use serde_json::Value;
 use uuid::Uuid;
