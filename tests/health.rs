@@ -4,8 +4,8 @@
 
 mod support;
 
-use support::daemon::{Agent, Setup};
 use pos_agent::simulator::api::{ApiSimulator, SimulatorOptions};
+use support::daemon::{Agent, Setup};
 
 #[tokio::test]
 async fn a_connected_agent_with_its_terminal_is_healthy() {

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use support::daemon::{Agent, Setup};
-use support::WAIT;
 use pos_agent::serial::message::{ErrorCode, Reply};
 use serde_json::Value;
+use support::daemon::{Agent, Setup};
+use support::WAIT;
 use uuid::Uuid;
 
 /// Debian's Python, where `apt-get install python3-prometheus-client` puts the parser (.ci/run
