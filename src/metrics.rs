@@ -333,7 +333,11 @@ impl Exposition {
         let _ = writeln!(self.text, "# TYPE {name}{suffix} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.sample_text(name, labels, &value.to_string());
+    }
+
+    fn sample_text(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
         self.text.push_str(name);
         if !labels.is_empty() {
             self.text.push('{');
@@ -354,7 +358,9 @@ impl Exposition {
             }
             self.text.push('}');
         }
-        let _ = writeln!(self.text, " {value}");
+        self.text.push(' ');
+        self.text.push_str(value);
+        self.text.push('\n');
     }
 
     fn counter(&mut self, name: &str, help: &str, value: u64) {
@@ -362,9 +368,14 @@ impl Exposition {
         self.sample(&format!("{name}_total"), &[], value);
     }
 
-    fn gauge(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
+    fn gauge(&mut self, name: &str, help: &str, value: u64) {
         self.family(name, Kind::Gauge, help);
         self.sample(name, &[], value);
+    }
+
+    fn gauge_text(&mut self, name: &str, help: &str, value: &str) {
+        self.family(name, Kind::Gauge, help);
+        self.sample_text(name, &[], value);
     }
 
     fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram) {
@@ -380,16 +391,27 @@ impl Exposition {
         let count = histogram.count();
         self.sample(&bucket, &[("le", "+Inf")], count.max(cumulative));
         self.sample(&format!("{name}_count"), &[], count.max(cumulative));
-        let sum = histogram.sum_us.load(Relaxed) as f64 / 1e6;
-        self.sample(&format!("{name}_sum"), &[], sum);
+        let sum = decimal(histogram.sum_us.load(Relaxed), 1_000_000);
+        self.sample_text(&format!("{name}_sum"), &[], &sum);
     }
 
     fn timestamp(&mut self, name: &str, help: &str, time: Option<SystemTime>) {
         if let Some(time) = time {
-            let seconds = unix_ms(time) as f64 / 1e3;
-            self.gauge(name, help, seconds);
+            self.gauge_text(name, help, &decimal(unix_ms(time), 1_000));
         }
     }
+}
+
+/// `units` of `per_second` as decimal seconds (`1234567` µs → `1.234567`), in integers only:
+/// float formatting would cost the terminal's binary more than this.
+fn decimal(units: u64, per_second: u64) -> String {
+    let digits = per_second.ilog10() as usize;
+    format!(
+        "{}.{:0digits$}",
+        units / per_second,
+        units % per_second,
+        digits = digits
+    )
 }
 
 /// The whole exposition: every counter of [`METRICS`] and the daemon's `gauges`.
@@ -405,31 +427,33 @@ pub fn render(gauges: &Gauges, format: Format) -> String {
         &[("version", env!("CARGO_PKG_VERSION"))],
         1,
     );
-    let uptime = STARTED.get().map_or(0.0, |s| s.elapsed().as_secs_f64());
-    out.gauge(
+    let uptime_us = STARTED.get().map_or(0, |s| {
+        u64::try_from(s.elapsed().as_micros()).unwrap_or(u64::MAX)
+    });
+    out.gauge_text(
         "pos_agent_uptime_seconds",
         "Seconds since the agent started.",
-        uptime,
+        &decimal(uptime_us, 1_000_000),
     );
     out.gauge(
         "pos_agent_pending_payments",
         "Payments pending here (started, not final).",
-        gauges.pending,
+        gauges.pending as u64,
     );
     out.gauge(
         "pos_agent_abandoned_sales",
         "Sales the terminal was told failed whose outcome is still being settled.",
-        gauges.abandoned,
+        gauges.abandoned as u64,
     );
     out.gauge(
         "pos_agent_connection_up",
         "1 while the payment API connection is connected.",
-        u8::from(gauges.connected),
+        u64::from(gauges.connected),
     );
     out.gauge(
         "pos_agent_terminal_link_up",
         "1 while the serial link to the terminal is up.",
-        u8::from(gauges.link_up),
+        u64::from(gauges.link_up),
     );
     out.timestamp(
         "pos_agent_terminal_last_answer_timestamp_seconds",
@@ -619,6 +643,13 @@ mod tests {
         for (bound, le) in STATE_BOUNDS_US.iter().zip(STATE_LE) {
             assert_eq!(*bound as f64 / 1e6, le.parse::<f64>().unwrap());
         }
+    }
+
+    #[test]
+    fn seconds_are_written_as_decimals_without_floats() {
+        assert_eq!(decimal(1_234_567, 1_000_000), "1.234567");
+        assert_eq!(decimal(5, 1_000_000), "0.000005");
+        assert_eq!(decimal(1_764_551_234_007, 1_000), "1764551234.007");
     }
 
     #[test]
