@@ -106,11 +106,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
 
     tokio::spawn(connection::maintain(Arc::clone(&core)));
     if let Some(textfile) = config.metrics.textfile.clone() {
-        tokio::spawn(write_metrics_textfile(
-            Arc::clone(&core),
-            textfile,
-            config.metrics.interval,
-        ));
+        start_metrics_textfile(Arc::clone(&core), textfile, config.metrics.interval);
     }
     let notifier = systemd::Notifier::start();
     notifier.ready();
@@ -514,34 +510,35 @@ fn status_report(core: &Core) -> StatusReport {
     }
 }
 
-/// `[metrics] textfile`: rewritten every `interval` while the agent runs. A failure is logged
-/// once, and so is the recovery.
-async fn write_metrics_textfile(core: Arc<Core>, path: PathBuf, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        ticks.tick().await;
-        let text = metrics::render(&gauges(&core), metrics::Format::Prometheus);
-        let target = path.clone();
-        let written =
-            tokio::task::spawn_blocking(move || metrics::write_textfile(&target, &text)).await;
-        let shown = path.display();
-        match written {
-            Ok(Ok(())) if failing => {
-                failing = false;
-                info!("metrics textfile {shown} written again");
+/// `[metrics] textfile`: rewritten every `interval` while the agent runs, on a thread of its
+/// own (like the state writer: a slow disk never holds the runtime). A failure is logged once,
+/// and so is the recovery.
+fn start_metrics_textfile(core: Arc<Core>, path: PathBuf, interval: Duration) {
+    let writer = move || {
+        let mut failing = false;
+        loop {
+            let text = metrics::render(&gauges(&core), metrics::Format::Prometheus);
+            let shown = path.display();
+            match metrics::write_textfile(&path, &text) {
+                Ok(()) if failing => {
+                    failing = false;
+                    info!("metrics textfile {shown} written again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    warn!("cannot write the metrics textfile {shown}: {e}; retrying every {interval:?}");
+                }
+                Err(_) => {}
             }
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if !failing => {
-                failing = true;
-                warn!(
-                    "cannot write the metrics textfile {shown}: {e}; retrying every {interval:?}"
-                );
-            }
-            Ok(Err(_)) => {}
-            Err(e) => warn!("the metrics textfile writer failed: {e}"),
+            std::thread::sleep(interval);
         }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("metrics-textfile".into())
+        .spawn(writer)
+    {
+        warn!("cannot start the metrics textfile writer: {e}");
     }
 }
 
