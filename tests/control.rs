@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use pos_agent::control::{
     self, AbandonedSaleView, CancelFailure, CancelReason, CancelReport, CancelTarget,
     ConnectionReport, ConnectionState, ControlCall, ControlError, ControlErrorKind, ControlReply,
-    ControlRequest, ControlResponse, DisconnectReport, LinkState, MetricsReport,
-    PendingPaymentView, PendingReport, StatusReport, UnlinkReport,
+    ControlRequest, ControlResponse, DisconnectReport, LinkState, PendingPaymentView,
+    PendingReport, StatusReport, UnlinkReport,
 };
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -667,17 +667,12 @@ fn an_answer_to_another_command_is_not_taken_for_this_one() {
 fn metrics_prints_the_exposition_as_it_came_and_json_wraps_it() {
     let exposition =
         "# TYPE pos_agent_sales_started counter\npos_agent_sales_started_total 3\n# EOF\n";
-    let daemon = FakeDaemon::answering(
-        ControlReply::Metrics(MetricsReport {
-            openmetrics: exposition.into(),
-        })
-        .into(),
-    );
+    let daemon = FakeDaemon::answering(ControlReply::Metrics(exposition.into()).into());
     let output = daemon.run(&["metrics"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(stdout(&output), exposition);
     let output = daemon.run(&["metrics", "--json"]);
-    assert_eq!(json_stdout(&output), json!({ "openmetrics": exposition }));
+    assert_eq!(json_stdout(&output), json!(exposition));
     assert_eq!(
         daemon.received(),
         vec![ControlRequest::Metrics, ControlRequest::Metrics]

@@ -20,7 +20,7 @@ use crate::config;
 use crate::control::{
     self, ApmAccount, CancelFailure, CancelReport, CancelTarget, ConnectionReport, ConnectionState,
     ControlCall, ControlReply, ControlRequest, ControlResponse, DisconnectReport, LinkState,
-    MetricsReport, PendingReport, StatusReport, UnlinkReport,
+    PendingReport, StatusReport, UnlinkReport,
 };
 use crate::metrics::{self, METRICS};
 use crate::paywall::{ApmTarget, PaywallClient};
@@ -403,9 +403,10 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
 async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlResponse {
     let reply = match request {
         ControlRequest::Status => Ok(ControlReply::Status(status_report(core))),
-        ControlRequest::Metrics => Ok(ControlReply::Metrics(MetricsReport {
-            openmetrics: metrics::render(&gauges(core), metrics::Format::OpenMetrics),
-        })),
+        ControlRequest::Metrics => Ok(ControlReply::Metrics(metrics::render(
+            &gauges(core),
+            metrics::Format::OpenMetrics,
+        ))),
         ControlRequest::Pending => Ok(ControlReply::Pending(PendingReport {
             pending: core.pending_views(),
             abandoned: core.abandoned_views(),

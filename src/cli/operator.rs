@@ -275,7 +275,7 @@ fn reply_payload(reply: &ControlReply) -> serde_json::Value {
         ControlReply::ApmUnlink(report)
         | ControlReply::MasterpassUnlink(report)
         | ControlReply::CheckoutDeactivate(report) => serde_json::to_value(report),
-        ControlReply::Metrics(report) => serde_json::to_value(report),
+        ControlReply::Metrics(text) => Ok(serde_json::Value::String(text.clone())),
     };
     value.unwrap_or(serde_json::Value::Null)
 }
@@ -337,7 +337,7 @@ fn print_human(reply: &ControlReply) -> anyhow::Result<()> {
         ControlReply::CheckoutDeactivate(report) => {
             unlink_text("checkout page deactivated", report)
         }
-        ControlReply::Metrics(report) => report.openmetrics.clone(),
+        ControlReply::Metrics(text) => text.clone(),
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;

@@ -18,8 +18,8 @@ pub use client::{call, ClientError};
 pub use protocol::{
     rfc3339, AbandonedSaleView, ApmAccount, CancelFailure, CancelReason, CancelReport,
     CancelTarget, ConnectionReport, ConnectionState, ControlError, ControlErrorKind, ControlReply,
-    ControlRequest, ControlResponse, DisconnectReport, LinkState, MetricsReport,
-    PendingPaymentView, PendingReport, RejectionView, StatusReport, UnlinkReport,
+    ControlRequest, ControlResponse, DisconnectReport, LinkState, PendingPaymentView,
+    PendingReport, RejectionView, StatusReport, UnlinkReport,
 };
 pub use server::{adopt, bind, serve, serve_with_limits, ControlCall, ServeLimits, SOCKET_MODE};
 

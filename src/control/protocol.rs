@@ -398,7 +398,9 @@ pub enum ControlReply {
     ApmUnlink(UnlinkReport),
     MasterpassUnlink(UnlinkReport),
     CheckoutDeactivate(UnlinkReport),
-    Metrics(MetricsReport),
+    /// `metrics`: the exposition in the OpenMetrics text format, ending with `# EOF`, as one
+    /// JSON string (a plain string costs the terminal's binary less than a wrapping object).
+    Metrics(String),
 }
 
 impl ControlReply {
@@ -446,13 +448,6 @@ pub struct StatusReport {
     /// not since the agent started.
     #[serde(default)]
     pub api_last_answered: Option<String>,
-}
-
-/// `metrics`: the exposition, ready to print.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetricsReport {
-    /// The counters and gauges in the OpenMetrics text format, ending with `# EOF`.
-    pub openmetrics: String,
 }
 
 /// `pending`: the pending payments and, apart, the abandoned sales still being settled.
