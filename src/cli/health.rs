@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{exit, operator, Failure};
-use crate::control::{self, ClientError, ConnectionState, ControlReply, ControlRequest, LinkState};
+use crate::agent::ConnectionState;
+use crate::control::{self, ClientError, ControlReply, ControlRequest, TerminalLinkStatus};
 
 /// How often `status` is asked while waiting.
 const POLL: Duration = Duration::from_millis(500);
@@ -110,7 +111,8 @@ async fn check(socket: &Path) -> Result<String, Unhealthy> {
             },
         )),
     };
-    let link = (status.terminal_link != LinkState::Up).then(|| "terminal link down".to_owned());
+    let link =
+        (status.terminal_link != TerminalLinkStatus::Up).then(|| "terminal link down".to_owned());
     match (connection, link) {
         (None, None) => Ok(format!(
             "connection connected, terminal link up, {} pending",
