@@ -1,5 +1,5 @@
 //! The configuration (docs/configuration.md): the file's schema (one struct per TOML
-//! section, strict, with the spec's defaults), loading it with the `config` crate together with
+//! section, strict, with the documented defaults), loading it with the `config` crate together with
 //! `POS_AGENT__SECTION__KEY` environment overrides and systemd credentials, validating it, and
 //! rendering the effective configuration for `check-config` with every secret redacted.
 //! The API client, the serial port and the agent take their settings straight from these types.
