@@ -32,11 +32,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The name the agent's lines carry in the journal (`SYSLOG_IDENTIFIER=`, `journalctl -t`).
-pub const SYSLOG_IDENTIFIER: &str = "pos-agent";
+pub(crate) const SYSLOG_IDENTIFIER: &str = "pos-agent";
 
 /// Where [`init`] sent the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogDestination {
+pub(crate) enum LogDestination {
     /// journald's native protocol, with structured fields.
     Journald,
     /// Text lines on stderr (with colours only when stderr is a terminal).
@@ -48,7 +48,7 @@ pub enum LogDestination {
 
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum LoggingError {
+pub(crate) enum LoggingError {
     /// `RUST_LOG` is set but is not a valid filter.
     #[error("RUST_LOG is not a valid log filter: {0}")]
     InvalidRustLog(String),
@@ -64,7 +64,7 @@ pub enum LoggingError {
 /// and not empty, else `level_from_config` (`[log] level`, e.g. `"info"` or
 /// `"info,pos_agent::serial=debug"`); lines go to journald when `$JOURNAL_STREAM` names this
 /// process's stderr, else to stderr.
-pub fn init(level_from_config: &str) -> Result<LogDestination, LoggingError> {
+pub(crate) fn init(level_from_config: &str) -> Result<LogDestination, LoggingError> {
     let filter = filter(std::env::var("RUST_LOG").ok().as_deref(), level_from_config)?;
     let stderr_is_the_journal = stderr_identity().is_some_and(|(dev, ino)| {
         journal_stream_names(std::env::var("JOURNAL_STREAM").ok().as_deref(), dev, ino)
@@ -99,7 +99,7 @@ pub fn init(level_from_config: &str) -> Result<LogDestination, LoggingError> {
 /// Whether `$JOURNAL_STREAM` (`"<device>:<inode>"`, both decimal, as systemd sets it) names the
 /// file whose `fstat` gives `stderr_device` and `stderr_inode`. systemd.exec(5) asks services to
 /// compare both, since stderr may have been redirected after systemd set the variable.
-pub fn journal_stream_names(
+pub(crate) fn journal_stream_names(
     journal_stream: Option<&str>,
     stderr_device: u64,
     stderr_inode: u64,
@@ -126,7 +126,7 @@ fn filter(rust_log: Option<&str>, level_from_config: &str) -> Result<Targets, Lo
 /// A log filter as `[log] level` and `RUST_LOG` give it: a default level and/or
 /// `target=level` pairs, comma-separated (`"info"`, `"warn,pos_agent::serial=debug"`). The
 /// `tracing_subscriber` `Targets` syntax: no regular expressions, which keeps the binary small.
-pub fn parse_filter(text: &str) -> Result<Targets, String> {
+pub(crate) fn parse_filter(text: &str) -> Result<Targets, String> {
     text.trim().parse::<Targets>().map_err(|e| e.to_string())
 }
 

@@ -13,21 +13,21 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 /// A monotonically increasing count.
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
     #[allow(clippy::declare_interior_mutable_const)]
     const ZERO: Counter = Counter::new();
 
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self(AtomicU64::new(0))
     }
 
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Relaxed);
     }
 
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
 }
@@ -39,7 +39,7 @@ impl Default for Counter {
 }
 
 /// Durations counted into fixed buckets (upper bounds in microseconds), with their sum.
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// Upper bounds, microseconds, ascending; `LE` holds the same bounds as label values.
     bounds_us: &'static [u64],
     le: &'static [&'static str],
@@ -63,7 +63,7 @@ impl Histogram {
         }
     }
 
-    pub fn observe(&self, duration: Duration) {
+    pub(crate) fn observe(&self, duration: Duration) {
         let us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         let bucket = self
             .bounds_us
@@ -75,7 +75,7 @@ impl Histogram {
         self.sum_us.fetch_add(us, Relaxed);
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.get()
     }
 }
@@ -98,7 +98,7 @@ const STATE_LE: [&str; 10] = [
 
 /// The `code` label of refused sales: the terminal's `error` codes
 /// (docs/serial-protocol.md §3), in the order of [`crate::serial::ErrorCode`].
-pub const REFUSAL_CODES: [&str; 6] = [
+pub(crate) const REFUSAL_CODES: [&str; 6] = [
     "invalid_request",
     "busy",
     "not_connected",
@@ -108,11 +108,12 @@ pub const REFUSAL_CODES: [&str; 6] = [
 ];
 
 /// The `reason` label of cancels, in the order of [`crate::state::CancelReason`].
-pub const CANCEL_REASONS: [&str; 5] = ["operator", "terminal", "shutdown", "timeout", "abandoned"];
+pub(crate) const CANCEL_REASONS: [&str; 5] =
+    ["operator", "terminal", "shutdown", "timeout", "abandoned"];
 
 /// The `outcome` label of cancels sent to the payment API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelOutcome {
+pub(crate) enum CancelOutcome {
     /// The API confirmed the cancel.
     Confirmed = 0,
     /// The API refused it (the payment final there, or another refusal).
@@ -124,7 +125,7 @@ const CANCEL_OUTCOMES: [&str; 3] = ["confirmed", "refused", "unconfirmed"];
 
 /// The `outcome` label of payment API requests (each attempt counts, retries included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiOutcome {
+pub(crate) enum ApiOutcome {
     /// A 2xx answer whose envelope says the request succeeded.
     Ok = 0,
     /// A 2xx answer whose envelope refuses the request.
@@ -152,7 +153,7 @@ const API_OUTCOMES: [&str; 7] = [
 
 /// The `operation` label of payment API requests, in the order of
 /// [`crate::paywall::Endpoint::ALL`].
-pub const API_OPERATIONS: [&str; 15] = [
+pub(crate) const API_OPERATIONS: [&str; 15] = [
     "establish_connection",
     "connection_detail",
     "connection_list",
@@ -171,26 +172,26 @@ pub const API_OPERATIONS: [&str; 15] = [
 ];
 
 /// Every counter of the agent (see the module header).
-pub struct Metrics {
-    pub sales_started: Counter,
-    pub sales_refused: [Counter; REFUSAL_CODES.len()],
-    pub sales_abandoned: Counter,
+pub(crate) struct Metrics {
+    pub(crate) sales_started: Counter,
+    pub(crate) sales_refused: [Counter; REFUSAL_CODES.len()],
+    pub(crate) sales_abandoned: Counter,
     cancels: [[Counter; CANCEL_OUTCOMES.len()]; CANCEL_REASONS.len()],
     api_requests: [[Counter; API_OUTCOMES.len()]; API_OPERATIONS.len()],
-    pub api_latency: Histogram,
+    pub(crate) api_latency: Histogram,
     /// Unix milliseconds of the last HTTP answer below 500 from the payment API; 0: never.
     api_answered_ms: AtomicU64,
-    pub serial_frames_received: Counter,
-    pub serial_frames_sent: Counter,
+    pub(crate) serial_frames_received: Counter,
+    pub(crate) serial_frames_sent: Counter,
     /// NAKs the agent sent for bad frames from the terminal.
-    pub serial_naks_sent: Counter,
+    pub(crate) serial_naks_sent: Counter,
     /// NAKs the terminal sent for the agent's frames.
-    pub serial_naks_received: Counter,
-    pub serial_resends: Counter,
+    pub(crate) serial_naks_received: Counter,
+    pub(crate) serial_resends: Counter,
     /// Unix milliseconds of the last frame or ACK from the terminal; 0: never.
     terminal_answered_ms: AtomicU64,
-    pub state_commit: Histogram,
-    pub state_write_errors: Counter,
+    pub(crate) state_commit: Histogram,
+    pub(crate) state_write_errors: Counter,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -199,7 +200,7 @@ const CANCEL_ROW: [Counter; CANCEL_OUTCOMES.len()] = [Counter::ZERO; CANCEL_OUTC
 const API_ROW: [Counter; API_OUTCOMES.len()] = [Counter::ZERO; API_OUTCOMES.len()];
 
 /// The agent's metrics.
-pub static METRICS: Metrics = Metrics {
+pub(crate) static METRICS: Metrics = Metrics {
     sales_started: Counter::new(),
     sales_refused: [Counter::ZERO; REFUSAL_CODES.len()],
     sales_abandoned: Counter::new(),
@@ -220,7 +221,7 @@ pub static METRICS: Metrics = Metrics {
 static STARTED: OnceLock<Instant> = OnceLock::new();
 
 /// Marks the start of the process for `pos_agent_uptime_seconds` (the first call counts).
-pub fn mark_start() {
+pub(crate) fn mark_start() {
     STARTED.get_or_init(Instant::now);
 }
 
@@ -235,7 +236,7 @@ fn time_of(ms: u64) -> Option<SystemTime> {
 
 impl Metrics {
     /// One payment API request: its operation (index in [`API_OPERATIONS`]), outcome and time.
-    pub fn api_request(&self, operation: usize, outcome: ApiOutcome, elapsed: Duration) {
+    pub(crate) fn api_request(&self, operation: usize, outcome: ApiOutcome, elapsed: Duration) {
         if let Some(row) = self.api_requests.get(operation) {
             row[outcome as usize].inc();
         }
@@ -249,55 +250,49 @@ impl Metrics {
         }
     }
 
-    pub fn api_requests(&self, operation: usize, outcome: ApiOutcome) -> u64 {
-        self.api_requests
-            .get(operation)
-            .map_or(0, |row| row[outcome as usize].get())
-    }
-
     /// One cancel sent to the payment API, by reason (index in [`CANCEL_REASONS`]).
-    pub fn cancel(&self, reason: usize, outcome: CancelOutcome) {
+    pub(crate) fn cancel(&self, reason: usize, outcome: CancelOutcome) {
         if let Some(row) = self.cancels.get(reason) {
             row[outcome as usize].inc();
         }
     }
 
     /// A sale refused with the terminal's error code (index in [`REFUSAL_CODES`]).
-    pub fn sale_refused(&self, code: usize) {
+    pub(crate) fn sale_refused(&self, code: usize) {
         if let Some(counter) = self.sales_refused.get(code) {
             counter.inc();
         }
     }
 
     /// The terminal sent a frame or an ACK.
-    pub fn terminal_answered(&self) {
+    pub(crate) fn terminal_answered(&self) {
         self.terminal_answered_ms
             .store(unix_ms(SystemTime::now()), Relaxed);
     }
 
     /// When the terminal last sent a frame or an ACK.
-    pub fn terminal_last_answered(&self) -> Option<SystemTime> {
+    pub(crate) fn terminal_last_answered(&self) -> Option<SystemTime> {
         time_of(self.terminal_answered_ms.load(Relaxed))
     }
 
     /// When the payment API last answered (an HTTP status below 500).
-    pub fn api_last_answered(&self) -> Option<SystemTime> {
+    pub(crate) fn api_last_answered(&self) -> Option<SystemTime> {
         time_of(self.api_answered_ms.load(Relaxed))
     }
 }
 
 /// What only the daemon knows at the moment of the exposition.
 #[derive(Debug, Clone, Default)]
-pub struct Gauges {
-    pub pending: usize,
-    pub abandoned: usize,
-    pub connected: bool,
-    pub link_up: bool,
+pub(crate) struct Gauges {
+    pub(crate) pending: usize,
+    pub(crate) abandoned: usize,
+    pub(crate) connected: bool,
+    pub(crate) link_up: bool,
 }
 
 /// Which text format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// OpenMetrics 1.0 text (`application/openmetrics-text`), ending with `# EOF`.
     OpenMetrics,
     /// The Prometheus text format 0.0.4, which node_exporter's textfile collector reads.
@@ -415,7 +410,7 @@ fn decimal(units: u64, per_second: u64) -> String {
 }
 
 /// The whole exposition: every counter of [`METRICS`] and the daemon's `gauges`.
-pub fn render(gauges: &Gauges, format: Format) -> String {
+pub(crate) fn render(gauges: &Gauges, format: Format) -> String {
     let m = &METRICS;
     let mut out = Exposition {
         text: String::with_capacity(8 * 1024),
@@ -570,7 +565,7 @@ pub fn render(gauges: &Gauges, format: Format) -> String {
 /// Replaces `path` with `text` atomically (a temporary file beside it, then a rename), so that
 /// node_exporter's textfile collector never reads half a file. Readable by all (0644): the
 /// collector runs as another user. Not synced: the file is rewritten every interval anyway.
-pub fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
