@@ -378,7 +378,7 @@ impl Core {
         };
         let attempt = self.send_sale(&order, since, &maybe_sent);
         match tokio::time::timeout_at(deadline, attempt).await {
-            // Recorded past the deadline if need be (by one sync at most): the terminal hears
+            // Recorded past the deadline if need be (by two syncs at most): the terminal hears
             // the id the state keeps, never a failure for a payment that exists.
             Ok(Settled::Created(id)) => self.sale_started(code, id).await,
             Ok(Settled::Outcome(outcome)) => outcome,
