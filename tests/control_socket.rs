@@ -32,6 +32,8 @@ fn status_report() -> StatusReport {
         terminal_link: TerminalLinkStatus::Up,
         pending: vec![],
         abandoned: vec![],
+        terminal_last_answered: None,
+        api_last_answered: None,
     }
 }
 
