@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
@@ -64,6 +65,8 @@ pub(crate) struct Core {
     /// Why the connection could not be brought up, while it is not (shown by `status`).
     connection_problem: Mutex<Option<String>>,
     cancels_in_flight: Mutex<HashSet<String>>,
+    /// Notifications on their way to the terminal; the shutdown waits for them before the exit.
+    notifications: TaskTracker,
     /// Woken whenever something the main loop shows or times (STATUS=, payment timeouts) changed.
     pub changed: Notify,
 }
@@ -87,6 +90,7 @@ impl Core {
             settling: Mutex::new(HashSet::new()),
             connection_problem: Mutex::new(None),
             cancels_in_flight: Mutex::new(HashSet::new()),
+            notifications: TaskTracker::new(),
             changed: Notify::new(),
         })
     }
@@ -964,11 +968,18 @@ impl Core {
     /// there learns the state from `status` when it is back.
     pub(crate) fn tell_terminal(&self, request: AgentRequest) {
         let link = self.link.clone();
-        tokio::spawn(async move {
+        self.notifications.spawn(async move {
             if let Err(e) = link.request(request).await {
                 info!("the terminal did not take a notification: {e}");
             }
         });
+    }
+
+    /// Waits until every notification sent so far was taken or given up by the link (a
+    /// shutdown's `payment_cancelled` must not die with the process).
+    pub(crate) async fn notifications_sent(&self) {
+        self.notifications.close();
+        self.notifications.wait().await;
     }
 
     /// Cancels every pending payment, `concurrency` at a time; returns the ids cancelled and

@@ -272,6 +272,13 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
             _ = core.changed.notified() => {}
         }
     }
+    // The terminal hears what the shutdown cancelled before the process ends, within the deadline.
+    if tokio::time::timeout_at(deadline.deadline(), core.notifications_sent())
+        .await
+        .is_err()
+    {
+        warn!("shutdown deadline reached before the terminal took every notification");
+    }
     core.flush_store().await;
     let pending = core.pending_count();
     info!(pending, "stopped with {pending} pending");
