@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pos_agent::control::{
     self, ConnectionState, ControlCall, ControlErrorKind, ControlReply, ControlRequest,
-    ControlResponse, LinkState, ServeLimits, StatusReport,
+    ControlResponse, LinkState, SerialPortView, ServeLimits, StatusReport,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +28,7 @@ fn status_report() -> StatusReport {
         rejection: None,
         connection_problem: None,
         terminal_link: LinkState::Up,
+        serial_port: SerialPortView::default(),
         pending: vec![],
         abandoned: vec![],
     }

@@ -489,6 +489,7 @@ fn status_report(core: &Core) -> StatusReport {
         } else {
             LinkState::Down
         },
+        serial_port: core.link().port_stats().into(),
         pending: core.pending_views(),
         abandoned: core.abandoned_views(),
     }

@@ -19,7 +19,7 @@ pub use protocol::{
     rfc3339, AbandonedSaleView, ApmAccount, CancelFailure, CancelReason, CancelReport,
     CancelTarget, ConnectionReport, ConnectionState, ControlError, ControlErrorKind, ControlReply,
     ControlRequest, ControlResponse, DisconnectReport, LinkState, PendingPaymentView,
-    PendingReport, RejectionView, StatusReport, UnlinkReport,
+    PendingReport, RejectionView, SerialPortView, StatusReport, UnlinkReport,
 };
 pub use server::{adopt, bind, serve, serve_with_limits, ControlCall, ServeLimits, SOCKET_MODE};
 

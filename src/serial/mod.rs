@@ -17,4 +17,4 @@ pub use link::{
 pub use message::{
     AgentRequest, AgentState, CancelReason, ErrorCode, PaymentOutcome, Reply, Sale, TerminalRequest,
 };
-pub use port::{open_port, spawn_link, spawn_port_link};
+pub use port::{open_port, spawn_link, spawn_port_link, PortError, PortStats};

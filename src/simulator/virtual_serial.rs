@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt, PtyMaster};
 use nix::sys::stat::Mode;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
@@ -38,7 +38,11 @@ fn make_raw<Fd: AsFd>(fd: Fd) -> nix::Result<()> {
 impl VirtualSerial {
     /// Creates a new pair. Must be called within a tokio runtime.
     pub fn open() -> io::Result<Self> {
-        let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY)?;
+        // Close-on-exec from the start: a process spawned meanwhile (the daemon under test,
+        // started by another thread) must not inherit the terminal's end of the line.
+        let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+        // posix_openpt need not honour O_CLOEXEC; F_SETFD makes sure (F_SETFL ignores it).
+        fcntl(&master, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
         grantpt(&master)?;
         unlockpt(&master)?;
         let slave_path = PathBuf::from(ptsname_r(&master)?);
@@ -50,10 +54,7 @@ impl VirtualSerial {
         make_raw(&slave)?;
         make_raw(&master)?;
         let flags = OFlag::from_bits_truncate(fcntl(&master, FcntlArg::F_GETFL)?);
-        fcntl(
-            &master,
-            FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC),
-        )?;
+        fcntl(&master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         // SAFETY: `PtyMaster` owns its descriptor, always returns that same one from
         // `as_raw_fd`, and closes it only when dropped, which the `AsyncFd` does last.
         let master = unsafe { AsyncFd::register(master) }?;
