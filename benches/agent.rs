@@ -9,17 +9,17 @@
 //! `fsync`/`fdatasync` 0, 20 or 100 ms longer (an SD card, one under write pressure); the
 //! daemon's code has no hook for it.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::daemon::{Agent, Setup};
 use nix::sys::signal::Signal;
 use pos_agent::serial::message::{PaymentOutcome, Reply, Sale, TerminalRequest};
 use pos_agent::serial::LinkHandle;
 use pos_agent::state::{CancelReason, PaymentSource, PendingPayment, StateStore};
+use support::daemon::{Agent, Setup};
 use uuid::Uuid;
 
 const LATENCY: Duration = Duration::from_millis(50);
@@ -36,7 +36,7 @@ fn setup() -> Setup {
 /// [`setup`] with every sync `ms` milliseconds slower.
 fn slow_setup(ms: u64) -> Setup {
     Setup {
-        extra_env: common::slow_fsync::env(ms),
+        extra_env: support::slow_fsync::env(ms),
         ..setup()
     }
 }

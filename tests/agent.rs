@@ -2,20 +2,18 @@
 //! process, a pseudo-terminal pair with the terminal simulator on it, the payment API simulator
 //! on loopback, real state files and real signals.
 
-mod common;
+mod support;
 
-use common::daemon::{Agent, Setup, WAIT};
 use nix::sys::signal::Signal;
 use pos_agent::paywall::PaymentStatus;
 use pos_agent::serial::message::{
     AgentRequest, AgentState, CancelReason, ErrorCode, PaymentOutcome, Reply, Sale, TerminalRequest,
 };
 use pos_agent::simulator::api::{Fault, FaultKind, RecordedRequest};
+use support::daemon::{Agent, Setup};
+use support::paths::{CANCEL, DISCONNECT, SALE};
+use support::WAIT;
 use uuid::Uuid;
-
-const SALE: &str = "/api/payment/async/sale";
-const CANCEL: &str = "/api/payment/async/cancel";
-const DISCONNECT: &str = "/api/connection/disconnect";
 
 fn count(agent: &Agent, path: &str) -> usize {
     agent
@@ -38,10 +36,36 @@ async fn agent_state(agent: &mut Agent, wanted: AgentState) {
         .await
 }
 
-async fn connected(setup: Setup) -> Agent {
-    let mut agent = Agent::start(setup).await;
-    agent.wait_notification("STATUS=connected").await;
-    agent
+/// The terminal's end of the pty pair (its master, opened on `/dev/ptmx`) is close-on-exec: a
+/// daemon that inherited it would hold the line open after the terminal hangs up, and so would
+/// every daemon a test starts while another test holds a pair.
+#[tokio::test]
+async fn the_daemon_holds_the_line_but_not_the_terminals_end_of_it() {
+    let agent = Agent::start(Setup::default()).await;
+    let fds = format!("/proc/{}/fd", agent.pid());
+    let open_files = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&fds)
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .collect()
+    };
+    // The daemon opens the slave (`/dev/pts/N`) as its serial device: seeing it shows the list
+    // is the daemon's.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut files = open_files();
+    while !files.iter().any(|f| f.starts_with("/dev/pts/")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never opened its serial device; its files: {files:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        files = open_files();
+    }
+    assert!(
+        !files.iter().any(|f| f.ends_with("ptmx")),
+        "the daemon holds a pty master: {files:?}"
+    );
+    agent.finish().await;
 }
 
 #[tokio::test]
@@ -75,7 +99,7 @@ async fn ready_is_notified_and_status_reports_the_established_connection() {
 
 #[tokio::test]
 async fn a_sale_is_started_made_durable_and_answered() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let code = Uuid::new_v4();
     let reply = agent.sale(code, 2250).await;
     let Reply::SaleStarted {
@@ -101,7 +125,7 @@ async fn a_sale_is_started_made_durable_and_answered() {
 
 #[tokio::test]
 async fn a_repeated_sale_gets_the_same_answer_and_creates_no_second_payment() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let code = Uuid::new_v4();
     let first = agent.sale(code, 1000).await;
     let second = agent.sale(code, 1000).await;
@@ -114,7 +138,7 @@ async fn a_repeated_sale_gets_the_same_answer_and_creates_no_second_payment() {
 
 #[tokio::test]
 async fn a_sale_whose_response_was_lost_is_resolved_through_the_payments_list() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     agent
         .sim
         .inject(Fault::new("POST", SALE, FaultKind::CreateThenDropReply));
@@ -144,7 +168,7 @@ async fn a_sale_whose_response_was_lost_is_resolved_through_the_payments_list() 
 
 #[tokio::test]
 async fn a_sale_while_the_api_is_down_is_refused_as_unavailable_and_creates_nothing() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     agent
         .sim
         .inject(Fault::new("POST", SALE, FaultKind::CloseWithoutReply).always());
@@ -170,7 +194,7 @@ async fn a_sale_while_the_api_is_down_is_refused_as_unavailable_and_creates_noth
 
 #[tokio::test]
 async fn a_sale_the_api_refuses_is_answered_with_its_message_and_not_sent_again() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let refusal = r#"{"Result":null,"ErrorCode":1,"Failed":true,"Message":"Terminal is busy","ClientMessage":"TerminalBusy","Succeeded":false}"#;
     agent.sim.inject(Fault::new(
         "POST",
@@ -206,7 +230,7 @@ async fn a_sale_the_api_refuses_is_answered_with_its_message_and_not_sent_again(
 
 #[tokio::test]
 async fn a_sale_whose_code_the_api_already_holds_is_answered_with_that_payment() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let code = Uuid::new_v4();
     let existing = agent.sim.create_payment_elsewhere(code, 100).to_string();
     let reply = agent.sale(code, 100).await;
@@ -223,7 +247,7 @@ async fn a_sale_whose_code_the_api_already_holds_is_answered_with_that_payment()
 
 #[tokio::test]
 async fn an_operator_cancel_cancels_at_the_api_and_tells_the_terminal() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let id = agent.started(1200).await;
     let out = agent.cli(&["cancel", &id]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
@@ -241,7 +265,7 @@ async fn an_operator_cancel_cancels_at_the_api_and_tells_the_terminal() {
 
 #[tokio::test]
 async fn a_terminal_cancel_is_answered_with_the_cancelled_ids() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let id = agent.started(800).await;
     let reply = agent
         .terminal
@@ -262,7 +286,7 @@ async fn a_terminal_cancel_is_answered_with_the_cancelled_ids() {
 
 #[tokio::test]
 async fn a_payment_result_ends_the_payment() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let id = agent.started(900).await;
     let result = |status| TerminalRequest::PaymentResult {
         payment_request_id: id.clone(),
@@ -295,7 +319,7 @@ async fn a_payment_result_ends_the_payment() {
 
 #[tokio::test]
 async fn a_payment_started_elsewhere_is_tracked_and_cancelled_at_shutdown() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let id = agent
         .sim
         .create_payment_elsewhere(Uuid::new_v4(), 3000)
@@ -317,7 +341,7 @@ async fn a_payment_started_elsewhere_is_tracked_and_cancelled_at_shutdown() {
 
 #[tokio::test]
 async fn shutdown_cancels_every_pending_payment_before_disconnecting() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let mut ids = Vec::new();
     for amount in [100, 200, 300] {
         ids.push(agent.started(amount).await);
@@ -365,7 +389,7 @@ async fn shutdown_cancels_every_pending_payment_before_disconnecting() {
 
 #[tokio::test]
 async fn shutdown_retries_cancels_the_api_answers_with_500() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let a = agent.started(100).await;
     let b = agent.started(200).await;
     agent
@@ -402,7 +426,7 @@ async fn cancels_not_confirmed_by_the_deadline_stay_in_state_and_are_sent_at_the
         shutdown_toml: "deadline = \"1s\"\nconcurrency = 8\n".into(),
         ..Setup::default()
     };
-    let mut agent = connected(setup).await;
+    let mut agent = Agent::connected(setup).await;
     let id = agent.started(100).await;
     agent
         .sim
@@ -439,7 +463,7 @@ async fn a_second_signal_ends_the_shutdown_at_once_with_state_kept() {
         shutdown_toml: "deadline = \"30s\"\n".into(),
         ..Setup::default()
     };
-    let mut agent = connected(setup).await;
+    let mut agent = Agent::connected(setup).await;
     let id = agent.started(100).await;
     agent
         .sim
@@ -463,7 +487,7 @@ async fn a_second_signal_ends_the_shutdown_at_once_with_state_kept() {
 
 #[tokio::test]
 async fn disconnect_refuses_sales_until_reconnect() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let pending = agent.started(100).await;
     let out = agent.cli(&["disconnect"]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
@@ -494,7 +518,7 @@ async fn disconnect_refuses_sales_until_reconnect() {
 
 #[tokio::test]
 async fn the_payment_api_commands_reach_the_api_and_report_refusals() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let out = agent
         .cli(&[
             "apm-unlink",
@@ -540,7 +564,7 @@ async fn the_payment_api_commands_reach_the_api_and_report_refusals() {
 
 #[tokio::test]
 async fn kill_9_and_restart_loses_nothing() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let mut ids = vec![agent.started(100).await, agent.started(200).await];
     let connection = agent.status().await["connection_id"]
         .as_str()
@@ -644,7 +668,7 @@ async fn garbage_on_the_control_socket_does_not_disturb_the_daemon() {
 
 #[tokio::test]
 async fn a_payment_pending_past_payment_timeout_is_cancelled_with_reason_timeout() {
-    let mut agent = connected(Setup {
+    let mut agent = Agent::connected(Setup {
         payment_timeout: "1s",
         ..Setup::default()
     })
@@ -682,7 +706,7 @@ async fn the_api_unreachable_at_start_does_not_delay_readiness_and_the_agent_con
 
 #[tokio::test]
 async fn the_terminal_can_sell_again_after_the_agent_restarts() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     agent.started(100).await;
     for _ in 0..3 {
         agent.signal(Signal::SIGTERM);
@@ -720,7 +744,7 @@ async fn the_watchdog_is_petted_while_watchdog_usec_is_set_and_status_follows_th
 
 #[tokio::test]
 async fn during_shutdown_new_sales_are_refused_busy_and_results_still_count() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let slow = agent.started(100).await;
     let finished_by_terminal = agent.started(200).await;
     agent.sim.inject(
@@ -776,7 +800,7 @@ async fn during_shutdown_new_sales_are_refused_busy_and_results_still_count() {
 
 #[tokio::test]
 async fn a_control_socket_passed_by_systemd_is_served_instead_of_the_configured_one() {
-    let mut agent = connected(Setup {
+    let mut agent = Agent::connected(Setup {
         socket_activation: true,
         ..Setup::default()
     })
@@ -830,7 +854,7 @@ fn slow_storage(ms: u64) -> Vec<(&'static str, String)> {
         eprintln!("storage not slowed under emulation (POS_AGENT_TEST_RUNNER is set)");
         return Vec::new();
     }
-    common::slow_fsync::env(ms)
+    support::slow_fsync::env(ms)
 }
 
 /// Sells `codes` again after a restart: each must get the one payment the API holds for its code.
@@ -867,7 +891,7 @@ async fn a_kill_during_a_group_commit_loses_no_payment_sells_nothing_twice() {
         log_level: "info",
         ..Setup::default()
     };
-    let mut agent = connected(setup).await;
+    let mut agent = Agent::connected(setup).await;
     let codes: Vec<Uuid> = (0..16).map(|_| Uuid::new_v4()).collect();
     let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Uuid, String)>::new()));
     let sales = {
@@ -951,7 +975,7 @@ async fn a_kill_during_a_group_commit_loses_no_payment_sells_nothing_twice() {
 
 #[tokio::test]
 async fn a_torn_journal_tail_is_dropped_and_recovery_finds_the_sale_it_held() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let mut codes = Vec::new();
     let mut answered = Vec::new();
     for _ in 0..3 {

@@ -6,22 +6,18 @@
 //! The real binary as a process, a pty pair with the terminal simulator, the payment API
 //! simulator on loopback (its faults answer the refusals).
 
-mod common;
+mod support;
 
 use std::time::{Duration, SystemTime};
 
-use common::daemon::{Agent, Setup};
 use nix::sys::signal::Signal;
 use pos_agent::paywall::PaymentStatus;
 use pos_agent::serial::message::{CancelReason, ErrorCode, Reply};
 use pos_agent::simulator::api::{ApiSimulator, Fault, FaultKind};
 use pos_agent::state::StateStore;
+use support::daemon::{Agent, Setup};
+use support::paths::{CANCEL, ESTABLISH, RECONNECT, SALE};
 use uuid::Uuid;
-
-const CANCEL: &str = "/api/payment/async/cancel";
-const SALE: &str = "/api/payment/async/sale";
-const ESTABLISH: &str = "/api/connection";
-const RECONNECT: &str = "/api/connection/reconnect";
 
 /// Longer than several payment timeouts and several backoff steps: a request the agent repeats
 /// by itself would be counted more than once within it.
@@ -42,12 +38,6 @@ fn refusal(status: u16, code: i64, client_message: &str, message: &str) -> Fault
     }
 }
 
-async fn connected(setup: Setup) -> Agent {
-    let mut agent = Agent::start(setup).await;
-    agent.wait_notification("STATUS=connected").await;
-    agent
-}
-
 async fn pending_gone(agent: &mut Agent, id: &str) {
     agent
         .status_until("the payment leaves the pending set", |s| {
@@ -58,7 +48,7 @@ async fn pending_gone(agent: &mut Agent, id: &str) {
 
 #[tokio::test]
 async fn a_cancel_refused_because_the_payment_is_final_ends_it_after_one_request() {
-    let mut agent = connected(Setup {
+    let mut agent = Agent::connected(Setup {
         payment_timeout: "2s",
         ..Setup::default()
     })
@@ -78,7 +68,7 @@ async fn a_cancel_refused_because_the_payment_is_final_ends_it_after_one_request
 
 #[tokio::test]
 async fn a_cancel_refused_otherwise_stays_pending_flagged_and_only_an_operator_sends_it_again() {
-    let mut agent = connected(Setup {
+    let mut agent = Agent::connected(Setup {
         payment_timeout: "2s",
         ..Setup::default()
     })
@@ -143,7 +133,7 @@ async fn a_cancel_refused_otherwise_stays_pending_flagged_and_only_an_operator_s
 
 #[tokio::test]
 async fn a_timeout_cancel_meeting_5xx_is_sent_again_with_backoff_until_answered() {
-    let mut agent = connected(Setup {
+    let mut agent = Agent::connected(Setup {
         payment_timeout: "1s",
         ..Setup::default()
     })
@@ -263,7 +253,7 @@ async fn a_404_on_a_documented_path_is_a_wrong_base_url() {
 
 #[tokio::test]
 async fn keys_refused_while_connected_keep_the_cancel_marked_until_the_api_accepts_the_agent() {
-    let mut agent = connected(Setup {
+    let mut agent = Agent::connected(Setup {
         payment_timeout: "2s",
         ..Setup::default()
     })
@@ -288,7 +278,7 @@ async fn keys_refused_while_connected_keep_the_cancel_marked_until_the_api_accep
 
 #[tokio::test]
 async fn an_operators_reconnect_resolves_the_sale_intents_left() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     agent.signal(Signal::SIGTERM);
     assert!(agent.wait_exit().await.success());
     // A sale whose answer an earlier run never saw: the API has it, state has only the intent.
@@ -351,7 +341,7 @@ async fn service_parameters_from_the_credential_reach_the_establish_request() {
         "password = \"from-the-credential\"\nMerchantNo = \"4711\"\n",
     )
     .unwrap();
-    let agent = connected(Setup {
+    let agent = Agent::connected(Setup {
         extra_env: vec![(
             "CREDENTIALS_DIRECTORY",
             credentials.path().display().to_string(),
@@ -370,7 +360,7 @@ async fn service_parameters_from_the_credential_reach_the_establish_request() {
 
 #[tokio::test]
 async fn a_cancel_answered_with_another_4xx_is_flagged_and_the_operator_exits_1() {
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     let id = agent.started(100).await;
     agent.sim.inject(
         Fault::new(

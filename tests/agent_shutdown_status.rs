@@ -2,13 +2,13 @@
 //! sees"): `STATUS=` counts down what is left to cancel. The real binary, a real notify socket,
 //! the payment API simulator slowing one cancel down.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::daemon::{Agent, Setup};
 use nix::sys::signal::Signal;
 use pos_agent::simulator::api::{Fault, FaultKind};
+use support::daemon::{Agent, Setup};
 
 #[tokio::test]
 async fn status_counts_down_what_is_left_to_cancel_during_the_shutdown() {

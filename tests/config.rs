@@ -1,6 +1,6 @@
 //! `pos-agent check-config` as an operator runs it: the real binary on real files, with the
 //! environment set on the child process only.
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -34,7 +34,7 @@ tag_code = "shop_1"
 /// `check-config` with a clean environment: no override, credential or config path leaks in
 /// from the environment the tests run in.
 fn check_config() -> Command {
-    let mut command = common::pos_agent();
+    let mut command = support::pos_agent();
     command.arg("check-config");
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
@@ -97,29 +97,108 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 }
 
 #[test]
-fn valid_file_prints_effective_configuration_with_defaults_and_redactions() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), VALID);
-    let out = run(check_config().arg("--config").arg(&path));
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    for expected in [
-        "physical_api_url = \"https://physical.example\"",
-        "api_key_private = \"<redacted>\"  # from the configuration file",
-        "\"Reporting_ApiKey\" = \"<redacted>\"",
-        "request_timeout = \"10s\"",
-        "payment_timeout = \"10m\"",
-        "baud_rate = 115200",
-        "ack_timeout = \"1s\"",
-        "deadline = \"30s\"",
-        "concurrency = 8",
-        "level = \"info\"",
-    ] {
-        assert!(
-            out.stdout.contains(expected),
-            "missing {expected:?} in\n{}",
-            out.stdout
-        );
+fn every_configuration_case_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_cases");
+    let mut cases = Vec::new();
+    for (kind, expected_code) in [("valid", 0), ("invalid", 78)] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(kind))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        assert!(!files.is_empty(), "no cases in tests/config_cases/{kind}");
+        files.sort();
+        cases.extend(files.into_iter().map(|file| (file, expected_code)));
     }
+    // A few at a time: each is a process, and under emulation a slow one.
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = cases
+            .chunks(cases.len().div_ceil(4))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .filter_map(|(file, code)| check_case(file, *code).err())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap())
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {} configuration cases failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// One case file: its exit code, and the `# expect:` / `# error:` lines at its top.
+fn check_case(file: &Path, expected_code: i32) -> Result<(), String> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let header = || {
+        text.lines()
+            .take_while(|line| line.starts_with('#'))
+            .map(|line| line.trim_start_matches('#').trim())
+    };
+    let expected = |tag: &str| -> Vec<String> {
+        header()
+            .filter_map(|line| line.strip_prefix(tag).map(|rest| rest.trim().to_owned()))
+            .collect()
+    };
+    let name = file
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap_or(file)
+        .display()
+        .to_string();
+    let out = run(check_config().arg("--config").arg(file));
+    let shown = format!(
+        "{name}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.code, out.stdout, out.stderr
+    );
+    let fail = |why: String| Err(format!("{why}\n{shown}"));
+    if out.code != Some(expected_code) {
+        return fail(format!("expected exit {expected_code}"));
+    }
+    if format!("{}{}", out.stdout, out.stderr).contains("SECRET") {
+        return fail("a secret was printed".into());
+    }
+    let file_shown = file.display().to_string();
+    if expected_code == 0 {
+        if !out.stdout.contains(&file_shown) {
+            return fail("the effective configuration does not name its file".into());
+        }
+        for wanted in expected("expect:") {
+            if !out.stdout.contains(&wanted) {
+                return fail(format!("stdout lacks {wanted:?}"));
+            }
+        }
+        return Ok(());
+    }
+    let errors = expected("error:");
+    if errors.is_empty() {
+        return fail("an invalid case names no `# error:` it must produce".into());
+    }
+    if !out.stdout.is_empty() {
+        return fail("a refused configuration printed something on stdout".into());
+    }
+    let count = match errors.len() {
+        1 => format!("configuration error in {file_shown}"),
+        n => format!("{n} configuration errors in {file_shown}"),
+    };
+    if !out.stderr.contains(&count) {
+        return fail(format!("stderr lacks {count:?}"));
+    }
+    for wanted in errors {
+        if !out.stderr.contains(&wanted) {
+            return fail(format!("stderr lacks {wanted:?}"));
+        }
+    }
+    Ok(())
 }
 
 #[test]
@@ -129,39 +208,6 @@ fn config_path_can_come_from_pos_agent_config() {
     let out = run(check_config().env("POS_AGENT_CONFIG", &path));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stdout.contains(&path.display().to_string()));
-}
-
-#[test]
-fn unknown_key_exits_78_naming_key_and_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &format!("{VALID}\n[serial]\nbaud = 9600\n"));
-    let out = run(check_config().arg("--config").arg(&path));
-    assert_eq!(out.code, Some(78));
-    assert!(out.stderr.contains("serial.baud"), "{}", out.stderr);
-    assert!(out.stderr.contains("[serial]"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains(&path.display().to_string()),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stdout.is_empty());
-}
-
-#[test]
-fn missing_required_key_exits_78_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        dir.path(),
-        &VALID.replace("physical_api_url", "# physical_api_url"),
-    );
-    let out = run(check_config().arg("--config").arg(&path));
-    assert_eq!(out.code, Some(78));
-    assert!(
-        out.stderr.contains("paywall.physical_api_url"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains(&path.display().to_string()));
 }
 
 #[test]
@@ -175,20 +221,6 @@ fn missing_file_exits_78_naming_it() {
         "{}",
         out.stderr
     );
-}
-
-#[test]
-fn both_terminal_id_and_tag_code_exit_78() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = VALID.replace(
-        "[terminal]\n",
-        "[terminal]\nid = \"38e895c3-2d9f-4f2a-9d43-6a1a7b1b2c3d\"\n",
-    );
-    let path = write_config(dir.path(), &text);
-    let out = run(check_config().arg("--config").arg(&path));
-    assert_eq!(out.code, Some(78));
-    assert!(out.stderr.contains("terminal.id"), "{}", out.stderr);
-    assert!(out.stderr.contains("terminal.tag_code"), "{}", out.stderr);
 }
 
 #[test]

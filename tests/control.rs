@@ -1,7 +1,7 @@
 //! The operator commands of docs/operations.md (Operator commands) as an operator runs them: the real binary talks to a
 //! real control socket served by `control::serve`, whose core is a test task answering with
 //! canned responses. Checks what the command sent, what it printed and its exit code.
-mod common;
+mod support;
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -87,7 +87,7 @@ impl FakeDaemon {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        common::pos_agent()
+        support::pos_agent()
             .arg("--socket")
             .arg(&self.socket)
             .args(args)
@@ -554,7 +554,7 @@ fn checkout_deactivate_sends_the_page_id() {
 fn without_a_daemon_commands_exit_69_naming_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("nobody-home.sock");
-    let output = common::pos_agent()
+    let output = support::pos_agent()
         .args(["status", "--socket"])
         .arg(&socket)
         .output()
@@ -566,7 +566,7 @@ fn without_a_daemon_commands_exit_69_naming_the_socket() {
 
     // A socket file left behind by a daemon that is gone.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-    let output = common::pos_agent()
+    let output = support::pos_agent()
         .args(["pending", "--json", "--socket"])
         .arg(&socket)
         .output()
@@ -583,7 +583,7 @@ fn without_a_daemon_commands_exit_69_naming_the_socket() {
 #[test]
 fn the_socket_can_come_from_pos_agent_socket() {
     let daemon = FakeDaemon::answering(ControlReply::Pending(PendingReport::default()).into());
-    let output = common::pos_agent()
+    let output = support::pos_agent()
         .arg("pending")
         .env("POS_AGENT_SOCKET", &daemon.socket)
         .output()
@@ -626,7 +626,7 @@ fn impostor(reply: &'static [u8]) -> (tempfile::TempDir, PathBuf, std::thread::J
 #[test]
 fn a_connection_closed_without_an_answer_exits_69() {
     let (_dir, socket, thread) = impostor(b"");
-    let output = common::pos_agent()
+    let output = support::pos_agent()
         .args(["status", "--socket"])
         .arg(&socket)
         .output()
@@ -643,7 +643,7 @@ fn a_connection_closed_without_an_answer_exits_69() {
 #[test]
 fn an_answer_that_is_not_the_protocol_exits_69() {
     let (_dir, socket, thread) = impostor(b"HTTP/1.1 400 Bad Request\n");
-    let output = common::pos_agent()
+    let output = support::pos_agent()
         .args(["pending", "--json", "--socket"])
         .arg(&socket)
         .output()
@@ -662,7 +662,7 @@ fn an_answer_that_is_not_the_protocol_exits_69() {
 fn an_answer_to_another_command_is_not_taken_for_this_one() {
     let (_dir, socket, thread) =
         impostor(b"{\"ok\":true,\"command\":\"pending\",\"result\":{\"pending\":[]}}\n");
-    let output = common::pos_agent()
+    let output = support::pos_agent()
         .args(["cancel", "--all", "--socket"])
         .arg(&socket)
         .output()

@@ -3,6 +3,8 @@
 //! socket file safely. Real Unix sockets in a temporary directory; the daemon core is a task
 //! that answers every call with a canned response.
 
+mod support;
+
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,8 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-/// Generous bound on anything a test waits for; a pass takes milliseconds.
-const PATIENCE: Duration = Duration::from_secs(10);
+use support::WAIT;
 
 fn status_report() -> StatusReport {
     StatusReport {
@@ -89,8 +90,8 @@ impl Served {
     /// A normal `status` request must still be answered.
     async fn assert_still_serves(&self) {
         let response = tokio::time::timeout(
-            PATIENCE,
-            control::call(&self.socket, &ControlRequest::Status, PATIENCE),
+            WAIT,
+            control::call(&self.socket, &ControlRequest::Status, WAIT),
         )
         .await
         .expect("the server stopped answering")
@@ -104,7 +105,7 @@ impl Served {
     /// Stops the server; the directory (with the socket file) lives as long as the result.
     async fn stop(mut self) -> tempfile::TempDir {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(PATIENCE, &mut self.server)
+        tokio::time::timeout(WAIT, &mut self.server)
             .await
             .expect("serve did not return after shutdown")
             .expect("serve panicked");
@@ -127,7 +128,7 @@ async fn read_all(stream: &mut UnixStream) -> Vec<u8> {
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
     loop {
-        match tokio::time::timeout(PATIENCE, stream.read(&mut buffer))
+        match tokio::time::timeout(WAIT, stream.read(&mut buffer))
             .await
             .expect("the server neither answered nor closed")
         {
@@ -275,7 +276,7 @@ async fn a_one_mebibyte_line_is_cut_off_at_the_limit_not_read_whole() {
     };
     let reading = async {
         let mut answer = Vec::new();
-        let _ = tokio::time::timeout(PATIENCE, read_half.read_to_end(&mut answer))
+        let _ = tokio::time::timeout(WAIT, read_half.read_to_end(&mut answer))
             .await
             .expect("no answer to an over-long line");
         answer
@@ -341,9 +342,9 @@ async fn connections_beyond_the_limit_are_told_busy_and_served_again_once_slots_
         assert_eq!(answer["ok"], true);
     }
     // A slot is released just after the answer is written; wait for it, with a bound.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let response = control::call(&served.socket, &ControlRequest::Status, PATIENCE)
+        let response = control::call(&served.socket, &ControlRequest::Status, WAIT)
             .await
             .unwrap();
         match response.outcome {
@@ -365,7 +366,7 @@ async fn a_burst_of_clients_each_gets_an_answer() {
     for _ in 0..64 {
         let socket = served.socket.clone();
         clients.spawn(async move {
-            control::call(&socket, &ControlRequest::Status, PATIENCE)
+            control::call(&socket, &ControlRequest::Status, WAIT)
                 .await
                 .unwrap()
         });
@@ -395,7 +396,7 @@ async fn a_call_the_core_drops_is_answered_internal() {
         }
     });
     let server = tokio::spawn(control::serve(listener, calls_tx, std::future::pending()));
-    let response = control::call(&socket, &ControlRequest::Reconnect, PATIENCE)
+    let response = control::call(&socket, &ControlRequest::Reconnect, WAIT)
         .await
         .unwrap();
     let error = response.outcome.unwrap_err();
@@ -412,7 +413,7 @@ async fn a_core_that_stopped_taking_calls_makes_answers_busy() {
     let (calls_tx, calls) = mpsc::channel::<ControlCall>(1);
     drop(calls);
     let server = tokio::spawn(control::serve(listener, calls_tx, std::future::pending()));
-    let response = control::call(&socket, &ControlRequest::Status, PATIENCE)
+    let response = control::call(&socket, &ControlRequest::Status, WAIT)
         .await
         .unwrap();
     assert_eq!(response.outcome.unwrap_err().kind, ControlErrorKind::Busy);
@@ -425,7 +426,7 @@ async fn after_shutdown_serve_returns_and_the_socket_answers_no_more() {
     served.assert_still_serves().await;
     let socket = served.socket.clone();
     let _dir = served.stop().await;
-    let probe = control::call(&socket, &ControlRequest::Status, PATIENCE).await;
+    let probe = control::call(&socket, &ControlRequest::Status, WAIT).await;
     assert!(
         matches!(probe, Err(control::ClientError::Unreachable { .. })),
         "{probe:?}"

@@ -1,5 +1,5 @@
 //! `pos-agent demo`, as a new user runs it: the README's first command.
-mod common;
+mod support;
 
 #[test]
 fn the_demo_walks_through_the_whole_system_and_exits_0() {
@@ -9,7 +9,7 @@ fn the_demo_walks_through_the_whole_system_and_exits_0() {
         eprintln!("skipped under emulation (POS_AGENT_TEST_RUNNER is set)");
         return;
     }
-    let output = common::pos_agent().arg("demo").output().unwrap();
+    let output = support::pos_agent().arg("demo").output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(

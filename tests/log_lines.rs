@@ -8,11 +8,12 @@
 //! stderr is the log. The journal's side (upper-case field names, `-o json`) is checked under a
 //! real systemd by tests/system/.
 
-mod common;
+mod support;
 
-use common::daemon::{Agent, Setup, SECRETS};
 use nix::sys::signal::Signal;
 use pos_agent::serial::message::CancelReason;
+use support::daemon::{Agent, Setup};
+use support::SECRETS;
 
 /// Fields whose value an operator needs in the message itself.
 const SUBJECT_FIELDS: [&str; 5] = [

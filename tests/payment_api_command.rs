@@ -1,21 +1,20 @@
 //! `pos-agent simulate-api` as a user runs it: the real binary prints its URL first on stdout,
 //! serves the API (and the `/_sim/` control endpoints), logs requests to stderr without key
 //! values, and stops cleanly on SIGTERM.
-mod common;
-mod payment_api_support;
+mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use payment_api_support::*;
 use pos_agent::paywall::{ApiError, PaywallClient, RetryPolicy};
 use pos_agent::simulator::api::*;
+use support::payment_api::*;
 
 #[tokio::test]
 async fn simulate_api_prints_its_url_serves_and_stops_on_sigterm() {
-    let mut child = common::pos_agent()
+    let mut child = support::pos_agent()
         .args(["simulate-api", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -79,7 +78,7 @@ async fn simulate_api_prints_its_url_serves_and_stops_on_sigterm() {
 fn simulate_api_on_a_busy_address_fails_with_a_clear_message() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = busy.local_addr().unwrap().to_string();
-    let output = common::pos_agent()
+    let output = support::pos_agent()
         .args(["simulate-api", "--listen", &address])
         .output()
         .unwrap();

@@ -1,18 +1,15 @@
 //! Injected faults map to the right error class, retries stop at their budget, a sale is never
 //! repeated, and a sale whose answer was lost is resolved by its MerchantUniqueCode
 //! (docs/payment-api.md §4, docs/state.md).
-mod payment_api_support;
+mod support;
 
 use std::time::{Duration, SystemTime};
 
-use payment_api_support::*;
 use pos_agent::paywall::*;
 use pos_agent::simulator::api::*;
+use support::paths::{CANCEL, DISCONNECT, SALE};
+use support::payment_api::*;
 use uuid::Uuid;
-
-const SALE: &str = "/api/payment/async/sale";
-const CANCEL: &str = "/api/payment/async/cancel";
-const DISCONNECT: &str = "/api/connection/disconnect";
 
 fn two_retries(sim: &ApiSimulator) -> PaywallClient {
     client(sim).with_retry_policy(RetryPolicy {

@@ -2,16 +2,17 @@
 //! docs/configuration.md, docs/payment-api.md §4): this test provokes every kind of error the client can produce,
 //! captures every log line at the most verbose level, collects the Display and Debug of all of
 //! it plus the client's and the configuration's Debug, and fails if any secret appears.
-mod payment_api_support;
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use payment_api_support::*;
 use pos_agent::paywall::*;
 use pos_agent::simulator::api::*;
 use secrecy::SecretString;
+use support::payment_api::*;
+use support::SECRETS;
 use uuid::Uuid;
 
 /// Collects log output in memory.
@@ -27,14 +28,6 @@ impl Write for Captured {
         Ok(())
     }
 }
-
-const SECRETS: [&str; 5] = [
-    DEMO_API_KEY_PRIVATE,
-    DEMO_API_CLIENT_PRIVATE,
-    DEMO_API_KEY_PUBLIC,
-    DEMO_API_CLIENT_PUBLIC,
-    SERVICE_PARAMETER_SECRET,
-];
 
 fn both(outputs: &mut Vec<String>, e: &dyn std::fmt::Debug, d: &dyn std::fmt::Display) {
     outputs.push(format!("{d}"));

@@ -1,10 +1,10 @@
 //! Every JSON response example of the payment API's published pages (in `tests/fixtures/`), replayed by
 //! the simulator over real HTTP, gives the outcome its page describes (docs/payment-api.md §4).
-mod payment_api_support;
+mod support;
 
-use payment_api_support::*;
 use pos_agent::paywall::*;
 use pos_agent::simulator::api::*;
+use support::payment_api::*;
 use uuid::Uuid;
 
 fn replay(sim: &ApiSimulator, method: &str, path: &str, fixture_name: &str) {

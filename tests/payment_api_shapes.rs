@@ -1,11 +1,12 @@
 //! Every endpoint's request as it arrives over real HTTP on loopback: method, path, the right
 //! header pair (and not the other), `locale`, and the exact body field names (docs/payment-api.md §4).
-mod payment_api_support;
+mod support;
 
-use payment_api_support::*;
 use pos_agent::paywall::*;
 use pos_agent::simulator::api::*;
 use std::time::{Duration, SystemTime};
+use support::payment_api::*;
+use support::SERVICE_PARAMETER_SECRET;
 use uuid::Uuid;
 
 const PRIVATE: [&str; 2] = ["apikeyprivate", "apiclientprivate"];

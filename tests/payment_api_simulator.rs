@@ -1,14 +1,14 @@
 //! The simulator keeps state like the API would (docs/payment-api.md §2): key checks, connections,
 //! payments, duplicate MerchantUniqueCodes, cancels, list and query, Masterpass sessions; and
 //! its inspection helpers (`wait_for_request`) work on a current-thread runtime.
-mod payment_api_support;
+mod support;
 
 use std::time::{Duration, SystemTime};
 
-use payment_api_support::*;
 use pos_agent::paywall::*;
 use pos_agent::simulator::api::*;
 use secrecy::SecretString;
+use support::payment_api::*;
 use uuid::Uuid;
 
 #[tokio::test]

@@ -3,12 +3,13 @@
 //! jitter, `src/retry.rs`), and when every API accepts again at the same instant their first
 //! requests arrive spread out, and the waits they chose differ.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::daemon::{Agent, Setup, WAIT};
 use pos_agent::simulator::api::{ApiSimulator, SimulatorOptions};
+use support::daemon::{Agent, Setup};
+use support::WAIT;
 
 const AGENTS: usize = 4;
 /// Failed attempts each agent makes before the APIs come back.

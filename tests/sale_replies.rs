@@ -5,18 +5,19 @@
 //! whose outcome is unknown is abandoned and, if the payment turns up, cancelled with reason
 //! `abandoned`, across a kill -9 too. No payment the terminal was told failed stays uncancelled.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{Agent, Setup, WAIT};
 use nix::sys::signal::Signal;
 use pos_agent::paywall::PaymentStatus;
 use pos_agent::serial::message::{CancelReason, ErrorCode, Reply};
 use pos_agent::simulator::api::{ApiSimulator, Fault, FaultKind, SimulatorOptions};
+use support::daemon::{Agent, Setup};
+use support::paths::SALE;
+use support::WAIT;
 use uuid::Uuid;
 
-const SALE: &str = "/api/payment/async/sale";
 /// Short, so the suite stays fast; the bound is the agent's own timer, so it holds under
 /// emulation as well.
 const DEADLINE: Duration = Duration::from_secs(2);
@@ -28,12 +29,6 @@ fn setup() -> Setup {
         sale_reply_deadline: "2s",
         ..Setup::default()
     }
-}
-
-async fn connected(setup: Setup) -> Agent {
-    let mut agent = Agent::start(setup).await;
-    agent.wait_notification("STATUS=connected").await;
-    agent
 }
 
 /// Sends a sale and checks its reply came within the deadline and the slack.
@@ -75,7 +70,7 @@ fn sales_in_state(agent: &Agent) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_refused_sale_is_answered_quickly_and_nothing_is_created_later() {
-    let mut agent = connected(setup()).await;
+    let mut agent = Agent::connected(setup()).await;
     agent.sim.set_refusing(true);
     let code = Uuid::new_v4();
     let reply = timed_sale(&mut agent, code).await;
@@ -144,7 +139,7 @@ async fn an_unresolvable_api_name_gets_an_answer_and_leaves_nothing() {
 
 #[tokio::test]
 async fn a_black_holed_sale_is_answered_at_the_deadline_and_settled_when_the_api_is_back() {
-    let mut agent = connected(setup()).await;
+    let mut agent = Agent::connected(setup()).await;
     agent
         .sim
         .inject(Fault::new("*", "/api/*", FaultKind::BlackHole).always());
@@ -200,7 +195,7 @@ async fn a_black_holed_sale_is_answered_at_the_deadline_and_settled_when_the_api
 
 #[tokio::test]
 async fn slow_server_errors_get_an_answer_within_the_deadline() {
-    let mut agent = connected(setup()).await;
+    let mut agent = Agent::connected(setup()).await;
     agent.sim.set_latency(Duration::from_millis(400));
     agent
         .sim
@@ -285,7 +280,7 @@ async fn assert_cancelled_as_abandoned(agent: &mut Agent, code: Uuid) {
 
 #[tokio::test]
 async fn a_payment_created_late_is_cancelled_as_abandoned_once_the_api_is_back() {
-    let mut agent = connected(setup()).await;
+    let mut agent = Agent::connected(setup()).await;
     let code = late_creation(&mut agent).await;
     agent.sim.set_refusing(false);
     assert_cancelled_as_abandoned(&mut agent, code).await;
@@ -294,7 +289,7 @@ async fn a_payment_created_late_is_cancelled_as_abandoned_once_the_api_is_back()
 
 #[tokio::test]
 async fn a_payment_created_late_is_cancelled_as_abandoned_across_a_kill_9() {
-    let mut agent = connected(setup()).await;
+    let mut agent = Agent::connected(setup()).await;
     let code = late_creation(&mut agent).await;
     agent.signal(Signal::SIGKILL);
     agent.wait_exit().await;
@@ -363,7 +358,7 @@ async fn terminal_status(agent: &mut Agent) -> (Vec<String>, usize, bool) {
 #[tokio::test]
 async fn every_terminal_request_is_answered_at_150_and_1000_pending() {
     use pos_agent::serial::message::TerminalRequest;
-    let mut agent = connected(Setup::default()).await;
+    let mut agent = Agent::connected(Setup::default()).await;
     for count in [150usize, 1_000] {
         let pending = restart_with_pending(&mut agent, count).await;
         let (ids, pending_count, truncated) = terminal_status(&mut agent).await;

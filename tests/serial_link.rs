@@ -1,7 +1,6 @@
 //! The link layer over real pseudo-terminal pairs: the agent's link opens the slave path through
 //! the real port code, the terminal side is either the terminal simulator or a raw byte-level
 //! terminal on the master that can inject noise, bad CRCs, lost ACKs and cut frames.
-#[path = "serial_support/mod.rs"]
 mod support;
 
 use std::time::Duration;
@@ -13,7 +12,8 @@ use pos_agent::serial::{
 };
 use pos_agent::simulator::terminal::TerminalSimulator;
 use pos_agent::simulator::virtual_serial::VirtualSerial;
-use support::*;
+use support::serial::*;
+use support::WAIT;
 
 const SALE_7: &[u8] = br#"{"type":"sale","id":7,"merchant_unique_code":"6f1c1a7e-3b7f-4d0e-9a51-0f2b7c3d9e10","amount_minor":2250}"#;
 
@@ -209,12 +209,12 @@ async fn terminal_hears_the_agent_again_after_it_restarts_on_the_open_line() {
     };
     for run in 0..3 {
         let (agent, _events) = agent_on(&device, quick_settings());
-        tokio::time::timeout(PATIENCE, agent.wait_for_state(LinkState::Up))
+        tokio::time::timeout(WAIT, agent.wait_for_state(LinkState::Up))
             .await
             .expect("the link comes up");
         assert_eq!(agent.request(ready.clone()).await, Ok(Reply::Ok));
         // The simulator records a notification before it answers it, so it is there by now.
-        let heard = tokio::time::timeout(PATIENCE, terminal.next_notification())
+        let heard = tokio::time::timeout(WAIT, terminal.next_notification())
             .await
             .unwrap_or_else(|_| panic!("agent run {run}: the terminal never heard `ready`"))
             .expect("the terminal's link ended");

@@ -1,6 +1,5 @@
 //! The real port code: line transparency of the virtual pair, and reopening when the device
 //! vanishes and a new one appears behind the same `/dev/serial/by-id`-style symlink.
-#[path = "serial_support/mod.rs"]
 mod support;
 
 use std::path::Path;
@@ -9,7 +8,8 @@ use pos_agent::config::SerialConfig;
 use pos_agent::serial::{open_port, LinkEvent, LinkState, Reply, TerminalRequest};
 use pos_agent::simulator::terminal::TerminalSimulator;
 use pos_agent::simulator::virtual_serial::VirtualSerial;
-use support::*;
+use support::serial::*;
+use support::WAIT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Points `link` at `target` atomically, as udev does.
@@ -32,7 +32,7 @@ async fn every_byte_value_crosses_the_virtual_pair_untouched_both_ways() {
 
     line.write_all(&all).await.unwrap();
     let mut got = vec![0; all.len()];
-    tokio::time::timeout(PATIENCE, port.read_exact(&mut got))
+    tokio::time::timeout(WAIT, port.read_exact(&mut got))
         .await
         .unwrap()
         .unwrap();
@@ -40,7 +40,7 @@ async fn every_byte_value_crosses_the_virtual_pair_untouched_both_ways() {
 
     port.write_all(&all).await.unwrap();
     let mut got = vec![0; all.len()];
-    tokio::time::timeout(PATIENCE, line.read_exact(&mut got))
+    tokio::time::timeout(WAIT, line.read_exact(&mut got))
         .await
         .unwrap()
         .unwrap();

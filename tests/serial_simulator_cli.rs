@@ -1,6 +1,6 @@
 //! `pos-agent simulate-terminal` as a process on the slave of a pty pair, with the test playing
 //! the agent on the master.
-mod common;
+mod support;
 
 use std::io::Write;
 use std::process::Stdio;
@@ -10,6 +10,7 @@ use pos_agent::serial::{
     AgentLink, AgentRequest, CancelReason, LinkEvent, LinkSettings, Reply, TerminalRequest,
 };
 use pos_agent::simulator::virtual_serial::VirtualSerial;
+use support::WAIT;
 
 #[tokio::test]
 async fn simulate_terminal_sends_stdin_requests_and_prints_replies_and_notifications() {
@@ -24,7 +25,7 @@ async fn simulate_terminal_sends_stdin_requests_and_prints_replies_and_notificat
         },
     );
 
-    let mut child = common::pos_agent()
+    let mut child = support::pos_agent()
         .args(["simulate-terminal", "--device"])
         .arg(&device)
         .stdin(Stdio::piped())
@@ -42,7 +43,7 @@ async fn simulate_terminal_sends_stdin_requests_and_prints_replies_and_notificat
     // The agent: on `status`, first notify a cancellation, then answer.
     let agent_side = async {
         loop {
-            let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            let event = tokio::time::timeout(WAIT, events.recv())
                 .await
                 .expect("no request from the simulator")
                 .expect("link ended");
@@ -62,7 +63,7 @@ async fn simulate_terminal_sends_stdin_requests_and_prints_replies_and_notificat
     };
     agent_side.await;
 
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
+    let output = tokio::time::timeout(WAIT, output)
         .await
         .expect("simulate-terminal did not exit")
         .unwrap()
@@ -100,7 +101,7 @@ fn simulate_terminal_fails_when_a_request_gets_no_reply() {
         .build()
         .unwrap();
     let line = runtime.block_on(async { VirtualSerial::open().unwrap() });
-    let mut child = common::pos_agent()
+    let mut child = support::pos_agent()
         .args(["simulate-terminal", "--reply-timeout", "1s", "--device"])
         .arg(line.slave_path())
         .stdin(Stdio::piped())
@@ -123,7 +124,7 @@ fn simulate_terminal_fails_when_a_request_gets_no_reply() {
 
 #[test]
 fn simulate_terminal_on_a_missing_device_fails_with_the_path_in_the_message() {
-    let output = common::pos_agent()
+    let output = support::pos_agent()
         .args(["simulate-terminal", "--device", "/nonexistent/ttyTERM"])
         .stdin(Stdio::null())
         .output()

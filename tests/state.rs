@@ -205,35 +205,45 @@ fn failed_change_writes_nothing_and_changes_nothing() {
     assert!(!root.path().join(JOURNAL_FILE).exists());
 }
 
+/// Storage that refuses a write fails the commit, leaves the state on disk as it was, and the
+/// first commit after it is back writes everything, the failed change included. The refusal is
+/// a directory standing where the file must be written (EISDIR): unlike permission bits, root
+/// (as CI runs) cannot write through it either, so the assertions hold for every user.
 #[test]
-fn unwritable_directory_fails_the_commit_and_the_next_write_catches_up() {
+fn a_refused_write_fails_the_commit_and_the_next_write_catches_up() {
     let root = tempfile::tempdir().unwrap();
     let mut store = StateStore::open(root.path()).unwrap();
+    // The first change writes the snapshot; the journal is not open yet.
     store.set_connection_id(Some("c-1".into())).unwrap();
     store.commit().wait().unwrap();
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o500)).unwrap();
-    // Root ignores directory permissions; the check only means something for other users.
-    let probe = std::fs::write(root.path().join("probe"), b"");
+    let on_disk = |dir: &Path| read_directory(dir).unwrap().connection_id;
+
+    // The next change goes to the journal, which cannot be created.
+    let journal = root.path().join(JOURNAL_FILE);
+    std::fs::create_dir(&journal).unwrap();
     store.set_connection_id(Some("c-2".into())).unwrap();
-    let result = store.commit().wait();
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    if probe.is_err() {
-        let error = result.unwrap_err();
-        assert!(matches!(error, StateError::Write { .. }), "{error}");
-        assert_eq!(
-            read_directory(root.path())
-                .unwrap()
-                .connection_id
-                .as_deref(),
-            Some("c-1")
-        );
-        // Storage back: the next commit writes a whole snapshot, the failed change with it.
-        store.record_sale_intent("m1", 1, 1, at(0)).unwrap();
-        store.commit().wait().unwrap();
-        let state = read_directory(root.path()).unwrap();
-        assert_eq!(state.connection_id.as_deref(), Some("c-2"));
-        assert!(state.sales.contains_key("m1"));
-    }
+    let error = store.commit().wait().unwrap_err();
+    assert!(matches!(error, StateError::Write { .. }), "{error}");
+    std::fs::remove_dir(&journal).unwrap();
+    assert_eq!(on_disk(root.path()).as_deref(), Some("c-1"));
+
+    // What reached the disk is unknown, so the next commit writes a whole snapshot; that fails
+    // too while its temporary file cannot be written.
+    let temp = root.path().join(TEMP_FILE);
+    std::fs::create_dir(&temp).unwrap();
+    store.record_sale_intent("m1", 1, 1, at(0)).unwrap();
+    let error = store.commit().wait().unwrap_err();
+    assert!(matches!(error, StateError::Write { .. }), "{error}");
+    std::fs::remove_dir(&temp).unwrap();
+    assert_eq!(on_disk(root.path()).as_deref(), Some("c-1"));
+
+    // Storage back: the next commit writes a whole snapshot, the failed changes with it.
+    store.record_sale_intent("m2", 2, 1, at(1)).unwrap();
+    store.commit().wait().unwrap();
+    let state = read_directory(root.path()).unwrap();
+    assert_eq!(state.connection_id.as_deref(), Some("c-2"));
+    assert!(state.sales.contains_key("m1"));
+    assert!(state.sales.contains_key("m2"));
 }
 
 fn three_changes(dir: &Path) -> Vec<AgentState> {

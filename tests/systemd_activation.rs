@@ -6,6 +6,8 @@
 //! as PID 1 does for `pos-agent.socket`. The test binary plays both parts: the role variable
 //! tells the child which one it is.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
@@ -13,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pos_agent::systemd;
+use support::WAIT;
 
 const ROLE: &str = "POS_AGENT_TEST_ACTIVATION_ROLE";
 const ACTIVATOR: &str = "systemd-socket-activate";
@@ -46,7 +49,7 @@ fn activate_self(
 }
 
 fn wait_until_bound(socket: &Path, child: &mut std::process::Child) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + WAIT;
     while !socket.exists() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("{ACTIVATOR} exited before binding the socket: {status}");

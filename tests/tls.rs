@@ -4,14 +4,14 @@
 //! message, in the log and in `status` (`connection_problem`). The clock problem is logged once,
 //! naming the system time, and retried (`docs/deployment.md`, "The clock at boot").
 
-mod common;
+mod support;
 
-use common::daemon::{Agent, Setup};
 use pos_agent::serial::message::Reply;
 use pos_agent::simulator::api::{ApiSimulator, SimulatorOptions, TlsIdentity};
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
+use support::daemon::{Agent, Setup};
 
 struct Ca {
     certificate: rcgen::Certificate,

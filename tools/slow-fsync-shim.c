@@ -2,7 +2,7 @@
  * Test and benchmark only: an LD_PRELOAD library that makes fsync and fdatasync take
  * SLOW_FSYNC_MS milliseconds longer (0 or unset: no delay), as on a terminal's SD card or
  * eMMC under write pressure. The daemon has no hook for it; `cargo bench --bench agent` and
- * tests/agent.rs build it with the host's cc (tests/common/slow_fsync.rs).
+ * tests/agent.rs build it with the host's cc (tests/support/slow_fsync.rs).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>

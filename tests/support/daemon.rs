@@ -18,19 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// Every secret the harness hands the daemon; no output may contain any of them.
-pub const SECRETS: [&str; 5] = [
-    sim::DEMO_API_KEY_PRIVATE,
-    sim::DEMO_API_CLIENT_PRIVATE,
-    sim::DEMO_API_KEY_PUBLIC,
-    sim::DEMO_API_CLIENT_PUBLIC,
-    SERVICE_PARAMETER_SECRET,
-];
-
-pub const SERVICE_PARAMETER_SECRET: &str = "provider-password-6f1d";
-
-/// Generous: the suite also runs under emulation.
-pub const WAIT: Duration = Duration::from_secs(20);
+use super::{SECRETS, SERVICE_PARAMETER_SECRET, WAIT};
 
 /// Reads the notify socket for as long as the test runs, as systemd does. A notify socket that
 /// nobody reads fills up (`net.unix.max_dgram_qlen`, 10 datagrams by default) and the daemon's
@@ -112,6 +100,14 @@ impl Agent {
     pub async fn start(setup: Setup) -> Agent {
         let sim = ApiSimulator::start(SimulatorOptions::default()).expect("simulator");
         Self::start_with(sim, setup).await
+    }
+
+    /// Starts everything and waits until the daemon reports its payment API connection
+    /// (`STATUS=connected`).
+    pub async fn connected(setup: Setup) -> Agent {
+        let mut agent = Self::start(setup).await;
+        agent.wait_notification("STATUS=connected").await;
+        agent
     }
 
     pub async fn start_with(sim: ApiSimulator, setup: Setup) -> Agent {

@@ -1,6 +1,5 @@
-//! Helpers for the serial tests: a raw terminal that speaks bytes on a real pty master (to
-//! inject noise, bad CRCs, lost ACKs, cut frames), and the agent's link on the slave path.
-#![allow(dead_code)]
+//! The serial link without the daemon: a raw terminal that speaks bytes on a real pty master
+//! (to inject noise, bad CRCs, lost ACKs, cut frames), and the agent's link on the slave path.
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,8 +15,7 @@ use pos_agent::simulator::virtual_serial::VirtualSerial;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-/// Generous: the suite also runs under qemu-user.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+use super::WAIT;
 
 /// Link settings for tests: quick T3, no idle pings unless a test asks for them.
 pub fn quick_settings() -> LinkSettings {
@@ -25,7 +23,7 @@ pub fn quick_settings() -> LinkSettings {
         ack_timeout: Duration::from_millis(400),
         max_sends: 3,
         ping_interval: Duration::from_secs(3600),
-        reply_timeout: PATIENCE,
+        reply_timeout: WAIT,
         ..LinkSettings::default()
     }
 }
@@ -41,9 +39,9 @@ pub fn agent_on(device: &Path, settings: LinkSettings) -> (LinkHandle<AgentReque
     spawn_port_link::<TerminalRequest, AgentRequest>(config, settings)
 }
 
-/// The next event, or a panic after [`PATIENCE`].
+/// The next event, or a panic after [`WAIT`].
 pub async fn next_event(events: &mut AgentEvents) -> LinkEvent<TerminalRequest> {
-    tokio::time::timeout(PATIENCE, events.recv())
+    tokio::time::timeout(WAIT, events.recv())
         .await
         .expect("no link event in time")
         .expect("link ended")
@@ -107,9 +105,9 @@ impl RawTerminal {
         }
     }
 
-    /// The next item, or a panic after [`PATIENCE`].
+    /// The next item, or a panic after [`WAIT`].
     pub async fn next(&mut self) -> Inbound {
-        self.next_within(PATIENCE)
+        self.next_within(WAIT)
             .await
             .expect("nothing on the line in time")
     }

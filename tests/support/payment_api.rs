@@ -1,6 +1,5 @@
-//! Helpers shared by the payment API tests: a client configured for a running simulator, the
-//! establish parameters, a sale. Each `tests/payment_api_*.rs` says `mod payment_api_support;`.
-#![allow(dead_code)]
+//! The payment API client against the simulator, in process: a client configured for a running
+//! simulator, the establish parameters, a sale, the seed fixtures.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,8 +10,7 @@ use pos_agent::simulator::api::*;
 use secrecy::SecretString;
 use uuid::Uuid;
 
-/// A provider credential that must never show up anywhere.
-pub const SERVICE_PARAMETER_SECRET: &str = "svc-param-secret-7e11c9";
+use super::SERVICE_PARAMETER_SECRET;
 
 /// Short waits so a test with retries takes milliseconds.
 pub const FAST_RETRY: RetryPolicy = RetryPolicy {

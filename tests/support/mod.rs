@@ -1,0 +1,66 @@
+//! What the integration tests share, defined once: the real binary as a process, the one
+//! generous wait, the secrets no output may contain, the payment API's paths. Each test file
+//! says `mod support;` and takes what it needs:
+//!
+//! - [`daemon`]: a whole agent (real `pos-agent run`, terminal simulator on a pty pair, payment
+//!   API simulator on loopback, a notify socket).
+//! - [`payment_api`]: a client configured for a running simulator, the establish parameters, a
+//!   sale, the seed fixtures.
+//! - [`serial`]: the agent's link on a pty slave and a raw terminal on its master.
+//! - [`slow_fsync`]: the slow-storage shim preloaded into the daemon.
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use pos_agent::simulator::api as sim;
+
+pub mod daemon;
+pub mod payment_api;
+pub mod serial;
+pub mod slow_fsync;
+
+/// How long a test waits for something that must happen: generous, because the suite also runs
+/// under qemu-user (about ten times slower) on a loaded machine. Tests wait for a condition
+/// with this as the deadline; they never sleep it.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A provider credential (an establish `ServiceParameters` value) that must never show up in
+/// any output.
+pub const SERVICE_PARAMETER_SECRET: &str = "provider-password-6f1d";
+
+/// Every secret a test hands the agent or the client; no output may contain any of them.
+pub const SECRETS: [&str; 5] = [
+    sim::DEMO_API_KEY_PRIVATE,
+    sim::DEMO_API_CLIENT_PRIVATE,
+    sim::DEMO_API_KEY_PUBLIC,
+    sim::DEMO_API_CLIENT_PUBLIC,
+    SERVICE_PARAMETER_SECRET,
+];
+
+/// The payment API paths the tests count requests to (docs/payment-api.md (Methods)).
+pub mod paths {
+    pub const ESTABLISH: &str = "/api/connection";
+    pub const RECONNECT: &str = "/api/connection/reconnect";
+    pub const DISCONNECT: &str = "/api/connection/disconnect";
+    pub const SALE: &str = "/api/payment/async/sale";
+    pub const CANCEL: &str = "/api/payment/async/cancel";
+}
+
+/// A `Command` for the real `pos-agent` binary built for this test run.
+///
+/// When the suite runs for another architecture under emulation, `.ci/run` sets
+/// `POS_AGENT_TEST_RUNNER` (for example `qemu-aarch64 -L /usr/aarch64-linux-gnu`) and the binary
+/// is started through it, as cargo starts the test binaries themselves.
+pub fn pos_agent() -> Command {
+    let binary = env!("CARGO_BIN_EXE_pos-agent");
+    match std::env::var("POS_AGENT_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut command = Command::new(words.next().unwrap_or_default());
+            command.args(words).arg(binary);
+            command
+        }
+        _ => Command::new(binary),
+    }
+}
