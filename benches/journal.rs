@@ -21,12 +21,12 @@
 //! each with a bad CRC (NAKed, logged at debug only), JSON the agent cannot read, and a request
 //! without an id.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, SystemTime};
 
-use common::daemon::{Agent, Setup};
+use support::daemon::{Agent, Setup};
 use nix::sys::signal::Signal;
 use pos_agent::serial::frame::frame_bytes;
 use pos_agent::serial::message::{Reply, Sale, TerminalRequest};

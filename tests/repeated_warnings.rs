@@ -4,9 +4,10 @@
 //! counted in summary lines that keep their structured fields, and nothing is lost: the first
 //! line plus the summaries' counts make the whole burst.
 
-mod common;
+mod support;
 
-use common::daemon::{Agent, Setup, WAIT};
+use support::daemon::{Agent, Setup};
+use support::WAIT;
 use pos_agent::serial::frame::frame_bytes;
 use pos_agent::simulator::virtual_serial::VirtualSerial;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

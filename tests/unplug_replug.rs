@@ -5,9 +5,10 @@
 //! is pending. The link comes back, the payment is still pending, and `status` counts the
 //! reopen and names the last error.
 
-mod common;
+mod support;
 
-use common::daemon::{Agent, Setup, WAIT};
+use support::daemon::{Agent, Setup};
+use support::WAIT;
 use pos_agent::serial::message::{PaymentOutcome, Reply, TerminalRequest};
 use uuid::Uuid;
 
