@@ -1,0 +1,25 @@
+//! The configuration (docs/configuration.md): the file's schema (one struct per TOML
+//! section, strict, with the spec's defaults), loading it with the `config` crate together with
+//! `POS_AGENT__SECTION__KEY` environment overrides and systemd credentials, validating it, and
+//! rendering the effective configuration for `check-config` with every secret redacted.
+//! The API client, the serial port and the agent take their settings straight from these types.
+//! `docs/configuration.md` is the operator's reference.
+
+mod credentials;
+mod error;
+mod load;
+mod render;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use credentials::*;
+pub use error::*;
+pub use load::*;
+pub use render::*;
+pub use schema::*;
+pub use validate::*;
+
+use credentials::{parse_service_parameters, Credentials};
+use error::problem_from_config_error;

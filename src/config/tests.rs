@@ -1,0 +1,515 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use super::*;
+
+const VALID: &str = r#"
+[paywall]
+physical_api_url = "https://physical.example"
+api_key_private = "file-key-private"
+api_client_private = "file-client-private"
+
+[terminal]
+tag_code = "shop_1"
+"#;
+
+fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    load_with(&path, &EnvSnapshot::from_vars(env.iter().copied()))
+}
+
+/// `VALID` with `line` added under `[section]`.
+fn with(section: &str, line: &str) -> String {
+    let header = format!("[{section}]\n");
+    if VALID.contains(&header) {
+        VALID.replace(&header, &format!("{header}{line}\n"))
+    } else {
+        format!("{VALID}\n{header}{line}\n")
+    }
+}
+
+fn only_problem(result: Result<Config, ConfigError>) -> Problem {
+    let error = result.expect_err("the configuration should be refused");
+    assert_eq!(error.problems.len(), 1, "{error}");
+    error.problems[0].clone()
+}
+
+fn assert_invalid(text: &str, key: &str) {
+    let problem = only_problem(load_text(text, &[]));
+    assert_eq!(problem.key.as_deref(), Some(key), "{problem}");
+}
+
+#[test]
+fn minimal_file_gets_the_spec_defaults() {
+    let config = load_text(VALID, &[]).unwrap();
+    assert_eq!(config.paywall.request_timeout, Duration::from_secs(10));
+    assert_eq!(config.terminal.payment_timeout, Duration::from_secs(600));
+    assert_eq!(config.terminal.sale_reply_deadline, Duration::from_secs(20));
+    assert_eq!(config.serial.baud_rate, 115_200);
+    assert_eq!(config.shutdown.concurrency, 8);
+    assert_eq!(config.log.level, "info");
+    assert_eq!(config.provenance.secrets["api_key_private"], Source::File);
+}
+
+#[test]
+fn environment_overrides_parse_numbers_bools_and_nested_keys() {
+    let text = with(
+        "connection.establish",
+        "name = \"n\"\nbrand_id = 10\nprovider_id = 10\nregion_id = 1\nend_of_day_id = 10",
+    );
+    let config = load_text(
+        &text,
+        &[
+            ("POS_AGENT__SERIAL__DEVICE", "/dev/ttyUSB0"),
+            ("POS_AGENT__SHUTDOWN__CONCURRENCY", "4"),
+            ("POS_AGENT__PAYWALL__ALLOW_INSECURE_HTTP", "true"),
+            ("POS_AGENT__PAYWALL__PHYSICAL_API_URL", "http://127.0.0.1:9"),
+            ("POS_AGENT__CONNECTION__ESTABLISH__BRAND_ID", "42"),
+            ("POS_AGENT__TERMINAL__TAG_CODE", "007"),
+            ("POS_AGENT_CONFIG", "/not/an/override"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.serial.device, PathBuf::from("/dev/ttyUSB0"));
+    assert_eq!(config.shutdown.concurrency, 4);
+    assert!(config.paywall.allow_insecure_http);
+    assert_eq!(config.connection.establish.unwrap().brand_id, 42);
+    // Strings that look like numbers stay strings, leading zeros included.
+    assert_eq!(config.terminal.tag_code.as_deref(), Some("007"));
+}
+
+#[test]
+fn service_parameter_override_keeps_the_case_of_its_name() {
+    let text = with(
+        "connection.establish",
+        "name = \"n\"\nbrand_id = 10\nprovider_id = 10\nregion_id = 1\nend_of_day_id = 10",
+    );
+    let variable = "POS_AGENT__CONNECTION__ESTABLISH__SERVICE_PARAMETERS__Reporting_ApiKey";
+    let config = load_text(&text, &[(variable, "param")]).unwrap();
+    let parameters = config.connection.establish.unwrap().service_parameters;
+    assert_eq!(parameters["Reporting_ApiKey"].expose_secret(), "param");
+    let nested = "POS_AGENT__CONNECTION__ESTABLISH__SERVICE_PARAMETERS__Api__Key";
+    let config = load_text(&text, &[(nested, "param")]).unwrap();
+    assert!(config
+        .connection
+        .establish
+        .unwrap()
+        .service_parameters
+        .contains_key("Api__Key"));
+    let problem = only_problem(load_text(VALID, &[(variable, "param")]));
+    assert!(problem.to_string().contains(variable), "{problem}");
+}
+
+#[test]
+fn empty_environment_override_is_ignored() {
+    let config = load_text(VALID, &[("POS_AGENT__SERIAL__DEVICE", "")]).unwrap();
+    assert_eq!(config.serial.device, defaults::device());
+}
+
+#[test]
+fn secrets_from_the_environment_are_recorded_as_such() {
+    let config = load_text(VALID, &[("POS_AGENT__PAYWALL__API_KEY_PRIVATE", "env-key")]).unwrap();
+    assert_eq!(
+        config.paywall.api_key_private.unwrap().expose_secret(),
+        "env-key"
+    );
+    assert_eq!(
+        config.provenance.secrets["api_key_private"],
+        Source::Environment("POS_AGENT__PAYWALL__API_KEY_PRIVATE".into())
+    );
+}
+
+#[test]
+fn credentials_directory_wins_and_loses_one_trailing_newline() {
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(credentials.path().join("api_key_private"), "cred-key\n").unwrap();
+    std::fs::write(credentials.path().join("api_client_public"), "pub-client").unwrap();
+    std::fs::write(credentials.path().join("api_key_public"), "pub-key\r\n").unwrap();
+    let dir = credentials.path().to_str().unwrap();
+    let config = load_text(VALID, &[("CREDENTIALS_DIRECTORY", dir)]).unwrap();
+    assert_eq!(
+        config.paywall.api_key_private.unwrap().expose_secret(),
+        "cred-key"
+    );
+    assert_eq!(
+        config.paywall.api_key_public.unwrap().expose_secret(),
+        "pub-key"
+    );
+    assert_eq!(
+        config.paywall.api_client_private.unwrap().expose_secret(),
+        "file-client-private"
+    );
+    assert_eq!(
+        config.provenance.secrets["api_key_private"],
+        Source::Credentials(credentials.path().join("api_key_private"))
+    );
+}
+
+#[test]
+fn private_keys_may_come_only_from_credentials() {
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(credentials.path().join("api_key_private"), "k").unwrap();
+    std::fs::write(credentials.path().join("api_client_private"), "c").unwrap();
+    let text =
+        "[paywall]\nphysical_api_url = \"https://p.example\"\n[terminal]\ntag_code = \"t\"\n";
+    let dir = credentials.path().to_str().unwrap();
+    assert!(load_text(text, &[("CREDENTIALS_DIRECTORY", dir)]).is_ok());
+}
+
+#[test]
+fn missing_private_key_is_refused() {
+    let text = VALID.replace("api_key_private = \"file-key-private\"\n", "");
+    assert_invalid(&text, "paywall.api_key_private");
+}
+
+#[test]
+fn half_a_public_key_pair_is_refused() {
+    assert_invalid(
+        &with("paywall", "api_key_public = \"k\""),
+        "paywall.api_client_public",
+    );
+}
+
+#[test]
+fn secret_with_a_line_break_is_refused_without_quoting_it() {
+    let text = with(
+        "paywall",
+        "api_key_public = \"SECRET\\nX\"\napi_client_public = \"c\"",
+    );
+    let problem = only_problem(load_text(&text, &[]));
+    assert_eq!(problem.key.as_deref(), Some("paywall.api_key_public"));
+    assert!(!problem.to_string().contains("SECRET"));
+}
+
+#[test]
+fn secret_of_the_wrong_type_is_refused_without_quoting_it() {
+    let text = VALID.replace("\"file-key-private\"", "[\"SECRET\"]");
+    let error = load_text(&text, &[]).unwrap_err();
+    assert_eq!(
+        error.problems[0].key.as_deref(),
+        Some("paywall.api_key_private")
+    );
+    assert!(!error.to_string().contains("SECRET"));
+}
+
+#[test]
+fn toml_syntax_error_does_not_quote_the_line() {
+    let text = VALID.replace("\"file-key-private\"", "\"SECRET");
+    let error = load_text(&text, &[]).unwrap_err();
+    assert_eq!(error.problems[0].kind, ProblemKind::Syntax);
+    assert!(error.to_string().contains("line 4"), "{error}");
+    assert!(!error.to_string().contains("SECRET"), "{error}");
+}
+
+#[test]
+fn unreadable_credential_names_its_file() {
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::create_dir(credentials.path().join("api_key_private")).unwrap();
+    let dir = credentials.path().to_str().unwrap();
+    let error = load_text(VALID, &[("CREDENTIALS_DIRECTORY", dir)]).unwrap_err();
+    assert_eq!(error.problems[0].kind, ProblemKind::Credential);
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("{dir}/api_key_private")),
+        "{error}"
+    );
+}
+
+#[test]
+fn unknown_key_names_key_and_section() {
+    let problem = only_problem(load_text(&with("serial", "baud = 9600"), &[]));
+    assert_eq!(problem.kind, ProblemKind::UnknownKey);
+    assert_eq!(problem.key.as_deref(), Some("serial.baud"));
+    assert!(problem.message.contains("[serial]"), "{problem}");
+}
+
+#[test]
+fn unknown_nested_key_names_the_nested_section() {
+    let text = with(
+        "connection.establish",
+        "name = \"n\"\nbrand_id = 1\nprovider_id = 1\nregion_id = 1\nend_of_day_id = 1\nbrand = 2",
+    );
+    let problem = only_problem(load_text(&text, &[]));
+    assert_eq!(problem.key.as_deref(), Some("connection.establish.brand"));
+}
+
+#[test]
+fn unknown_section_is_refused() {
+    let problem = only_problem(load_text(&format!("{VALID}\n[seriall]\n"), &[]));
+    assert_eq!(problem.kind, ProblemKind::UnknownKey);
+    assert_eq!(problem.key.as_deref(), Some("seriall"));
+}
+
+#[test]
+fn unknown_key_from_the_environment_names_the_variable() {
+    let error = load_text(VALID, &[("POS_AGENT__SERIAL__BAUD", "1")]).unwrap_err();
+    assert!(
+        error.to_string().contains("POS_AGENT__SERIAL__BAUD"),
+        "{error}"
+    );
+}
+
+#[test]
+fn missing_required_key_and_section_are_named() {
+    let problem = only_problem(load_text(&VALID.replace("physical_api_url", "#"), &[]));
+    assert_eq!(problem.kind, ProblemKind::MissingKey);
+    assert_eq!(problem.key.as_deref(), Some("paywall.physical_api_url"));
+    let problem = only_problem(load_text(
+        &VALID.replace("[terminal]\ntag_code = \"shop_1\"", ""),
+        &[],
+    ));
+    assert_eq!(problem.key.as_deref(), Some("terminal"));
+}
+
+#[test]
+fn terminal_needs_exactly_one_of_id_and_tag_code() {
+    let both = with("terminal", "id = \"38e895c3-2d9f-4f2a-9d43-6a1a7b1b2c3d\"");
+    assert_invalid(&both, "terminal.id");
+    let neither = VALID.replace("tag_code = \"shop_1\"", "");
+    assert_invalid(&neither, "terminal.id");
+    let by_id = VALID.replace(
+        "tag_code = \"shop_1\"",
+        "id = \"38e895c3-2d9f-4f2a-9d43-6a1a7b1b2c3d\"",
+    );
+    assert!(load_text(&by_id, &[]).is_ok());
+}
+
+#[test]
+fn terminal_id_must_be_a_guid() {
+    let text = VALID.replace("tag_code = \"shop_1\"", "id = \"terminal-7\"");
+    assert_invalid(&text, "terminal.id");
+}
+
+#[test]
+fn tag_code_is_at_most_25_characters() {
+    let ok = VALID.replace("shop_1", &"ü".repeat(25));
+    assert!(load_text(&ok, &[]).is_ok());
+    assert_invalid(
+        &VALID.replace("shop_1", &"a".repeat(26)),
+        "terminal.tag_code",
+    );
+}
+
+#[test]
+fn connection_id_must_be_a_guid() {
+    assert_invalid(&with("connection", "id = \"abc\""), "connection.id");
+    let ok = with(
+        "connection",
+        "id = \"38e895c3-2d9f-4f2a-9d43-6a1a7b1b2c3d\"",
+    );
+    assert!(load_text(&ok, &[]).is_ok());
+}
+
+#[test]
+fn http_base_address_needs_allow_insecure_http() {
+    let http = VALID.replace("https://physical", "http://physical");
+    assert_invalid(&http, "paywall.physical_api_url");
+    assert!(load_text(
+        &with("paywall", "allow_insecure_http = true")
+            .replace("https://physical", "http://physical"),
+        &[]
+    )
+    .is_ok());
+    assert_invalid(
+        &with("paywall", "payment_api_url = \"http://pay.example\""),
+        "paywall.payment_api_url",
+    );
+}
+
+#[test]
+fn base_address_must_be_an_http_url_without_credentials() {
+    for url in [
+        "ftp://x.example",
+        "not a url",
+        "https://user:pw@x.example",
+        "https://x.example/?a=1",
+    ] {
+        assert_invalid(
+            &VALID.replace("https://physical.example", url),
+            "paywall.physical_api_url",
+        );
+    }
+}
+
+#[test]
+fn callback_url_must_be_an_http_url() {
+    assert_invalid(
+        &with("terminal", "callback_url = \"callback\""),
+        "terminal.callback_url",
+    );
+}
+
+#[test]
+fn serial_line_settings_are_range_checked() {
+    assert_invalid(&with("serial", "data_bits = 9"), "serial.data_bits");
+    assert_invalid(&with("serial", "data_bits = 4"), "serial.data_bits");
+    assert_invalid(&with("serial", "stop_bits = 3"), "serial.stop_bits");
+    assert_invalid(&with("serial", "max_sends = 0"), "serial.max_sends");
+    assert_invalid(&with("serial", "baud_rate = 0"), "serial.baud_rate");
+    assert_invalid(&with("serial", "parity = \"mark\""), "serial.parity");
+    assert_invalid(
+        &with("serial", "flow_control = \"rts\""),
+        "serial.flow_control",
+    );
+    assert_invalid(&with("serial", "data_bits = \"eight\""), "serial.data_bits");
+    assert!(load_text(
+        &with("serial", "data_bits = 7\nstop_bits = 2\nparity = \"even\""),
+        &[]
+    )
+    .is_ok());
+}
+
+#[test]
+fn durations_are_strings_and_must_be_positive() {
+    let config = load_text(&with("serial", "ack_timeout = \"1500ms\""), &[]).unwrap();
+    assert_eq!(config.serial.ack_timeout, Duration::from_millis(1500));
+    assert_invalid(
+        &with("serial", "ack_timeout = \"0s\""),
+        "serial.ack_timeout",
+    );
+    assert_invalid(
+        &with("serial", "ping_interval = \"soon\""),
+        "serial.ping_interval",
+    );
+    assert_invalid(&with("shutdown", "deadline = \"0ms\""), "shutdown.deadline");
+    assert_invalid(
+        &with("terminal", "payment_timeout = \"0s\""),
+        "terminal.payment_timeout",
+    );
+    assert_invalid(
+        &with("terminal", "sale_reply_deadline = \"0s\""),
+        "terminal.sale_reply_deadline",
+    );
+    assert_invalid(
+        &with("terminal", "sale_reply_deadline = \"soon\""),
+        "terminal.sale_reply_deadline",
+    );
+    assert_invalid(
+        &with("paywall", "request_timeout = \"0s\""),
+        "paywall.request_timeout",
+    );
+}
+
+#[test]
+fn shutdown_concurrency_is_at_least_one() {
+    assert_invalid(&with("shutdown", "concurrency = 0"), "shutdown.concurrency");
+}
+
+#[test]
+fn log_level_must_be_a_tracing_filter() {
+    assert_invalid(&with("log", "level = \"pos_agent=loud\""), "log.level");
+    assert!(load_text(&with("log", "level = \"warn,pos_agent=debug\""), &[]).is_ok());
+}
+
+#[test]
+fn paths_must_be_absolute_and_socket_path_short_enough() {
+    assert_invalid(&with("state", "directory = \"state\""), "state.directory");
+    assert_invalid(&with("control", "socket = \"c.sock\""), "control.socket");
+    let long = format!("socket = \"/{}\"", "s".repeat(120));
+    assert_invalid(&with("control", &long), "control.socket");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = with("serial", "data_bits = 9\nstop_bits = 3");
+    let error = load_text(&text, &[]).unwrap_err();
+    assert_eq!(error.problems.len(), 2);
+    let shown = error.to_string();
+    assert!(shown.contains("serial.data_bits") && shown.contains("serial.stop_bits"));
+}
+
+#[test]
+fn error_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, with("serial", "data_bits = 9")).unwrap();
+    let error = load_with(&path, &EnvSnapshot::default()).unwrap_err();
+    assert!(error.to_string().contains(&path.display().to_string()));
+    let missing = load_with(&dir.path().join("nope.toml"), &EnvSnapshot::default()).unwrap_err();
+    assert_eq!(missing.problems[0].kind, ProblemKind::Unreadable);
+    assert!(missing.to_string().contains("nope.toml"));
+}
+
+#[test]
+fn state_directory_and_control_socket_fall_back_to_systemd_then_defaults() {
+    let config = load_text(VALID, &[]).unwrap();
+    let none = EnvSnapshot::default();
+    assert_eq!(
+        config.state_directory(&none),
+        PathBuf::from("/var/lib/pos-agent")
+    );
+    assert_eq!(
+        config.control_socket(&none),
+        PathBuf::from("/run/pos-agent/control.sock")
+    );
+    let systemd = EnvSnapshot::from_vars([
+        ("STATE_DIRECTORY", "/var/lib/a:/var/lib/b"),
+        ("RUNTIME_DIRECTORY", "/run/a"),
+    ]);
+    assert_eq!(
+        config.state_directory(&systemd),
+        PathBuf::from("/var/lib/a")
+    );
+    assert_eq!(
+        config.control_socket(&systemd),
+        PathBuf::from("/run/a/control.sock")
+    );
+    let text = with("state", "directory = \"/srv/s\"") + "\n[control]\nsocket = \"/srv/c.sock\"\n";
+    let configured = load_text(&text, &[]).unwrap();
+    assert_eq!(
+        configured.state_directory(&systemd),
+        PathBuf::from("/srv/s")
+    );
+    assert_eq!(
+        configured.control_socket(&systemd),
+        PathBuf::from("/srv/c.sock")
+    );
+}
+
+#[test]
+fn rendered_configuration_redacts_secrets_and_parses_back() {
+    let text = with(
+        "connection.establish",
+        "name = \"n\"\nbrand_id = 10\nprovider_id = 10\nregion_id = 1\nend_of_day_id = 10\n\
+         service_parameters = { Reporting_ApiKey = \"PARAM-SECRET\" }",
+    );
+    let config = load_text(&with("serial", "ack_timeout = \"1500ms\""), &[]).unwrap();
+    let rendered = render_effective(&config);
+    assert!(!rendered.contains("file-key-private"));
+    assert!(rendered.contains("api_key_private = \"<redacted>\"  # from the configuration file"));
+    let reparsed = load_text(&rendered, &[]).unwrap();
+    assert_eq!(reparsed.serial.ack_timeout, Duration::from_millis(1500));
+    assert_eq!(
+        render_effective(&reparsed)
+            .lines()
+            .skip(2)
+            .collect::<Vec<_>>(),
+        rendered.lines().skip(2).collect::<Vec<_>>()
+    );
+
+    let with_parameters = load_text(&text, &[]).unwrap();
+    let rendered = render_effective(&with_parameters);
+    assert!(!rendered.contains("PARAM-SECRET"));
+    assert!(
+        rendered.contains("\"Reporting_ApiKey\" = \"<redacted>\""),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn debug_output_shows_no_secret() {
+    let config = load_text(
+        VALID,
+        &[("POS_AGENT__PAYWALL__API_CLIENT_PRIVATE", "env-secret")],
+    )
+    .unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("file-key-private") && !shown.contains("env-secret"));
+    let env = EnvSnapshot::from_vars([("POS_AGENT__PAYWALL__API_KEY_PRIVATE", "env-secret")]);
+    assert!(!format!("{env:?}").contains("env-secret"));
+}

@@ -1,0 +1,25 @@
+//! Durable state (`docs/state.md`): the connection Id, every pending payment and the
+//! merchant code → payment map that keeps sales idempotent across restarts. Money depends on it
+//! surviving a crash at any instant: each change is journalled and synced by the state writer
+//! (a thread of its own, group-committing), and the caller awaits its durability before the
+//! side effect; state that cannot be read stops the start and is never replaced.
+
+mod journal;
+mod writer;
+
+pub use journal::{
+    encode_record, encode_snapshot, load_from_bytes, Change, LoadError, Loaded, Record,
+    LEGACY_FORMAT_VERSION, MAX_RECORD_LEN, RECORD_HEADER_LEN,
+};
+
+pub use writer::{WriterStats, COMPACT_MIN_BYTES, COMPACT_RATIO, MAX_QUEUED};
+
+mod error;
+mod model;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use error::*;
+pub use model::*;
+pub use store::*;
