@@ -26,11 +26,11 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use support::daemon::{Agent, Setup};
 use nix::sys::signal::Signal;
 use pos_agent::serial::frame::frame_bytes;
 use pos_agent::serial::message::{Reply, Sale, TerminalRequest};
 use pos_agent::simulator::virtual_serial::VirtualSerial;
+use support::daemon::{Agent, Setup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 

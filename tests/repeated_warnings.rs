@@ -6,10 +6,10 @@
 
 mod support;
 
-use support::daemon::{Agent, Setup};
-use support::WAIT;
 use pos_agent::serial::frame::frame_bytes;
 use pos_agent::simulator::virtual_serial::VirtualSerial;
+use support::daemon::{Agent, Setup};
+use support::WAIT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BURST: u64 = 300;

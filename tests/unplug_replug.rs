@@ -7,9 +7,9 @@
 
 mod support;
 
+use pos_agent::serial::message::{PaymentOutcome, Reply, TerminalRequest};
 use support::daemon::{Agent, Setup};
 use support::WAIT;
-use pos_agent::serial::message::{PaymentOutcome, Reply, TerminalRequest};
 use uuid::Uuid;
 
 fn port(status: &serde_json::Value) -> &serde_json::Value {
