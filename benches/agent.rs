@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
-use pos_agent::serial::message::{PaymentOutcome, Reply, Sale, TerminalRequest};
+use pos_agent::serial::message::{PaymentResultStatus, Reply, SaleOrder, TerminalRequest};
 use pos_agent::serial::LinkHandle;
 use pos_agent::state::{CancelReason, PaymentSource, PendingPayment, StateStore};
 use support::daemon::{Agent, Setup};
@@ -86,7 +86,7 @@ async fn connected_with(setup: Setup) -> Agent {
 }
 
 fn sale(code: Uuid) -> TerminalRequest {
-    TerminalRequest::Sale(Sale {
+    TerminalRequest::Sale(SaleOrder {
         merchant_unique_code: code,
         amount_minor: std::num::NonZeroU64::new(250).unwrap(),
         currency_id: None,
@@ -140,7 +140,7 @@ async fn churn(agent: &Agent, total: usize, parallel: usize) -> Churn {
             let id = start_sale(&link).await;
             let result = TerminalRequest::PaymentResult {
                 payment_request_id: id,
-                status: PaymentOutcome::Succeeded,
+                status: PaymentResultStatus::Succeeded,
             };
             match link.request(result).await {
                 Ok(Reply::Ok) => {}

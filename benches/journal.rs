@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
 use pos_agent::serial::frame::frame_bytes;
-use pos_agent::serial::message::{Reply, Sale, TerminalRequest};
+use pos_agent::serial::message::{Reply, SaleOrder, TerminalRequest};
 use pos_agent::simulator::virtual_serial::VirtualSerial;
 use support::daemon::{Agent, Setup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,7 +100,7 @@ async fn outage(repeat_window: &'static str, minutes: usize) -> (Vec<(usize, usi
     let mut agent = Agent::start(setup(repeat_window)).await;
     agent.wait_notification("STATUS=connected").await;
     for _ in 0..2 {
-        let sale = TerminalRequest::Sale(Sale {
+        let sale = TerminalRequest::Sale(SaleOrder {
             merchant_unique_code: Uuid::new_v4(),
             amount_minor: std::num::NonZeroU64::new(990).unwrap(),
             currency_id: None,

@@ -15,7 +15,8 @@ use tokio::net::UnixDatagram;
 use uuid::Uuid;
 
 use crate::serial::message::{
-    AgentRequest, AgentState, CancelReason, PaymentOutcome, Reply, Sale, TerminalRequest,
+    AgentReadiness, AgentRequest, CancelReason, PaymentResultStatus, Reply, SaleOrder,
+    TerminalRequest,
 };
 use crate::serial::LinkSettings;
 use crate::simulator::api::{self as sim, ApiSimulator, SimulatorOptions};
@@ -101,7 +102,7 @@ async fn demo(workdir: &Path, verbose: bool) -> anyhow::Result<()> {
         matches!(
             n,
             AgentRequest::AgentState {
-                state: AgentState::Ready
+                state: AgentReadiness::Ready
             }
         )
         .then_some(())
@@ -128,7 +129,7 @@ async fn demo(workdir: &Path, verbose: bool) -> anyhow::Result<()> {
     let reply = terminal
         .request(TerminalRequest::PaymentResult {
             payment_request_id: first.clone(),
-            status: PaymentOutcome::Succeeded,
+            status: PaymentResultStatus::Succeeded,
         })
         .await?;
     show(format!(
@@ -176,7 +177,7 @@ async fn demo(workdir: &Path, verbose: bool) -> anyhow::Result<()> {
     while !stopping_seen || cancels_seen < 2 {
         match next_notification(&mut terminal).await? {
             AgentRequest::AgentState {
-                state: AgentState::Stopping,
+                state: AgentReadiness::Stopping,
             } => {
                 stopping_seen = true;
                 show("terminal ← agent_state stopping");
@@ -234,7 +235,7 @@ async fn sale(
     let code = Uuid::new_v4();
     let amount = std::num::NonZeroU64::new(amount_minor).context("a sale needs an amount")?;
     let reply = terminal
-        .request(TerminalRequest::Sale(Sale {
+        .request(TerminalRequest::Sale(SaleOrder {
             merchant_unique_code: code,
             amount_minor: amount,
             currency_id: None,

@@ -7,7 +7,8 @@ mod support;
 use nix::sys::signal::Signal;
 use pos_agent::paywall::PaymentStatus;
 use pos_agent::serial::message::{
-    AgentRequest, AgentState, CancelReason, ErrorCode, PaymentOutcome, Reply, Sale, TerminalRequest,
+    AgentReadiness, AgentRequest, CancelReason, ErrorCode, PaymentResultStatus, Reply, SaleOrder,
+    TerminalRequest,
 };
 use pos_agent::simulator::api::{Fault, FaultKind, RecordedRequest};
 use support::daemon::{Agent, Setup};
@@ -28,7 +29,7 @@ fn body(request: &RecordedRequest) -> serde_json::Value {
     request.body.clone().unwrap_or_default()
 }
 
-async fn agent_state(agent: &mut Agent, wanted: AgentState) {
+async fn agent_state(agent: &mut Agent, wanted: AgentReadiness) {
     agent
         .notification(|n| {
             matches!(n, AgentRequest::AgentState { state } if state == wanted).then_some(())
@@ -71,7 +72,7 @@ async fn the_daemon_holds_the_line_but_not_the_terminals_end_of_it() {
 #[tokio::test]
 async fn ready_is_notified_and_status_reports_the_established_connection() {
     let mut agent = Agent::start(Setup::default()).await;
-    agent_state(&mut agent, AgentState::Ready).await;
+    agent_state(&mut agent, AgentReadiness::Ready).await;
     let status = agent.wait_notification("STATUS=connected").await;
     assert!(status.contains("terminal"), "{status}");
     assert!(
@@ -294,14 +295,14 @@ async fn a_payment_result_ends_the_payment() {
     };
     let reply = agent
         .terminal
-        .request(result(PaymentOutcome::Succeeded))
+        .request(result(PaymentResultStatus::Succeeded))
         .await
         .unwrap();
     assert_eq!(reply, Reply::Ok);
     assert!(agent.pending_ids().await.is_empty());
     let again = agent
         .terminal
-        .request(result(PaymentOutcome::Failed))
+        .request(result(PaymentResultStatus::Failed))
         .await
         .unwrap();
     assert!(
@@ -347,7 +348,7 @@ async fn shutdown_cancels_every_pending_payment_before_disconnecting() {
         ids.push(agent.started(amount).await);
     }
     agent.signal(Signal::SIGTERM);
-    agent_state(&mut agent, AgentState::Stopping).await;
+    agent_state(&mut agent, AgentReadiness::Stopping).await;
     let status = agent.wait_exit().await;
     assert!(status.success(), "{status:?}\n{}", agent.log());
     agent.wait_notification("STOPPING=1").await;
@@ -711,12 +712,12 @@ async fn the_terminal_can_sell_again_after_the_agent_restarts() {
     for _ in 0..3 {
         agent.signal(Signal::SIGTERM);
         assert!(agent.wait_exit().await.success());
-        agent_state(&mut agent, AgentState::Stopping).await;
+        agent_state(&mut agent, AgentReadiness::Stopping).await;
         agent.forget_notifications();
         agent.spawn();
         // The terminal's line stayed open and the new agent's ids start at 1 again: the
         // terminal still hears it come up, not a stored answer to the previous agent.
-        agent_state(&mut agent, AgentState::Ready).await;
+        agent_state(&mut agent, AgentReadiness::Ready).await;
         agent.wait_notification("STATUS=connected").await;
         agent.started(100).await;
     }
@@ -756,7 +757,7 @@ async fn during_shutdown_new_sales_are_refused_busy_and_results_still_count() {
         .always(),
     );
     agent.signal(Signal::SIGTERM);
-    agent_state(&mut agent, AgentState::Stopping).await;
+    agent_state(&mut agent, AgentReadiness::Stopping).await;
     let refused = agent.sale(Uuid::new_v4(), 300).await;
     assert!(
         matches!(
@@ -770,7 +771,7 @@ async fn during_shutdown_new_sales_are_refused_busy_and_results_still_count() {
     );
     let result = TerminalRequest::PaymentResult {
         payment_request_id: finished_by_terminal.clone(),
-        status: PaymentOutcome::Succeeded,
+        status: PaymentResultStatus::Succeeded,
     };
     let reply = agent.terminal.request(result).await.unwrap();
     assert!(
@@ -903,7 +904,7 @@ async fn a_kill_during_a_group_commit_loses_no_payment_sells_nothing_twice() {
                 let terminal = terminal.clone();
                 let answered = std::sync::Arc::clone(&answered);
                 async move {
-                    let sale = TerminalRequest::Sale(Sale {
+                    let sale = TerminalRequest::Sale(SaleOrder {
                         merchant_unique_code: code,
                         amount_minor: std::num::NonZeroU64::new(300).unwrap(),
                         currency_id: None,

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 
+use pos_agent::agent::ConnectionState;
 use pos_agent::control::{
     self, AbandonedSaleView, CancelFailure, CancelReason, CancelReport, CancelTarget,
-    ConnectionReport, ConnectionState, ControlCall, ControlError, ControlErrorKind, ControlReply,
-    ControlRequest, ControlResponse, DisconnectReport, LinkState, PendingPaymentView,
-    PendingReport, SerialPortView, StatusReport, UnlinkReport,
+    ConnectionReport, ControlCall, ControlError, ControlErrorKind, ControlReply, ControlRequest,
+    ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, SerialPortView, StatusReport,
+    TerminalLinkStatus, UnlinkReport,
 };
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -156,7 +157,7 @@ fn status() -> StatusReport {
         connection: ConnectionState::Connected,
         rejection: None,
         connection_problem: None,
-        terminal_link: LinkState::Up,
+        terminal_link: TerminalLinkStatus::Up,
         serial_port: SerialPortView {
             reopens: 3,
             last_error: Some(

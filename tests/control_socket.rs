@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pos_agent::agent::ConnectionState;
 use pos_agent::control::{
-    self, ConnectionState, ControlCall, ControlErrorKind, ControlReply, ControlRequest,
-    ControlResponse, LinkState, SerialPortView, ServeLimits, StatusReport,
+    self, ControlCall, ControlErrorKind, ControlReply, ControlRequest, ControlResponse,
+    SerialPortView, ServeLimits, StatusReport, TerminalLinkStatus,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,7 +29,7 @@ fn status_report() -> StatusReport {
         connection: ConnectionState::Connected,
         rejection: None,
         connection_problem: None,
-        terminal_link: LinkState::Up,
+        terminal_link: TerminalLinkStatus::Up,
         serial_port: SerialPortView::default(),
         pending: vec![],
         abandoned: vec![],

@@ -207,7 +207,7 @@ async fn sale_sends_terminal_id_code_and_decimal_amount() {
 async fn sale_by_tag_code_sends_only_the_tag_code_and_the_optional_fields() {
     let sim = start();
     let mut request = sale(Uuid::new_v4());
-    request.terminal = TerminalRef::TagCode(DEMO_TERMINAL_TAG_CODE.to_owned());
+    request.terminal = TerminalRef::TagCode(TagCode::parse(DEMO_TERMINAL_TAG_CODE).unwrap());
     request.display_code = Some("Kişisel Bakım".to_owned());
     request.callback_address = Some("https://merchant.example/cb".to_owned());
     client(&sim).sale(&request).await.unwrap();

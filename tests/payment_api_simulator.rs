@@ -207,7 +207,7 @@ async fn sale_on_a_disconnected_connection_is_rejected_until_reconnect() {
 async fn sale_on_an_unknown_terminal_is_rejected() {
     let sim = start();
     let mut request = sale(Uuid::new_v4());
-    request.terminal = TerminalRef::TagCode("no_such_pos".into());
+    request.terminal = TerminalRef::TagCode(TagCode::parse("no_such_pos").unwrap());
     let err = client(&sim).sale(&request).await.unwrap_err();
     match err {
         ApiError::Rejected { client_message, .. } => {

@@ -117,12 +117,12 @@ fn dump(bytes: &[u8]) -> String {
 #[test]
 fn documented_sale_exchange_is_byte_for_byte_what_the_link_writes() {
     use pos_agent::serial::message::{encode_reply, encode_request};
-    use pos_agent::serial::{Reply, Sale, TerminalRequest};
+    use pos_agent::serial::{Reply, SaleOrder, TerminalRequest};
 
     let code = "6f1c1a7e-3b7f-4d0e-9a51-0f2b7c3d9e10".parse().unwrap();
     let sale = encode_request(
         1,
-        &TerminalRequest::Sale(Sale {
+        &TerminalRequest::Sale(SaleOrder {
             merchant_unique_code: code,
             amount_minor: 2250.try_into().unwrap(),
             currency_id: None,

@@ -205,7 +205,7 @@ async fn terminal_hears_the_agent_again_after_it_restarts_on_the_open_line() {
     let device = line.slave_path().to_path_buf();
     let mut terminal = TerminalSimulator::over(line, quick_settings());
     let ready = AgentRequest::AgentState {
-        state: pos_agent::serial::AgentState::Ready,
+        state: pos_agent::serial::AgentReadiness::Ready,
     };
     for run in 0..3 {
         let (agent, _events) = agent_on(&device, quick_settings());
@@ -285,7 +285,7 @@ async fn frame_unacknowledged_after_max_sends_fails_and_the_link_goes_down() {
     let request = tokio::spawn(async move {
         sender
             .request(AgentRequest::AgentState {
-                state: pos_agent::serial::AgentState::Ready,
+                state: pos_agent::serial::AgentReadiness::Ready,
             })
             .await
     });

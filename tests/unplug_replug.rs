@@ -7,7 +7,7 @@
 
 mod support;
 
-use pos_agent::serial::message::{PaymentOutcome, Reply, TerminalRequest};
+use pos_agent::serial::message::{PaymentResultStatus, Reply, TerminalRequest};
 use support::daemon::{Agent, Setup};
 use support::WAIT;
 use uuid::Uuid;
@@ -66,7 +66,7 @@ async fn a_payment_pending_across_an_unplug_and_replug_stays_pending_and_the_lin
     // The terminal on the new device finishes the payment and sells again.
     let result = TerminalRequest::PaymentResult {
         payment_request_id: id.clone(),
-        status: PaymentOutcome::Succeeded,
+        status: PaymentResultStatus::Succeeded,
     };
     assert_eq!(agent.terminal.request(result).await.unwrap(), Reply::Ok);
     assert!(agent.pending_ids().await.is_empty());

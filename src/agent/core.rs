@@ -13,112 +13,16 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use super::{ConnectionState, Refusal};
 use crate::config::Config;
-use crate::control::{
-    rfc3339, AbandonedSaleView, ConnectionState, ControlError, ControlErrorKind,
-    PendingPaymentView, RejectionView,
-};
-use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest, TerminalRef};
+use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest};
 use crate::retry::RetryPolicy;
-use crate::serial::message::{AgentRequest, ErrorCode, Reply, Sale as SaleOrder};
+use crate::serial::message::{AgentRequest, SaleOrder};
 use crate::serial::LinkHandle;
 use crate::state::{
-    CancelReason, Commit, PaymentOutcome, PaymentSource, PendingPayment, Sale, SaleStage,
+    CancelReason, Commit, PaymentOutcome, PaymentSource, PendingPayment, SaleRecord, SaleStage,
     StateError, StateStore,
 };
-
-/// Why a request could not be carried out, in the terms both the terminal (`error` codes of
-/// docs/serial-protocol.md §3) and the operator (control socket error kinds) understand.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Refusal {
-    #[error("{0}")]
-    InvalidRequest(String),
-    #[error("the agent is stopping and accepts no new sale")]
-    Busy,
-    #[error("there is no active payment-API connection")]
-    NotConnected,
-    #[error("payment {0} is not pending here")]
-    NotFound(String),
-    #[error("the payment API refused: {message}")]
-    ApiRejected {
-        message: String,
-        client_message: Option<String>,
-        error_code: Option<i64>,
-    },
-    #[error("the payment API could not be reached: {0}")]
-    ApiUnavailable(String),
-    /// The API refuses the agent itself (its keys, or its base URL): see
-    /// [`ApiError::agent_rejection`].
-    #[error("{0}")]
-    AgentRejected(AgentRejection),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl Refusal {
-    pub fn from_api_error(error: &ApiError) -> Self {
-        if let Some(rejection) = error.agent_rejection() {
-            return Refusal::AgentRejected(rejection);
-        }
-        match error {
-            ApiError::Rejected {
-                message,
-                client_message,
-                error_code,
-                ..
-            } => Refusal::ApiRejected {
-                message: message.clone().unwrap_or_default(),
-                client_message: client_message.clone(),
-                error_code: *error_code,
-            },
-            other => Refusal::ApiUnavailable(other.to_string()),
-        }
-    }
-
-    /// The `error` reply the terminal gets for this refusal.
-    pub fn to_reply(&self) -> Reply {
-        let code = match self {
-            Refusal::InvalidRequest(_) => ErrorCode::InvalidRequest,
-            Refusal::Busy => ErrorCode::Busy,
-            Refusal::NotConnected => ErrorCode::NotConnected,
-            Refusal::NotFound(_) => ErrorCode::NotFound,
-            Refusal::ApiRejected { .. } | Refusal::AgentRejected(_) => ErrorCode::ApiRejected,
-            Refusal::ApiUnavailable(_) | Refusal::Internal(_) => ErrorCode::ApiUnavailable,
-        };
-        let message = match self {
-            Refusal::ApiRejected { message, .. } => message.clone(),
-            other => other.to_string(),
-        };
-        Reply::error(code, message)
-    }
-
-    /// The error an operator's command gets for this refusal.
-    pub fn to_control_error(&self) -> ControlError {
-        match self {
-            Refusal::ApiRejected {
-                message,
-                client_message,
-                error_code,
-            } => ControlError::api_rejected(message.clone(), client_message.clone(), *error_code),
-            Refusal::AgentRejected(rejection) => {
-                ControlError::api_rejected(rejection.message.clone(), None, None)
-            }
-            other => {
-                let kind = match other {
-                    Refusal::InvalidRequest(_) => ControlErrorKind::InvalidRequest,
-                    Refusal::Busy => ControlErrorKind::Busy,
-                    Refusal::NotConnected => ControlErrorKind::NotConnected,
-                    Refusal::NotFound(_) => ControlErrorKind::NotFound,
-                    Refusal::ApiUnavailable(_) => ControlErrorKind::ApiUnavailable,
-                    Refusal::ApiRejected { .. }
-                    | Refusal::AgentRejected(_)
-                    | Refusal::Internal(_) => ControlErrorKind::Internal,
-                };
-                ControlError::new(kind, other.to_string())
-            }
-        }
-    }
-}
 
 /// What a sale ended in, shared with every request that waits on the same merchant code. A
 /// sale always ends in one of these within `[terminal] sale_reply_deadline`.
@@ -270,14 +174,6 @@ impl Core {
         lock(&self.rejection).clone()
     }
 
-    /// The rejection as `status` shows it.
-    pub fn rejection_view(&self) -> Option<RejectionView> {
-        self.rejection().map(|r| RejectionView {
-            http_status: r.http_status,
-            message: r.message,
-        })
-    }
-
     /// The refusal for a failed call; an agent-level rejection is also noted (see
     /// [`Core::note_rejection`]).
     pub fn refusal(&self, error: &ApiError) -> Refusal {
@@ -312,24 +208,6 @@ impl Core {
 
     pub fn stopping_signal(&self) -> watch::Receiver<bool> {
         self.stopping.subscribe()
-    }
-
-    /// The pending payments as the control socket shows them.
-    pub fn pending_views(&self) -> Vec<PendingPaymentView> {
-        self.with_store(|s| {
-            s.pending()
-                .iter()
-                .map(|(id, p)| PendingPaymentView {
-                    payment_request_id: id.clone(),
-                    merchant_unique_code: p.merchant_unique_code.clone(),
-                    amount_minor: p.amount_minor.and_then(|a| i64::try_from(a).ok()),
-                    since: rfc3339(p.since.to_system_time()),
-                    cancel_requested: p.cancel_requested.is_some(),
-                    cancel_reason: p.cancel_requested.map(|c| c.reason),
-                    cancel_refused: p.cancel_refused.as_ref().map(|r| r.message.clone()),
-                })
-                .collect()
-        })
     }
 
     pub fn pending_ids(&self) -> Vec<String> {
@@ -403,7 +281,7 @@ impl Core {
     ) -> SaleOutcome {
         let code = order.merchant_unique_code;
         let key = code.to_string();
-        let known: Option<Sale> = self.with_store(|s| s.sale(&key).cloned());
+        let known: Option<SaleRecord> = self.with_store(|s| s.sale(&key).cloned());
         // Whether a sale request with this code may have reached the API: then the outcome is
         // unknown until a lookup settles it.
         let maybe_sent = AtomicBool::new(false);
@@ -728,13 +606,8 @@ impl Core {
     }
 
     fn sale_request(&self, order: &SaleOrder) -> SaleRequest {
-        let terminal = match (&self.config.terminal.id, &self.config.terminal.tag_code) {
-            (Some(id), _) => TerminalRef::Id(id.clone()),
-            (None, Some(tag)) => TerminalRef::TagCode(tag.clone()),
-            (None, None) => TerminalRef::TagCode(String::new()),
-        };
         SaleRequest {
-            terminal,
+            terminal: self.config.terminal_ref.clone(),
             merchant_unique_code: order.merchant_unique_code,
             amount_minor: i64::try_from(order.amount_minor.get()).unwrap_or(i64::MAX),
             currency_id: order
@@ -858,33 +731,13 @@ impl Core {
         }
     }
 
-    /// The abandoned sales still being settled, as the control socket shows them.
-    pub fn abandoned_views(&self) -> Vec<AbandonedSaleView> {
-        self.with_store(|s| {
-            s.state()
-                .abandoned_sales()
-                .map(|(code, sale)| AbandonedSaleView {
-                    merchant_unique_code: code.to_owned(),
-                    amount_minor: i64::try_from(sale.amount_minor).ok(),
-                    since: rfc3339(sale.since.to_system_time()),
-                    abandoned_at: match sale.stage {
-                        SaleStage::Abandoned { at } => rfc3339(at.to_system_time()),
-                        _ => String::new(),
-                    },
-                    payment_request_id: s
-                        .pending()
-                        .iter()
-                        .find(|(_, p)| p.merchant_unique_code.as_deref() == Some(code))
-                        .map(|(id, _)| id.clone()),
-                })
-                .collect()
-        })
-    }
-
     // ----- payments reported by the terminal -----
 
     /// `payment_started`: track a payment started elsewhere.
-    pub async fn track_elsewhere(&self, payment_request_id: &str) -> Result<(), Refusal> {
+    pub async fn track_payment_started_elsewhere(
+        &self,
+        payment_request_id: &str,
+    ) -> Result<(), Refusal> {
         let payment_request_id = &canonical_payment_id(payment_request_id)?;
         let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
         self.mutate_store(|s| s.track_payment(payment_request_id, payment))

@@ -14,16 +14,20 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::connection;
-use super::core::{canonical_payment_id, Core, Refusal, SaleOutcome};
+use super::core::{canonical_payment_id, Core, SaleOutcome};
+use super::{ConnectionState, Refusal};
 use crate::cli::exit;
 use crate::config;
 use crate::control::{
-    self, ApmAccount, CancelFailure, CancelReport, CancelTarget, ConnectionReport, ConnectionState,
-    ControlCall, ControlReply, ControlRequest, ControlResponse, DisconnectReport, LinkState,
-    PendingReport, StatusReport, UnlinkReport,
+    self, AbandonedSaleView, ApmAccount, CancelFailure, CancelReport, CancelTarget,
+    ConnectionReport, ControlCall, ControlError, ControlReply, ControlRequest, ControlResponse,
+    DisconnectReport, PendingPaymentView, PendingReport, RejectionView, StatusReport,
+    TerminalLinkStatus, UnlinkReport,
 };
 use crate::paywall::{ApmTarget, PaywallClient};
-use crate::serial::message::{AgentRequest, AgentState, PaymentOutcome, Reply, TerminalRequest};
+use crate::serial::message::{
+    AgentReadiness, AgentRequest, PaymentResultStatus, Reply, TerminalRequest,
+};
 use crate::serial::{self, IncomingRequest, LinkEvent};
 use crate::state::CancelReason;
 use crate::state::StateStore;
@@ -65,7 +69,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
         error!("cannot start: {e}");
         return ExitCode::from(exit::CONFIG);
     }
-    let client = match PaywallClient::from_config(&config.paywall) {
+    let client = match PaywallClient::new(&config.paywall_settings) {
         Ok(client) => client,
         Err(e) => {
             error!("{e}");
@@ -142,7 +146,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
                 LinkEvent::Up => {
                     link_up = true;
                     info!(link_state = "up", "terminal link up");
-                    core.tell_terminal(AgentRequest::AgentState { state: AgentState::Ready });
+                    core.tell_terminal(AgentRequest::AgentState { state: AgentReadiness::Ready });
                 }
                 LinkEvent::Down => {
                     link_up = false;
@@ -194,7 +198,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
     core.begin_stopping();
     if link_up {
         core.tell_terminal(AgentRequest::AgentState {
-            state: AgentState::Stopping,
+            state: AgentReadiness::Stopping,
         });
     }
     let work = async {
@@ -240,7 +244,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
             Some(call) = events.control_calls.recv() => {
                 let response = match call.request {
                     request @ (ControlRequest::Status | ControlRequest::Pending) => handle_control(core, request).await,
-                    _ => ControlResponse::error(Refusal::Busy.to_control_error()),
+                    _ => ControlResponse::error(ControlError::refused(&Refusal::Busy)),
                 };
                 let _ = call.reply.send(response);
             }
@@ -251,7 +255,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
                 }
                 LinkEvent::Up => {
                     link_up = true;
-                    core.tell_terminal(AgentRequest::AgentState { state: AgentState::Stopping });
+                    core.tell_terminal(AgentRequest::AgentState { state: AgentReadiness::Stopping });
                 }
                 LinkEvent::Down => link_up = false,
             },
@@ -310,12 +314,7 @@ async fn sleep_until(at: Option<SystemTime>) {
 }
 
 fn status_line(core: &Core, link_up: bool) -> String {
-    let connection = match core.connection_state() {
-        ConnectionState::Connected => "connected",
-        ConnectionState::Connecting => "connecting",
-        ConnectionState::Disconnected => "disconnected",
-        ConnectionState::Rejected => "rejected",
-    };
+    let connection = core.connection_state();
     let terminal = if link_up { "up" } else { "down" };
     let pending = core.pending_count();
     if core.is_stopping() {
@@ -340,32 +339,38 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
                     payment_request_id,
                     merchant_unique_code,
                 },
-                SaleOutcome::Refused(refusal) => refusal.to_reply(),
+                SaleOutcome::Refused(refusal) => Reply::refused(&refusal),
             }
         }
         TerminalRequest::PaymentStarted { payment_request_id } => {
-            match core.track_elsewhere(&payment_request_id).await {
+            match core
+                .track_payment_started_elsewhere(&payment_request_id)
+                .await
+            {
                 Ok(()) => Reply::Ok,
-                Err(refusal) => refusal.to_reply(),
+                Err(refusal) => Reply::refused(&refusal),
             }
         }
         TerminalRequest::PaymentResult {
             payment_request_id,
             status,
         } => match core
-            .payment_result(&payment_request_id, status == PaymentOutcome::Succeeded)
+            .payment_result(
+                &payment_request_id,
+                status == PaymentResultStatus::Succeeded,
+            )
             .await
         {
             Ok(()) => Reply::Ok,
-            Err(refusal) => refusal.to_reply(),
+            Err(refusal) => Reply::refused(&refusal),
         },
         TerminalRequest::Cancel {
             payment_request_id: Some(id),
         } => match canonical_payment_id(&id) {
-            Err(refusal) => refusal.to_reply(),
+            Err(refusal) => Reply::refused(&refusal),
             Ok(id) => match core.cancel(&id, CancelReason::Terminal).await {
                 Ok(()) => Reply::cancelled(vec![id]),
-                Err(refusal) => refusal.to_reply(),
+                Err(refusal) => Reply::refused(&refusal),
             },
         },
         TerminalRequest::Cancel {
@@ -375,7 +380,7 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
                 .cancel_all(CancelReason::Terminal, core.config().shutdown.concurrency)
                 .await;
             match summary.failed.into_iter().next() {
-                Some((_, refusal)) if summary.cancelled.is_empty() => refusal.to_reply(),
+                Some((_, refusal)) if summary.cancelled.is_empty() => Reply::refused(&refusal),
                 _ => Reply::cancelled(summary.cancelled),
             }
         }
@@ -394,8 +399,8 @@ async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlRes
     let reply = match request {
         ControlRequest::Status => Ok(ControlReply::Status(status_report(core))),
         ControlRequest::Pending => Ok(ControlReply::Pending(PendingReport {
-            pending: core.pending_views(),
-            abandoned: core.abandoned_views(),
+            pending: core.with_store(|s| PendingPaymentView::all(s.state())),
+            abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
         })),
         ControlRequest::Cancel(CancelTarget::One(id)) => {
             let id = id.to_string();
@@ -464,7 +469,7 @@ async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlRes
     };
     match reply {
         Ok(reply) => ControlResponse::ok(reply),
-        Err(refusal) => ControlResponse::error(refusal.to_control_error()),
+        Err(refusal) => ControlResponse::error(ControlError::refused(&refusal)),
     }
 }
 
@@ -473,7 +478,7 @@ fn failures(failed: Vec<(String, Refusal)>) -> Vec<CancelFailure> {
         .into_iter()
         .map(|(payment_request_id, refusal)| CancelFailure {
             payment_request_id,
-            error: refusal.to_control_error(),
+            error: ControlError::refused(&refusal),
         })
         .collect()
 }
@@ -483,15 +488,15 @@ fn status_report(core: &Core) -> StatusReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         connection_id: core.connection_id(),
         connection: core.connection_state(),
-        rejection: core.rejection_view(),
+        rejection: core.rejection().map(RejectionView::from),
         connection_problem: core.connection_problem(),
         terminal_link: if core.link().state() == serial::LinkState::Up {
-            LinkState::Up
+            TerminalLinkStatus::Up
         } else {
-            LinkState::Down
+            TerminalLinkStatus::Down
         },
         serial_port: core.link().port_stats().into(),
-        pending: core.pending_views(),
-        abandoned: core.abandoned_views(),
+        pending: core.with_store(|s| PendingPaymentView::all(s.state())),
+        abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
     }
 }

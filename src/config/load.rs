@@ -245,7 +245,7 @@ fn load_from(
         )
         .build()
         .map_err(|e| ConfigError::one(path, problem_from_config_error(e, &provenance)))?;
-    let mut config: Config = built
+    let mut config: ConfigFile = built
         .try_deserialize()
         .map_err(|e| ConfigError::one(path, problem_from_config_error(e, &provenance)))?;
 
@@ -326,23 +326,30 @@ fn load_from(
             }
         }
     }
-    config.provenance = provenance;
     if problems.is_empty() {
-        problems = config.problems();
-        for problem in &mut problems {
-            if let Some(key) = &problem.key {
-                problem.source = Some(config.provenance.source_of(key));
+        match config.check() {
+            Ok((paywall_settings, terminal_ref)) => {
+                return Ok(Config {
+                    provenance,
+                    paywall_settings,
+                    terminal_ref,
+                    file: config,
+                })
+            }
+            Err(found) => {
+                problems = found;
+                for problem in &mut problems {
+                    if let Some(key) = &problem.key {
+                        problem.source = Some(provenance.source_of(key));
+                    }
+                }
             }
         }
     }
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError {
-            file: path.to_owned(),
-            problems,
-        })
-    }
+    Err(ConfigError {
+        file: path.to_owned(),
+        problems,
+    })
 }
 
 fn read_config_file(path: &Path) -> Result<String, Problem> {

@@ -5,6 +5,7 @@
 //! The API client, the serial port and the agent take their settings straight from these types.
 //! `docs/configuration.md` is the operator's reference.
 
+mod checked;
 mod credentials;
 mod error;
 mod load;
@@ -14,6 +15,7 @@ mod schema;
 mod tests;
 mod validate;
 
+pub use checked::{BaseUrl, KeyPair, PaywallSettings, TagCode, TerminalId, TerminalRef};
 pub use credentials::*;
 pub use error::*;
 pub use load::*;

@@ -10,13 +10,32 @@ use serde::Deserialize;
 
 use super::*;
 
-/// The whole configuration file.
+/// The loaded configuration ([`load`]): the file with its environment overrides and credentials
+/// applied, where each value came from, and the values checked into types once, at load time.
+/// The sections read through to [`ConfigFile`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the values came from (file, environment, credentials).
+    pub provenance: Provenance,
+    /// `[paywall]`, checked: what the payment API client is built from.
+    pub paywall_settings: PaywallSettings,
+    /// `[terminal]` `id` or `tag_code`, checked: where sales go.
+    pub terminal_ref: TerminalRef,
+    pub(super) file: ConfigFile,
+}
+
+impl std::ops::Deref for Config {
+    type Target = ConfigFile;
+
+    fn deref(&self) -> &ConfigFile {
+        &self.file
+    }
+}
+
+/// The whole configuration file, one struct per section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Where the values came from (file, environment, credentials); filled by [`load`].
-    #[serde(skip)]
-    pub provenance: Provenance,
+pub struct ConfigFile {
     pub paywall: PaywallConfig,
     #[serde(default)]
     pub connection: ConnectionConfig,
@@ -308,7 +327,6 @@ pub const SECRET_KEYS: [&str; 4] = [
 ];
 
 const DEFAULT_STATE_DIRECTORY: &str = "/var/lib/pos-agent";
-const DEFAULT_CONTROL_SOCKET: &str = "/run/pos-agent/control.sock";
 
 impl PaywallConfig {
     /// One of the four API keys by its name in [`SECRET_KEYS`].
@@ -332,7 +350,7 @@ impl PaywallConfig {
     }
 }
 
-impl Config {
+impl ConfigFile {
     /// The state directory: `[state].directory`, else `$STATE_DIRECTORY` (its first path when
     /// systemd lists several), else `/var/lib/pos-agent`.
     pub fn state_directory(&self, env: &EnvSnapshot) -> PathBuf {
@@ -354,6 +372,6 @@ impl Config {
         env.get("RUNTIME_DIRECTORY")
             .and_then(|dirs| dirs.split(':').find(|d| !d.is_empty()))
             .map(|dir| Path::new(dir).join("control.sock"))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
+            .unwrap_or_else(|| PathBuf::from(crate::control::DEFAULT_SOCKET))
     }
 }

@@ -77,7 +77,7 @@ fn environment_overrides_parse_numbers_bools_and_nested_keys() {
     assert_eq!(config.serial.device, PathBuf::from("/dev/ttyUSB0"));
     assert_eq!(config.shutdown.concurrency, 4);
     assert!(config.paywall.allow_insecure_http);
-    assert_eq!(config.connection.establish.unwrap().brand_id, 42);
+    assert_eq!(config.connection.establish.as_ref().unwrap().brand_id, 42);
     // Strings that look like numbers stay strings, leading zeros included.
     assert_eq!(config.terminal.tag_code.as_deref(), Some("007"));
 }
@@ -90,13 +90,19 @@ fn service_parameter_override_keeps_the_case_of_its_name() {
     );
     let variable = "POS_AGENT__CONNECTION__ESTABLISH__SERVICE_PARAMETERS__Reporting_ApiKey";
     let config = load_text(&text, &[(variable, "param")]).unwrap();
-    let parameters = config.connection.establish.unwrap().service_parameters;
+    let parameters = &config
+        .connection
+        .establish
+        .as_ref()
+        .unwrap()
+        .service_parameters;
     assert_eq!(parameters["Reporting_ApiKey"].expose_secret(), "param");
     let nested = "POS_AGENT__CONNECTION__ESTABLISH__SERVICE_PARAMETERS__Api__Key";
     let config = load_text(&text, &[(nested, "param")]).unwrap();
     assert!(config
         .connection
         .establish
+        .as_ref()
         .unwrap()
         .service_parameters
         .contains_key("Api__Key"));
@@ -114,7 +120,12 @@ fn empty_environment_override_is_ignored() {
 fn secrets_from_the_environment_are_recorded_as_such() {
     let config = load_text(VALID, &[("POS_AGENT__PAYWALL__API_KEY_PRIVATE", "env-key")]).unwrap();
     assert_eq!(
-        config.paywall.api_key_private.unwrap().expose_secret(),
+        config
+            .paywall
+            .api_key_private
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         "env-key"
     );
     assert_eq!(
@@ -132,15 +143,30 @@ fn credentials_directory_wins_and_loses_one_trailing_newline() {
     let dir = credentials.path().to_str().unwrap();
     let config = load_text(VALID, &[("CREDENTIALS_DIRECTORY", dir)]).unwrap();
     assert_eq!(
-        config.paywall.api_key_private.unwrap().expose_secret(),
+        config
+            .paywall
+            .api_key_private
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         "cred-key"
     );
     assert_eq!(
-        config.paywall.api_key_public.unwrap().expose_secret(),
+        config
+            .paywall
+            .api_key_public
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         "pub-key"
     );
     assert_eq!(
-        config.paywall.api_client_private.unwrap().expose_secret(),
+        config
+            .paywall
+            .api_client_private
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         "file-client-private"
     );
     assert_eq!(

@@ -1,80 +1,28 @@
 //! Validation: every rule the schema's types cannot express, and what `run` checks beyond the
 //! file before it starts.
 
-use secrecy::ExposeSecret;
-
+use super::checked::{check_url, is_guid};
 use super::*;
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH_BYTES: usize = 107;
-const MAX_TAG_CODE_CHARS: usize = 25;
 
-impl Config {
-    /// Every rule the schema's types cannot express (docs/configuration.md; docs/configuration.md).
-    pub(super) fn problems(&self) -> Vec<Problem> {
+impl ConfigFile {
+    /// Every rule the schema's types cannot express (docs/configuration.md), and the values
+    /// checked into types on the way: every problem found, or the checked values.
+    pub(super) fn check(&self) -> Result<(PaywallSettings, TerminalRef), Vec<Problem>> {
         let mut problems = Vec::new();
-        let mut check = |ok: bool, key: &str, message: &str| {
-            if !ok {
-                problems.push(Problem::invalid(key, message));
-            }
-        };
 
         // [paywall]
-        let paywall = &self.paywall;
-        if let Err(message) = check_base_url(&paywall.physical_api_url, paywall.allow_insecure_http)
-        {
-            check(false, "paywall.physical_api_url", &message);
-        }
-        if let Some(url) = &paywall.payment_api_url {
-            if let Err(message) = check_base_url(url, paywall.allow_insecure_http) {
-                check(false, "paywall.payment_api_url", &message);
-            }
-        }
-        for name in ["api_key_private", "api_client_private"] {
-            check(
-                paywall.secret(name).is_some(),
-                &format!("paywall.{name}"),
-                &format!(
-                    "this required key is missing: set it in the file, as POS_AGENT__PAYWALL__{}, \
-                     or better as the systemd credential `{name}`",
-                    name.to_uppercase()
-                ),
-            );
-        }
-        match (&paywall.api_key_public, &paywall.api_client_public) {
-            (Some(_), None) => check(
-                false,
-                "paywall.api_client_public",
-                "is required when paywall.api_key_public is set (the public keys go together)",
-            ),
-            (None, Some(_)) => check(
-                false,
-                "paywall.api_key_public",
-                "is required when paywall.api_client_public is set (the public keys go together)",
-            ),
-            _ => {}
-        }
-        for name in SECRET_KEYS {
-            if let Some(secret) = paywall.secret(name) {
-                if let Err(message) = check_header_value(secret.expose_secret()) {
-                    check(false, &format!("paywall.{name}"), &message);
-                }
-            }
-        }
-        check(
-            !paywall.request_timeout.is_zero(),
-            "paywall.request_timeout",
-            "must be longer than zero",
-        );
-        if let Some(locale) = &paywall.locale {
-            if let Err(message) = check_header_value(locale) {
-                check(false, "paywall.locale", &message);
-            }
+        let paywall = PaywallSettings::from_config(&self.paywall);
+        if let Err(found) = &paywall {
+            problems.extend(found.iter().cloned());
         }
 
         // [connection]
         if let Some(id) = &self.connection.id {
             check(
+                &mut problems,
                 is_guid(id),
                 "connection.id",
                 "must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
@@ -82,6 +30,7 @@ impl Config {
         }
         if let Some(establish) = &self.connection.establish {
             check(
+                &mut problems,
                 !establish.name.trim().is_empty(),
                 "connection.establish.name",
                 "must not be empty",
@@ -93,6 +42,7 @@ impl Config {
                 ("end_of_day_id", establish.end_of_day_id),
             ] {
                 check(
+                    &mut problems,
                     value >= 0,
                     &format!("connection.establish.{key}"),
                     "must not be negative",
@@ -100,6 +50,7 @@ impl Config {
             }
             for name in establish.service_parameters.keys() {
                 check(
+                    &mut problems,
                     !name.trim().is_empty(),
                     "connection.establish.service_parameters",
                     "a parameter name is empty",
@@ -109,55 +60,29 @@ impl Config {
 
         // [terminal]
         let terminal = &self.terminal;
-        match (&terminal.id, &terminal.tag_code) {
-            (Some(_), Some(_)) => check(
-                false,
-                "terminal.id",
-                "set exactly one of terminal.id and terminal.tag_code, not both",
-            ),
-            (None, None) => check(
-                false,
-                "terminal.id",
-                "set exactly one of terminal.id (the terminal's GUID) and terminal.tag_code; \
-                 neither is set",
-            ),
-            _ => {}
-        }
-        if let Some(id) = &terminal.id {
-            check(
-                is_guid(id),
-                "terminal.id",
-                "must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
-            );
-        }
-        if let Some(tag_code) = &terminal.tag_code {
-            check(
-                !tag_code.trim().is_empty(),
-                "terminal.tag_code",
-                "must not be empty",
-            );
-            check(
-                tag_code.chars().count() <= MAX_TAG_CODE_CHARS,
-                "terminal.tag_code",
-                "must be at most 25 characters (the API's limit)",
-            );
+        let terminal_ref = TerminalRef::from_config(terminal);
+        if let Err(found) = &terminal_ref {
+            problems.extend(found.iter().cloned());
         }
         check(
+            &mut problems,
             terminal.currency_id >= 1,
             "terminal.currency_id",
             "must be 1 or more",
         );
         if let Some(url) = &terminal.callback_url {
             if let Err(message) = check_url(url) {
-                check(false, "terminal.callback_url", &message);
+                check(&mut problems, false, "terminal.callback_url", &message);
             }
         }
         check(
+            &mut problems,
             !terminal.payment_timeout.is_zero(),
             "terminal.payment_timeout",
             "must be longer than zero",
         );
         check(
+            &mut problems,
             !terminal.sale_reply_deadline.is_zero(),
             "terminal.sale_reply_deadline",
             "must be longer than zero",
@@ -166,36 +91,43 @@ impl Config {
         // [serial]
         let serial = &self.serial;
         check(
+            &mut problems,
             !serial.device.as_os_str().is_empty(),
             "serial.device",
             "must not be empty",
         );
         check(
+            &mut problems,
             serial.baud_rate > 0,
             "serial.baud_rate",
             "must be more than zero",
         );
         check(
+            &mut problems,
             (5..=8).contains(&serial.data_bits),
             "serial.data_bits",
             "must be 5, 6, 7 or 8",
         );
         check(
+            &mut problems,
             matches!(serial.stop_bits, 1 | 2),
             "serial.stop_bits",
             "must be 1 or 2",
         );
         check(
+            &mut problems,
             !serial.ack_timeout.is_zero(),
             "serial.ack_timeout",
             "must be longer than zero",
         );
         check(
+            &mut problems,
             serial.max_sends >= 1,
             "serial.max_sends",
             "must be 1 or more",
         );
         check(
+            &mut problems,
             !serial.ping_interval.is_zero(),
             "serial.ping_interval",
             "must be longer than zero",
@@ -204,6 +136,7 @@ impl Config {
         // [state], [control]
         if let Some(directory) = &self.state.directory {
             check(
+                &mut problems,
                 directory.is_absolute(),
                 "state.directory",
                 "must be an absolute path",
@@ -211,11 +144,13 @@ impl Config {
         }
         if let Some(socket) = &self.control.socket {
             check(
+                &mut problems,
                 socket.is_absolute(),
                 "control.socket",
                 "must be an absolute path",
             );
             check(
+                &mut problems,
                 socket.as_os_str().len() <= MAX_SOCKET_PATH_BYTES,
                 "control.socket",
                 "is longer than a Unix socket path may be (107 bytes)",
@@ -224,11 +159,13 @@ impl Config {
 
         // [shutdown]
         check(
+            &mut problems,
             !self.shutdown.deadline.is_zero(),
             "shutdown.deadline",
             "must be longer than zero",
         );
         check(
+            &mut problems,
             self.shutdown.concurrency >= 1,
             "shutdown.concurrency",
             "must be 1 or more",
@@ -237,12 +174,14 @@ impl Config {
         // [log]
         if self.log.level.trim().is_empty() {
             check(
+                &mut problems,
                 false,
                 "log.level",
                 "must not be empty (for example \"info\")",
             );
         } else if let Err(e) = crate::logging::parse_filter(&self.log.level) {
             check(
+                &mut problems,
                 false,
                 "log.level",
                 &format!(
@@ -250,59 +189,17 @@ impl Config {
                 ),
             );
         }
-        problems
+        match (paywall, terminal_ref) {
+            (Ok(paywall), Ok(terminal_ref)) if problems.is_empty() => Ok((paywall, terminal_ref)),
+            _ => Err(problems),
+        }
     }
 }
 
-/// A GUID in the hyphenated form the API uses.
-fn is_guid(text: &str) -> bool {
-    text.len() == 36 && uuid::Uuid::try_parse(text).is_ok()
-}
-
-/// An absolute http(s) URL that can be shown in `check-config` (no user or password).
-fn check_url(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text).map_err(|e| format!("is not a valid URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("must be an https:// (or http://) URL".to_owned());
+fn check(problems: &mut Vec<Problem>, ok: bool, key: &str, message: &str) {
+    if !ok {
+        problems.push(Problem::invalid(key, message));
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("has no host".to_owned());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not contain a user name or password".to_owned());
-    }
-    Ok(url)
-}
-
-/// A base address of the payment API: https, unless `paywall.allow_insecure_http` is set.
-fn check_base_url(text: &str, allow_insecure_http: bool) -> Result<(), String> {
-    let url = check_url(text)?;
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("a base address must not have a query or fragment".to_owned());
-    }
-    if url.scheme() == "http" && !allow_insecure_http {
-        return Err(
-            "must use https:// (http:// is allowed only with paywall.allow_insecure_http = true, \
-             for a simulator or tests)"
-                .to_owned(),
-        );
-    }
-    Ok(())
-}
-
-/// A value sent as an HTTP header: printable ASCII, no surrounding whitespace. The message never
-/// quotes the value.
-fn check_header_value(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err("must be printable ASCII (no line breaks or control characters)".to_owned());
-    }
-    if value.trim() != value {
-        return Err("has leading or trailing whitespace".to_owned());
-    }
-    Ok(())
 }
 
 /// What `run` checks beyond the file before it starts (each makes it exit 78): the payment API
@@ -310,7 +207,7 @@ fn check_header_value(value: &str) -> Result<(), String> {
 /// state, or to be established). `run` and `check-config` both ask this.
 pub fn start_problems(config: &Config, env: &EnvSnapshot) -> Vec<Problem> {
     let mut problems = Vec::new();
-    if let Err(e) = crate::paywall::PaywallClient::from_config(&config.paywall) {
+    if let Err(e) = crate::paywall::PaywallClient::new(&config.paywall_settings) {
         problems.push(Problem::invalid("paywall", e.to_string()));
     }
     if config.connection.id.is_none() && config.connection.establish.is_none() {

@@ -17,9 +17,9 @@ pub mod server;
 pub use client::{call, ClientError};
 pub use protocol::{
     rfc3339, AbandonedSaleView, ApmAccount, CancelFailure, CancelReason, CancelReport,
-    CancelTarget, ConnectionReport, ConnectionState, ControlError, ControlErrorKind, ControlReply,
-    ControlRequest, ControlResponse, DisconnectReport, LinkState, PendingPaymentView,
-    PendingReport, RejectionView, SerialPortView, StatusReport, UnlinkReport,
+    CancelTarget, ConnectionReport, ControlError, ControlErrorKind, ControlReply, ControlRequest,
+    ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, RejectionView,
+    SerialPortView, StatusReport, TerminalLinkStatus, UnlinkReport,
 };
 pub use server::{adopt, bind, serve, serve_with_limits, ControlCall, ServeLimits, SOCKET_MODE};
 

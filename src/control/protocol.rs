@@ -12,6 +12,11 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::agent::ConnectionState;
+use crate::agent::Refusal;
+use crate::paywall::AgentRejection;
+use crate::state::{AgentState, SaleStage};
+
 /// What an operator asks the running daemon (docs/operations.md (Operator commands)).
 ///
 /// On the wire: `{"command":"<name>", ...fields}`; see [`ControlRequest::command_name`] for the
@@ -426,7 +431,7 @@ pub struct StatusReport {
     /// connection, a certificate refused, a clock problem); absent once connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_problem: Option<String>,
-    pub terminal_link: LinkState,
+    pub terminal_link: TerminalLinkStatus,
     /// The serial device behind the link: how often it was reopened, its last error.
     #[serde(default)]
     pub serial_port: SerialPortView,
@@ -495,38 +500,15 @@ pub struct RejectionView {
     pub message: String,
 }
 
-/// The state of the payment API connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectionState {
-    Connected,
-    Disconnected,
-    Connecting,
-    /// The API refuses the agent's keys or has no such endpoint (HTTP 401, 403, 404): nothing
-    /// works until the configuration is fixed; the agent tries again at most once a minute.
-    Rejected,
-}
-
-impl fmt::Display for ConnectionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Connected => "connected",
-            Self::Disconnected => "disconnected",
-            Self::Connecting => "connecting",
-            Self::Rejected => "rejected",
-        })
-    }
-}
-
 /// The state of the serial link to the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum LinkState {
+pub enum TerminalLinkStatus {
     Up,
     Down,
 }
 
-impl fmt::Display for LinkState {
+impl fmt::Display for TerminalLinkStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Up => "up",
@@ -554,6 +536,57 @@ pub struct PendingPaymentView {
     /// cancel is not sent again unless an operator (or the terminal) asks for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_refused: Option<String>,
+}
+
+impl PendingPaymentView {
+    /// The pending payments of `state`, as the control socket shows them.
+    pub fn all(state: &AgentState) -> Vec<Self> {
+        state
+            .payments
+            .iter()
+            .map(|(id, p)| Self {
+                payment_request_id: id.clone(),
+                merchant_unique_code: p.merchant_unique_code.clone(),
+                amount_minor: p.amount_minor.and_then(|a| i64::try_from(a).ok()),
+                since: rfc3339(p.since.to_system_time()),
+                cancel_requested: p.cancel_requested.is_some(),
+                cancel_reason: p.cancel_requested.map(|c| c.reason),
+                cancel_refused: p.cancel_refused.as_ref().map(|r| r.message.clone()),
+            })
+            .collect()
+    }
+}
+
+impl AbandonedSaleView {
+    /// The abandoned sales of `state`, each with the payment found for it, if any.
+    pub fn all(state: &AgentState) -> Vec<Self> {
+        state
+            .abandoned_sales()
+            .map(|(code, sale)| Self {
+                merchant_unique_code: code.to_owned(),
+                amount_minor: i64::try_from(sale.amount_minor).ok(),
+                since: rfc3339(sale.since.to_system_time()),
+                abandoned_at: match sale.stage {
+                    SaleStage::Abandoned { at } => rfc3339(at.to_system_time()),
+                    _ => String::new(),
+                },
+                payment_request_id: state
+                    .payments
+                    .iter()
+                    .find(|(_, p)| p.merchant_unique_code.as_deref() == Some(code))
+                    .map(|(id, _)| id.clone()),
+            })
+            .collect()
+    }
+}
+
+impl From<AgentRejection> for RejectionView {
+    fn from(rejection: AgentRejection) -> Self {
+        Self {
+            http_status: rejection.http_status,
+            message: rejection.message,
+        }
+    }
 }
 
 /// Why a payment is being cancelled: one definition for state, control and the serial link.
@@ -646,6 +679,33 @@ impl ControlError {
             message: message.into(),
             client_message,
             error_code,
+        }
+    }
+
+    /// The error an operator's command gets for a request the agent refused.
+    pub fn refused(refusal: &Refusal) -> Self {
+        match refusal {
+            Refusal::ApiRejected {
+                message,
+                client_message,
+                error_code,
+            } => Self::api_rejected(message.clone(), client_message.clone(), *error_code),
+            Refusal::AgentRejected(rejection) => {
+                Self::api_rejected(rejection.message.clone(), None, None)
+            }
+            other => {
+                let kind = match other {
+                    Refusal::InvalidRequest(_) => ControlErrorKind::InvalidRequest,
+                    Refusal::Busy => ControlErrorKind::Busy,
+                    Refusal::NotConnected => ControlErrorKind::NotConnected,
+                    Refusal::NotFound(_) => ControlErrorKind::NotFound,
+                    Refusal::ApiUnavailable(_) => ControlErrorKind::ApiUnavailable,
+                    Refusal::ApiRejected { .. }
+                    | Refusal::AgentRejected(_)
+                    | Refusal::Internal(_) => ControlErrorKind::Internal,
+                };
+                Self::new(kind, other.to_string())
+            }
         }
     }
 }
@@ -855,7 +915,7 @@ mod tests {
             connection: ConnectionState::Connected,
             rejection: None,
             connection_problem: None,
-            terminal_link: LinkState::Up,
+            terminal_link: TerminalLinkStatus::Up,
             serial_port: SerialPortView {
                 reopens: 2,
                 last_error: Some("/dev/ttyUSB0 lost: Input/output error (os error 5)".into()),

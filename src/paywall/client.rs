@@ -18,7 +18,9 @@ use uuid::Uuid;
 use super::endpoint::{self, Api, Auth, Endpoint};
 use super::error::{ApiError, ClientSetupError, TransportKind};
 use super::types::*;
-use crate::config::{EstablishConfig, PaywallConfig};
+use crate::config::{
+    BaseUrl, EstablishConfig, KeyPair, PaywallConfig, PaywallSettings, TerminalRef,
+};
 use crate::retry::RetryPolicy;
 
 /// A client of the PhysicalAPI and of the PaymentAPI unlink/deactivate calls. Cheap to clone:
@@ -40,11 +42,6 @@ struct Inner {
     secrets: Vec<SecretString>,
 }
 
-struct KeyPair {
-    key: HeaderValue,
-    client: HeaderValue,
-}
-
 impl std::fmt::Debug for PaywallClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PaywallClient")
@@ -64,54 +61,6 @@ struct Call {
     endpoint: Endpoint,
     path: String,
     body: Option<Value>,
-}
-
-fn base_url(
-    key: &'static str,
-    url: &str,
-    allow_insecure_http: bool,
-) -> Result<String, ClientSetupError> {
-    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| ClientSetupError::InvalidUrl {
-        key,
-        reason: e.to_string(),
-    })?;
-    match parsed.scheme() {
-        "https" => {}
-        "http" if allow_insecure_http => {}
-        "http" => return Err(ClientSetupError::InsecureUrl { key }),
-        other => {
-            return Err(ClientSetupError::InvalidUrl {
-                key,
-                reason: format!("unsupported scheme {other:?}"),
-            })
-        }
-    }
-    if parsed.host_str().is_none() {
-        return Err(ClientSetupError::InvalidUrl {
-            key,
-            reason: "no host".into(),
-        });
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(ClientSetupError::InvalidUrl {
-            key,
-            reason: "a base address takes no query or fragment".into(),
-        });
-    }
-    Ok(parsed.as_str().trim_end_matches('/').to_owned())
-}
-
-fn present(secret: &Option<SecretString>) -> Option<&SecretString> {
-    secret
-        .as_ref()
-        .filter(|s| !s.expose_secret().trim().is_empty())
-}
-
-fn header_value(key: &'static str, secret: &SecretString) -> Result<HeaderValue, ClientSetupError> {
-    let mut value = HeaderValue::from_str(secret.expose_secret().trim())
-        .map_err(|_| ClientSetupError::InvalidHeaderValue { key })?;
-    value.set_sensitive(true);
-    Ok(value)
 }
 
 fn utc_date(time: SystemTime) -> String {
@@ -205,89 +154,39 @@ fn transport_error(operation: &'static str, idempotent: bool, e: &reqwest::Error
 }
 
 impl PaywallClient {
-    /// Builds a client from `[paywall]` (docs/configuration.md). Fails, naming the key, when the private
-    /// pair is missing, when only half of the public pair is set, or when a base address is not
-    /// https and `allow_insecure_http` is off.
+    /// Builds a client from `[paywall]` for a caller that did not load a configuration (tests,
+    /// tools): checks it as loading does ([`PaywallSettings::from_config`]), then [`Self::new`].
     pub fn from_config(config: &PaywallConfig) -> Result<Self, ClientSetupError> {
-        let physical_base = base_url(
-            "paywall.physical_api_url",
-            &config.physical_api_url,
-            config.allow_insecure_http,
-        )?;
-        let payment_base = config
-            .payment_api_url
-            .as_deref()
-            .filter(|u| !u.trim().is_empty())
-            .map(|u| base_url("paywall.payment_api_url", u, config.allow_insecure_http))
-            .transpose()?;
+        let settings = PaywallSettings::from_config(config).map_err(|problems| {
+            ClientSetupError::InvalidSettings(
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        Self::new(&settings)
+    }
 
-        let key_private =
-            present(&config.api_key_private).ok_or(ClientSetupError::MissingPrivateKey {
-                key: "paywall.api_key_private",
-            })?;
-        let client_private =
-            present(&config.api_client_private).ok_or(ClientSetupError::MissingPrivateKey {
-                key: "paywall.api_client_private",
-            })?;
-        let private = KeyPair {
-            key: header_value("paywall.api_key_private", key_private)?,
-            client: header_value("paywall.api_client_private", client_private)?,
-        };
-        let public = match (
-            present(&config.api_key_public),
-            present(&config.api_client_public),
-        ) {
-            (Some(key), Some(client)) => Some(KeyPair {
-                key: header_value("paywall.api_key_public", key)?,
-                client: header_value("paywall.api_client_public", client)?,
-            }),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ClientSetupError::IncompletePublicPair {
-                    key: "paywall.api_key_public",
-                    missing: "paywall.api_client_public",
-                })
-            }
-            (None, Some(_)) => {
-                return Err(ClientSetupError::IncompletePublicPair {
-                    key: "paywall.api_client_public",
-                    missing: "paywall.api_key_public",
-                })
-            }
-        };
-        let locale = config
-            .locale
-            .as_deref()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                HeaderValue::from_str(l.trim()).map_err(|_| ClientSetupError::InvalidHeaderValue {
-                    key: "paywall.locale",
-                })
-            })
-            .transpose()?;
-
-        let secrets = [
-            &config.api_key_private,
-            &config.api_client_private,
-            &config.api_key_public,
-            &config.api_client_public,
-        ]
-        .into_iter()
-        .filter_map(|s| present(s).cloned())
-        .collect();
-
+    /// Builds a client from the checked `[paywall]` settings (docs/configuration.md). Fails only
+    /// when the HTTP client cannot be built: no CA bundle to check an https address with.
+    pub fn new(settings: &PaywallSettings) -> Result<Self, ClientSetupError> {
         let mut http = reqwest::Client::builder();
-        let https = |base: &str| base.starts_with("https://");
-        if https(&physical_base) || payment_base.as_deref().is_some_and(https) {
+        let payment_https = settings
+            .payment_api_url
+            .as_ref()
+            .is_some_and(BaseUrl::is_https);
+        if settings.physical_api_url.is_https() || payment_https {
             for certificate in system_trust_anchors(std::env::var_os("SSL_CERT_FILE"))? {
                 http = http.add_root_certificate(certificate);
             }
         }
         let http = http
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("pos-agent/", env!("CARGO_PKG_VERSION")))
-            .https_only(!config.allow_insecure_http)
+            .https_only(!settings.allow_insecure_http)
             // A redirect would carry the key headers to wherever it points: never follow one.
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -296,12 +195,15 @@ impl PaywallClient {
         Ok(PaywallClient {
             inner: Arc::new(Inner {
                 http,
-                physical_base,
-                payment_base,
-                private,
-                public,
-                locale,
-                secrets,
+                physical_base: settings.physical_api_url.as_str().to_owned(),
+                payment_base: settings
+                    .payment_api_url
+                    .as_ref()
+                    .map(|url| url.as_str().to_owned()),
+                private: settings.private.clone(),
+                public: settings.public.clone(),
+                locale: settings.locale.clone(),
+                secrets: settings.secrets.clone(),
             }),
             retry: RetryPolicy::default(),
         })
@@ -433,18 +335,9 @@ impl PaywallClient {
         };
         let mut body = Map::new();
         match &sale.terminal {
-            TerminalRef::Id(id) if !id.trim().is_empty() => {
-                body.insert("TerminalId".into(), json!(id.trim()));
-            }
-            TerminalRef::TagCode(tag) if !tag.trim().is_empty() && tag.chars().count() <= 25 => {
-                body.insert("TerminalTagCode".into(), json!(tag));
-            }
-            _ => {
-                return Err(invalid(
-                    "the terminal id or tag code is empty or longer than 25 characters".into(),
-                ))
-            }
-        }
+            TerminalRef::Id(id) => body.insert("TerminalId".into(), json!(id.as_str())),
+            TerminalRef::TagCode(tag) => body.insert("TerminalTagCode".into(), json!(tag.as_str())),
+        };
         body.insert(
             "MerchantUniqueCode".into(),
             json!(sale.merchant_unique_code),

@@ -11,21 +11,9 @@ use std::fmt;
 /// configuration key and never its value.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientSetupError {
-    #[error("{key} is not set: every PhysicalAPI call needs the private key pair")]
-    MissingPrivateKey { key: &'static str },
-    #[error("{key} is set but {missing} is not: the public key pair needs both")]
-    IncompletePublicPair {
-        key: &'static str,
-        missing: &'static str,
-    },
-    #[error("{key} is not a valid URL: {reason}")]
-    InvalidUrl { key: &'static str, reason: String },
-    #[error(
-        "{key} must be an https:// URL (plain http:// is allowed only with paywall.allow_insecure_http = true, for a simulator or a test)"
-    )]
-    InsecureUrl { key: &'static str },
-    #[error("{key} contains characters that cannot be sent in an HTTP header")]
-    InvalidHeaderValue { key: &'static str },
+    /// `[paywall]` breaks a rule (the problems, each naming its key).
+    #[error("{0}")]
+    InvalidSettings(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
     #[error(

@@ -16,5 +16,5 @@ pub use error::{AgentRejection, ApiError, ClientSetupError, TransportKind, CLOCK
 pub use types::{
     amount, ApmTarget, ApmUnlinked, CancelAccepted, ConnectionInfo, MasterpassUnlinked, Page,
     PageRequest, PaymentActivity, PaymentListQuery, PaymentStatus, PaymentSummary, SaleAccepted,
-    SaleRequest, TerminalInfo, TerminalRef,
+    SaleRequest, TagCode, TerminalId, TerminalInfo, TerminalRef,
 };

@@ -68,13 +68,7 @@ impl<T> From<PageWire<T>> for Page<T> {
     }
 }
 
-/// The terminal a sale goes to: exactly one of `TerminalId` (the Paywall terminal Guid) or
-/// `TerminalTagCode` is sent (docs/payment-api.md (Methods)).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TerminalRef {
-    Id(String),
-    TagCode(String),
-}
+pub use crate::config::{TagCode, TerminalId, TerminalRef};
 
 /// An async sale (`POST /api/payment/async/sale`, docs/payment-api.md (Methods)).
 #[derive(Debug, Clone, PartialEq)]

@@ -1039,7 +1039,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serial::message::{AgentState, CancelReason};
+    use crate::serial::message::{AgentReadiness, CancelReason};
     use tokio::io::DuplexStream;
 
     /// The terminal's side of a duplex line, at byte level.
@@ -1121,7 +1121,7 @@ mod tests {
 
     fn ready() -> AgentRequest {
         AgentRequest::AgentState {
-            state: AgentState::Ready,
+            state: AgentReadiness::Ready,
         }
     }
 

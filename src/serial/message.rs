@@ -9,6 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
+use crate::agent::Refusal;
+
 /// Longest `display_code` a `sale` may carry (§3).
 pub const MAX_DISPLAY_CODE_CHARS: usize = 25;
 
@@ -17,13 +19,13 @@ pub const MAX_DISPLAY_CODE_CHARS: usize = 25;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TerminalRequest {
     /// Start a payment; answered with `sale_started` or `error`.
-    Sale(Sale),
+    Sale(SaleOrder),
     /// A payment started elsewhere is now tracked by the agent; answered with `ok`.
     PaymentStarted { payment_request_id: String },
     /// A payment is final; answered with `ok`.
     PaymentResult {
         payment_request_id: String,
-        status: PaymentOutcome,
+        status: PaymentResultStatus,
     },
     /// Cancel one pending payment, or every pending payment without an id.
     Cancel {
@@ -38,7 +40,7 @@ pub enum TerminalRequest {
 
 /// The fields of a `sale` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sale {
+pub struct SaleOrder {
     /// The idempotency key of the sale.
     pub merchant_unique_code: Uuid,
     /// Amount in minor units, > 0 (2250 = 22.50).
@@ -70,7 +72,7 @@ fn display_code<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Str
 /// The outcome a terminal reports in `payment_result`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PaymentOutcome {
+pub enum PaymentResultStatus {
     Succeeded,
     Failed,
 }
@@ -80,7 +82,7 @@ pub enum PaymentOutcome {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentRequest {
     /// The agent is ready (link up) or stopping (shutdown began); answered with `ok`.
-    AgentState { state: AgentState },
+    AgentState { state: AgentReadiness },
     /// The terminal must abort the card dialogue of this payment; answered with `ok`.
     PaymentCancelled {
         payment_request_id: String,
@@ -93,7 +95,7 @@ pub enum AgentRequest {
 /// The `state` of an `agent_state` notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AgentState {
+pub enum AgentReadiness {
     Ready,
     Stopping,
 }
@@ -207,6 +209,23 @@ impl Reply {
             code,
             message: message.into(),
         }
+    }
+
+    /// The `error` reply the terminal gets for a request the agent refused.
+    pub fn refused(refusal: &Refusal) -> Self {
+        let code = match refusal {
+            Refusal::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Refusal::Busy => ErrorCode::Busy,
+            Refusal::NotConnected => ErrorCode::NotConnected,
+            Refusal::NotFound(_) => ErrorCode::NotFound,
+            Refusal::ApiRejected { .. } | Refusal::AgentRejected(_) => ErrorCode::ApiRejected,
+            Refusal::ApiUnavailable(_) | Refusal::Internal(_) => ErrorCode::ApiUnavailable,
+        };
+        let message = match refusal {
+            Refusal::ApiRejected { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        Reply::error(code, message)
     }
 }
 
@@ -513,7 +532,7 @@ mod tests {
     fn every_agent_request_round_trips() {
         for request in [
             AgentRequest::AgentState {
-                state: AgentState::Stopping,
+                state: AgentReadiness::Stopping,
             },
             AgentRequest::PaymentCancelled {
                 payment_request_id: "pr-1".into(),

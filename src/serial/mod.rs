@@ -15,6 +15,7 @@ pub use link::{
     TerminalLink,
 };
 pub use message::{
-    AgentRequest, AgentState, CancelReason, ErrorCode, PaymentOutcome, Reply, Sale, TerminalRequest,
+    AgentReadiness, AgentRequest, CancelReason, ErrorCode, PaymentResultStatus, Reply, SaleOrder,
+    TerminalRequest,
 };
 pub use port::{open_port, spawn_link, spawn_port_link, PortError, PortStats};

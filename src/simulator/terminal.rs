@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::config::SerialConfig;
 use crate::serial::link::{LinkEvent, LinkHandle, LinkSettings, LinkState, TerminalLink};
-use crate::serial::message::{encode_request, AgentRequest, Reply, Sale, TerminalRequest};
+use crate::serial::message::{encode_request, AgentRequest, Reply, SaleOrder, TerminalRequest};
 use crate::serial::{spawn_port_link, LinkError};
 
 /// A request or notification the agent sent, as the simulator received it (already answered).
@@ -86,7 +86,7 @@ impl TerminalSimulator {
         merchant_unique_code: Uuid,
         amount_minor: NonZeroU64,
     ) -> Result<Reply, LinkError> {
-        self.request(TerminalRequest::Sale(Sale {
+        self.request(TerminalRequest::Sale(SaleOrder {
             merchant_unique_code,
             amount_minor,
             currency_id: None,
@@ -125,7 +125,7 @@ pub struct CommandArgs {
     #[arg(long)]
     pub device: PathBuf,
     /// Line speed.
-    #[arg(long, default_value_t = 115_200)]
+    #[arg(long, default_value_t = crate::config::defaults::baud_rate())]
     pub baud_rate: u32,
     /// How long to wait for each reply.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]

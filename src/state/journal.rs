@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AgentState, PendingPayment, Sale, FORMAT_VERSION};
+use super::{AgentState, PendingPayment, SaleRecord, FORMAT_VERSION};
 
 /// The snapshot format this build migrates from (a `state.json` without a journal).
 pub const LEGACY_FORMAT_VERSION: u32 = 1;
@@ -20,7 +20,7 @@ const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 /// One change to the state, as journalled. Each carries the whole new value of the one entry
 /// it touches (or its removal), never a delta: replaying a record twice, or over a snapshot
 /// that already holds it, yields the same state. A new field or stage of [`PendingPayment`]
-/// or [`Sale`] is journalled with no change here.
+/// or [`SaleRecord`] is journalled with no change here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Change {
@@ -36,7 +36,7 @@ pub enum Change {
     },
     PutSale {
         merchant_unique_code: String,
-        sale: Sale,
+        sale: SaleRecord,
     },
     RemoveSale {
         merchant_unique_code: String,

@@ -202,7 +202,7 @@ pub enum PaymentOutcome {
 /// A sale by its merchant unique code, from intent to final.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Sale {
+pub struct SaleRecord {
     pub amount_minor: u64,
     pub currency_id: i64,
     /// When the intent was recorded.
@@ -241,7 +241,7 @@ pub struct AgentState {
     /// Pending payments by PaymentRequestId.
     pub payments: BTreeMap<String, PendingPayment>,
     /// Sales by merchant unique code.
-    pub sales: BTreeMap<String, Sale>,
+    pub sales: BTreeMap<String, SaleRecord>,
 }
 
 impl Default for AgentState {
@@ -290,7 +290,7 @@ impl AgentState {
         }
         self.sales.insert(
             code.to_owned(),
-            Sale {
+            SaleRecord {
                 amount_minor,
                 currency_id,
                 since: at.into(),
@@ -410,7 +410,7 @@ impl AgentState {
     }
 
     /// The merchant codes of abandoned sales still being settled, with when they were abandoned.
-    pub fn abandoned_sales(&self) -> impl Iterator<Item = (&str, &Sale)> {
+    pub fn abandoned_sales(&self) -> impl Iterator<Item = (&str, &SaleRecord)> {
         self.sales
             .iter()
             .filter(|(_, sale)| matches!(sale.stage, SaleStage::Abandoned { .. }))

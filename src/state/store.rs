@@ -223,7 +223,7 @@ impl Touched {
 struct TouchedValues {
     connection: Option<Option<String>>,
     payments: Vec<Option<PendingPayment>>,
-    sales: Vec<Option<Sale>>,
+    sales: Vec<Option<SaleRecord>>,
 }
 
 /// Final sales are pruned every this many journalled changes (and at each start).
@@ -347,7 +347,7 @@ impl StateStore {
     }
 
     /// The sale with this merchant unique code, if known.
-    pub fn sale(&self, merchant_unique_code: &str) -> Option<&Sale> {
+    pub fn sale(&self, merchant_unique_code: &str) -> Option<&SaleRecord> {
         self.state.sales.get(merchant_unique_code)
     }
 

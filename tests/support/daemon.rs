@@ -7,7 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pos_agent::serial::message::{AgentRequest, CancelReason, Reply, Sale, TerminalRequest};
+use pos_agent::serial::message::{AgentRequest, CancelReason, Reply, SaleOrder, TerminalRequest};
 use pos_agent::serial::LinkSettings;
 use pos_agent::simulator::api::{self as sim, ApiSimulator, SimulatorOptions};
 use pos_agent::simulator::terminal::TerminalSimulator;
@@ -379,7 +379,7 @@ impl Agent {
 
     /// Sends a sale from the terminal and returns the agent's reply.
     pub async fn sale(&mut self, code: Uuid, amount_minor: u64) -> Reply {
-        let sale = Sale {
+        let sale = SaleOrder {
             merchant_unique_code: code,
             amount_minor: std::num::NonZeroU64::new(amount_minor).expect("amount > 0"),
             currency_id: None,

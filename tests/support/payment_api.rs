@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pos_agent::config::{EstablishConfig, PaywallConfig};
-use pos_agent::paywall::{PaywallClient, RetryPolicy, SaleRequest, TerminalRef};
+use pos_agent::paywall::{PaywallClient, RetryPolicy, SaleRequest, TerminalId, TerminalRef};
 use pos_agent::simulator::api::*;
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -66,7 +66,7 @@ pub fn establish_config() -> EstablishConfig {
 
 pub fn sale(merchant_unique_code: Uuid) -> SaleRequest {
     SaleRequest {
-        terminal: TerminalRef::Id(DEMO_TERMINAL_ID.to_owned()),
+        terminal: TerminalRef::Id(TerminalId::parse(DEMO_TERMINAL_ID).unwrap()),
         merchant_unique_code,
         amount_minor: 2250,
         currency_id: 1,

@@ -6,19 +6,19 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::state::{self, Reply};
+use super::state::{self, ApiReply};
 use super::{Fault, FaultKind, Shared};
 
 /// The control endpoints under `/_sim/` (no keys needed; the simulator listens on loopback):
 /// `GET /_sim/state`, `POST /_sim/fault`, `DELETE /_sim/faults`, `POST /_sim/latency`,
 /// `POST /_sim/masterpass`. See `docs/payment-api.md`.
-pub(super) fn admin(shared: &Shared, method: &str, path: &str, body: &[u8]) -> Reply {
+pub(super) fn admin(shared: &Shared, method: &str, path: &str, body: &[u8]) -> ApiReply {
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let ok = |result: Value| Reply {
+    let ok = |result: Value| ApiReply {
         status: 200,
         body: json!({ "ok": true, "result": result }),
     };
-    let bad = |message: &str| Reply {
+    let bad = |message: &str| ApiReply {
         status: 400,
         body: json!({ "ok": false, "error": message }),
     };
@@ -88,7 +88,7 @@ pub(super) fn admin(shared: &Shared, method: &str, path: &str, body: &[u8]) -> R
             }
             None => bad("session_id must be a Guid"),
         },
-        _ => Reply {
+        _ => ApiReply {
             status: 404,
             body: json!({ "ok": false, "error": "no such simulator control endpoint" }),
         },

@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::paywall::PaymentStatus;
 pub use command::{run_command, CommandArgs};
 pub use state::codes;
-use state::{KeyPairKind, Reply, State};
+use state::{ApiReply, KeyPairKind, State};
 
 /// Well-known keys of the simulator (not secrets: they open nothing but the simulator).
 pub const DEMO_API_KEY_PRIVATE: &str = "sim-private-key-5d0f3c1e";
@@ -693,7 +693,7 @@ fn json_response(status: u16, body: Bytes) -> Response<Full<Bytes>> {
     response
 }
 
-fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
+fn reply_response(reply: ApiReply) -> Response<Full<Bytes>> {
     json_response(reply.status, Bytes::from(reply.body.to_string()))
 }
 
@@ -793,9 +793,9 @@ async fn handle(
         log("401 (wrong or missing key pair)");
         let message = "The API key pair is missing or wrong.";
         let reply = if state::is_payment_api(&path) {
-            Reply::payment_failure(401, codes::FAILURE, message)
+            ApiReply::payment_failure(401, codes::FAILURE, message)
         } else {
-            Reply::physical_failure(401, codes::FAILURE, "Unauthorized", message)
+            ApiReply::physical_failure(401, codes::FAILURE, "Unauthorized", message)
         };
         return Ok(reply_response(reply));
     }
@@ -804,9 +804,9 @@ async fn handle(
         Some(FaultKind::Status500) => {
             log("500 (injected)");
             let reply = if state::is_payment_api(&path) {
-                Reply::payment_failure(500, codes::GENERAL, "Simulated internal error.")
+                ApiReply::payment_failure(500, codes::GENERAL, "Simulated internal error.")
             } else {
-                Reply::physical_failure(
+                ApiReply::physical_failure(
                     500,
                     codes::GENERAL,
                     "InternalError",

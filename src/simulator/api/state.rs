@@ -29,51 +29,56 @@ pub mod codes {
 }
 
 /// An HTTP answer: status and JSON body.
-pub(crate) struct Reply {
+pub(crate) struct ApiReply {
     pub status: u16,
     pub body: Value,
 }
 
-impl Reply {
+impl ApiReply {
     /// PhysicalAPI success, PascalCase (terminal list, connection detail, sale).
-    fn physical(result: Value) -> Reply {
-        Reply {
+    fn physical(result: Value) -> ApiReply {
+        ApiReply {
             status: 200,
             body: json!({"Result": result, "Failed": false, "Message": null, "ClientMessage": null, "Succeeded": true}),
         }
     }
 
     /// PhysicalAPI success, camelCase (seed 000: disconnect, delete, reconnect; seed 004: cancel).
-    fn physical_camel(result: Value) -> Reply {
-        Reply {
+    fn physical_camel(result: Value) -> ApiReply {
+        ApiReply {
             status: 200,
             body: json!({"result": result, "failed": false, "message": null, "clientMessage": null, "succeeded": true}),
         }
     }
 
-    pub fn physical_failure(status: u16, code: i64, client_message: &str, message: &str) -> Reply {
-        Reply {
+    pub fn physical_failure(
+        status: u16,
+        code: i64,
+        client_message: &str,
+        message: &str,
+    ) -> ApiReply {
+        ApiReply {
             status,
             body: json!({"Result": null, "ErrorCode": code, "Failed": true, "Message": message, "ClientMessage": client_message, "Succeeded": false}),
         }
     }
 
-    fn payment(body: Value) -> Reply {
-        Reply {
+    fn payment(body: Value) -> ApiReply {
+        ApiReply {
             status: 200,
             body: json!({"ErrorCodeType": 1, "ErrorMessage": null, "ErrorCode": 0, "Result": true, "Message": "", "Body": body}),
         }
     }
 
-    pub fn payment_failure(status: u16, code: i64, message: &str) -> Reply {
-        Reply {
+    pub fn payment_failure(status: u16, code: i64, message: &str) -> ApiReply {
+        ApiReply {
             status,
             body: json!({"ErrorCodeType": 1, "ErrorMessage": message, "ErrorCode": code, "Result": false, "Message": message, "Body": null}),
         }
     }
 
-    fn bad_parameters(message: &str) -> Reply {
-        Reply::physical_failure(
+    fn bad_parameters(message: &str) -> ApiReply {
+        ApiReply::physical_failure(
             200,
             codes::UNEXPECTED_PARAMETERS,
             "UnexpectedParameters",
@@ -149,7 +154,7 @@ impl State {
     }
 
     /// Carries out one API request (already authenticated) and returns the answer.
-    pub fn handle(&mut self, method: &str, path: &str, body: &[u8]) -> Reply {
+    pub fn handle(&mut self, method: &str, path: &str, body: &[u8]) -> ApiReply {
         let parsed = if body.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
@@ -158,9 +163,9 @@ impl State {
                 Err(_) => {
                     let message = "The request body is not valid JSON.";
                     return if is_payment_api(path) {
-                        Reply::payment_failure(400, codes::UNEXPECTED_PARAMETERS, message)
+                        ApiReply::payment_failure(400, codes::UNEXPECTED_PARAMETERS, message)
                     } else {
-                        Reply::physical_failure(
+                        ApiReply::physical_failure(
                             400,
                             codes::UNEXPECTED_PARAMETERS,
                             "UnexpectedParameters",
@@ -197,8 +202,8 @@ impl State {
                 .ok()
                 .and_then(|id| self.payments.iter().find(|p| p.payment_request_id == id))
             {
-                Some(p) => Reply::physical(payment_json(p)),
-                None => Reply::physical_failure(
+                Some(p) => ApiReply::physical(payment_json(p)),
+                None => ApiReply::physical_failure(
                     200,
                     codes::GENERAL,
                     "PaymentNotFound",
@@ -213,9 +218,9 @@ impl State {
                 match parsed.get("id").and_then(Value::as_i64) {
                     Some(id) if id > 0 => {
                         self.deactivated_checkouts.insert(id);
-                        Reply::payment(Value::Null)
+                        ApiReply::payment(Value::Null)
                     }
-                    _ => Reply::payment_failure(
+                    _ => ApiReply::payment_failure(
                         200,
                         codes::UNEXPECTED_PARAMETERS,
                         "Id must be a positive integer.",
@@ -223,21 +228,21 @@ impl State {
                 }
             }
             _ if is_payment_api(path) => {
-                Reply::payment_failure(404, codes::GENERAL, "No such endpoint.")
+                ApiReply::payment_failure(404, codes::GENERAL, "No such endpoint.")
             }
-            _ => Reply::physical_failure(404, codes::GENERAL, "NotFound", "No such endpoint."),
+            _ => ApiReply::physical_failure(404, codes::GENERAL, "NotFound", "No such endpoint."),
         }
     }
 
-    fn connection_mut(&mut self, body: &Value) -> Result<&mut SimConnection, Reply> {
+    fn connection_mut(&mut self, body: &Value) -> Result<&mut SimConnection, ApiReply> {
         let Some(id) = body.get("id").and_then(Value::as_str) else {
-            return Err(Reply::bad_parameters("Id is required."));
+            return Err(ApiReply::bad_parameters("Id is required."));
         };
         self.connections
             .iter_mut()
             .find(|c| c.id.eq_ignore_ascii_case(id))
             .ok_or_else(|| {
-                Reply::physical_failure(
+                ApiReply::physical_failure(
                     200,
                     codes::GENERAL,
                     "ConnectionNotFound",
@@ -246,7 +251,7 @@ impl State {
             })
     }
 
-    fn establish(&mut self, body: &Value) -> Reply {
+    fn establish(&mut self, body: &Value) -> ApiReply {
         let connection = match connection_from_body(Uuid::new_v4().to_string(), body) {
             Ok(c) => c,
             Err(reply) => return reply,
@@ -263,10 +268,10 @@ impl State {
                 terminal.connection_id = Some(id.clone());
             }
         }
-        Reply::physical(json!({ "Id": id }))
+        ApiReply::physical(json!({ "Id": id }))
     }
 
-    fn update(&mut self, body: &Value) -> Reply {
+    fn update(&mut self, body: &Value) -> ApiReply {
         let existing = match self.connection_mut(body) {
             Ok(c) => c,
             Err(reply) => return reply,
@@ -277,10 +282,10 @@ impl State {
         };
         updated.is_connected = existing.is_connected;
         *existing = updated;
-        Reply::physical_camel(json!({ "status": true }))
+        ApiReply::physical_camel(json!({ "status": true }))
     }
 
-    fn delete(&mut self, body: &Value) -> Reply {
+    fn delete(&mut self, body: &Value) -> ApiReply {
         let id = match self.connection_mut(body) {
             Ok(c) => c.id.clone(),
             Err(reply) => return reply,
@@ -291,27 +296,27 @@ impl State {
                 terminal.connection_id = None;
             }
         }
-        Reply::physical_camel(json!({ "status": true }))
+        ApiReply::physical_camel(json!({ "status": true }))
     }
 
-    fn set_connected(&mut self, body: &Value, connected: bool) -> Reply {
+    fn set_connected(&mut self, body: &Value, connected: bool) -> ApiReply {
         match self.connection_mut(body) {
             Ok(c) => {
                 c.is_connected = connected;
-                Reply::physical_camel(json!({ "status": true }))
+                ApiReply::physical_camel(json!({ "status": true }))
             }
             Err(reply) => reply,
         }
     }
 
-    fn detail(&self, id: &str) -> Reply {
+    fn detail(&self, id: &str) -> ApiReply {
         match self
             .connections
             .iter()
             .find(|c| c.id.eq_ignore_ascii_case(id))
         {
-            Some(c) => Reply::physical(connection_json(c)),
-            None => Reply::physical_failure(
+            Some(c) => ApiReply::physical(connection_json(c)),
+            None => ApiReply::physical_failure(
                 200,
                 codes::GENERAL,
                 "ConnectionNotFound",
@@ -343,7 +348,7 @@ impl State {
         })
     }
 
-    fn sale(&mut self, body: &Value) -> Reply {
+    fn sale(&mut self, body: &Value) -> ApiReply {
         let terminal_id = body.get("terminalid").and_then(Value::as_str);
         let tag_code = body.get("terminaltagcode").and_then(Value::as_str);
         let terminal = match (terminal_id, tag_code) {
@@ -353,11 +358,13 @@ impl State {
                 .find(|t| t.id.eq_ignore_ascii_case(id)),
             (None, Some(tag)) => self.terminals.iter().find(|t| t.tag_code == tag),
             _ => {
-                return Reply::bad_parameters("Send exactly one of TerminalId and TerminalTagCode.")
+                return ApiReply::bad_parameters(
+                    "Send exactly one of TerminalId and TerminalTagCode.",
+                )
             }
         };
         let Some(terminal) = terminal.cloned() else {
-            return Reply::physical_failure(
+            return ApiReply::physical_failure(
                 200,
                 codes::GENERAL,
                 "TerminalNotFound",
@@ -369,7 +376,7 @@ impl State {
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
         else {
-            return Reply::bad_parameters("MerchantUniqueCode must be a Guid.");
+            return ApiReply::bad_parameters("MerchantUniqueCode must be a Guid.");
         };
         let Some(amount_minor) = body
             .get("amount")
@@ -377,20 +384,20 @@ impl State {
             .and_then(amount::decimal_to_minor)
             .filter(|a| *a > 0)
         else {
-            return Reply::bad_parameters("Amount must be a positive number.");
+            return ApiReply::bad_parameters("Amount must be a positive number.");
         };
         let Some(currency_id) = body.get("currencyid").and_then(|v| {
             v.as_i64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         }) else {
-            return Reply::bad_parameters("CurrencyId is required.");
+            return ApiReply::bad_parameters("CurrencyId is required.");
         };
         let connection = terminal
             .connection_id
             .as_ref()
             .and_then(|id| self.connections.iter().find(|c| &c.id == id));
         let Some(connection) = connection.filter(|c| c.is_connected) else {
-            return Reply::physical_failure(
+            return ApiReply::physical_failure(
                 200,
                 codes::PROVIDER_NOT_CONNECTED,
                 "ConnectionNotActive",
@@ -402,7 +409,7 @@ impl State {
             .iter()
             .any(|p| p.merchant_unique_code == merchant_unique_code)
         {
-            return Reply::physical_failure(
+            return ApiReply::physical_failure(
                 200,
                 codes::DUPLICATE_MERCHANT_UNIQUE_CODE,
                 "MerchantUniqueCodeAlreadyExists",
@@ -429,25 +436,25 @@ impl State {
             activity_type_id: 1,
             created_at: SystemTime::now(),
         };
-        let reply = Reply::physical(activity_json(&payment, false));
+        let reply = ApiReply::physical(activity_json(&payment, false));
         self.payments.push(payment);
         reply
     }
 
-    fn cancel(&mut self, body: &Value) -> Reply {
+    fn cancel(&mut self, body: &Value) -> ApiReply {
         let Some(id) = body
             .get("paymentrequestid")
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
         else {
-            return Reply::bad_parameters("PaymentRequestId must be a Guid.");
+            return ApiReply::bad_parameters("PaymentRequestId must be a Guid.");
         };
         let Some(payment) = self
             .payments
             .iter_mut()
             .find(|p| p.payment_request_id == id)
         else {
-            return Reply::physical_failure(
+            return ApiReply::physical_failure(
                 200,
                 codes::GENERAL,
                 "PaymentNotFound",
@@ -457,10 +464,10 @@ impl State {
         if payment.status == PaymentStatus::CANCELLED {
             // Cancelling twice answers like the first time, so a retried cancel whose first
             // answer was lost is not reported as a failure.
-            return Reply::physical_camel(activity_json(payment, true));
+            return ApiReply::physical_camel(activity_json(payment, true));
         }
         if payment.status.is_final() {
-            return Reply::physical_failure(
+            return ApiReply::physical_failure(
                 200,
                 codes::PAYMENT_ALREADY_COMPLETED,
                 "PaymentAlreadyCompleted",
@@ -470,20 +477,22 @@ impl State {
         payment.status = PaymentStatus::CANCELLED;
         payment.activity_id = Uuid::new_v4();
         payment.activity_type_id = 2;
-        Reply::physical_camel(activity_json(payment, true))
+        ApiReply::physical_camel(activity_json(payment, true))
     }
 
-    fn payment_list(&self, body: &Value) -> Reply {
-        let day = |key: &str| -> Result<Option<SystemTime>, Reply> {
+    fn payment_list(&self, body: &Value) -> ApiReply {
+        let day = |key: &str| -> Result<Option<SystemTime>, ApiReply> {
             match body.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => {
                     let date = s.get(..10).unwrap_or(s);
                     humantime::parse_rfc3339_weak(&format!("{date} 00:00:00"))
                         .map(Some)
-                        .map_err(|_| Reply::bad_parameters("startDate/endDate must be YYYY-MM-DD."))
+                        .map_err(|_| {
+                            ApiReply::bad_parameters("startDate/endDate must be YYYY-MM-DD.")
+                        })
                 }
-                Some(_) => Err(Reply::bad_parameters(
+                Some(_) => Err(ApiReply::bad_parameters(
                     "startDate/endDate must be YYYY-MM-DD.",
                 )),
             }
@@ -503,7 +512,7 @@ impl State {
         page_reply(body, items)
     }
 
-    fn apm_unlink(&mut self, body: &Value) -> Reply {
+    fn apm_unlink(&mut self, body: &Value) -> ApiReply {
         let phone = body
             .get("phone")
             .and_then(Value::as_str)
@@ -514,10 +523,14 @@ impl State {
             .map(str::to_owned);
         let connection_id = body.get("apmconnectionid").and_then(Value::as_i64);
         let Some(phone) = phone else {
-            return Reply::payment_failure(200, codes::UNEXPECTED_PARAMETERS, "Phone is required.");
+            return ApiReply::payment_failure(
+                200,
+                codes::UNEXPECTED_PARAMETERS,
+                "Phone is required.",
+            );
         };
         if key.is_some() == connection_id.is_some() {
-            return Reply::payment_failure(
+            return ApiReply::payment_failure(
                 200,
                 codes::UNEXPECTED_PARAMETERS,
                 "Send exactly one of ApmKey and ApmConnectionId.",
@@ -525,7 +538,7 @@ impl State {
         }
         self.apm_unlinks
             .push((phone.to_owned(), key.clone(), connection_id));
-        Reply::payment(json!({
+        ApiReply::payment(json!({
             "ApmKey": key,
             "ApmConnectionId": connection_id,
             "ProviderDummyResponse": {
@@ -540,20 +553,20 @@ impl State {
         }))
     }
 
-    fn masterpass_unlink(&mut self, body: &Value) -> Reply {
+    fn masterpass_unlink(&mut self, body: &Value) -> ApiReply {
         let Some(session) = body
             .get("sessionid")
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
         else {
-            return Reply::payment_failure(
+            return ApiReply::payment_failure(
                 200,
                 codes::UNEXPECTED_PARAMETERS,
                 "SessionId must be a Guid.",
             );
         };
         if self.masterpass_sessions.remove(&session) {
-            Reply::payment(json!({
+            ApiReply::payment(json!({
                 "Session": {"SessionRenewed": false, "SessionId": session},
                 "Masterpass": {
                     "Result": {"RetrievalReferenceNumber": "100005844116"},
@@ -563,7 +576,7 @@ impl State {
             }))
         } else {
             // Seed 002's failure example: the envelope says success, Masterpass says 404.
-            Reply::payment(json!({
+            ApiReply::payment(json!({
                 "Session": {"SessionRenewed": true, "SessionId": Uuid::new_v4()},
                 "Masterpass": {
                     "Result": null, "BuildId": "83", "CorrelationId": null,
@@ -575,7 +588,7 @@ impl State {
     }
 }
 
-fn connection_from_body(id: String, body: &Value) -> Result<SimConnection, Reply> {
+fn connection_from_body(id: String, body: &Value) -> Result<SimConnection, ApiReply> {
     let int = |key: &str| body.get(key).and_then(Value::as_i64);
     let flag = |key: &str| body.get(key).and_then(Value::as_bool).unwrap_or(false);
     let name = body
@@ -589,12 +602,12 @@ fn connection_from_body(id: String, body: &Value) -> Result<SimConnection, Reply
         int("regionid"),
         int("endofdayid"),
     ) else {
-        return Err(Reply::bad_parameters(
+        return Err(ApiReply::bad_parameters(
             "Name, BrandId, ProviderId, RegionId and EndOfDayId are required.",
         ));
     };
     let Some(Value::Object(parameters)) = body.get("serviceparameters") else {
-        return Err(Reply::bad_parameters("ServiceParameters is required."));
+        return Err(ApiReply::bad_parameters("ServiceParameters is required."));
     };
     Ok(SimConnection {
         id,
@@ -667,7 +680,7 @@ pub(crate) fn payment_json(p: &SimPayment) -> Value {
 
 /// A page of `items` per the body's `pageIndex`/`pageSize` (default 0 and 10, size at most
 /// 100): `Result{Items, TotalCount, PageIndex, PageSize}`.
-fn page_reply(body: &Value, items: Vec<Value>) -> Reply {
+fn page_reply(body: &Value, items: Vec<Value>) -> ApiReply {
     let index = body.get("pageindex").and_then(Value::as_u64).unwrap_or(0);
     let size = body
         .get("pagesize")
@@ -677,7 +690,7 @@ fn page_reply(body: &Value, items: Vec<Value>) -> Reply {
     let total = items.len();
     let start = usize::try_from(index.saturating_mul(size)).unwrap_or(usize::MAX);
     let page: Vec<Value> = items.into_iter().skip(start).take(size as usize).collect();
-    Reply::physical(
+    ApiReply::physical(
         json!({"Items": page, "TotalCount": total, "PageIndex": index, "PageSize": size}),
     )
 }
