@@ -11,8 +11,8 @@ use pos_agent::agent::ConnectionState;
 use pos_agent::control::{
     self, AbandonedSaleView, CancelFailure, CancelReason, CancelReport, CancelTarget,
     ConnectionReport, ControlCall, ControlError, ControlErrorKind, ControlReply, ControlRequest,
-    ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, SerialPortView, StatusReport,
-    TerminalLinkStatus, UnlinkReport,
+    ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, SerialPortView,
+    StatusReport, TerminalLinkStatus, UnlinkReport,
 };
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
