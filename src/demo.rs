@@ -26,7 +26,7 @@ use crate::simulator::virtual_serial::VirtualSerial;
 const WAIT: Duration = Duration::from_secs(15);
 
 /// Runs the demo; exits 0 when every step went as narrated.
-pub async fn run(verbose: bool) -> ExitCode {
+pub(crate) async fn run(verbose: bool) -> ExitCode {
     let workdir = std::env::temp_dir().join(format!("pos-agent-demo-{}", std::process::id()));
     let outcome = demo(&workdir, verbose).await;
     let _ = std::fs::remove_dir_all(&workdir);

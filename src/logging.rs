@@ -50,11 +50,11 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The name the agent's lines carry in the journal (`SYSLOG_IDENTIFIER=`, `journalctl -t`).
-pub const SYSLOG_IDENTIFIER: &str = "pos-agent";
+pub(crate) const SYSLOG_IDENTIFIER: &str = "pos-agent";
 
 /// Where [`init`] sent the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogDestination {
+pub(crate) enum LogDestination {
     /// journald's native protocol, with structured fields.
     Journald,
     /// Text lines on stderr (with colours only when stderr is a terminal).
@@ -66,7 +66,7 @@ pub enum LogDestination {
 
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum LoggingError {
+pub(crate) enum LoggingError {
     /// `RUST_LOG` is set but is not a valid filter.
     #[error("RUST_LOG is not a valid log filter: {0}")]
     InvalidRustLog(String),
@@ -85,7 +85,7 @@ pub enum LoggingError {
 ///
 /// Repeated warnings are summarised over `repeat_window` (zero: every line is written); the
 /// summaries are written by a task spawned here, so call it within a tokio runtime.
-pub fn init(
+pub(crate) fn init(
     level_from_config: &str,
     repeat_window: Duration,
 ) -> Result<LogDestination, LoggingError> {
@@ -128,7 +128,7 @@ pub fn init(
 /// Whether `$JOURNAL_STREAM` (`"<device>:<inode>"`, both decimal, as systemd sets it) names the
 /// file whose `fstat` gives `stderr_device` and `stderr_inode`. systemd.exec(5) asks services to
 /// compare both, since stderr may have been redirected after systemd set the variable.
-pub fn journal_stream_names(
+pub(crate) fn journal_stream_names(
     journal_stream: Option<&str>,
     stderr_device: u64,
     stderr_inode: u64,
@@ -155,7 +155,7 @@ fn filter(rust_log: Option<&str>, level_from_config: &str) -> Result<Targets, Lo
 /// A log filter as `[log] level` and `RUST_LOG` give it: a default level and/or
 /// `target=level` pairs, comma-separated (`"info"`, `"warn,pos_agent::serial=debug"`). The
 /// `tracing_subscriber` `Targets` syntax: no regular expressions, which keeps the binary small.
-pub fn parse_filter(text: &str) -> Result<Targets, String> {
+pub(crate) fn parse_filter(text: &str) -> Result<Targets, String> {
     text.trim().parse::<Targets>().map_err(|e| e.to_string())
 }
 
@@ -163,7 +163,7 @@ pub fn parse_filter(text: &str) -> Result<Targets, String> {
 /// different values here are different warnings (each payment's first failure is written).
 /// Other fields (the error text, a retry delay, a serial request id) vary between repeats of
 /// the same warning; the summary quotes the latest message.
-pub const KEY_FIELDS: [&str; 5] = [
+pub(crate) const KEY_FIELDS: [&str; 5] = [
     "payment_request_id",
     "merchant_unique_code",
     "connection_id",
@@ -172,14 +172,14 @@ pub const KEY_FIELDS: [&str; 5] = [
 ];
 
 /// The target of summary lines (`journalctl -u pos-agent TARGET=pos_agent::logging`).
-pub const SUMMARY_TARGET: &str = "pos_agent::logging";
+pub(crate) const SUMMARY_TARGET: &str = "pos_agent::logging";
 
 /// The limiter [`init`] installed, for [`flush_summaries`].
 static INSTALLED: std::sync::OnceLock<RepeatLimiter> = std::sync::OnceLock::new();
 
 /// Writes the summaries of warnings held back so far, due or not (at the end of the process:
 /// no count is lost).
-pub fn flush_summaries() {
+pub(crate) fn flush_summaries() {
     if let Some(limiter) = INSTALLED.get() {
         limiter.flush_all();
     }
@@ -217,27 +217,27 @@ impl Tracked {
 
 /// One summary line to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Written at ERROR (else WARN), the level of the warnings it counts.
-    pub error: bool,
+    pub(crate) error: bool,
     /// Occurrences held back.
-    pub held: u64,
+    pub(crate) held: u64,
     /// Over how long (the window, or less when a recovery cut it short).
-    pub over: Duration,
+    pub(crate) over: Duration,
     /// The message of the latest occurrence held back.
-    pub latest: String,
+    pub(crate) latest: String,
     /// The values of [`KEY_FIELDS`] the warnings carried.
-    pub keys: [Option<String>; KEY_FIELDS.len()],
+    pub(crate) keys: [Option<String>; KEY_FIELDS.len()],
 }
 
 impl Summary {
     /// [`over`](Self::over) in whole seconds, rounded.
-    pub fn over_s(&self) -> u64 {
+    pub(crate) fn over_s(&self) -> u64 {
         self.over.as_secs_f64().round() as u64
     }
 
     /// The summary line's message: `… 118 more in the last 60 s: <latest>`.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         format!(
             "… {} more in the last {} s: {}",
             self.held,
@@ -249,7 +249,7 @@ impl Summary {
 
 /// The longest window, in `repeat_window`s: a warning that repeats for an hour gets summaries
 /// after 1, 3, 7, 15, 31, 47 and 63 minutes.
-pub const MAX_WINDOW_FACTOR: u32 = 16;
+pub(crate) const MAX_WINDOW_FACTOR: u32 = 16;
 
 /// The bookkeeping of repeated warnings, apart from `tracing` so it can be tested with a clock
 /// of its own: [`admit`](Self::admit) says whether an occurrence is written;
@@ -259,14 +259,14 @@ pub const MAX_WINDOW_FACTOR: u32 = 16;
 /// is followed by one twice as long, up to [`MAX_WINDOW_FACTOR`] times. A window without
 /// repeats, or a recovery, forgets the warning: its next occurrence is written in full.
 #[derive(Debug)]
-pub struct Repeats {
+pub(crate) struct Repeats {
     window: Duration,
     tracked: HashMap<RepeatKey, Tracked>,
 }
 
 impl Repeats {
     /// Repeats within `window` of a written occurrence are held back.
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         Self {
             window,
             tracked: HashMap::new(),
@@ -345,7 +345,7 @@ impl Repeats {
     }
 
     /// The summaries of windows that have ended; their warnings go on being summarised.
-    pub fn due(&mut self, now: Instant) -> Vec<Summary> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<Summary> {
         let mut due = Vec::new();
         let ended: Vec<RepeatKey> = self
             .tracked
@@ -367,7 +367,7 @@ impl Repeats {
 
     /// `target` logged an info line (a recovery): the summaries of its warnings now, and their
     /// next occurrence is written in full.
-    pub fn recovered(&mut self, target: &str, now: Instant) -> Vec<Summary> {
+    pub(crate) fn recovered(&mut self, target: &str, now: Instant) -> Vec<Summary> {
         let mut due = Vec::new();
         self.tracked.retain(|_, tracked| {
             if tracked.target != target {
@@ -382,7 +382,7 @@ impl Repeats {
     }
 
     /// Every summary, due or not (the end of the process).
-    pub fn all(&mut self, now: Instant) -> Vec<Summary> {
+    pub(crate) fn all(&mut self, now: Instant) -> Vec<Summary> {
         let due = self
             .tracked
             .values()
@@ -394,7 +394,7 @@ impl Repeats {
     }
 
     /// When the next summary falls due, if any warning is being held back.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.tracked
             .values()
             .filter(|t| t.held > 0)
@@ -407,7 +407,7 @@ impl Repeats {
 /// sits before the output layers and disables the events it holds back; the summaries are
 /// written as ordinary events by [`write_summaries`](Self::write_summaries).
 #[derive(Clone)]
-pub struct RepeatLimiter {
+pub(crate) struct RepeatLimiter {
     shared: Arc<Shared>,
 }
 
@@ -445,7 +445,7 @@ impl Visit for Fields {
 
 impl RepeatLimiter {
     /// Holds back repeats within `window`; a zero window holds back nothing.
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
                 enabled: !window.is_zero(),
@@ -467,7 +467,7 @@ impl RepeatLimiter {
     }
 
     /// Writes the summaries as they fall due, for as long as the process runs.
-    pub async fn write_summaries(self) {
+    pub(crate) async fn write_summaries(self) {
         loop {
             let next = self
                 .shared
@@ -491,12 +491,12 @@ impl RepeatLimiter {
     }
 
     /// Writes every summary due now.
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         self.write(|repeats, now| repeats.due(now));
     }
 
     /// Writes every summary, due or not.
-    pub fn flush_all(&self) {
+    pub(crate) fn flush_all(&self) {
         self.write(|repeats, now| repeats.all(now));
     }
 

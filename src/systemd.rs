@@ -202,6 +202,7 @@ pub fn listen_socket() -> io::Result<Option<UnixListener>> {
     }
     // SAFETY: systemd passed descriptor 3 to this process (LISTEN_PID is ours, LISTEN_FDS is 1)
     // and the flag above makes this the only place that ever takes ownership of it.
+    #[allow(unsafe_code)]
     let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) };
     check_unix_stream_listener(&fd)?;
     nix::fcntl::fcntl(

@@ -317,7 +317,7 @@ async fn an_operators_reconnect_resolves_the_sale_intents_left() {
 #[tokio::test]
 async fn a_start_without_state_does_not_search_the_api() {
     // A payment pending at the API for this terminal, and no state file: the agent starts
-    // empty and leaves it to an operator (docs/operations.md, Recovery, says why).
+    // empty and leaves it to an operator (docs/operations.md (Recovery) says why).
     let sim = ApiSimulator::start(Default::default()).unwrap();
     sim.create_payment_elsewhere(Uuid::new_v4(), 500);
     let mut agent = connected_with(sim).await;

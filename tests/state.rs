@@ -205,42 +205,40 @@ fn failed_change_writes_nothing_and_changes_nothing() {
     assert!(!root.path().join(JOURNAL_FILE).exists());
 }
 
-/// Storage that refuses a write fails the commit, leaves the state on disk as it was, and the
-/// first commit after it is back writes everything, the failed change included. The refusal is
-/// a directory standing where the file must be written (EISDIR): unlike permission bits, root
-/// (as CI runs) cannot write through it either, so the assertions hold for every user.
+/// Storage that refuses every write fails the commit, leaves the state on disk as it was, and
+/// the first commit after it is back writes everything, the failed changes included. The
+/// refusal is a plain file standing where the state directory was (every path in it: ENOTDIR):
+/// unlike permission bits, root (as CI runs) cannot write through that either, so the
+/// assertions hold for every user.
 #[test]
 fn a_refused_write_fails_the_commit_and_the_next_write_catches_up() {
     let root = tempfile::tempdir().unwrap();
-    let mut store = StateStore::open(root.path()).unwrap();
+    let dir = root.path().join("state");
+    let mut store = StateStore::open(&dir).unwrap();
     // The first change writes the snapshot; the journal is not open yet.
     store.set_connection_id(Some("c-1".into())).unwrap();
     store.commit().wait().unwrap();
-    let on_disk = |dir: &Path| read_directory(dir).unwrap().connection_id;
 
-    // The next change goes to the journal, which cannot be created.
-    let journal = root.path().join(JOURNAL_FILE);
-    std::fs::create_dir(&journal).unwrap();
+    let away = root.path().join("state.away");
+    std::fs::rename(&dir, &away).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    // A journal append, then (what reached the disk being unknown) a whole snapshot: both fail.
     store.set_connection_id(Some("c-2".into())).unwrap();
     let error = store.commit().wait().unwrap_err();
     assert!(matches!(error, StateError::Write { .. }), "{error}");
-    std::fs::remove_dir(&journal).unwrap();
-    assert_eq!(on_disk(root.path()).as_deref(), Some("c-1"));
-
-    // What reached the disk is unknown, so the next commit writes a whole snapshot; that fails
-    // too while its temporary file cannot be written.
-    let temp = root.path().join(TEMP_FILE);
-    std::fs::create_dir(&temp).unwrap();
     store.record_sale_intent("m1", 1, 1, at(0)).unwrap();
     let error = store.commit().wait().unwrap_err();
     assert!(matches!(error, StateError::Write { .. }), "{error}");
-    std::fs::remove_dir(&temp).unwrap();
-    assert_eq!(on_disk(root.path()).as_deref(), Some("c-1"));
+    let before = read_directory(&away).unwrap();
+    assert_eq!(before.connection_id.as_deref(), Some("c-1"));
+    assert!(before.sales.is_empty());
 
     // Storage back: the next commit writes a whole snapshot, the failed changes with it.
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(&away, &dir).unwrap();
     store.record_sale_intent("m2", 2, 1, at(1)).unwrap();
     store.commit().wait().unwrap();
-    let state = read_directory(root.path()).unwrap();
+    let state = read_directory(&dir).unwrap();
     assert_eq!(state.connection_id.as_deref(), Some("c-2"));
     assert!(state.sales.contains_key("m1"));
     assert!(state.sales.contains_key("m2"));

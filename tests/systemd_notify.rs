@@ -5,10 +5,13 @@
 //! environment. Changing it while other threads read it is racy, hence one test in its own test
 //! binary, doing every step in order.
 
+mod support;
+
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 use pos_agent::systemd;
+use support::WAIT;
 
 fn next_message(socket: &UnixDatagram) -> String {
     let mut buffer = [0u8; 4096];
@@ -35,9 +38,7 @@ fn notifications_reach_the_notify_socket_and_are_no_ops_without_one() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("notify");
     let manager = UnixDatagram::bind(&path).unwrap();
-    manager
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    manager.set_read_timeout(Some(WAIT)).unwrap();
     std::env::set_var("NOTIFY_SOCKET", &path);
 
     systemd::notify_ready().unwrap();

@@ -1,4 +1,4 @@
-//! The control socket's request parser (docs/operations.md, "Control protocol"): one line from
+//! The control socket's request parser (docs/operations.md (The control socket)): one line from
 //! whoever may connect to the socket. Properties, beyond "no panic":
 //! - an accepted request re-encodes and parses to itself (round trip);
 //! - a refused one is an `invalid_request` error with a message, and its answer is exactly one

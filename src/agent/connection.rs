@@ -17,7 +17,7 @@ use crate::state::CancelReason;
 
 /// How long the agent waits before trying again while the API rejects it (HTTP 401/403/404):
 /// nothing changes until an operator fixes the configuration, so at most once a minute.
-pub const REJECTED_RETRY_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const REJECTED_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The state of the payment API connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +48,7 @@ impl fmt::Display for ConnectionState {
 /// a minute, also when a later call meets one; an envelope refusal ends the attempts (the
 /// operator sees it in `status` and the log, and can `reconnect`). Whenever the connection comes
 /// up, the cancels not seen confirmed are sent again and the sale intents left are resolved.
-pub async fn maintain(core: Arc<Core>) {
+pub(crate) async fn maintain(core: Arc<Core>) {
     let mut waits = RetryPolicy::API_OUTAGE.backoff();
     let mut stopping = core.stopping_signal();
     let mut connection = core.connection_signal();
@@ -159,7 +159,9 @@ async fn store_connection_id(core: &Core, id: &str) -> Result<(), Refusal> {
 
 /// `pos-agent disconnect`: cancel every pending payment, then deactivate the connection. The
 /// daemon keeps running and refuses sales (`not_connected`) until `reconnect`.
-pub async fn operator_disconnect(core: &Arc<Core>) -> Result<(String, CancelSummary), Refusal> {
+pub(crate) async fn operator_disconnect(
+    core: &Arc<Core>,
+) -> Result<(String, CancelSummary), Refusal> {
     let Some(id) = core.connection_id() else {
         return Err(Refusal::NotConnected);
     };
@@ -187,7 +189,7 @@ pub async fn operator_disconnect(core: &Arc<Core>) -> Result<(String, CancelSumm
 /// `pos-agent reconnect`: re-activate the connection (one attempt, with the client's retries),
 /// then, in the background, send again the cancels not seen confirmed and resolve the sale
 /// intents left unresolved, as at start.
-pub async fn operator_reconnect(core: &Arc<Core>) -> Result<String, Refusal> {
+pub(crate) async fn operator_reconnect(core: &Arc<Core>) -> Result<String, Refusal> {
     if core.connection_state() != ConnectionState::Rejected {
         core.set_connection_state(ConnectionState::Connecting);
     }

@@ -27,13 +27,13 @@ use crate::state::{
 /// What a sale ended in, shared with every request that waits on the same merchant code. A
 /// sale always ends in one of these within `[terminal] sale_reply_deadline`.
 #[derive(Debug, Clone)]
-pub enum SaleOutcome {
+pub(crate) enum SaleOutcome {
     Started { payment_request_id: String },
     Refused(Refusal),
 }
 
 /// The agent's shared core.
-pub struct Core {
+pub(crate) struct Core {
     config: Arc<Config>,
     client: PaywallClient,
     store: Mutex<StateStore>,
@@ -53,7 +53,7 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         client: PaywallClient,
         store: StateStore,
@@ -75,20 +75,20 @@ impl Core {
         })
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn client(&self) -> &PaywallClient {
+    pub(crate) fn client(&self) -> &PaywallClient {
         &self.client
     }
 
-    pub fn link(&self) -> &LinkHandle {
+    pub(crate) fn link(&self) -> &LinkHandle {
         &self.link
     }
 
     /// Reads the state store. The lock is never held across an await.
-    pub fn with_store<T>(&self, f: impl FnOnce(&StateStore) -> T) -> T {
+    pub(crate) fn with_store<T>(&self, f: impl FnOnce(&StateStore) -> T) -> T {
         f(&lock(&self.store))
     }
 
@@ -102,7 +102,7 @@ impl Core {
     /// depend on it) and returns once the change is durable: the caller's side effect comes
     /// after. The store is not held while the state writer syncs; changes made meanwhile by
     /// other operations are committed with the same sync or the next one.
-    pub async fn mutate_store<T>(
+    pub(crate) async fn mutate_store<T>(
         &self,
         f: impl FnOnce(&mut StateStore) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
@@ -124,22 +124,22 @@ impl Core {
         self.changed.notify_one();
     }
 
-    pub fn connection_state(&self) -> ConnectionState {
+    pub(crate) fn connection_state(&self) -> ConnectionState {
         *self.connection.borrow()
     }
 
-    pub fn set_connection_state(&self, state: ConnectionState) {
+    pub(crate) fn set_connection_state(&self, state: ConnectionState) {
         self.connection.send_replace(state);
         self.changed.notify_one();
     }
 
-    pub fn connection_signal(&self) -> watch::Receiver<ConnectionState> {
+    pub(crate) fn connection_signal(&self) -> watch::Receiver<ConnectionState> {
         self.connection.subscribe()
     }
 
     /// The API refuses the agent (HTTP 401/403, or 404 on a documented path): the connection
     /// shows `rejected` until a reconnect succeeds. Logged once per change, not per attempt.
-    pub fn note_rejection(&self, rejection: AgentRejection) {
+    pub(crate) fn note_rejection(&self, rejection: AgentRejection) {
         let changed = {
             let mut current = lock(&self.rejection);
             let changed = current.as_ref() != Some(&rejection);
@@ -156,7 +156,7 @@ impl Core {
     }
 
     /// The connection is up again: forget the rejection, if there was one.
-    pub fn clear_rejection(&self) {
+    pub(crate) fn clear_rejection(&self) {
         if let Some(old) = lock(&self.rejection).take() {
             info!(
                 http_status = old.http_status,
@@ -167,7 +167,7 @@ impl Core {
     }
 
     /// The refusal for a request the agent cannot make while the API rejects it.
-    pub fn rejection(&self) -> Option<AgentRejection> {
+    pub(crate) fn rejection(&self) -> Option<AgentRejection> {
         if self.connection_state() != ConnectionState::Rejected {
             return None;
         }
@@ -176,7 +176,7 @@ impl Core {
 
     /// The refusal for a failed call; an agent-level rejection is also noted (see
     /// [`Core::note_rejection`]).
-    pub fn refusal(&self, error: &ApiError) -> Refusal {
+    pub(crate) fn refusal(&self, error: &ApiError) -> Refusal {
         let refusal = Refusal::from_api_error(error);
         if let Refusal::AgentRejected(rejection) = &refusal {
             self.note_rejection(rejection.clone());
@@ -185,36 +185,36 @@ impl Core {
     }
 
     /// Why the connection could not be brought up, while it is not.
-    pub fn connection_problem(&self) -> Option<String> {
+    pub(crate) fn connection_problem(&self) -> Option<String> {
         lock(&self.connection_problem).clone()
     }
 
-    pub fn set_connection_problem(&self, problem: Option<String>) {
+    pub(crate) fn set_connection_problem(&self, problem: Option<String>) {
         *lock(&self.connection_problem) = problem;
     }
 
-    pub fn connection_id(&self) -> Option<String> {
+    pub(crate) fn connection_id(&self) -> Option<String> {
         self.with_store(|s| s.connection_id().map(str::to_owned))
     }
 
-    pub fn is_stopping(&self) -> bool {
+    pub(crate) fn is_stopping(&self) -> bool {
         *self.stopping.borrow()
     }
 
-    pub fn begin_stopping(&self) {
+    pub(crate) fn begin_stopping(&self) {
         self.stopping.send_replace(true);
         self.changed.notify_one();
     }
 
-    pub fn stopping_signal(&self) -> watch::Receiver<bool> {
+    pub(crate) fn stopping_signal(&self) -> watch::Receiver<bool> {
         self.stopping.subscribe()
     }
 
-    pub fn pending_ids(&self) -> Vec<String> {
+    pub(crate) fn pending_ids(&self) -> Vec<String> {
         self.with_store(|s| s.pending().keys().cloned().collect())
     }
 
-    pub fn pending_count(&self) -> usize {
+    pub(crate) fn pending_count(&self) -> usize {
         self.with_store(|s| s.pending().len())
     }
 
@@ -233,7 +233,7 @@ impl Core {
     /// then refused and forgotten. One whose outcome is still unknown at the deadline is
     /// abandoned: marked in durable state before the refusal leaves, and settled in the
     /// background (cancelled with reason `abandoned` if it turns up).
-    pub async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
+    pub(crate) async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
         let deadline = Instant::now() + self.config.terminal.sale_reply_deadline;
         let amount = order.amount_minor.get();
         if i64::try_from(amount).is_err() {
@@ -517,7 +517,7 @@ impl Core {
     /// stops (then at the next start): a payment that turns up is tracked and cancelled with
     /// reason `abandoned` (the terminal hears `payment_cancelled`); a code the payments list
     /// shows absent ends final, still refused for a new sale.
-    pub async fn settle_abandoned(self: &Arc<Self>, code: Uuid) {
+    pub(crate) async fn settle_abandoned(self: &Arc<Self>, code: Uuid) {
         let key = code.to_string();
         let mut waits = RetryPolicy::API_OUTAGE.backoff();
         let mut stopping = self.stopping_signal();
@@ -592,7 +592,7 @@ impl Core {
     }
 
     /// At start and after a reconnect: every abandoned sale is settled in the background.
-    pub fn settle_all_abandoned(self: &Arc<Self>) {
+    pub(crate) fn settle_all_abandoned(self: &Arc<Self>) {
         let codes: Vec<Uuid> = self.with_store(|s| {
             s.state()
                 .abandoned_sales()
@@ -701,7 +701,7 @@ impl Core {
 
     /// Whenever the connection comes up (at start, by the background reconnects, and by the
     /// operator's `reconnect`): every sale intent left unresolved is resolved (docs/state.md).
-    pub async fn resolve_leftover_intents(self: &Arc<Self>) {
+    pub(crate) async fn resolve_leftover_intents(self: &Arc<Self>) {
         let intents: Vec<(String, SystemTime)> = self.with_store(|s| {
             s.state()
                 .sales
@@ -734,7 +734,7 @@ impl Core {
     // ----- payments reported by the terminal -----
 
     /// `payment_started`: track a payment started elsewhere.
-    pub async fn track_payment_started_elsewhere(
+    pub(crate) async fn track_payment_started_elsewhere(
         &self,
         payment_request_id: &str,
     ) -> Result<(), Refusal> {
@@ -751,7 +751,7 @@ impl Core {
     }
 
     /// `payment_result`: the payment is final.
-    pub async fn payment_result(
+    pub(crate) async fn payment_result(
         &self,
         payment_request_id: &str,
         succeeded: bool,
@@ -785,7 +785,7 @@ impl Core {
     /// the payment; any other refusal clears the mark and flags the payment `cancel_refused`
     /// (nothing sends it again by itself); a transport failure or a 5xx keeps the mark, so the
     /// cancel is sent again (timeouts: with backoff; others: at shutdown, at the next start).
-    pub async fn cancel(
+    pub(crate) async fn cancel(
         self: &Arc<Self>,
         payment_request_id: &str,
         reason: CancelReason,
@@ -919,7 +919,7 @@ impl Core {
 
     /// Sends a notification to the terminal without waiting for it; a terminal that is not
     /// there learns the state from `status` when it is back.
-    pub fn tell_terminal(&self, request: AgentRequest) {
+    pub(crate) fn tell_terminal(&self, request: AgentRequest) {
         let link = self.link.clone();
         tokio::spawn(async move {
             if let Err(e) = link.request(request).await {
@@ -930,7 +930,7 @@ impl Core {
 
     /// Cancels every pending payment, `concurrency` at a time; returns the ids cancelled and
     /// those that were not, with why.
-    pub async fn cancel_all(
+    pub(crate) async fn cancel_all(
         self: &Arc<Self>,
         reason: CancelReason,
         concurrency: usize,
@@ -950,7 +950,10 @@ impl Core {
     /// confirmation lost in a crash only means the cancel is sent again at the next start.
     /// Payments whose cancel the API refused are left as they are (nothing re-sends those by
     /// itself).
-    pub async fn cancel_all_for_shutdown(self: &Arc<Self>, concurrency: usize) -> CancelSummary {
+    pub(crate) async fn cancel_all_for_shutdown(
+        self: &Arc<Self>,
+        concurrency: usize,
+    ) -> CancelSummary {
         let ids: Vec<String> = self.with_store(|s| {
             s.pending()
                 .iter()
@@ -987,7 +990,7 @@ impl Core {
     }
 
     /// Waits until every change made so far is durable.
-    pub async fn flush_store(&self) {
+    pub(crate) async fn flush_store(&self) {
         let commit = lock(&self.store).flush();
         if let Err(e) = commit.durable().await {
             error!("cannot write state: {e}");
@@ -1027,7 +1030,7 @@ impl Core {
     }
 
     /// At start and after a reconnect: cancels asked for and not confirmed are sent again.
-    pub async fn resend_requested_cancels(self: &Arc<Self>) {
+    pub(crate) async fn resend_requested_cancels(self: &Arc<Self>) {
         use futures_util::stream::{self, StreamExt};
         let marked: Vec<(String, CancelReason)> = self.with_store(|s| {
             s.pending()
@@ -1055,7 +1058,7 @@ impl Core {
     }
 
     /// The earliest instant a pending payment runs past `payment_timeout`.
-    pub fn next_payment_timeout(&self) -> Option<SystemTime> {
+    pub(crate) fn next_payment_timeout(&self) -> Option<SystemTime> {
         let timeout = self.config.terminal.payment_timeout;
         self.with_store(|s| {
             s.pending()
@@ -1070,7 +1073,7 @@ impl Core {
     /// with reason `timeout`, and returns their ids with the commit to await before the
     /// cancels leave. Called from the main loop, so the payment timer (which skips marked
     /// payments) moves on before the cancels are even sent.
-    pub fn mark_timed_out(&self) -> (Vec<String>, Option<Commit>) {
+    pub(crate) fn mark_timed_out(&self) -> (Vec<String>, Option<Commit>) {
         let timeout = self.config.terminal.payment_timeout;
         let now = SystemTime::now();
         let marked = self.with_store_mut(|s| {
@@ -1104,7 +1107,11 @@ impl Core {
     /// Sends the cancels [`Core::mark_timed_out`] marked, once the marks are durable. One that
     /// meets an unreachable API or a 5xx is sent again with backoff until the API answers it (or
     /// the agent stops: the shutdown then sends it); an answer, a refusal included, ends it.
-    pub async fn cancel_timed_out(self: &Arc<Self>, expired: Vec<String>, commit: Option<Commit>) {
+    pub(crate) async fn cancel_timed_out(
+        self: &Arc<Self>,
+        expired: Vec<String>,
+        commit: Option<Commit>,
+    ) {
         use futures_util::stream::{self, StreamExt};
         if let Some(commit) = commit {
             if let Err(e) = commit.durable().await {
@@ -1151,14 +1158,14 @@ enum Durability {
 
 /// The outcome of cancelling several payments.
 #[derive(Debug, Default)]
-pub struct CancelSummary {
+pub(crate) struct CancelSummary {
     pub cancelled: Vec<String>,
     pub failed: Vec<(String, Refusal)>,
 }
 
 /// PaymentRequestIds are GUIDs; state keys them in one spelling (lower-case, hyphenated), so a
 /// terminal that writes them in upper case still finds its payment.
-pub fn canonical_payment_id(id: &str) -> Result<String, Refusal> {
+pub(crate) fn canonical_payment_id(id: &str) -> Result<String, Refusal> {
     Uuid::parse_str(id.trim())
         .map(|uuid| uuid.to_string())
         .map_err(|_| Refusal::InvalidRequest(format!("payment_request_id {id:?} is not a GUID")))

@@ -34,10 +34,10 @@ use crate::state::StateStore;
 use crate::{logging, systemd};
 
 /// Exit code when the state file cannot be read (EX_IOERR): an operator must look at it.
-pub const EXIT_STATE_UNREADABLE: u8 = 74;
+pub(crate) const EXIT_STATE_UNREADABLE: u8 = 74;
 
 /// Runs the daemon until it is told to stop; returns the process exit code.
-pub async fn run(config_path: &Path) -> ExitCode {
+pub(crate) async fn run(config_path: &Path) -> ExitCode {
     let env = config::EnvSnapshot::capture();
     let config = match config::load_with(config_path, &env) {
         Ok(config) => Arc::new(config),

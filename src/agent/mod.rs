@@ -2,11 +2,11 @@
 //! (`connection`), why a request is refused (`refusal`) and the process around them: start-up,
 //! main loop, shutdown (`daemon`).
 
-pub mod connection;
-pub mod core;
-pub mod daemon;
-pub mod refusal;
+mod connection;
+mod core;
+mod daemon;
+mod refusal;
 
 pub use connection::ConnectionState;
-pub use daemon::run;
+pub(crate) use daemon::run;
 pub use refusal::Refusal;

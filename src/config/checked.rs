@@ -149,11 +149,12 @@ impl PaywallSettings {
             )),
             _ => {}
         }
-        let mut headers = Vec::new();
-        for name in SECRET_KEYS {
+        // The four keys in the order of SECRET_KEYS, each checked as a header value.
+        let mut headers: [Option<HeaderValue>; 4] = Default::default();
+        for (header, name) in headers.iter_mut().zip(SECRET_KEYS) {
             if let Some(secret) = paywall.secret(name) {
                 match header_value(secret.expose_secret(), true) {
-                    Ok(header) => headers.push((name, header)),
+                    Ok(value) => *header = Some(value),
                     Err(message) => {
                         problems.push(Problem::invalid(&format!("paywall.{name}"), message));
                     }
@@ -174,32 +175,24 @@ impl PaywallSettings {
             Some(Ok(locale)) => Some(locale),
             None => None,
         };
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, h)| h.clone())
-        };
-        let pair = |key: &str, client: &str| {
+        let [key_private, client_private, key_public, client_public] = headers;
+        let pair = |key: Option<HeaderValue>, client: Option<HeaderValue>| {
             Some(KeyPair {
-                key: header(key)?,
-                client: header(client)?,
+                key: key?,
+                client: client?,
             })
         };
-        match (
-            physical_api_url,
-            pair("api_key_private", "api_client_private"),
-        ) {
+        match (physical_api_url, pair(key_private, client_private)) {
             (Some(physical_api_url), Some(private)) if problems.is_empty() => Ok(Self {
                 physical_api_url,
                 payment_api_url,
                 private,
-                public: pair("api_key_public", "api_client_public"),
+                public: pair(key_public, client_public),
                 locale,
                 request_timeout: paywall.request_timeout,
                 allow_insecure_http: paywall.allow_insecure_http,
                 secrets: SECRET_KEYS
-                    .iter()
+                    .into_iter()
                     .filter_map(|name| paywall.secret(name).cloned())
                     .collect(),
             }),

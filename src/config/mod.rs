@@ -1,9 +1,14 @@
 //! The configuration (docs/configuration.md): the file's schema (one struct per TOML
-//! section, strict, with the spec's defaults), loading it with the `config` crate together with
+//! section, strict, with the documented defaults), loading it with the `config` crate together with
 //! `POS_AGENT__SECTION__KEY` environment overrides and systemd credentials, validating it, and
 //! rendering the effective configuration for `check-config` with every secret redacted.
-//! The API client, the serial port and the agent take their settings straight from these types.
+//! The serial port and the agent take their settings straight from these types; the payment
+//! API client and the sale's terminal take the values checked once at load (`checked`).
 //! `docs/configuration.md` is the operator's reference.
+//!
+//! `schema` (the file's sections and defaults), `load` (file, environment, provenance),
+//! `credentials` (systemd credentials), `validate` (the rules the types cannot express),
+//! `checked` (the typed values), `render` (`check-config`), `error` (problems naming their key).
 
 mod checked;
 mod credentials;

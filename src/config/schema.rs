@@ -257,7 +257,8 @@ impl Default for LogConfig {
     }
 }
 
-/// The spec's defaults, named so serde and the `Default` impls share them.
+/// The defaults docs/configuration.md documents, named so serde and the `Default` impls share
+/// them.
 pub mod defaults {
     use super::*;
 

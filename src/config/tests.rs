@@ -5,6 +5,9 @@ use secrecy::ExposeSecret;
 
 use super::*;
 
+// Whole files, valid or refused with the errors they must produce, are cases in
+// tests/config_cases/ (run through the real check-config); what needs the environment,
+// credentials or the typed result stays here.
 const VALID: &str = r#"
 [paywall]
 physical_api_url = "https://physical.example"
@@ -36,11 +39,6 @@ fn only_problem(result: Result<Config, ConfigError>) -> Problem {
     let error = result.expect_err("the configuration should be refused");
     assert_eq!(error.problems.len(), 1, "{error}");
     error.problems[0].clone()
-}
-
-fn assert_invalid(text: &str, key: &str) {
-    let problem = only_problem(load_text(text, &[]));
-    assert_eq!(problem.key.as_deref(), Some(key), "{problem}");
 }
 
 #[test]
@@ -187,51 +185,6 @@ fn private_keys_may_come_only_from_credentials() {
 }
 
 #[test]
-fn missing_private_key_is_refused() {
-    let text = VALID.replace("api_key_private = \"file-key-private\"\n", "");
-    assert_invalid(&text, "paywall.api_key_private");
-}
-
-#[test]
-fn half_a_public_key_pair_is_refused() {
-    assert_invalid(
-        &with("paywall", "api_key_public = \"k\""),
-        "paywall.api_client_public",
-    );
-}
-
-#[test]
-fn secret_with_a_line_break_is_refused_without_quoting_it() {
-    let text = with(
-        "paywall",
-        "api_key_public = \"SECRET\\nX\"\napi_client_public = \"c\"",
-    );
-    let problem = only_problem(load_text(&text, &[]));
-    assert_eq!(problem.key.as_deref(), Some("paywall.api_key_public"));
-    assert!(!problem.to_string().contains("SECRET"));
-}
-
-#[test]
-fn secret_of_the_wrong_type_is_refused_without_quoting_it() {
-    let text = VALID.replace("\"file-key-private\"", "[\"SECRET\"]");
-    let error = load_text(&text, &[]).unwrap_err();
-    assert_eq!(
-        error.problems[0].key.as_deref(),
-        Some("paywall.api_key_private")
-    );
-    assert!(!error.to_string().contains("SECRET"));
-}
-
-#[test]
-fn toml_syntax_error_does_not_quote_the_line() {
-    let text = VALID.replace("\"file-key-private\"", "\"SECRET");
-    let error = load_text(&text, &[]).unwrap_err();
-    assert_eq!(error.problems[0].kind, ProblemKind::Syntax);
-    assert!(error.to_string().contains("line 4"), "{error}");
-    assert!(!error.to_string().contains("SECRET"), "{error}");
-}
-
-#[test]
 fn unreadable_credential_names_its_file() {
     let credentials = tempfile::tempdir().unwrap();
     std::fs::create_dir(credentials.path().join("api_key_private")).unwrap();
@@ -247,206 +200,12 @@ fn unreadable_credential_names_its_file() {
 }
 
 #[test]
-fn unknown_key_names_key_and_section() {
-    let problem = only_problem(load_text(&with("serial", "baud = 9600"), &[]));
-    assert_eq!(problem.kind, ProblemKind::UnknownKey);
-    assert_eq!(problem.key.as_deref(), Some("serial.baud"));
-    assert!(problem.message.contains("[serial]"), "{problem}");
-}
-
-#[test]
-fn unknown_nested_key_names_the_nested_section() {
-    let text = with(
-        "connection.establish",
-        "name = \"n\"\nbrand_id = 1\nprovider_id = 1\nregion_id = 1\nend_of_day_id = 1\nbrand = 2",
-    );
-    let problem = only_problem(load_text(&text, &[]));
-    assert_eq!(problem.key.as_deref(), Some("connection.establish.brand"));
-}
-
-#[test]
-fn unknown_section_is_refused() {
-    let problem = only_problem(load_text(&format!("{VALID}\n[seriall]\n"), &[]));
-    assert_eq!(problem.kind, ProblemKind::UnknownKey);
-    assert_eq!(problem.key.as_deref(), Some("seriall"));
-}
-
-#[test]
 fn unknown_key_from_the_environment_names_the_variable() {
     let error = load_text(VALID, &[("POS_AGENT__SERIAL__BAUD", "1")]).unwrap_err();
     assert!(
         error.to_string().contains("POS_AGENT__SERIAL__BAUD"),
         "{error}"
     );
-}
-
-#[test]
-fn missing_required_key_and_section_are_named() {
-    let problem = only_problem(load_text(&VALID.replace("physical_api_url", "#"), &[]));
-    assert_eq!(problem.kind, ProblemKind::MissingKey);
-    assert_eq!(problem.key.as_deref(), Some("paywall.physical_api_url"));
-    let problem = only_problem(load_text(
-        &VALID.replace("[terminal]\ntag_code = \"shop_1\"", ""),
-        &[],
-    ));
-    assert_eq!(problem.key.as_deref(), Some("terminal"));
-}
-
-#[test]
-fn terminal_needs_exactly_one_of_id_and_tag_code() {
-    let both = with("terminal", "id = \"38e895c3-2d9f-4f2a-9d43-6a1a7b1b2c3d\"");
-    assert_invalid(&both, "terminal.id");
-    let neither = VALID.replace("tag_code = \"shop_1\"", "");
-    assert_invalid(&neither, "terminal.id");
-    let by_id = VALID.replace(
-        "tag_code = \"shop_1\"",
-        "id = \"38e895c3-2d9f-4f2a-9d43-6a1a7b1b2c3d\"",
-    );
-    assert!(load_text(&by_id, &[]).is_ok());
-}
-
-#[test]
-fn terminal_id_must_be_a_guid() {
-    let text = VALID.replace("tag_code = \"shop_1\"", "id = \"terminal-7\"");
-    assert_invalid(&text, "terminal.id");
-}
-
-#[test]
-fn tag_code_is_at_most_25_characters() {
-    let ok = VALID.replace("shop_1", &"ü".repeat(25));
-    assert!(load_text(&ok, &[]).is_ok());
-    assert_invalid(
-        &VALID.replace("shop_1", &"a".repeat(26)),
-        "terminal.tag_code",
-    );
-}
-
-#[test]
-fn connection_id_must_be_a_guid() {
-    assert_invalid(&with("connection", "id = \"abc\""), "connection.id");
-    let ok = with(
-        "connection",
-        "id = \"38e895c3-2d9f-4f2a-9d43-6a1a7b1b2c3d\"",
-    );
-    assert!(load_text(&ok, &[]).is_ok());
-}
-
-#[test]
-fn http_base_address_needs_allow_insecure_http() {
-    let http = VALID.replace("https://physical", "http://physical");
-    assert_invalid(&http, "paywall.physical_api_url");
-    assert!(load_text(
-        &with("paywall", "allow_insecure_http = true")
-            .replace("https://physical", "http://physical"),
-        &[]
-    )
-    .is_ok());
-    assert_invalid(
-        &with("paywall", "payment_api_url = \"http://pay.example\""),
-        "paywall.payment_api_url",
-    );
-}
-
-#[test]
-fn base_address_must_be_an_http_url_without_credentials() {
-    for url in [
-        "ftp://x.example",
-        "not a url",
-        "https://user:pw@x.example",
-        "https://x.example/?a=1",
-    ] {
-        assert_invalid(
-            &VALID.replace("https://physical.example", url),
-            "paywall.physical_api_url",
-        );
-    }
-}
-
-#[test]
-fn callback_url_must_be_an_http_url() {
-    assert_invalid(
-        &with("terminal", "callback_url = \"callback\""),
-        "terminal.callback_url",
-    );
-}
-
-#[test]
-fn serial_line_settings_are_range_checked() {
-    assert_invalid(&with("serial", "data_bits = 9"), "serial.data_bits");
-    assert_invalid(&with("serial", "data_bits = 4"), "serial.data_bits");
-    assert_invalid(&with("serial", "stop_bits = 3"), "serial.stop_bits");
-    assert_invalid(&with("serial", "max_sends = 0"), "serial.max_sends");
-    assert_invalid(&with("serial", "baud_rate = 0"), "serial.baud_rate");
-    assert_invalid(&with("serial", "parity = \"mark\""), "serial.parity");
-    assert_invalid(
-        &with("serial", "flow_control = \"rts\""),
-        "serial.flow_control",
-    );
-    assert_invalid(&with("serial", "data_bits = \"eight\""), "serial.data_bits");
-    assert!(load_text(
-        &with("serial", "data_bits = 7\nstop_bits = 2\nparity = \"even\""),
-        &[]
-    )
-    .is_ok());
-}
-
-#[test]
-fn durations_are_strings_and_must_be_positive() {
-    let config = load_text(&with("serial", "ack_timeout = \"1500ms\""), &[]).unwrap();
-    assert_eq!(config.serial.ack_timeout, Duration::from_millis(1500));
-    assert_invalid(
-        &with("serial", "ack_timeout = \"0s\""),
-        "serial.ack_timeout",
-    );
-    assert_invalid(
-        &with("serial", "ping_interval = \"soon\""),
-        "serial.ping_interval",
-    );
-    assert_invalid(&with("shutdown", "deadline = \"0ms\""), "shutdown.deadline");
-    assert_invalid(
-        &with("terminal", "payment_timeout = \"0s\""),
-        "terminal.payment_timeout",
-    );
-    assert_invalid(
-        &with("terminal", "sale_reply_deadline = \"0s\""),
-        "terminal.sale_reply_deadline",
-    );
-    assert_invalid(
-        &with("terminal", "sale_reply_deadline = \"soon\""),
-        "terminal.sale_reply_deadline",
-    );
-    assert_invalid(
-        &with("paywall", "request_timeout = \"0s\""),
-        "paywall.request_timeout",
-    );
-}
-
-#[test]
-fn shutdown_concurrency_is_at_least_one() {
-    assert_invalid(&with("shutdown", "concurrency = 0"), "shutdown.concurrency");
-}
-
-#[test]
-fn log_level_must_be_a_tracing_filter() {
-    assert_invalid(&with("log", "level = \"pos_agent=loud\""), "log.level");
-    assert!(load_text(&with("log", "level = \"warn,pos_agent=debug\""), &[]).is_ok());
-}
-
-#[test]
-fn paths_must_be_absolute_and_socket_path_short_enough() {
-    assert_invalid(&with("state", "directory = \"state\""), "state.directory");
-    assert_invalid(&with("control", "socket = \"c.sock\""), "control.socket");
-    let long = format!("socket = \"/{}\"", "s".repeat(120));
-    assert_invalid(&with("control", &long), "control.socket");
-}
-
-#[test]
-fn every_problem_is_reported_at_once() {
-    let text = with("serial", "data_bits = 9\nstop_bits = 3");
-    let error = load_text(&text, &[]).unwrap_err();
-    assert_eq!(error.problems.len(), 2);
-    let shown = error.to_string();
-    assert!(shown.contains("serial.data_bits") && shown.contains("serial.stop_bits"));
 }
 
 #[test]

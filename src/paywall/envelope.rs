@@ -38,7 +38,7 @@ pub(crate) struct DecodeContext<'a> {
 impl DecodeContext<'_> {
     /// The start of a body for an error message: at most [`EXCERPT_CHARS`] characters, control
     /// characters replaced, and the client's secrets replaced by `***`.
-    pub fn excerpt(&self, body: &[u8]) -> String {
+    pub(crate) fn excerpt(&self, body: &[u8]) -> String {
         let text = String::from_utf8_lossy(body);
         let mut cut: String = text
             .chars()
@@ -65,7 +65,7 @@ impl DecodeContext<'_> {
     }
 
     /// `text` with the client's secrets replaced by `***` (for the API's own messages).
-    pub fn scrub(&self, text: Option<String>) -> Option<String> {
+    pub(crate) fn scrub(&self, text: Option<String>) -> Option<String> {
         text.map(|mut t| {
             for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
                 t = t.replace(secret, "***");
@@ -74,7 +74,7 @@ impl DecodeContext<'_> {
         })
     }
 
-    pub fn undecodable(&self, reason: impl Into<String>, body: &[u8]) -> ApiError {
+    pub(crate) fn undecodable(&self, reason: impl Into<String>, body: &[u8]) -> ApiError {
         ApiError::Undecodable {
             operation: self.operation,
             reason: reason.into(),
@@ -84,7 +84,7 @@ impl DecodeContext<'_> {
     }
 
     /// Parses a body to JSON with lower-cased keys.
-    pub fn json(&self, body: &[u8]) -> Result<Value, ApiError> {
+    pub(crate) fn json(&self, body: &[u8]) -> Result<Value, ApiError> {
         match serde_json::from_slice::<Value>(body) {
             Ok(value) => Ok(lowercase_keys(value)),
             Err(e) => Err(self.undecodable(format!("not JSON: {}", serde_error_kind(&e)), body)),
@@ -92,7 +92,7 @@ impl DecodeContext<'_> {
     }
 
     /// Reads a typed payload out of an already lower-cased value.
-    pub fn typed<T: serde::de::DeserializeOwned>(
+    pub(crate) fn typed<T: serde::de::DeserializeOwned>(
         &self,
         value: Value,
         body: &[u8],
@@ -107,7 +107,7 @@ impl DecodeContext<'_> {
 }
 
 /// At most this many characters of a body go into an error.
-pub const EXCERPT_CHARS: usize = 120;
+pub(crate) const EXCERPT_CHARS: usize = 120;
 
 fn serde_error_kind(e: &serde_json::Error) -> String {
     format!(

@@ -75,7 +75,7 @@ pub struct LinkSettings {
 }
 
 impl LinkSettings {
-    /// The link timers of the `[serial]` section, the rest from the spec.
+    /// The link timers of the `[serial]` section; the rest as docs/serial-protocol.md fixes them.
     pub fn from_config(config: &SerialConfig) -> Self {
         // Floors keep a mistyped configuration from turning the link into a busy loop.
         Self {

@@ -57,6 +57,7 @@ impl VirtualSerial {
         fcntl(&master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         // SAFETY: `PtyMaster` owns its descriptor, always returns that same one from
         // `as_raw_fd`, and closes it only when dropped, which the `AsyncFd` does last.
+        #[allow(unsafe_code)]
         let master = unsafe { AsyncFd::register(master) }?;
         Ok(Self {
             master,

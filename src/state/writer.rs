@@ -29,7 +29,7 @@ pub const COMPACT_RATIO: u64 = 4;
 pub const COMPACT_MIN_BYTES: u64 = 64 * 1024;
 
 /// The outcome sent to a waiter: `Err` carries the I/O error's kind and text.
-pub type Outcome = Result<(), (std::io::ErrorKind, String)>;
+pub(crate) type Outcome = Result<(), (std::io::ErrorKind, String)>;
 
 struct Queued {
     changes: Vec<Change>,
@@ -61,13 +61,13 @@ pub struct WriterStats {
 }
 
 /// The store's end of the writer.
-pub struct Writer {
+pub(crate) struct Writer {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// Where the writer starts from.
-pub struct Start {
+pub(crate) struct Start {
     pub directory: PathBuf,
     /// The state as loaded: the writer's replica, from which it writes snapshots.
     pub state: AgentState,
@@ -81,7 +81,7 @@ pub struct Start {
 }
 
 impl Writer {
-    pub fn spawn(start: Start) -> std::io::Result<Self> {
+    pub(crate) fn spawn(start: Start) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -102,13 +102,13 @@ impl Writer {
     }
 
     /// Operations whose changes are not durable yet.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
     /// Queues `changes` (possibly none: then `done` hears when everything queued before is
     /// durable).
-    pub fn submit(&self, changes: Vec<Change>, done: Option<oneshot::Sender<Outcome>>) {
+    pub(crate) fn submit(&self, changes: Vec<Change>, done: Option<oneshot::Sender<Outcome>>) {
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         lock(&self.shared.queue)
             .items
@@ -116,7 +116,7 @@ impl Writer {
         self.shared.wake.notify_one();
     }
 
-    pub fn stats(&self) -> WriterStats {
+    pub(crate) fn stats(&self) -> WriterStats {
         WriterStats {
             bytes_written: self.shared.bytes_written.load(Ordering::Relaxed),
             syncs: self.shared.syncs.load(Ordering::Relaxed),
@@ -316,7 +316,7 @@ impl Files {
 
 /// The snapshot protocol: write `state.json.tmp` (0600), fsync it, rename it over
 /// `state.json`, fsync the directory.
-pub fn write_snapshot(directory: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_snapshot(directory: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let file = directory.join(STATE_FILE);
     let temp = directory.join(TEMP_FILE);
     // A leftover from a crash may have other permissions; a new file gets 0600.

@@ -86,11 +86,27 @@ kill_tree() {
 # Debian roots
 
 # make_root ARCH DIR: a Debian 12 minbase root with systemd, from Debian's package registry.
+# The first stage (download, unpack) runs natively; before the second (dpkg configuring every
+# package inside the root, emulated on arm64) the root gets a dpkg configuration for a test
+# root: no fsync per unpacked file (a throw-away root has no power cut to survive), no manual
+# pages or translations, and on a foreign architecture no CA certificate files, whose hashing by
+# `update-ca-certificates` takes minutes under qemu-user (the system test's API is plain http on
+# loopback; the CA bundle only matters for an https API, which the suite's tests/tls.rs covers).
 make_root() {
-    local arch=$1 dir=$2
-    nice -n 10 debootstrap --variant=minbase --arch="$arch" \
+    local arch=$1 dir=$2 host_arch
+    host_arch=$(dpkg --print-architecture)
+    nice -n 10 debootstrap --foreign --variant=minbase --arch="$arch" \
         --include=systemd,systemd-sysv,dbus,passwd,ca-certificates \
         bookworm "$dir" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$dir.debootstrap.log" 2>&1 ||
+        { tail -n 30 "$dir.debootstrap.log" >&2; return 1; }
+    mkdir -p "$dir/etc/dpkg/dpkg.cfg.d"
+    {
+        echo force-unsafe-io
+        echo 'path-exclude=/usr/share/man/*'
+        echo 'path-exclude=/usr/share/locale/*'
+        [ "$arch" = "$host_arch" ] || echo 'path-exclude=/usr/share/ca-certificates/*'
+    } >"$dir/etc/dpkg/dpkg.cfg.d/50-pos-agent-system-test"
+    nice -n 10 chroot "$dir" /debootstrap/debootstrap --second-stage >>"$dir.debootstrap.log" 2>&1 ||
         { tail -n 30 "$dir.debootstrap.log" >&2; return 1; }
     # Nothing inside needs a console login or networking of its own (the host's is shared).
     rm -f "$dir/etc/systemd/system/getty.target.wants/"* 2>/dev/null || true

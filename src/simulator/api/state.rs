@@ -51,7 +51,7 @@ impl ApiReply {
         }
     }
 
-    pub fn physical_failure(
+    pub(crate) fn physical_failure(
         status: u16,
         code: i64,
         client_message: &str,
@@ -70,7 +70,7 @@ impl ApiReply {
         }
     }
 
-    pub fn payment_failure(status: u16, code: i64, message: &str) -> ApiReply {
+    pub(crate) fn payment_failure(status: u16, code: i64, message: &str) -> ApiReply {
         ApiReply {
             status,
             body: json!({"ErrorCodeType": 1, "ErrorMessage": message, "ErrorCode": code, "Result": false, "Message": message, "Body": null}),
@@ -118,7 +118,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(with_connection: bool) -> State {
+    pub(crate) fn new(with_connection: bool) -> State {
         let mut connections = Vec::new();
         if with_connection {
             connections.push(SimConnection {
@@ -154,7 +154,7 @@ impl State {
     }
 
     /// Carries out one API request (already authenticated) and returns the answer.
-    pub fn handle(&mut self, method: &str, path: &str, body: &[u8]) -> ApiReply {
+    pub(crate) fn handle(&mut self, method: &str, path: &str, body: &[u8]) -> ApiReply {
         let parsed = if body.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
