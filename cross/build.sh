@@ -7,7 +7,13 @@
 # (Cross.toml); --debian builds with Debian's cross toolchains, no container (cross/debian-env.sh;
 # apt-get install gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross
 # libc6-dev-armhf-cross; rustup target add TARGET). TARGETs default to all three of Cross.toml.
-# Each binary is printed with its size; `cargo deb --no-build --target TARGET` then packages it.
+# Each binary is printed with its size; `packaging/sbom.sh TARGET` then writes its SBOM and
+# `cargo deb --no-build --target TARGET` packages both (packaging/deb.sh does all of it).
+#
+# Release binaries are auditable (docs/supply-chain.md): --debian builds with `cargo auditable
+# build` (installed with `cargo install --locked cargo-auditable` when missing), as CI does.
+# `cross` cannot run a cargo plugin inside its image, so --docker builds plain binaries without
+# the embedded dependency list: fine for development, not for what ships.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,12 +37,15 @@ echo "building with $mode: ${targets[*]}"
 if [ "$mode" = debian ]; then
     # shellcheck source=debian-env.sh
     . cross/debian-env.sh
+    cargo auditable --version >/dev/null 2>&1 || cargo install --locked cargo-auditable
+else
+    echo "note: cross builds without cargo auditable; the binaries carry no dependency list" >&2
 fi
 for target in "${targets[@]}"; do
     if [ "$mode" = docker ]; then
         cross build --release --locked --no-default-features --target "$target"
     else
-        cargo build --release --locked --no-default-features --target "$target"
+        cargo auditable build --release --locked --no-default-features --target "$target"
     fi
 done
 for target in "${targets[@]}"; do

@@ -1,6 +1,8 @@
 //! Loading the configuration (docs/configuration.md): the TOML file plus `POS_AGENT__…`
-//! environment overrides, as `run` and `check-config` do. The input is the file's text, then
-//! optionally a NUL byte and `NAME=VALUE` lines, each NAME getting the `POS_AGENT__` prefix.
+//! environment overrides, as `run` and `check-config` do, through `load_contents_with` (the
+//! loader `load_with` runs once it has read the file; in memory, no file per execution). The
+//! input is the file's text, then optionally a NUL byte and `NAME=VALUE` lines, each NAME
+//! getting the `POS_AGENT__` prefix.
 //! Properties, beyond "no panic":
 //! - a refused configuration is a `ConfigError` naming the file with at least one problem, each
 //!   with a message;
@@ -12,7 +14,7 @@
 
 use std::path::Path;
 
-use pos_agent::config::{load_with, render_effective, EnvSnapshot};
+use pos_agent::config::{load_contents_with, render_effective, EnvSnapshot};
 
 const CANARY: &str = "fuzz-canary-secret-7f3a9c";
 const CANARY_VAR: &str = "POS_AGENT__PAYWALL__API_KEY_PRIVATE";
@@ -35,10 +37,9 @@ fn no_canary(text: &str, what: &str) {
     );
 }
 
-/// Checks one input, writing the configuration into `directory` (a scratch directory of its
-/// own); panics when a property does not hold.
-pub fn check(data: &[u8], directory: &Path) {
-    let file = &directory.join("agent.toml");
+/// Checks one input; panics when a property does not hold.
+pub fn check(data: &[u8]) {
+    let file = Path::new("/etc/pos-agent/agent.toml");
     let (toml, vars) = match data.iter().position(|&b| b == 0) {
         Some(nul) => (&data[..nul], &data[nul + 1..]),
         None => (data, &[][..]),
@@ -52,9 +53,7 @@ pub fn check(data: &[u8], directory: &Path) {
     // A later value for the same variable replaces the canary: the canary check then has
     // nothing to find, which is fine.
     let canary_kept = env.iter().filter(|(name, _)| name == CANARY_VAR).count() == 1;
-    std::fs::write(file, toml).expect("write the scratch configuration");
-
-    match load_with(file, &EnvSnapshot::from_vars(env.clone())) {
+    match load_contents_with(file, toml, &EnvSnapshot::from_vars(env)) {
         Err(error) => {
             assert!(!error.problems.is_empty());
             let text = error.to_string();
@@ -73,9 +72,9 @@ pub fn check(data: &[u8], directory: &Path) {
                 no_canary(&rendered, "check-config");
                 no_canary(&format!("{config:?}"), "the configuration's Debug");
             }
-            std::fs::write(file, &rendered).expect("write the rendered configuration");
-            let again = load_with(
+            let again = load_contents_with(
                 file,
+                rendered.as_bytes(),
                 &EnvSnapshot::from_vars(Vec::<(String, String)>::new()),
             )
             .unwrap_or_else(|e| panic!("check-config output does not load: {e}\n{rendered}"));

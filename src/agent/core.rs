@@ -24,6 +24,21 @@ use crate::state::{
     StateError, StateStore,
 };
 
+/// A merchant code claimed by one task; released when dropped (also when the task is
+/// cancelled). Its `outcome` reaches the tasks that wanted the same code meanwhile; a claim
+/// released without one lets them claim the code again.
+struct CodeClaim<'a> {
+    core: &'a Core,
+    code: Uuid,
+    outcome: watch::Sender<Option<SaleOutcome>>,
+}
+
+impl Drop for CodeClaim<'_> {
+    fn drop(&mut self) {
+        lock(&self.core.sales_in_flight).remove(&self.code);
+    }
+}
+
 /// What a sale ended in, shared with every request that waits on the same merchant code. A
 /// sale always ends in one of these within `[terminal] sale_reply_deadline`.
 #[derive(Debug, Clone)]
@@ -242,35 +257,44 @@ impl Core {
             ));
         }
         let code = order.merchant_unique_code;
-        let claim = {
-            let mut in_flight = lock(&self.sales_in_flight);
-            match in_flight.get(&code) {
-                Some(rx) => Err(rx.clone()),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    in_flight.insert(code, rx);
-                    Ok(tx)
+        loop {
+            match self.claim_code(code) {
+                Ok(claim) => {
+                    let outcome = self.start_sale(order, amount, deadline).await;
+                    claim.outcome.send_replace(Some(outcome.clone()));
+                    return outcome;
                 }
-            }
-        };
-        match claim {
-            Ok(tx) => {
-                let outcome = self.start_sale(order, amount, deadline).await;
-                tx.send_replace(Some(outcome.clone()));
-                lock(&self.sales_in_flight).remove(&code);
-                outcome
-            }
-            // The same code is being sold right now: share that sale's outcome.
-            Err(mut rx) => {
-                let shared = rx.wait_for(Option::is_some).await;
-                match shared.ok().and_then(|outcome| outcome.clone()) {
-                    Some(outcome) => outcome,
-                    None => refused(Refusal::Internal(format!(
-                        "the sale with merchant_unique_code {code} ended without an outcome"
-                    ))),
+                // The same code is being sold right now: share that sale's outcome. A claim
+                // released without one (an earlier run's intent resolved meanwhile) is
+                // claimed again, and the sale goes on from what the resolution left in state.
+                Err(mut rx) => {
+                    if let Ok(outcome) = rx.wait_for(Option::is_some).await {
+                        if let Some(outcome) = outcome.clone() {
+                            return outcome;
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Claims a merchant code for one task (a sale, or the resolution of an intent left by an
+    /// earlier run), or gives the outcome of the task that holds it.
+    fn claim_code(
+        &self,
+        code: Uuid,
+    ) -> Result<CodeClaim<'_>, watch::Receiver<Option<SaleOutcome>>> {
+        let mut in_flight = lock(&self.sales_in_flight);
+        if let Some(rx) = in_flight.get(&code) {
+            return Err(rx.clone());
+        }
+        let (outcome, rx) = watch::channel(None);
+        in_flight.insert(code, rx);
+        Ok(CodeClaim {
+            core: self,
+            code,
+            outcome,
+        })
     }
 
     async fn start_sale(
@@ -353,6 +377,9 @@ impl Core {
         };
         let attempt = self.send_sale(&order, since, &maybe_sent);
         match tokio::time::timeout_at(deadline, attempt).await {
+            // Recorded past the deadline if need be (by two syncs at most): the terminal hears
+            // the id the state keeps, never a failure for a payment that exists.
+            Ok(Settled::Created(id)) => self.sale_started(code, id).await,
             Ok(Settled::Outcome(outcome)) => outcome,
             // The API refuses the agent while the sale's outcome is unknown: the terminal hears
             // the rejection now, and the sale is settled like any abandoned one once the API
@@ -400,9 +427,7 @@ impl Core {
         let key = code.to_string();
         if maybe_sent.load(Ordering::Relaxed) {
             match self.resolve_sale(code, since).await {
-                Resolution::Found(id) => {
-                    return Settled::Outcome(self.sale_started(code, id).await)
-                }
+                Resolution::Found(id) => return Settled::Created(id),
                 Resolution::Absent => maybe_sent.store(false, Ordering::Relaxed),
                 Resolution::Rejected(rejection) => return Settled::Rejected(rejection),
                 Resolution::Unknown => return Settled::Stopping,
@@ -420,12 +445,7 @@ impl Core {
             }
             maybe_sent.store(true, Ordering::Relaxed);
             let error = match self.client.sale(&request).await {
-                Ok(accepted) => {
-                    return Settled::Outcome(
-                        self.sale_started(code, accepted.payment_request_id.to_string())
-                            .await,
-                    )
-                }
+                Ok(accepted) => return Settled::Created(accepted.payment_request_id.to_string()),
                 Err(error) => error,
             };
             if let Some(rejection) = error.agent_rejection() {
@@ -467,9 +487,7 @@ impl Core {
             unknown_sends_left -= 1;
             warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
-                Resolution::Found(id) => {
-                    return Settled::Outcome(self.sale_started(code, id).await)
-                }
+                Resolution::Found(id) => return Settled::Created(id),
                 Resolution::Absent if unknown_sends_left > 0 => {
                     maybe_sent.store(false, Ordering::Relaxed);
                 }
@@ -714,7 +732,16 @@ impl Core {
             let Ok(code) = Uuid::parse_str(&key) else {
                 continue;
             };
-            if lock(&self.sales_in_flight).contains_key(&code) {
+            // Claimed, so that a sale with the same code waits for the resolution instead of
+            // sending its own request while this one may forget the intent.
+            let Ok(_claim) = self.claim_code(code) else {
+                continue;
+            };
+            let still_intent = self.with_store(|s| {
+                s.sale(&key)
+                    .is_some_and(|sale| sale.stage == SaleStage::Intent)
+            });
+            if !still_intent {
                 continue;
             }
             match self.resolve_sale(code, since).await {
@@ -1178,6 +1205,8 @@ fn refused(refusal: Refusal) -> SaleOutcome {
 /// How [`Core::send_sale`] ended: with the sale's outcome, cut short by the shutdown, or with
 /// the outcome unknown because the API refuses the agent itself.
 enum Settled {
+    /// The API holds the sale's payment: its id is recorded, whatever the deadline.
+    Created(String),
     Outcome(SaleOutcome),
     Stopping,
     Rejected(AgentRejection),

@@ -188,12 +188,33 @@ pub fn load_as_under_unit(path: &Path, env: &EnvSnapshot) -> Result<Config, Conf
     load_from(path, env, credentials)
 }
 
+/// Loads the configuration from the contents of the file at `path`, already in memory (`path`
+/// only names the file in errors and provenance): as [`load_with`] otherwise. For fuzzing and
+/// embedding, where the file need not exist.
+pub fn load_contents_with(
+    path: &Path,
+    contents: &[u8],
+    env: &EnvSnapshot,
+) -> Result<Config, ConfigError> {
+    let text = config_text(contents.to_vec()).map_err(|p| ConfigError::one(path, p))?;
+    load_text(path, &text, env, Credentials::of_service(env))
+}
+
 fn load_from(
     path: &Path,
     env: &EnvSnapshot,
     credentials: Option<Credentials>,
 ) -> Result<Config, ConfigError> {
     let text = read_config_file(path).map_err(|p| ConfigError::one(path, p))?;
+    load_text(path, &text, env, credentials)
+}
+
+fn load_text(
+    path: &Path,
+    text: &str,
+    env: &EnvSnapshot,
+    credentials: Option<Credentials>,
+) -> Result<Config, ConfigError> {
     let overrides = env.overrides();
     let mut provenance = Provenance {
         file: path.to_owned(),
@@ -235,7 +256,7 @@ fn load_from(
         }
     }
     let built = config::Config::builder()
-        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator(ENV_SEPARATOR)
@@ -360,6 +381,11 @@ fn read_config_file(path: &Path) -> Result<String, Problem> {
         };
         Problem::new(ProblemKind::Unreadable, None, message)
     })?;
+    config_text(bytes)
+}
+
+/// The configuration file's bytes as text: TOML is UTF-8.
+fn config_text(bytes: Vec<u8>) -> Result<String, Problem> {
     String::from_utf8(bytes).map_err(|e| {
         Problem::new(
             ProblemKind::Syntax,
