@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod health;
 pub mod operator;
 
 /// Exit codes of docs/operations.md (Operator commands).
@@ -46,6 +47,11 @@ pub enum Command {
     SimulateTerminal(crate::simulator::terminal::CommandArgs),
     /// The whole system on this machine with no hardware and no account, narrated.
     Demo(DemoArgs),
+    /// Exit 0 when the running agent is healthy (connected, terminal link up), else say why.
+    ///
+    /// The health gate of an update: pos-agent-healthy.service runs it before
+    /// boot-complete.target (docs/deployment.md).
+    CheckHealth(health::CheckHealthArgs),
     #[command(flatten)]
     Operator(operator::OperatorCommand),
 }
@@ -103,6 +109,7 @@ pub fn main() -> ExitCode {
             Command::SimulateApi(args) => crate::simulator::api::run_command(args).await,
             #[cfg(feature = "simulators")]
             Command::SimulateTerminal(args) => crate::simulator::terminal::run_command(args).await,
+            Command::CheckHealth(args) => health::run(args, cli.socket.as_deref()).await,
             Command::Operator(command) => operator::run(command, cli.socket.as_deref()).await,
         };
         exit_code(outcome)

@@ -41,6 +41,7 @@ pub mod control;
 #[cfg(feature = "simulators")]
 mod demo;
 mod logging;
+mod metrics;
 pub mod paywall;
 mod retry;
 pub mod serial;

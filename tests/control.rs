@@ -167,6 +167,8 @@ fn status() -> StatusReport {
         },
         pending: pending(),
         abandoned: vec![],
+        terminal_last_answered: Some("2026-11-21T13:17:05Z".into()),
+        api_last_answered: None,
     }
 }
 
@@ -218,6 +220,8 @@ fn status_json_prints_exactly_the_documented_object() {
                 "last_error_at": "2026-11-21T13:02:11Z"
             },
             "abandoned": [],
+            "terminal_last_answered": "2026-11-21T13:17:05Z",
+            "api_last_answered": null,
             "pending": [
                 {"payment_request_id": PAYMENT, "merchant_unique_code": "order-1001",
                  "amount_minor": 1250, "since": "2026-11-21T13:16:40Z",
@@ -674,5 +678,21 @@ fn an_answer_to_another_command_is_not_taken_for_this_one() {
         stderr(&output).contains("asked `cancel`"),
         "{}",
         stderr(&output)
+    );
+}
+
+#[test]
+fn metrics_prints_the_exposition_as_it_came_and_json_wraps_it() {
+    let exposition =
+        "# TYPE pos_agent_sales_started counter\npos_agent_sales_started_total 3\n# EOF\n";
+    let daemon = FakeDaemon::answering(ControlReply::Metrics(exposition.into()).into());
+    let output = daemon.run(&["metrics"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), exposition);
+    let output = daemon.run(&["metrics", "--json"]);
+    assert_eq!(json_stdout(&output), json!(exposition));
+    assert_eq!(
+        daemon.received(),
+        vec![ControlRequest::Metrics, ControlRequest::Metrics]
     );
 }

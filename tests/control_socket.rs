@@ -33,6 +33,8 @@ fn status_report() -> StatusReport {
         serial_port: SerialPortView::default(),
         pending: vec![],
         abandoned: vec![],
+        terminal_last_answered: None,
+        api_last_answered: None,
     }
 }
 

@@ -218,3 +218,40 @@ fn usb_serial_drivers_are_loaded_at_boot_for_the_devices_the_unit_allows() {
         .any(|(from, to)| from == "systemd/pos-agent.modules-load"
             && to == "usr/lib/modules-load.d/pos-agent.conf"));
 }
+
+#[test]
+fn the_health_gate_is_required_by_boot_complete_within_a_bounded_wait() {
+    let unit = repository_file("systemd/pos-agent-healthy.service");
+    assert_eq!(unit_setting(&unit, "Type"), "oneshot");
+    assert_eq!(unit_setting(&unit, "Before"), "boot-complete.target");
+    assert_eq!(unit_setting(&unit, "RequiredBy"), "boot-complete.target");
+    assert_eq!(
+        unit_setting(&unit, "ExecStart"),
+        "/usr/bin/pos-agent check-health --wait ${POS_AGENT_HEALTH_WAIT}"
+    );
+    let wait = unit_setting(&unit, "Environment");
+    let wait = humantime::parse_duration(
+        wait.strip_prefix("POS_AGENT_HEALTH_WAIT=")
+            .expect("the wait is POS_AGENT_HEALTH_WAIT"),
+    )
+    .unwrap();
+    let timeout = humantime::parse_duration(&unit_setting(&unit, "TimeoutStartSec")).unwrap();
+    assert!(
+        timeout >= wait + Duration::from_secs(10),
+        "TimeoutStartSec={timeout:?} must leave the check its whole wait {wait:?}"
+    );
+    // The check reads the control socket, root:pos-agent-operators 0660.
+    assert_eq!(
+        unit_setting(&unit, "SupplementaryGroups"),
+        unit_setting(&repository_file("systemd/pos-agent.socket"), "SocketGroup")
+    );
+    assert!(package_assets()
+        .iter()
+        .any(|(from, to)| from == "systemd/pos-agent-healthy.service"
+            && to == "usr/lib/systemd/system/pos-agent-healthy.service"));
+    assert!(
+        repository_file("packaging/debian/prerm")
+            .contains("systemctl --no-reload disable pos-agent-healthy.service"),
+        "removing the package must disable the gate"
+    );
+}

@@ -181,10 +181,11 @@ async fn a_black_holed_sale_is_answered_at_the_deadline_and_settled_when_the_api
             s["abandoned"].as_array().is_some_and(|a| a.is_empty())
         })
         .await;
-    assert_eq!(
-        sales_in_state(&agent)[code.to_string()]["stage"]["outcome"],
-        "abandoned"
-    );
+    agent
+        .state_file_until("the settled outcome", |state| {
+            state["sales"][code.to_string()]["stage"]["outcome"] == "abandoned"
+        })
+        .await;
     assert_no_live_payment(&agent.sim, &[code]);
     assert_eq!(
         error_code(&timed_sale(&mut agent, code).await),

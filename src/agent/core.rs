@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::{ConnectionState, Refusal};
 use crate::config::Config;
+use crate::metrics::{CancelOutcome, METRICS};
 use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest};
 use crate::retry::RetryPolicy;
 use crate::serial::message::{AgentRequest, SaleOrder};
@@ -518,6 +519,7 @@ impl Core {
             .await
         {
             Ok(()) => {
+                METRICS.sales_abandoned.inc();
                 warn!(merchant_unique_code = %code, "sale {code} abandoned: {why}; the terminal is told it failed, and a payment that turns up is cancelled");
                 let core = Arc::clone(self);
                 tokio::spawn(async move { core.settle_abandoned(code).await });
@@ -852,7 +854,21 @@ impl Core {
                 "{id} is not a PaymentRequestId (a GUID)"
             )));
         };
-        match self.client.cancel(payment_request_id).await {
+        let sent = self.client.cancel(payment_request_id).await;
+        METRICS.cancel(
+            reason as usize,
+            match &sent {
+                Ok(_) => CancelOutcome::Confirmed,
+                Err(error)
+                    if error.agent_rejection().is_none()
+                        && (error.is_rejection() || is_answered_refusal(error)) =>
+                {
+                    CancelOutcome::Refused
+                }
+                Err(_) => CancelOutcome::Unconfirmed,
+            },
+        );
+        match sent {
             Ok(_) => {
                 match durability {
                     Durability::Immediate => {

@@ -4,7 +4,7 @@
 //! (API calls, terminal replies, operator commands) runs in its own task, so the loop keeps
 //! petting the watchdog and answering signals whatever the payment API does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,6 +24,7 @@ use crate::control::{
     DisconnectReport, PendingPaymentView, PendingReport, RejectionView, StatusReport,
     TerminalLinkStatus, UnlinkReport,
 };
+use crate::metrics::{self, METRICS};
 use crate::paywall::{ApmTarget, PaywallClient};
 use crate::serial::message::{
     AgentReadiness, AgentRequest, PaymentResultStatus, Reply, TerminalRequest,
@@ -51,6 +52,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
         return ExitCode::from(exit::CONFIG);
     }
 
+    crate::metrics::mark_start();
     let state_dir = config.state_directory(&env);
     let store = match StateStore::open(&state_dir) {
         Ok(store) => store,
@@ -107,6 +109,9 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     tokio::spawn(control::serve(listener, calls, std::future::pending()));
 
     tokio::spawn(connection::maintain(Arc::clone(&core)));
+    if let Some(textfile) = config.metrics.textfile.clone() {
+        start_metrics_textfile(Arc::clone(&core), textfile, config.metrics.interval);
+    }
     let notifier = systemd::Notifier::start();
     notifier.ready();
     info!(
@@ -242,7 +247,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
             _ = events.interrupts.recv() => return interrupted(core).await,
             Some(call) = events.control_calls.recv() => {
                 let response = match call.request {
-                    request @ (ControlRequest::Status | ControlRequest::Pending) => handle_control(core, request).await,
+                    request @ (ControlRequest::Status | ControlRequest::Pending | ControlRequest::Metrics) => handle_control(core, request).await,
                     _ => ControlResponse::error(ControlError::refused(&Refusal::Busy)),
                 };
                 let _ = call.reply.send(response);
@@ -333,13 +338,19 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
     let reply = match request.request().clone() {
         TerminalRequest::Sale(order) => {
             let merchant_unique_code = order.merchant_unique_code;
-            match core.sale(order).await {
+            let reply = match core.sale(order).await {
                 SaleOutcome::Started { payment_request_id } => Reply::SaleStarted {
                     payment_request_id,
                     merchant_unique_code,
                 },
                 SaleOutcome::Refused(refusal) => Reply::refused(&refusal),
+            };
+            match &reply {
+                Reply::SaleStarted { .. } => METRICS.sales_started.inc(),
+                Reply::Error { code, .. } => METRICS.sale_refused(*code as usize),
+                _ => {}
             }
+            reply
         }
         TerminalRequest::PaymentStarted { payment_request_id } => {
             match core
@@ -397,6 +408,10 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
 async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlResponse {
     let reply = match request {
         ControlRequest::Status => Ok(ControlReply::Status(status_report(core))),
+        ControlRequest::Metrics => Ok(ControlReply::Metrics(metrics::render(
+            &gauges(core),
+            metrics::Format::OpenMetrics,
+        ))),
         ControlRequest::Pending => Ok(ControlReply::Pending(PendingReport {
             pending: core.with_store(|s| PendingPaymentView::all(s.state())),
             abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
@@ -497,5 +512,49 @@ fn status_report(core: &Core) -> StatusReport {
         serial_port: core.link().port_stats().into(),
         pending: core.with_store(|s| PendingPaymentView::all(s.state())),
         abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
+        terminal_last_answered: METRICS.terminal_last_answered().map(control::rfc3339),
+        api_last_answered: METRICS.api_last_answered().map(control::rfc3339),
+    }
+}
+
+/// `[metrics] textfile`: rewritten every `interval` while the agent runs, on a thread of its
+/// own (like the state writer: a slow disk never holds the runtime). A failure is logged once,
+/// and so is the recovery.
+fn start_metrics_textfile(core: Arc<Core>, path: PathBuf, interval: Duration) {
+    let writer = move || {
+        let mut failing = false;
+        loop {
+            let text = metrics::render(&gauges(&core), metrics::Format::Prometheus);
+            let shown = path.display();
+            match metrics::write_textfile(&path, &text) {
+                Ok(()) if failing => {
+                    failing = false;
+                    info!("metrics textfile {shown} written again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    warn!("cannot write the metrics textfile {shown}: {e}; retrying every {interval:?}");
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(interval);
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("metrics-textfile".into())
+        .spawn(writer)
+    {
+        warn!("cannot start the metrics textfile writer: {e}");
+    }
+}
+
+/// What the metrics need from the daemon at the moment of the exposition.
+pub(crate) fn gauges(core: &Core) -> metrics::Gauges {
+    metrics::Gauges {
+        pending: core.pending_count(),
+        abandoned: core.with_store(|s| s.state().abandoned_sales().count()),
+        connected: core.connection_state() == ConnectionState::Connected,
+        link_up: core.link().state() == serial::LinkState::Up,
     }
 }

@@ -39,6 +39,8 @@ pub enum OperatorCommand {
     MasterpassUnlink(MasterpassUnlinkArgs),
     /// Deactivate a checkout (shared payment) page (PaymentAPI `PUT /api/paywall/checkout/passive`).
     CheckoutDeactivate(CheckoutDeactivateArgs),
+    /// Print the agent's counters and gauges in the OpenMetrics text format.
+    Metrics(OutputArgs),
 }
 
 /// Options every operator command takes.
@@ -151,6 +153,7 @@ impl OperatorCommand {
                 ControlRequest::CheckoutDeactivate { id: args.id },
                 args.output,
             ),
+            Self::Metrics(output) => (ControlRequest::Metrics, output),
         }
     }
 }
@@ -189,7 +192,9 @@ fn client_error_kind(error: &ClientError) -> &'static str {
 
 fn default_timeout(request: &ControlRequest) -> Duration {
     match request {
-        ControlRequest::Status | ControlRequest::Pending => Duration::from_secs(10),
+        ControlRequest::Status | ControlRequest::Pending | ControlRequest::Metrics => {
+            Duration::from_secs(10)
+        }
         _ => Duration::from_secs(120),
     }
 }
@@ -271,6 +276,7 @@ fn reply_payload(reply: &ControlReply) -> serde_json::Value {
         ControlReply::ApmUnlink(report)
         | ControlReply::MasterpassUnlink(report)
         | ControlReply::CheckoutDeactivate(report) => serde_json::to_value(report),
+        ControlReply::Metrics(text) => Ok(serde_json::Value::String(text.clone())),
     };
     value.unwrap_or(serde_json::Value::Null)
 }
@@ -332,6 +338,7 @@ fn print_human(reply: &ControlReply) -> anyhow::Result<()> {
         ControlReply::CheckoutDeactivate(report) => {
             unlink_text("checkout page deactivated", report)
         }
+        ControlReply::Metrics(text) => text.clone(),
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;

@@ -154,6 +154,13 @@ pub fn render_effective(config: &Config) -> String {
 
     out.section("log");
     out.string("level", &config.log.level);
+
+    out.section("metrics");
+    match &config.metrics.textfile {
+        Some(textfile) => out.string("textfile", &textfile.to_string_lossy()),
+        None => out.comment("textfile is not set: `pos-agent metrics` only"),
+    }
+    out.duration("interval", config.metrics.interval);
     out.text
 }
 

@@ -50,6 +50,8 @@ pub struct ConfigFile {
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// `[paywall]`: where the payment API is and how to authenticate. The four keys may also come
@@ -252,6 +254,27 @@ impl Default for LogConfig {
     }
 }
 
+/// `[metrics]`: the counters and gauges (docs/operations.md, "Metrics"). `pos-agent metrics`
+/// always reads them over the control socket; `textfile`, when set, is also rewritten every
+/// `interval` for node_exporter's textfile collector. The agent opens no listening port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default)]
+    pub textfile: Option<PathBuf>,
+    #[serde(default = "defaults::metrics_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            textfile: None,
+            interval: defaults::metrics_interval(),
+        }
+    }
+}
+
 /// The defaults docs/configuration.md documents, named so serde and the `Default` impls share
 /// them.
 pub mod defaults {
@@ -307,6 +330,9 @@ pub mod defaults {
     }
     pub fn log_level() -> String {
         "info".to_owned()
+    }
+    pub fn metrics_interval() -> Duration {
+        Duration::from_secs(15)
     }
 }
 

@@ -171,6 +171,28 @@ impl ConfigFile {
             "must be 1 or more",
         );
 
+        // [metrics]
+        if let Some(textfile) = &self.metrics.textfile {
+            check(
+                &mut problems,
+                textfile.is_absolute(),
+                "metrics.textfile",
+                "must be an absolute path",
+            );
+            check(
+                &mut problems,
+                textfile.extension().is_some_and(|e| e == "prom"),
+                "metrics.textfile",
+                "must end with .prom (node_exporter's textfile collector reads only those)",
+            );
+        }
+        check(
+            &mut problems,
+            self.metrics.interval >= std::time::Duration::from_secs(1),
+            "metrics.interval",
+            "must be at least 1s",
+        );
+
         // [log]
         if self.log.level.trim().is_empty() {
             check(

@@ -41,6 +41,8 @@ pub enum ControlRequest {
     MasterpassUnlink { session_id: Uuid },
     /// `checkout_deactivate`: `PUT /api/paywall/checkout/passive`.
     CheckoutDeactivate { id: i64 },
+    /// `metrics`: the counters and gauges in the OpenMetrics text format.
+    Metrics,
 }
 
 /// Which pending payments a `cancel` is for.
@@ -71,6 +73,7 @@ impl ControlRequest {
             Self::ApmUnlink { .. } => "apm_unlink",
             Self::MasterpassUnlink { .. } => "masterpass_unlink",
             Self::CheckoutDeactivate { .. } => "checkout_deactivate",
+            Self::Metrics => "metrics",
         }
     }
 
@@ -196,6 +199,7 @@ impl TryFrom<WireRequest> for ControlRequest {
             "pending" => wire.only(&[]).map(|()| Self::Pending),
             "disconnect" => wire.only(&[]).map(|()| Self::Disconnect),
             "reconnect" => wire.only(&[]).map(|()| Self::Reconnect),
+            "metrics" => wire.only(&[]).map(|()| Self::Metrics),
             "cancel" => {
                 wire.only(&["payment_request_id", "all"])?;
                 match (wire.payment_request_id, wire.all) {
@@ -243,7 +247,7 @@ impl TryFrom<WireRequest> for ControlRequest {
             }
             other => Err(format!(
                 "unknown command {other:?}; the commands are status, pending, cancel, disconnect, \
-                 reconnect, apm_unlink, masterpass_unlink, checkout_deactivate"
+                 reconnect, apm_unlink, masterpass_unlink, checkout_deactivate, metrics"
             )),
         }
     }
@@ -259,7 +263,8 @@ impl From<ControlRequest> for WireRequest {
             ControlRequest::Status
             | ControlRequest::Pending
             | ControlRequest::Disconnect
-            | ControlRequest::Reconnect => {}
+            | ControlRequest::Reconnect
+            | ControlRequest::Metrics => {}
             ControlRequest::Cancel(CancelTarget::One(id)) => {
                 wire.payment_request_id = Some(id.to_string())
             }
@@ -398,6 +403,9 @@ pub enum ControlReply {
     ApmUnlink(UnlinkReport),
     MasterpassUnlink(UnlinkReport),
     CheckoutDeactivate(UnlinkReport),
+    /// `metrics`: the exposition in the OpenMetrics text format, ending with `# EOF`, as one
+    /// JSON string (a plain string costs the terminal's binary less than a wrapping object).
+    Metrics(String),
 }
 
 impl ControlReply {
@@ -412,6 +420,7 @@ impl ControlReply {
             Self::ApmUnlink(_) => "apm_unlink",
             Self::MasterpassUnlink(_) => "masterpass_unlink",
             Self::CheckoutDeactivate(_) => "checkout_deactivate",
+            Self::Metrics(_) => "metrics",
         }
     }
 }
@@ -439,6 +448,14 @@ pub struct StatusReport {
     /// Sales whose outcome was unknown when their reply was due, still being settled.
     #[serde(default)]
     pub abandoned: Vec<AbandonedSaleView>,
+    /// When the terminal last sent a frame or an ACK, RFC 3339 in UTC; null: not since the
+    /// agent started.
+    #[serde(default)]
+    pub terminal_last_answered: Option<String>,
+    /// When the payment API last answered (an HTTP status below 500), RFC 3339 in UTC; null:
+    /// not since the agent started.
+    #[serde(default)]
+    pub api_last_answered: Option<String>,
 }
 
 /// The serial port's history since the agent started (`status`'s `serial_port`).
@@ -793,6 +810,7 @@ mod tests {
             ),
             (ControlRequest::Disconnect, json!({"command":"disconnect"})),
             (ControlRequest::Reconnect, json!({"command":"reconnect"})),
+            (ControlRequest::Metrics, json!({"command":"metrics"})),
             (
                 ControlRequest::ApmUnlink {
                     phone: "905342979639".into(),
@@ -937,6 +955,8 @@ mod tests {
                 abandoned_at: "2026-11-21T13:10:20Z".into(),
                 payment_request_id: None,
             }],
+            terminal_last_answered: Some("2026-11-21T13:17:05Z".into()),
+            api_last_answered: None,
         }
     }
 
@@ -973,7 +993,9 @@ mod tests {
                         "since": "2026-11-21T13:10:00Z",
                         "abandoned_at": "2026-11-21T13:10:20Z",
                         "payment_request_id": null
-                    }]
+                    }],
+                    "terminal_last_answered": "2026-11-21T13:17:05Z",
+                    "api_last_answered": null
                 }
             })
         );

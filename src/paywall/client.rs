@@ -21,6 +21,7 @@ use super::types::*;
 use crate::config::{
     BaseUrl, EstablishConfig, KeyPair, PaywallConfig, PaywallSettings, TerminalRef,
 };
+use crate::metrics::{ApiOutcome, METRICS};
 use crate::retry::RetryPolicy;
 
 /// A client of the PhysicalAPI and of the PaymentAPI unlink/deactivate calls. Cheap to clone:
@@ -681,6 +682,7 @@ impl PaywallClient {
             Ok(answer) => answer,
             Err(e) => {
                 let error = transport_error(call.operation(), call.endpoint.idempotent(), &e);
+                record(call.endpoint, &Err(&error), started.elapsed());
                 let method = call.endpoint.method();
                 tracing::debug!(method = %method, path = %call.path, elapsed_ms, "payment API request {} {} failed after {elapsed_ms} ms: {error}", method, call.path);
                 return Err(error);
@@ -688,7 +690,13 @@ impl PaywallClient {
         };
         let method = call.endpoint.method();
         tracing::debug!(method = %method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request {} {}: {} in {elapsed_ms} ms", method, call.path, status.as_u16());
-        self.decode(call, status, &bytes)
+        let decoded = self.decode(call, status, &bytes);
+        record(
+            call.endpoint,
+            &decoded.as_ref().map(|_| ()),
+            started.elapsed(),
+        );
+        decoded
     }
 
     fn decode<T: DeserializeOwned>(
@@ -705,6 +713,20 @@ impl PaywallClient {
             .collect();
         endpoint::decode(call.endpoint, &secrets, status, body)
     }
+}
+
+/// Counts one attempt in the metrics (docs/operations.md, "Metrics").
+fn record(endpoint: Endpoint, result: &Result<(), &ApiError>, elapsed: Duration) {
+    let outcome = match result {
+        Ok(()) => ApiOutcome::Ok,
+        Err(ApiError::Rejected { .. }) => ApiOutcome::Rejected,
+        Err(ApiError::Status { status, .. }) if *status < 500 => ApiOutcome::ClientError,
+        Err(ApiError::Status { .. }) => ApiOutcome::ServerError,
+        Err(error @ ApiError::Transport { .. }) if error.was_not_sent() => ApiOutcome::NotSent,
+        Err(ApiError::Undecodable { .. }) => ApiOutcome::Undecodable,
+        Err(_) => ApiOutcome::Transport,
+    };
+    METRICS.api_request(endpoint as usize, outcome, elapsed);
 }
 
 impl Call {

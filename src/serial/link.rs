@@ -33,6 +33,7 @@ use super::message::{
 };
 use super::port::{PortStats, SharedPortStats};
 use crate::config::SerialConfig;
+use crate::metrics::METRICS;
 
 /// T1 (§2): the longest pause between two bytes inside a frame.
 pub const INTER_BYTE_TIMEOUT: Duration = Duration::from_millis(200);
@@ -721,6 +722,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             return;
         }
         if let Some(message) = io.queue.pop_front() {
+            METRICS.serial_frames_sent.inc();
             io.append(&message.frame);
             io.in_flight = Some(InFlight {
                 message,
@@ -804,6 +806,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         };
         if flight.sends < self.settings.max_sends {
             flight.sends += 1;
+            METRICS.serial_resends.inc();
             tracing::debug!(
                 sends = flight.sends,
                 why,
@@ -856,6 +859,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
 
     /// Some sign of life from the peer.
     fn on_alive(&mut self, io: &mut Io) {
+        METRICS.terminal_answered();
         io.last_activity = Instant::now();
         if *self.state.borrow() != LinkState::Up {
             self.set_state(LinkState::Up);
@@ -872,15 +876,20 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 io.in_flight = None;
                 self.on_alive(io);
             }
-            Inbound::Nak if frame_sent => self.resend_or_fail(io, "NAK"),
+            Inbound::Nak if frame_sent => {
+                METRICS.serial_naks_received.inc();
+                self.resend_or_fail(io, "NAK")
+            }
             Inbound::Ack | Inbound::Nak => {
                 tracing::debug!(?item, "ACK/NAK with no frame awaiting it; ignored")
             }
             Inbound::Rejected(fault) => {
                 tracing::debug!(?fault, "bad frame: NAK");
+                METRICS.serial_naks_sent.inc();
                 io.append(&[NAK]);
             }
             Inbound::Frame(apdu) => {
+                METRICS.serial_frames_received.inc();
                 io.append(&[ACK]);
                 io.unanswered_pings = 0;
                 self.on_alive(io);

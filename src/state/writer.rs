@@ -5,6 +5,7 @@
 //! snapshot when it outgrows it, so a change costs bytes in proportion to itself, not to the
 //! number of pending payments.
 
+use crate::metrics::METRICS;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -214,6 +215,7 @@ impl Files {
             }
             waiters.extend(item.done);
         }
+        let started = std::time::Instant::now();
         let result = match encoded {
             Err(e) => Err(e),
             Ok(()) if bytes.is_empty() && !self.unwritten => Ok(()),
@@ -226,6 +228,9 @@ impl Files {
         };
         if result.is_err() {
             self.unwritten = true;
+            METRICS.state_write_errors.inc();
+        } else if !bytes.is_empty() {
+            METRICS.state_commit.observe(started.elapsed());
         }
         let outcome: Outcome = result.map_err(|e| (e.kind(), e.to_string()));
         self.shared.queued.fetch_sub(count, Ordering::Relaxed);

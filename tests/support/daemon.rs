@@ -360,6 +360,28 @@ impl Agent {
         serde_json::to_value(state).expect("state as JSON")
     }
 
+    /// The state on disk once `condition` holds for it: `status` answers from memory, and the
+    /// record of a change reaches the disk a sync later.
+    pub async fn state_file_until(
+        &self,
+        what: &str,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let state = self.state_file();
+            if condition(&state) {
+                return state;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not on disk within {WAIT:?}; last state {state}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Asserts that no secret reached any output of this test, then tears everything down.
     pub async fn finish(mut self) {
         if let Some(mut child) = self.child.take() {

@@ -6,7 +6,7 @@
 # must also run on the emulated arm64 system), and a row to "Tested under systemd" in
 # docs/deployment.md.
 
-SCENARIOS_FULL=(install enable_now operator_access sale_and_stop stopped_stays_stopped crash
+SCENARIOS_FULL=(install enable_now operator_access health_gate health_gate_unreachable sale_and_stop stopped_stays_stopped crash
     watchdog upgrade bad_configuration missing_credential sandbox journal remove_purge)
 SCENARIOS_EMULATED=(install enable_now operator_access sale_and_stop stopped_stays_stopped crash)
 
@@ -18,7 +18,7 @@ scenario_install() {
     install_package "$DEB" || fail "dpkg -i failed"
     in_container getent group pos-agent-operators >/dev/null || fail "no group pos-agent-operators"
     local unit
-    for unit in pos-agent.service pos-agent.socket; do
+    for unit in pos-agent.service pos-agent.socket pos-agent-healthy.service; do
         expect_eq "$unit enabled?" "$(in_container systemctl is-enabled "$unit" 2>&1)" disabled
         expect_eq "$unit active?" "$(in_container systemctl is-active "$unit" 2>&1)" inactive
     done
@@ -80,6 +80,50 @@ scenario_operator_access() {
     expect_eq "status as a non-member: exit" "$rc" 69
     expect_contains "status as a non-member" "$out" "permission denied"
     expect_contains "status as a non-member" "$out" "pos-agent-operators"
+}
+
+# The health gate of an update (docs/deployment.md, "Updates that roll back by themselves"):
+# enabled, it makes boot-complete.target wait for a healthy agent. Nothing in a plain Debian boot
+# pulls boot-complete.target in (an update system's unit does), so the scenarios start it the
+# way docs/deployment.md says to check by hand.
+scenario_health_gate() {
+    in_container systemctl enable pos-agent-healthy.service >/dev/null 2>&1 ||
+        fail "systemctl enable pos-agent-healthy failed"
+    expect_eq "the gate enabled" "$(in_container systemctl is-enabled pos-agent-healthy.service)" enabled
+    in_container systemctl start boot-complete.target ||
+        fail "boot-complete.target not reached with a healthy agent: $(in_container systemctl status pos-agent-healthy --no-pager 2>&1 | tail -n 8)"
+    expect_eq "boot-complete.target" "$(in_container systemctl is-active boot-complete.target)" active
+    expect_eq "pos-agent-healthy.service" "$(in_container systemctl is-active pos-agent-healthy.service)" active
+    expect_contains "the gate's journal" \
+        "$(in_container journalctl -u pos-agent-healthy --no-pager -o cat)" "healthy: connection connected, terminal link up"
+}
+
+scenario_health_gate_unreachable() {
+    in_container systemctl stop boot-complete.target pos-agent-healthy.service
+    # The payment API unreachable: the agent pointed at a loopback port nobody listens on; the
+    # gate's wait shortened (the documented drop-in) so the stage does not sit out two minutes.
+    agent_config | sed "s|$API_URL|http://127.0.0.1:9|" | write_file /etc/pos-agent/agent.toml 0644
+    printf '[Service]\nEnvironment=POS_AGENT_HEALTH_WAIT=15s\nTimeoutStartSec=1min\n' |
+        write_file /etc/systemd/system/pos-agent-healthy.service.d/50-test-wait.conf 0644
+    in_container systemctl daemon-reload
+    in_container systemctl restart pos-agent || fail "systemctl restart pos-agent failed"
+    ! in_container systemctl start boot-complete.target 2>/dev/null ||
+        fail "boot-complete.target was reached while the payment API is unreachable"
+    expect_eq "boot-complete.target" "$(in_container systemctl is-active boot-complete.target)" inactive
+    expect_eq "pos-agent-healthy.service" "$(in_container systemctl is-active pos-agent-healthy.service)" failed
+    expect_eq "the gate's exit status" "$(unit_property pos-agent-healthy.service ExecMainStatus)" 75
+    expect_contains "the gate's journal" \
+        "$(in_container journalctl -u pos-agent-healthy --no-pager -o cat)" "unhealthy (waited 15s): connection "
+    # Back to a reachable API: the gate passes again.
+    agent_config | write_file /etc/pos-agent/agent.toml 0644
+    in_container rm /etc/systemd/system/pos-agent-healthy.service.d/50-test-wait.conf
+    in_container systemctl daemon-reload
+    in_container systemctl reset-failed pos-agent-healthy.service
+    in_container systemctl restart pos-agent || fail "systemctl restart pos-agent failed"
+    in_container systemctl start boot-complete.target ||
+        fail "boot-complete.target not reached once the API is back: $(in_container systemctl status pos-agent-healthy --no-pager 2>&1 | tail -n 8)"
+    wait_until "STATUS= says connected" 60 \
+        sh -c "nsenter -t $C_PID1 -a systemctl show -P StatusText pos-agent | grep -q '^connected'"
 }
 
 scenario_sale_and_stop() {
@@ -267,6 +311,8 @@ scenario_remove_purge() {
     in_container dpkg -r pos-agent >"$C_DIR/dpkg-remove.log" 2>&1 || fail "dpkg -r: $(cat "$C_DIR/dpkg-remove.log")"
     expect_eq "after remove: service" "$(in_container systemctl is-active pos-agent.service)" inactive
     in_container test ! -e /usr/bin/pos-agent || fail "remove left /usr/bin/pos-agent"
+    in_container test ! -e /etc/systemd/system/boot-complete.target.requires/pos-agent-healthy.service ||
+        fail "remove left the health gate enabled: boot-complete.target would require a removed unit"
     in_container test -e /etc/pos-agent/agent.toml || fail "remove deleted agent.toml"
     in_container test -e /etc/credstore/pos-agent.api_key_private || fail "remove deleted the keys"
     state_before=$(in_container ls /var/lib/private/pos-agent)
