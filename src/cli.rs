@@ -6,17 +6,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub mod health;
-pub mod operator;
+mod health;
+mod operator;
 
 /// Exit codes of docs/operations.md (Operator commands).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const API_REFUSED: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const DAEMON_UNREACHABLE: u8 = 69;
-    pub const API_UNREACHABLE: u8 = 75;
-    pub const CONFIG: u8 = 78;
+pub(crate) mod exit {
+    pub(crate) const OK: u8 = 0;
+    pub(crate) const API_REFUSED: u8 = 1;
+    pub(crate) const USAGE: u8 = 2;
+    pub(crate) const DAEMON_UNREACHABLE: u8 = 69;
+    pub(crate) const API_UNREACHABLE: u8 = 75;
+    pub(crate) const CONFIG: u8 = 78;
 }
 
 #[derive(Debug, Parser)]
@@ -25,16 +25,16 @@ pub mod exit {
     version,
     about = "Card-terminal agent for Paywall's Physical POS API"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The running daemon's control socket [default: /run/pos-agent/control.sock].
     #[arg(long, global = true, env = "POS_AGENT_SOCKET", value_name = "PATH")]
-    pub socket: Option<PathBuf>,
+    pub(crate) socket: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon.
     Run(crate::config::ConfigArgs),
     /// Validate and print the effective configuration, secrets redacted.
@@ -60,13 +60,13 @@ pub enum Command {
 /// Other errors exit with 1.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 impl Failure {
-    pub fn new(code: u8, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -118,10 +118,10 @@ pub fn main() -> ExitCode {
 
 /// Arguments of `pos-agent demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Show the daemon's own log lines (debug level) between the narration.
     #[arg(long)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 }
 
 #[cfg(feature = "simulators")]

@@ -21,10 +21,10 @@ const POLL: Duration = Duration::from_millis(500);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, clap::Args)]
-pub struct CheckHealthArgs {
+pub(crate) struct CheckHealthArgs {
     /// Wait up to this long for the agent to become healthy (e.g. 90s, 2m) [default: 0, ask once].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub wait: Option<Duration>,
+    pub(crate) wait: Option<Duration>,
 }
 
 /// Why the agent is not healthy, with the exit code it maps to.
@@ -34,7 +34,7 @@ struct Unhealthy {
     reason: String,
 }
 
-pub async fn run(args: CheckHealthArgs, socket: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) async fn run(args: CheckHealthArgs, socket: Option<&Path>) -> anyhow::Result<()> {
     let socket = socket.map_or_else(
         || Path::new(control::DEFAULT_SOCKET).to_path_buf(),
         Path::to_path_buf,

@@ -19,7 +19,7 @@ use crate::control::{
 
 /// The operator subcommands; flattened into the top-level command list.
 #[derive(Debug, Subcommand)]
-pub enum OperatorCommand {
+pub(crate) enum OperatorCommand {
     /// Show the payment API connection, the terminal link, the pending payments and the version.
     Status(OutputArgs),
     /// List the pending payments.
@@ -45,61 +45,61 @@ pub enum OperatorCommand {
 
 /// Options every operator command takes.
 #[derive(Debug, Args)]
-pub struct OutputArgs {
+pub(crate) struct OutputArgs {
     /// Print the result as one JSON value on stdout (errors too, as {"error": {...}}).
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// How long to wait for the daemon's answer [default: 10s for status and pending, 2m for
     /// the others].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").required(true).args(["payment_request_id", "all"])))]
-pub struct CancelArgs {
+pub(crate) struct CancelArgs {
     /// The PaymentRequestId (GUID) of the payment to cancel.
     #[arg(value_name = "PAYMENT_REQUEST_ID", value_parser = parse_guid)]
-    pub payment_request_id: Option<Uuid>,
+    pub(crate) payment_request_id: Option<Uuid>,
     /// Cancel every pending payment.
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("account").required(true).args(["apm_key", "apm_connection_id"])))]
-pub struct ApmUnlinkArgs {
+pub(crate) struct ApmUnlinkArgs {
     /// The phone number the APM account is registered with (e.g. 905342979639).
     #[arg(long, value_name = "PHONE", value_parser = parse_text)]
-    pub phone: String,
+    pub(crate) phone: String,
     /// The APM's key (e.g. Masterpass_IFrame).
     #[arg(long, value_name = "KEY", value_parser = parse_text)]
-    pub apm_key: Option<String>,
+    pub(crate) apm_key: Option<String>,
     /// The APM connection's id.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
-    pub apm_connection_id: Option<i64>,
+    pub(crate) apm_connection_id: Option<i64>,
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct MasterpassUnlinkArgs {
+pub(crate) struct MasterpassUnlinkArgs {
     /// The Masterpass session id (GUID).
     #[arg(long, value_name = "GUID", value_parser = parse_guid)]
-    pub session_id: Uuid,
+    pub(crate) session_id: Uuid,
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct CheckoutDeactivateArgs {
+pub(crate) struct CheckoutDeactivateArgs {
     /// The id of the checkout page, as returned when it was created.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
-    pub id: i64,
+    pub(crate) id: i64,
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 fn parse_guid(text: &str) -> Result<Uuid, String> {
@@ -159,7 +159,7 @@ impl OperatorCommand {
 }
 
 /// The exit code for a failure the daemon reported (documented in `docs/operations.md`).
-pub fn exit_code(kind: ControlErrorKind) -> u8 {
+pub(crate) fn exit_code(kind: ControlErrorKind) -> u8 {
     match kind {
         ControlErrorKind::ApiRejected | ControlErrorKind::NotFound | ControlErrorKind::Internal => {
             exit::API_REFUSED
@@ -201,7 +201,7 @@ fn default_timeout(request: &ControlRequest) -> Duration {
 
 /// Runs one operator command against the daemon on `socket` (default
 /// [`control::DEFAULT_SOCKET`]).
-pub async fn run(command: OperatorCommand, socket: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) async fn run(command: OperatorCommand, socket: Option<&Path>) -> anyhow::Result<()> {
     let socket = socket.map_or_else(|| PathBuf::from(control::DEFAULT_SOCKET), Path::to_path_buf);
     let (request, output) = command.into_request();
     let timeout = output.timeout.unwrap_or_else(|| default_timeout(&request));
