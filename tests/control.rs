@@ -11,8 +11,8 @@ use pos_agent::agent::ConnectionState;
 use pos_agent::control::{
     self, AbandonedSaleView, CancelFailure, CancelReason, CancelReport, CancelTarget,
     ConnectionReport, ControlCall, ControlError, ControlErrorKind, ControlReply, ControlRequest,
-    ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, StatusReport,
-    TerminalLinkStatus, UnlinkReport,
+    ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, SerialPortView,
+    StatusReport, TerminalLinkStatus, UnlinkReport,
 };
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -158,6 +158,13 @@ fn status() -> StatusReport {
         rejection: None,
         connection_problem: None,
         terminal_link: TerminalLinkStatus::Up,
+        serial_port: SerialPortView {
+            reopens: 3,
+            last_error: Some(
+                "/dev/serial/by-id/usb-T lost: Input/output error (os error 5)".into(),
+            ),
+            last_error_at: Some("2026-11-21T13:02:11Z".into()),
+        },
         pending: pending(),
         abandoned: vec![],
         terminal_last_answered: Some("2026-11-21T13:17:05Z".into()),
@@ -179,14 +186,19 @@ fn status_prints_connection_link_version_and_the_pending_table() {
     assert_eq!(lines[0], "version        9.8.7");
     assert_eq!(lines[1], format!("connection     connected  {CONNECTION}"));
     assert_eq!(lines[2], "terminal link  up");
-    assert_eq!(lines[3], "pending        2");
-    assert!(lines[5].starts_with("PAYMENT REQUEST ID"), "{text}");
+    assert_eq!(
+        lines[3],
+        "serial port    reopened 3 times; last error at 2026-11-21T13:02:11Z: \
+         /dev/serial/by-id/usb-T lost: Input/output error (os error 5)"
+    );
+    assert_eq!(lines[4], "pending        2");
+    assert!(lines[6].starts_with("PAYMENT REQUEST ID"), "{text}");
     assert!(
-        lines[6].starts_with(PAYMENT) && lines[6].contains("1250"),
+        lines[7].starts_with(PAYMENT) && lines[7].contains("1250"),
         "{text}"
     );
-    assert!(lines[6].contains("order-1001"), "{text}");
-    assert!(lines[7].contains("requested (terminal)"), "{text}");
+    assert!(lines[7].contains("order-1001"), "{text}");
+    assert!(lines[8].contains("requested (terminal)"), "{text}");
     assert_eq!(daemon.received(), vec![ControlRequest::Status]);
 }
 
@@ -202,6 +214,11 @@ fn status_json_prints_exactly_the_documented_object() {
             "connection_id": CONNECTION,
             "connection": "connected",
             "terminal_link": "up",
+            "serial_port": {
+                "reopens": 3,
+                "last_error": "/dev/serial/by-id/usb-T lost: Input/output error (os error 5)",
+                "last_error_at": "2026-11-21T13:02:11Z"
+            },
             "abandoned": [],
             "terminal_last_answered": "2026-11-21T13:17:05Z",
             "api_last_answered": null,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use pos_agent::agent::ConnectionState;
 use pos_agent::control::{
     self, ControlCall, ControlErrorKind, ControlReply, ControlRequest, ControlResponse,
-    ServeLimits, StatusReport, TerminalLinkStatus,
+    SerialPortView, ServeLimits, StatusReport, TerminalLinkStatus,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +30,7 @@ fn status_report() -> StatusReport {
         rejection: None,
         connection_problem: None,
         terminal_link: TerminalLinkStatus::Up,
+        serial_port: SerialPortView::default(),
         pending: vec![],
         abandoned: vec![],
         terminal_last_answered: None,

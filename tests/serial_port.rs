@@ -80,6 +80,10 @@ async fn link_recovers_when_the_device_vanishes_and_a_new_one_appears_at_the_sym
     let terminal = TerminalSimulator::over(second, quick_settings());
     assert!(matches!(next_event(&mut events).await, LinkEvent::Up));
     assert_eq!(agent.state(), LinkState::Up);
+    let stats = agent.port_stats();
+    assert_eq!(stats.reopens, 1, "{stats:?}");
+    let error = stats.last_error.expect("the loss is recorded").message;
+    assert!(error.contains("usb-Terminal_1234-if00"), "{error}");
 
     let answer = tokio::spawn(async move {
         let request = next_request(&mut events).await;
@@ -103,4 +107,12 @@ async fn missing_device_is_retried_until_it_appears() {
     repoint(&by_id, line.slave_path());
     let _terminal = TerminalSimulator::over(line, quick_settings());
     assert!(matches!(next_event(&mut events).await, LinkEvent::Up));
+    // The first open is no reopen, however many attempts it took; the refusal is remembered.
+    let stats = agent.port_stats();
+    assert_eq!(stats.reopens, 0, "{stats:?}");
+    let error = stats
+        .last_error
+        .expect("the refused opens are recorded")
+        .message;
+    assert!(error.starts_with("cannot open"), "{error}");
 }

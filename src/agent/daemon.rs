@@ -516,6 +516,7 @@ fn status_report(core: &Core) -> StatusReport {
         } else {
             TerminalLinkStatus::Down
         },
+        serial_port: core.link().port_stats().into(),
         pending: core.with_store(|s| PendingPaymentView::all(s.state())),
         abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
         terminal_last_answered: METRICS.terminal_last_answered().map(control::rfc3339),

@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::{exit, Failure};
 use crate::control::{
     self, AbandonedSaleView, ApmAccount, CancelFailure, CancelTarget, ClientError,
-    ControlErrorKind, ControlReply, ControlRequest, PendingPaymentView, StatusReport,
+    ControlErrorKind, ControlReply, ControlRequest, PendingPaymentView, SerialPortView,
+    StatusReport,
 };
 
 /// The operator subcommands; flattened into the top-level command list.
@@ -358,7 +359,7 @@ fn unlink_text(done: &str, report: &control::UnlinkReport) -> String {
 
 fn status_text(report: &StatusReport) -> String {
     let mut text = format!(
-        "version        {}\nconnection     {}  {}\nterminal link  {}\npending        {}\n",
+        "version        {}\nconnection     {}  {}\nterminal link  {}\nserial port    {}\npending        {}\n",
         report.version,
         report.connection,
         report
@@ -366,6 +367,7 @@ fn status_text(report: &StatusReport) -> String {
             .as_deref()
             .unwrap_or("(no connection id)"),
         report.terminal_link,
+        serial_port_text(&report.serial_port),
         report.pending.len()
     );
     if let Some(rejection) = &report.rejection {
@@ -383,6 +385,17 @@ fn status_text(report: &StatusReport) -> String {
     }
     if let Some(problem) = &report.connection_problem {
         text.push_str(&format!("\nconnection problem: {problem}\n"));
+    }
+    text
+}
+
+/// `reopened 2 times; last error at <when>: <what>`.
+fn serial_port_text(port: &SerialPortView) -> String {
+    let times = if port.reopens == 1 { "time" } else { "times" };
+    let mut text = format!("reopened {} {times}", port.reopens);
+    if let Some(error) = &port.last_error {
+        let at = port.last_error_at.as_deref().unwrap_or("?");
+        text.push_str(&format!("; last error at {at}: {error}"));
     }
     text
 }

@@ -441,6 +441,9 @@ pub struct StatusReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_problem: Option<String>,
     pub terminal_link: TerminalLinkStatus,
+    /// The serial device behind the link: how often it was reopened, its last error.
+    #[serde(default)]
+    pub serial_port: SerialPortView,
     pub pending: Vec<PendingPaymentView>,
     /// Sales whose outcome was unknown when their reply was due, still being settled.
     #[serde(default)]
@@ -453,6 +456,33 @@ pub struct StatusReport {
     /// not since the agent started.
     #[serde(default)]
     pub api_last_answered: Option<String>,
+}
+
+/// The serial port's history since the agent started (`status`'s `serial_port`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialPortView {
+    /// Times the device was opened again after it had been open (unplug/replug, EIO, hang-up).
+    pub reopens: u64,
+    /// The latest failure (device lost or could not be opened), kept after recovery.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When `last_error` happened, RFC 3339 in UTC.
+    #[serde(default)]
+    pub last_error_at: Option<String>,
+}
+
+impl From<crate::serial::PortStats> for SerialPortView {
+    fn from(stats: crate::serial::PortStats) -> Self {
+        let (last_error, last_error_at) = match stats.last_error {
+            Some(error) => (Some(error.message), Some(rfc3339(error.at))),
+            None => (None, None),
+        };
+        Self {
+            reopens: stats.reopens,
+            last_error,
+            last_error_at,
+        }
+    }
 }
 
 /// `pending`: the pending payments and, apart, the abandoned sales still being settled.
@@ -904,6 +934,11 @@ mod tests {
             rejection: None,
             connection_problem: None,
             terminal_link: TerminalLinkStatus::Up,
+            serial_port: SerialPortView {
+                reopens: 2,
+                last_error: Some("/dev/ttyUSB0 lost: Input/output error (os error 5)".into()),
+                last_error_at: Some("2026-11-21T13:02:11Z".into()),
+            },
             pending: vec![PendingPaymentView {
                 payment_request_id: ID.into(),
                 merchant_unique_code: None,
@@ -939,6 +974,11 @@ mod tests {
                     "connection_id": "70b2190b-2f1e-4a8e-9d59-0d1f1c7b1a11",
                     "connection": "connected",
                     "terminal_link": "up",
+                    "serial_port": {
+                        "reopens": 2,
+                        "last_error": "/dev/ttyUSB0 lost: Input/output error (os error 5)",
+                        "last_error_at": "2026-11-21T13:02:11Z"
+                    },
                     "pending": [{
                         "payment_request_id": ID,
                         "merchant_unique_code": null,

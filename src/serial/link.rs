@@ -31,6 +31,7 @@ use super::message::{
     encode_reply_within, encode_request, parse_incoming, AgentRequest, ErrorCode, Incoming,
     LinkMessage, Reply, TerminalRequest,
 };
+use super::port::{PortStats, SharedPortStats};
 use crate::config::SerialConfig;
 use crate::metrics::METRICS;
 
@@ -230,6 +231,7 @@ pub struct LinkHandle<Out = AgentRequest> {
     commands: mpsc::Sender<Command<Out>>,
     state: watch::Receiver<LinkState>,
     reply_timeout: Duration,
+    port_stats: SharedPortStats,
 }
 
 impl<Out> Clone for LinkHandle<Out> {
@@ -238,6 +240,7 @@ impl<Out> Clone for LinkHandle<Out> {
             commands: self.commands.clone(),
             state: self.state.clone(),
             reply_timeout: self.reply_timeout,
+            port_stats: self.port_stats.clone(),
         }
     }
 }
@@ -279,6 +282,16 @@ impl<Out: LinkMessage> LinkHandle<Out> {
     /// The current state.
     pub fn state(&self) -> LinkState {
         *self.state.borrow()
+    }
+
+    /// What the serial port has been through (reopens, last error); all zero for a link over
+    /// another transport, which is never reopened.
+    pub fn port_stats(&self) -> PortStats {
+        self.port_stats.snapshot()
+    }
+
+    pub(crate) fn port_stats_shared(&self) -> SharedPortStats {
+        self.port_stats.clone()
     }
 
     /// A receiver that sees every state change.
@@ -507,6 +520,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             commands: command_tx,
             state: state_rx,
             reply_timeout: settings.reply_timeout,
+            port_stats: SharedPortStats::default(),
         };
         let core = Self {
             settings,

@@ -18,4 +18,4 @@ pub use message::{
     AgentReadiness, AgentRequest, CancelReason, ErrorCode, PaymentResultStatus, Reply, SaleOrder,
     TerminalRequest,
 };
-pub use port::{open_port, spawn_link, spawn_port_link};
+pub use port::{open_port, spawn_link, spawn_port_link, PortError, PortStats};

@@ -2,9 +2,12 @@
 //! setting through `tokio-serial`, runs the link on it, and when the device goes away (EOF,
 //! EIO, unplugged) closes it and reopens it with the common retry policy (waits up to 5 s), following the path again
 //! each time so a `/dev/serial/by-id/...` symlink that now points elsewhere is honoured.
+//! What it went through (how often the device was reopened, the last error and when) is kept
+//! in [`PortStats`], which `status` and the metrics read through [`LinkHandle::port_stats`].
 
 use std::io;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -19,6 +22,56 @@ use crate::retry::RetryPolicy;
 pub const REOPEN_BACKOFF_MIN: Duration = RetryPolicy::SERIAL_REOPEN.min_delay;
 /// Longest wait between two attempts to reopen (§4).
 pub const REOPEN_BACKOFF_MAX: Duration = RetryPolicy::SERIAL_REOPEN.max_delay;
+
+/// What the port has been through since the agent started (docs/operations.md, `status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Times the device was opened again after it had been open once: each unplug/replug,
+    /// EIO or hang-up that the port recovered from counts one.
+    pub reopens: u64,
+    /// The latest failure: the device lost, or an attempt to open it refused. Kept after the
+    /// port recovers, so an operator can still see why it was reopened.
+    pub last_error: Option<PortError>,
+}
+
+/// One failure of the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortError {
+    /// What happened, with the path and the system's error (`lost: Input/output error`).
+    pub message: String,
+    /// When it (last) happened.
+    pub at: SystemTime,
+}
+
+/// The port's [`PortStats`], written by the port task and read by anyone holding the link's
+/// handle.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedPortStats(Arc<Mutex<PortStats>>);
+
+impl SharedPortStats {
+    pub(crate) fn snapshot(&self) -> PortStats {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut PortStats)) {
+        if let Ok(mut stats) = self.0.lock() {
+            change(&mut stats);
+        }
+    }
+
+    fn reopened(&self) {
+        self.update(|stats| stats.reopens += 1);
+    }
+
+    fn failed(&self, message: String) {
+        self.update(|stats| {
+            stats.last_error = Some(PortError {
+                message,
+                at: SystemTime::now(),
+            })
+        });
+    }
+}
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
@@ -90,20 +143,26 @@ pub fn spawn_port_link<In: LinkMessage, Out: LinkMessage>(
     settings: LinkSettings,
 ) -> (LinkHandle<Out>, mpsc::Receiver<LinkEvent<In>>) {
     let (handle, events, core) = LinkCore::<In, Out>::new(settings);
-    tokio::spawn(supervise(core, config));
+    tokio::spawn(supervise(core, config, handle.port_stats_shared()));
     (handle, events)
 }
 
 async fn supervise<In: LinkMessage, Out: LinkMessage>(
     mut core: LinkCore<In, Out>,
     config: SerialConfig,
+    stats: SharedPortStats,
 ) {
     let mut waits = RetryPolicy::SERIAL_REOPEN.backoff();
     let mut last_error: Option<String> = None;
+    let mut opened_before = false;
     loop {
         match open_port(&config) {
             Ok(mut port) => {
                 last_error = None;
+                if opened_before {
+                    stats.reopened();
+                }
+                opened_before = true;
                 let end = core.run_session(&mut port).await;
                 // Give up TIOCEXCL before closing, or our own reopen could get EBUSY while
                 // something else keeps the tty open.
@@ -112,6 +171,7 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
                 match end {
                     SessionEnd::Shutdown => break,
                     SessionEnd::Lost(e) => {
+                        stats.failed(format!("{} lost: {e}", config.device.display()));
                         tracing::warn!(device = %config.device.display(), error = %e, "serial device {} lost ({e}); reopening", config.device.display());
                     }
                 }
@@ -121,6 +181,7 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
             }
             Err(e) => {
                 let text = e.to_string();
+                stats.failed(format!("cannot open {text}"));
                 if last_error.as_deref() != Some(text.as_str()) {
                     tracing::warn!(device = %config.device.display(), error = %text, "cannot open the serial device {} ({text}); retrying", config.device.display());
                     last_error = Some(text);

@@ -113,7 +113,7 @@ impl Agent {
     pub async fn start_with(sim: ApiSimulator, setup: Setup) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let pair = VirtualSerial::open().expect("pty pair");
-        let device = dir.path().join("ttyTERMINAL");
+        let device = dir.path().join("ttyTERMINAL"); // Agent::device_link
         std::os::unix::fs::symlink(pair.slave_path(), &device).unwrap();
         let state_dir = dir.path().join("state");
         let socket = dir.path().join("control.sock");
@@ -162,6 +162,29 @@ impl Agent {
             agent.wait_for_socket().await;
         }
         agent
+    }
+
+    /// The configured serial device: a symlink to the pty pair's slave, as
+    /// `/dev/serial/by-id/...` is to a `ttyUSB` node.
+    pub fn device_link(&self) -> PathBuf {
+        self.dir.path().join("ttyTERMINAL")
+    }
+
+    /// Unplugs the terminal: its line hangs up and the stable name goes away, as udev removes
+    /// the by-id link of a vanished adapter.
+    pub fn unplug(&self) {
+        self.terminal.shutdown();
+        std::fs::remove_file(self.device_link()).unwrap();
+    }
+
+    /// Plugs a terminal in again: a new pty pair (another `/dev/pts/N`) behind the same name,
+    /// with a new terminal simulator on it.
+    pub fn replug(&mut self) {
+        let pair = VirtualSerial::open().expect("pty pair");
+        let staging = self.dir.path().join("ttyTERMINAL.new");
+        std::os::unix::fs::symlink(pair.slave_path(), &staging).unwrap();
+        std::fs::rename(&staging, self.device_link()).unwrap();
+        self.terminal = TerminalSimulator::over(pair, LinkSettings::default());
     }
 
     /// Starts the daemon process (again) on the same files.
