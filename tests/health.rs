@@ -4,7 +4,6 @@
 
 mod support;
 
-use pos_agent::simulator::api::{ApiSimulator, SimulatorOptions};
 use support::daemon::{Agent, Setup};
 
 #[tokio::test]
@@ -22,19 +21,7 @@ async fn a_connected_agent_with_its_terminal_is_healthy() {
 
 #[tokio::test]
 async fn an_unreachable_api_is_unhealthy_with_the_reason_on_one_line_and_exit_75() {
-    let sim = ApiSimulator::start(SimulatorOptions::default()).unwrap();
-    // `.invalid` never resolves (RFC 6761).
-    let paywall = sim
-        .paywall_config_section()
-        .replace(&sim.url(), "http://pos-agent-test.invalid:8080");
-    let mut agent = Agent::start_with(
-        sim,
-        Setup {
-            paywall_toml: Some(paywall),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let mut agent = Agent::with_unresolvable_api(Setup::default()).await;
     let out = agent.cli(&["check-health", "--wait", "2s"]).await;
     assert_eq!(out.code, Some(75), "{out:?}");
     assert_eq!(out.stderr.lines().count(), 1, "{out:?}");

@@ -254,18 +254,7 @@ async fn status_says_when_the_terminal_and_the_api_last_answered() {
 
 #[tokio::test]
 async fn the_api_never_answering_leaves_its_last_answered_null() {
-    let sim = pos_agent::simulator::api::ApiSimulator::start(Default::default()).unwrap();
-    let paywall = sim
-        .paywall_config_section()
-        .replace(&sim.url(), "http://pos-agent-test.invalid:8080");
-    let mut agent = Agent::start_with(
-        sim,
-        Setup {
-            paywall_toml: Some(paywall),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let mut agent = Agent::with_unresolvable_api(Setup::default()).await;
     let status = agent
         .status_until("the terminal answered", |s| {
             s["terminal_last_answered"].is_string()

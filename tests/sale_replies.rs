@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use pos_agent::paywall::PaymentStatus;
 use pos_agent::serial::message::{CancelReason, ErrorCode, Reply};
-use pos_agent::simulator::api::{ApiSimulator, Fault, FaultKind, SimulatorOptions};
+use pos_agent::simulator::api::{ApiSimulator, Fault, FaultKind};
 use support::daemon::{Agent, Setup};
 use support::paths::SALE;
 use support::WAIT;
@@ -106,19 +106,7 @@ async fn a_refused_sale_is_answered_quickly_and_nothing_is_created_later() {
 
 #[tokio::test]
 async fn an_unresolvable_api_name_gets_an_answer_and_leaves_nothing() {
-    let sim = ApiSimulator::start(SimulatorOptions::default()).unwrap();
-    // `.invalid` never resolves (RFC 6761).
-    let paywall = sim
-        .paywall_config_section()
-        .replace(&sim.url(), "http://pos-agent-test.invalid:8080");
-    let mut agent = Agent::start_with(
-        sim,
-        Setup {
-            paywall_toml: Some(paywall),
-            ..setup()
-        },
-    )
-    .await;
+    let mut agent = Agent::with_unresolvable_api(setup()).await;
     let code = Uuid::new_v4();
     let reply = timed_sale(&mut agent, code).await;
     assert!(

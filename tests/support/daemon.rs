@@ -110,6 +110,23 @@ impl Agent {
         agent
     }
 
+    /// An agent whose payment API name never resolves (`.invalid`, RFC 6761): every request
+    /// fails before it is sent.
+    pub async fn with_unresolvable_api(setup: Setup) -> Agent {
+        let sim = ApiSimulator::start(SimulatorOptions::default()).unwrap();
+        let paywall = sim
+            .paywall_config_section()
+            .replace(&sim.url(), "http://pos-agent-test.invalid:8080");
+        Agent::start_with(
+            sim,
+            Setup {
+                paywall_toml: Some(paywall),
+                ..setup
+            },
+        )
+        .await
+    }
+
     pub async fn start_with(sim: ApiSimulator, setup: Setup) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let pair = VirtualSerial::open().expect("pty pair");
