@@ -99,6 +99,14 @@ async fn a_sale_for_a_code_whose_leftover_intent_is_being_resolved_waits_for_the
 async fn a_deadline_during_the_payment_ids_sync_answers_the_id_the_state_holds() {
     // Every sync takes 2 s: the intent is durable 2 s into the sale, the API answers at once,
     // and the deadline (3 s) falls while the PaymentRequestId's record is being synced.
+    if std::env::var_os("POS_AGENT_TEST_RUNNER").is_some() {
+        // The shim is a host library: an emulated daemon's syncs cannot be slowed, so the
+        // deadline would never fall during one and the test would prove nothing.
+        eprintln!(
+            "skipped under emulation (POS_AGENT_TEST_RUNNER is set): storage cannot be slowed"
+        );
+        return;
+    }
     let mut agent = Agent::start(Setup {
         sale_reply_deadline: "3s",
         extra_env: support::slow_fsync::env(2000),
