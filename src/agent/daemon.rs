@@ -47,7 +47,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    if let Err(e) = logging::init(&config.log.level) {
+    if let Err(e) = logging::init(&config.log.level, config.log.repeat_window) {
         eprintln!("pos-agent: {e}");
         return ExitCode::from(exit::CONFIG);
     }
@@ -180,6 +180,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     };
     let code = shut_down(&core, &mut events, link_up).await;
     events.notifier.finish(Duration::from_secs(1));
+    logging::flush_summaries();
     code
 }
 

@@ -154,6 +154,7 @@ pub fn render_effective(config: &Config) -> String {
 
     out.section("log");
     out.string("level", &config.log.level);
+    out.duration("repeat_window", config.log.repeat_window);
 
     out.section("metrics");
     match &config.metrics.textfile {

@@ -244,12 +244,17 @@ impl Default for ShutdownConfig {
 pub struct LogConfig {
     #[serde(default = "defaults::log_level")]
     pub level: String,
+    /// Repeats of one warning within this window are counted and summarised, not written
+    /// (docs/operations.md (Repeated warnings)); `0s` writes every line.
+    #[serde(default = "defaults::repeat_window", with = "humantime_serde")]
+    pub repeat_window: Duration,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: defaults::log_level(),
+            repeat_window: defaults::repeat_window(),
         }
     }
 }
@@ -327,6 +332,9 @@ pub mod defaults {
     }
     pub fn concurrency() -> usize {
         8
+    }
+    pub fn repeat_window() -> Duration {
+        Duration::from_secs(60)
     }
     pub fn log_level() -> String {
         "info".to_owned()

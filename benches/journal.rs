@@ -1,0 +1,255 @@
+//! Journal volume (`docs/performance.md`, "Journal volume"): how many log bytes and lines the
+//! real daemon writes during an API outage and for a burst of bad frames, with repeated
+//! warnings summarised (`[log] repeat_window`, 60 s) and, for comparison, without (`0s`). Prints
+//! figures; asserts nothing.
+//!
+//! Run: `cargo bench --bench journal` (`-- minutes N` sets the real length of the outage,
+//! default 60).
+//!
+//! How an hour is simulated: it is not; it is lived. The binary runs as in production (log
+//! level `info`, the default) through N real minutes of outage, and its stderr (the text the
+//! journal receives as MESSAGE plus fields) is split into one-minute windows by the lines'
+//! timestamps. With N = 60 the hour is measured whole. With a shorter run the rest of the hour
+//! is extrapolated at the rate of the run's second half, which overestimates: the summaries'
+//! windows grow (1, 2, 4, 8, 16 minutes), so a warning writes less and less often. Both the
+//! minutes measured and the extrapolation are printed.
+//!
+//! The outage: the agent is connected with two payments pending (`payment_timeout` 2 min), the
+//! API stops accepting connections, and the agent is restarted in the middle of it (a power
+//! cut): it then retries its connection for the rest of the outage and the timed-out payments'
+//! cancels wait for it. The burst: a terminal of our own writes 10,000 frames in one go, a third
+//! each with a bad CRC (NAKed, logged at debug only), JSON the agent cannot read, and a request
+//! without an id.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::Signal;
+use pos_agent::serial::frame::frame_bytes;
+use pos_agent::serial::message::{Reply, SaleOrder, TerminalRequest};
+use pos_agent::simulator::virtual_serial::VirtualSerial;
+use support::daemon::{Agent, Setup};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+const BURST: usize = 10_000;
+
+/// What journald adds per line beyond the text on stderr, for the estimate of journal bytes:
+/// the fields the agent sends with every line (PRIORITY, TARGET, CODE_FILE, CODE_LINE,
+/// SYSLOG_IDENTIFIER, about 110 bytes) less the timestamp and level stderr has and the journal
+/// does not (about 35), rounded up, plus journald's own per-entry record (entry object, item
+/// references; the trusted fields such as `_PID=` are stored once and referenced) of about
+/// 200 bytes.
+const JOURNAL_OVERHEAD_PER_LINE: usize = 300;
+
+fn setup(repeat_window: &str) -> Setup {
+    Setup {
+        log_level: "info",
+        payment_timeout: "2m",
+        extra_env: vec![("POS_AGENT__LOG__REPEAT_WINDOW", repeat_window.into())],
+        ..Setup::default()
+    }
+}
+
+/// Seconds since the epoch of a log line's leading RFC 3339 timestamp.
+fn line_time(line: &str) -> Option<SystemTime> {
+    let stamp = line.split_whitespace().next()?;
+    humantime::parse_rfc3339(stamp).ok()
+}
+
+/// Bytes and lines of `log` in each minute after `since`, up to `minutes`.
+fn per_minute(log: &str, since: SystemTime, minutes: usize) -> Vec<(usize, usize)> {
+    let mut windows = vec![(0usize, 0usize); minutes];
+    for line in log.lines() {
+        let Some(at) = line_time(line) else { continue };
+        let Ok(offset) = at.duration_since(since) else {
+            continue;
+        };
+        let minute = (offset.as_secs() / 60) as usize;
+        if let Some(window) = windows.get_mut(minute) {
+            window.0 += line.len() + 1;
+            window.1 += 1;
+        }
+    }
+    windows
+}
+
+struct Hour {
+    bytes: usize,
+    lines: usize,
+}
+
+/// The hour: the minutes measured, and beyond them the rate of their second half.
+fn extrapolate(windows: &[(usize, usize)]) -> Hour {
+    let measured_bytes: usize = windows.iter().map(|w| w.0).sum();
+    let measured_lines: usize = windows.iter().map(|w| w.1).sum();
+    let tail = &windows[windows.len() / 2..];
+    let rest = 60usize.saturating_sub(windows.len()) as f64;
+    let per_minute = |pick: fn(&(usize, usize)) -> usize| {
+        tail.iter().map(pick).sum::<usize>() as f64 / tail.len() as f64
+    };
+    Hour {
+        bytes: measured_bytes + (per_minute(|w| w.0) * rest).round() as usize,
+        lines: measured_lines + (per_minute(|w| w.1) * rest).round() as usize,
+    }
+}
+
+async fn outage(repeat_window: &'static str, minutes: usize) -> (Vec<(usize, usize)>, String) {
+    let mut agent = Agent::start(setup(repeat_window)).await;
+    agent.wait_notification("STATUS=connected").await;
+    for _ in 0..2 {
+        let sale = TerminalRequest::Sale(SaleOrder {
+            merchant_unique_code: Uuid::new_v4(),
+            amount_minor: std::num::NonZeroU64::new(990).unwrap(),
+            currency_id: None,
+            display_code: None,
+        });
+        let reply = agent.terminal.request(sale).await.unwrap();
+        assert!(matches!(reply, Reply::SaleStarted { .. }), "{reply:?}");
+    }
+    agent.sim.set_refusing(true);
+    agent.signal(Signal::SIGKILL);
+    agent.wait_exit().await;
+    agent.forget_notifications();
+    let since = SystemTime::now();
+    agent.spawn();
+    agent.wait_notification("READY=1").await;
+    tokio::time::sleep(Duration::from_secs(60 * minutes as u64)).await;
+    let log = agent.log();
+    agent.finish().await;
+    (per_minute(&log, since, minutes), log)
+}
+
+/// Frames of the burst: bad CRC, unreadable JSON, no id, in turn.
+fn burst() -> Vec<u8> {
+    let mut bad_crc = frame_bytes(br#"{"type":"status","id":7}"#)
+        .unwrap()
+        .to_vec();
+    let crc_at = bad_crc.len() - 3;
+    bad_crc[crc_at] ^= 0x5a;
+    let unreadable = frame_bytes(br#"{"type":"sale","id":"#).unwrap().to_vec();
+    let anonymous = frame_bytes(br#"{"type":"status"}"#).unwrap().to_vec();
+    let kinds = [bad_crc, unreadable, anonymous];
+    (0..BURST).flat_map(|i| kinds[i % 3].clone()).collect()
+}
+
+/// Lines the burst caused: each unreadable or id-less frame written or summarised.
+fn burst_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("unreadable serial message") || l.contains("serial request without"))
+        .collect()
+}
+
+/// Frames accounted for: lines written in full plus the counts of the summaries.
+fn accounted(lines: &[&str]) -> usize {
+    lines
+        .iter()
+        .map(|l| match l.split("… ").nth(1) {
+            Some(rest) if l.contains("more in the last") => rest
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            _ => 1,
+        })
+        .sum()
+}
+
+async fn bad_frames(repeat_window: &'static str, wait: Duration) -> (usize, usize, usize) {
+    let agent = Agent::start(setup(repeat_window)).await;
+    agent.unplug();
+    let line = VirtualSerial::open().unwrap();
+    let staging = agent.dir.path().join("ttyBURST");
+    std::os::unix::fs::symlink(line.slave_path(), &staging).unwrap();
+    std::fs::rename(&staging, agent.device_link()).unwrap();
+    let (mut from_agent, mut to_agent) = tokio::io::split(line);
+    tokio::spawn(async move {
+        let mut sink = [0u8; 4096];
+        while matches!(from_agent.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    let before = agent.log().lines().count();
+    to_agent.write_all(&burst()).await.unwrap();
+    let expected = BURST - BURST / 3 - usize::from(BURST % 3 > 0);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let log = agent.log();
+        if accounted(&burst_lines(&log)) >= expected || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = agent.log();
+    let lines = burst_lines(&log);
+    let bytes = lines.iter().map(|l| l.len() + 1).sum();
+    let all_lines = log.lines().count() - before;
+    let result = (lines.len(), bytes, all_lines);
+    let _ = accounted(&lines);
+    agent.finish().await;
+    result
+}
+
+fn report_outage(name: &str, windows: &[(usize, usize)]) -> Hour {
+    let hour = extrapolate(windows);
+    println!("  {name}:");
+    let per_minute: Vec<String> = windows
+        .iter()
+        .map(|(bytes, lines)| format!("{lines}/{bytes}"))
+        .collect();
+    println!("    lines/bytes per minute: {}", per_minute.join(" "));
+    let how = if windows.len() >= 60 {
+        "measured"
+    } else {
+        "measured minutes + their second half's rate for the rest"
+    };
+    println!(
+        "    per hour ({how}): {} lines, {} bytes of text ({:.1} KiB); journal estimate (+{JOURNAL_OVERHEAD_PER_LINE} B/line) {:.1} KiB",
+        hour.lines,
+        hour.bytes,
+        hour.bytes as f64 / 1024.0,
+        (hour.bytes + hour.lines * JOURNAL_OVERHEAD_PER_LINE) as f64 / 1024.0
+    );
+    hour
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let minutes = std::env::args()
+        .skip_while(|a| a != "minutes")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(60usize)
+        .max(2);
+    println!(
+        "pos-agent journal volume (binary: {}); outage of {minutes} real minutes",
+        env!("CARGO_BIN_EXE_pos-agent")
+    );
+    // Everything at once: the scenarios wait on real time, not on the CPU.
+    let wait = Duration::from_secs(60 * minutes as u64);
+    let (summarised, plain, burst_summarised, burst_plain) = tokio::join!(
+        outage("60s", minutes),
+        outage("0s", minutes),
+        bad_frames("60s", wait),
+        bad_frames("0s", wait),
+    );
+    println!("API outage, agent restarted into it, two payments timing out:");
+    let hour = report_outage("repeat_window = 60s", &summarised.0);
+    let plain_hour = report_outage("repeat_window = 0s (every line)", &plain.0);
+    println!(
+        "  summarising writes {:.0} % of the bytes",
+        100.0 * hour.bytes as f64 / plain_hour.bytes.max(1) as f64
+    );
+    println!("Burst of {BURST} bad frames (a third each: bad CRC, unreadable, no id):");
+    for (name, (lines, bytes, all)) in [
+        ("repeat_window = 60s", burst_summarised),
+        ("repeat_window = 0s (every line)", burst_plain),
+    ] {
+        println!(
+            "  {name}: {lines} lines about the frames ({bytes} bytes); {all} log lines in all until the burst was accounted for"
+        );
+    }
+    if std::env::args().any(|a| a == "show") {
+        println!("--- outage log, summarised ---\n{}", summarised.1);
+    }
+}
