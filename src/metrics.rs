@@ -288,6 +288,8 @@ pub(crate) struct Gauges {
     pub(crate) abandoned: usize,
     pub(crate) connected: bool,
     pub(crate) link_up: bool,
+    /// How often the serial device was opened again since the agent started.
+    pub(crate) port_reopens: u64,
 }
 
 /// Which text format.
@@ -544,6 +546,11 @@ pub(crate) fn render(gauges: &Gauges, format: Format) -> String {
         "pos_agent_serial_naks_received",
         "NAKs the terminal sent for the agent's frames.",
         m.serial_naks_received.get(),
+    );
+    out.counter(
+        "pos_agent_serial_port_reopens",
+        "Times the serial device was opened again (unplugged, replaced, failing).",
+        gauges.port_reopens,
     );
 
     out.histogram(

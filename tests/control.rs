@@ -191,14 +191,18 @@ fn status_prints_connection_link_version_and_the_pending_table() {
         "serial port    reopened 3 times; last error at 2026-11-21T13:02:11Z: \
          /dev/serial/by-id/usb-T lost: Input/output error (os error 5)"
     );
-    assert_eq!(lines[4], "pending        2");
-    assert!(lines[6].starts_with("PAYMENT REQUEST ID"), "{text}");
+    assert_eq!(
+        lines[4],
+        "last answer    terminal 2026-11-21T13:17:05Z, payment API never"
+    );
+    assert_eq!(lines[5], "pending        2");
+    assert!(lines[7].starts_with("PAYMENT REQUEST ID"), "{text}");
     assert!(
-        lines[7].starts_with(PAYMENT) && lines[7].contains("1250"),
+        lines[8].starts_with(PAYMENT) && lines[8].contains("1250"),
         "{text}"
     );
-    assert!(lines[7].contains("order-1001"), "{text}");
-    assert!(lines[8].contains("requested (terminal)"), "{text}");
+    assert!(lines[8].contains("order-1001"), "{text}");
+    assert!(lines[9].contains("requested (terminal)"), "{text}");
     assert_eq!(daemon.received(), vec![ControlRequest::Status]);
 }
 

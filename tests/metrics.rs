@@ -249,6 +249,21 @@ async fn status_says_when_the_terminal_and_the_api_last_answered() {
             .unwrap_or_default();
         assert!(age < Duration::from_secs(600), "{key}: {status}");
     }
+    // The human form shows the same two times (later ones, if a ping came in meanwhile).
+    let text = agent.cli(&["status"]).await.stdout;
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("last answer    terminal "))
+        .unwrap_or_else(|| panic!("no last answer line: {text}"));
+    let times: Vec<&str> = line
+        .split(' ')
+        .filter(|word| word.starts_with("20"))
+        .map(|word| word.trim_end_matches(','))
+        .collect();
+    assert_eq!(times.len(), 2, "{line}");
+    for time in times {
+        humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
     agent.finish().await;
 }
 
@@ -261,6 +276,8 @@ async fn the_api_never_answering_leaves_its_last_answered_null() {
         })
         .await;
     assert_eq!(status["api_last_answered"], Value::Null, "{status}");
+    let text = agent.cli(&["status"]).await.stdout;
+    assert!(text.contains(", payment API never\n"), "{text}");
     let families = metrics(&mut agent).await;
     assert_eq!(
         sample(

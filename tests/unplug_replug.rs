@@ -3,7 +3,7 @@
 //! pty pair behind a `/dev/serial/by-id`-style symlink; the pair is torn down, the symlink
 //! removed, and a new pair (another `/dev/pts/N`) appears behind the same name while a payment
 //! is pending. The link comes back, the payment is still pending, and `status` counts the
-//! reopen and names the last error.
+//! reopen and names the last error, and the metrics count it.
 
 mod support;
 
@@ -61,6 +61,14 @@ async fn a_payment_pending_across_an_unplug_and_replug_stays_pending_and_the_lin
         text.stdout
             .contains("serial port    reopened 1 time; last error at "),
         "{text:?}"
+    );
+    let metrics = agent.cli(&["metrics"]).await;
+    assert!(
+        metrics
+            .stdout
+            .lines()
+            .any(|line| line == "pos_agent_serial_port_reopens_total 1"),
+        "{metrics:?}"
     );
 
     // The terminal on the new device finishes the payment and sells again.

@@ -564,5 +564,6 @@ pub(crate) fn gauges(core: &Core) -> metrics::Gauges {
         abandoned: core.with_store(|s| s.state().abandoned_sales().count()),
         connected: core.connection_state() == ConnectionState::Connected,
         link_up: core.link().state() == serial::LinkState::Up,
+        port_reopens: core.link().port_stats().reopens,
     }
 }

@@ -359,7 +359,8 @@ fn unlink_text(done: &str, report: &control::UnlinkReport) -> String {
 
 fn status_text(report: &StatusReport) -> String {
     let mut text = format!(
-        "version        {}\nconnection     {}  {}\nterminal link  {}\nserial port    {}\npending        {}\n",
+        "version        {}\nconnection     {}  {}\nterminal link  {}\nserial port    {}\n\
+         last answer    terminal {}, payment API {}\npending        {}\n",
         report.version,
         report.connection,
         report
@@ -368,6 +369,8 @@ fn status_text(report: &StatusReport) -> String {
             .unwrap_or("(no connection id)"),
         report.terminal_link,
         serial_port_text(&report.serial_port),
+        report.terminal_last_answered.as_deref().unwrap_or("never"),
+        report.api_last_answered.as_deref().unwrap_or("never"),
         report.pending.len()
     );
     if let Some(rejection) = &report.rejection {
