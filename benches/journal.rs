@@ -29,9 +29,8 @@ use std::time::{Duration, SystemTime};
 use nix::sys::signal::Signal;
 use pos_agent::serial::frame::frame_bytes;
 use pos_agent::serial::message::{Reply, SaleOrder, TerminalRequest};
-use pos_agent::simulator::virtual_serial::VirtualSerial;
 use support::daemon::{Agent, Setup};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 const BURST: usize = 10_000;
@@ -159,16 +158,7 @@ fn accounted(lines: &[&str]) -> usize {
 
 async fn bad_frames(repeat_window: &'static str, wait: Duration) -> (usize, usize, usize) {
     let agent = Agent::start(setup(repeat_window)).await;
-    agent.unplug();
-    let line = VirtualSerial::open().unwrap();
-    let staging = agent.dir.path().join("ttyBURST");
-    std::os::unix::fs::symlink(line.slave_path(), &staging).unwrap();
-    std::fs::rename(&staging, agent.device_link()).unwrap();
-    let (mut from_agent, mut to_agent) = tokio::io::split(line);
-    tokio::spawn(async move {
-        let mut sink = [0u8; 4096];
-        while matches!(from_agent.read(&mut sink).await, Ok(n) if n > 0) {}
-    });
+    let mut to_agent = agent.replace_terminal_with_raw_line();
     let before = agent.log().lines().count();
     to_agent.write_all(&burst()).await.unwrap();
     let expected = BURST - BURST / 3 - usize::from(BURST % 3 > 0);

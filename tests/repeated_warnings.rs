@@ -7,10 +7,9 @@
 mod support;
 
 use pos_agent::serial::frame::frame_bytes;
-use pos_agent::simulator::virtual_serial::VirtualSerial;
 use support::daemon::{Agent, Setup};
 use support::WAIT;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const BURST: u64 = 300;
 const UNREADABLE: &str = "unreadable serial message";
@@ -38,17 +37,7 @@ async fn a_burst_of_unreadable_frames_is_written_once_and_summarised() {
     })
     .await;
     // A terminal of our own on the line, to send what no simulator would.
-    agent.unplug();
-    let line = VirtualSerial::open().unwrap();
-    let staging = agent.dir.path().join("ttyGARBAGE");
-    std::os::unix::fs::symlink(line.slave_path(), &staging).unwrap();
-    std::fs::rename(&staging, agent.device_link()).unwrap();
-    let (mut from_agent, mut to_agent) = tokio::io::split(line);
-    // The agent's ACKs and pings are read and dropped, so the line never fills up.
-    tokio::spawn(async move {
-        let mut sink = [0u8; 4096];
-        while matches!(from_agent.read(&mut sink).await, Ok(n) if n > 0) {}
-    });
+    let mut to_agent = agent.replace_terminal_with_raw_line();
     let frame = frame_bytes(b"{\"type\":\"sale\",\"id\":").unwrap();
     let mut burst = Vec::new();
     for _ in 0..BURST {

@@ -13,6 +13,7 @@ use pos_agent::simulator::api::{self as sim, ApiSimulator, SimulatorOptions};
 use pos_agent::simulator::terminal::TerminalSimulator;
 use pos_agent::simulator::virtual_serial::VirtualSerial;
 use tempfile::TempDir;
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -197,11 +198,29 @@ impl Agent {
     /// Plugs a terminal in again: a new pty pair (another `/dev/pts/N`) behind the same name,
     /// with a new terminal simulator on it.
     pub fn replug(&mut self) {
+        self.terminal = TerminalSimulator::over(self.plug_new_line(), LinkSettings::default());
+    }
+
+    /// Puts a raw line in the terminal simulator's place (unplug, then a new pty pair behind the
+    /// same name), to send what no simulator would. What the agent writes on it (ACKs, pings)
+    /// is read and dropped, so the line never fills up; the half returned writes to the agent.
+    pub fn replace_terminal_with_raw_line(&self) -> tokio::io::WriteHalf<VirtualSerial> {
+        self.unplug();
+        let (mut from_agent, to_agent) = tokio::io::split(self.plug_new_line());
+        tokio::spawn(async move {
+            let mut sink = [0u8; 4096];
+            while matches!(from_agent.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+        to_agent
+    }
+
+    /// A new pty pair, its slave behind the configured device's name (replaced atomically).
+    fn plug_new_line(&self) -> VirtualSerial {
         let pair = VirtualSerial::open().expect("pty pair");
         let staging = self.dir.path().join("ttyTERMINAL.new");
         std::os::unix::fs::symlink(pair.slave_path(), &staging).unwrap();
         std::fs::rename(&staging, self.device_link()).unwrap();
-        self.terminal = TerminalSimulator::over(pair, LinkSettings::default());
+        pair
     }
 
     /// Starts the daemon process (again) on the same files.
