@@ -1,12 +1,14 @@
 //! Repeated warnings are summarised, not written each time (docs/operations.md (Repeated
-//! warnings)): the real daemon, a terminal that sends a burst of frames the agent cannot read,
-//! and the daemon's stderr as the log. The first occurrence is written in full, the rest are
-//! counted in summary lines that keep their structured fields, and nothing is lost: the first
-//! line plus the summaries' counts make the whole burst.
+//! warnings)): the real daemon, with its stderr as the log. A terminal that sends a burst of
+//! frames the agent cannot read: the first occurrence is written in full, the rest are counted in
+//! summary lines that keep their structured fields, and nothing is lost: the first line plus the
+//! summaries' counts make the whole burst. A payment API that refuses connections: the first
+//! warning is written, its repeats summarised, and the recovery is written when it comes.
 
 mod support;
 
 use pos_agent::serial::frame::frame_bytes;
+use pos_agent::simulator::api::{ApiSimulator, SimulatorOptions};
 use support::daemon::{Agent, Setup};
 use support::WAIT;
 use tokio::io::AsyncWriteExt;
@@ -85,5 +87,61 @@ async fn a_burst_of_unreadable_frames_is_written_once_and_summarised() {
     assert!(summary.contains(" WARN "), "{summary}");
     assert!(summary.contains(" repeated="), "{summary}");
     assert!(summary.contains(" window_s="), "{summary}");
+    agent.finish().await;
+}
+
+/// Polls the daemon's log until `done` holds for it.
+async fn log_until(agent: &Agent, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    loop {
+        let log = agent.log();
+        if done(&log) {
+            return log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {:?}; log:\n{log}",
+            WAIT * 2
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_outage_writes_its_first_warning_summarises_the_repeats_and_writes_the_recovery() {
+    const UNREACHABLE: &str = "payment API not reachable yet";
+    let sim = ApiSimulator::start(SimulatorOptions::default()).unwrap();
+    sim.set_refusing(true);
+    let agent = Agent::start_with(
+        sim,
+        Setup {
+            log_level: "info",
+            extra_env: vec![("POS_AGENT__LOG__REPEAT_WINDOW", "1s".into())],
+            ..Setup::default()
+        },
+    )
+    .await;
+    let during = log_until(&agent, "a summary of the refused connections", |log| {
+        log.lines()
+            .any(|l| l.contains("more in the last") && l.contains(UNREACHABLE))
+    })
+    .await;
+    let lines: Vec<&str> = during.lines().filter(|l| l.contains(UNREACHABLE)).collect();
+    assert!(
+        lines[0].contains(" WARN ") && !lines[0].contains("more in the last"),
+        "the first occurrence is written in full: {}",
+        lines[0]
+    );
+
+    agent.sim.set_refusing(false);
+    let after = log_until(&agent, "the recovery", |log| {
+        log.contains("payment API connection ") && log.contains(" active")
+    })
+    .await;
+    let recovery = after
+        .lines()
+        .find(|l| l.contains("payment API connection ") && l.contains(" active"))
+        .unwrap();
+    assert!(recovery.contains(" INFO "), "{recovery}");
     agent.finish().await;
 }
