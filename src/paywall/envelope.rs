@@ -66,18 +66,22 @@ impl DecodeContext<'_> {
 
     /// `text` with the client's secrets replaced by `***` (for the API's own messages).
     pub(crate) fn scrub(&self, text: Option<String>) -> Option<String> {
-        text.map(|mut t| {
-            for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
-                t = t.replace(secret, "***");
-            }
-            t
-        })
+        text.map(|t| self.without_secrets(t))
     }
 
+    fn without_secrets(&self, mut text: String) -> String {
+        for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
+            text = text.replace(secret, "***");
+        }
+        text
+    }
+
+    /// An unreadable answer. The reason is scrubbed too: it is built from the parser's message,
+    /// which may quote the body.
     pub(crate) fn undecodable(&self, reason: impl Into<String>, body: &[u8]) -> ApiError {
         ApiError::Undecodable {
             operation: self.operation,
-            reason: reason.into(),
+            reason: self.without_secrets(reason.into()),
             excerpt: self.excerpt(body),
             outcome_unknown: self.outcome_unknown_on_failure,
         }
@@ -118,19 +122,26 @@ fn serde_error_kind(e: &serde_json::Error) -> String {
     )
 }
 
-/// serde's messages quote offending values (`invalid type: string "abc"`); the excerpt already
-/// shows the body, so the quoted values are dropped to keep the message short.
+/// serde's messages quote offending values (`invalid type: string "abc"`, with the value's
+/// own quotes and backslashes escaped as in Rust's `{:?}`); the excerpt already shows the body,
+/// so the quoted values are dropped to keep the message short.
 fn strip_quoted_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut in_quotes = false;
-    for c in message.chars() {
-        if c == '"' {
-            if !in_quotes {
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        match (c, in_quotes) {
+            ('"', false) => {
                 out.push_str("\"…\"");
+                in_quotes = true;
             }
-            in_quotes = !in_quotes;
-        } else if !in_quotes {
-            out.push(c);
+            ('"', true) => in_quotes = false,
+            // An escaped character inside the value (`\"`, `\\`) does not end it.
+            ('\\', true) => {
+                chars.next();
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
         }
     }
     out
@@ -350,5 +361,24 @@ mod tests {
             strip_quoted_values(r#"invalid type: string "secret", expected i64"#),
             r#"invalid type: string "…", expected i64"#
         );
+        // The value's own escaped quotes and backslashes stay inside it (found by fuzzing:
+        // the text after an escaped quote used to come out, the client's key with it).
+        assert_eq!(
+            strip_quoted_values(
+                r#"invalid type: string "a\" very-secret-key-value \\", expected i64"#
+            ),
+            r#"invalid type: string "…", expected i64"#
+        );
+    }
+
+    #[test]
+    fn an_unexpected_shape_quoting_the_key_never_shows_it() {
+        let body = br#"{"id": "x\" very-secret-key-value"}"#;
+        let value = serde_json::json!("x\" very-secret-key-value");
+        let err = ctx().typed::<i64>(value, body).unwrap_err();
+        assert!(matches!(err, ApiError::Undecodable { .. }), "{err:?}");
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("very-secret-key-value"), "{text}");
+        }
     }
 }
