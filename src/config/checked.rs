@@ -49,7 +49,8 @@ impl BaseUrl {
 
 /// An absolute http(s) URL that can be shown in `check-config` (no user or password).
 pub(super) fn check_url(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text).map_err(|e| format!("is not a valid URL ({e})"))?;
+    let url = reqwest::Url::parse(&with_plain_host(text)?)
+        .map_err(|e| format!("is not a valid URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an https:// (or http://) URL".to_owned());
     }
@@ -60,6 +61,32 @@ pub(super) fn check_url(text: &str) -> Result<reqwest::Url, String> {
         return Err("must not contain a user name or password".to_owned());
     }
     Ok(url)
+}
+
+/// `text` with its host (and port) lower-cased, once it is known to start with `http://` or
+/// `https://` and to have a host of plain ASCII without percent-escapes. Host names are
+/// case-insensitive, and the agent's ASCII-only host handling (Cargo.toml, `idna_adapter`)
+/// expects them in lower case: a host mixing upper case with a percent-escape tripped an
+/// assertion inside it in builds with debug assertions (found by fuzzing `config_load`). A
+/// non-ASCII host was refused before too, as an invalid international domain name.
+fn with_plain_host(text: &str) -> Result<String, String> {
+    let not_http = || "must be an https:// (or http://) URL".to_owned();
+    let (scheme, rest) = text.split_once("://").ok_or_else(not_http)?;
+    if !(scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http")) {
+        return Err(not_http());
+    }
+    let end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if !authority.is_ascii() || authority.contains('%') {
+        return Err(
+            "its host must be plain ASCII (letters, digits, '-' and '.'; no percent-escapes)"
+                .to_owned(),
+        );
+    }
+    Ok(format!(
+        "{scheme}://{}{tail}",
+        authority.to_ascii_lowercase()
+    ))
 }
 
 /// A value sent as an HTTP header: printable ASCII, no surrounding whitespace. Secret values
