@@ -75,6 +75,8 @@ fn with_plain_host(text: &str) -> Result<String, String> {
     if !(scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http")) {
         return Err(not_http());
     }
+    // The URL parser skips any further slashes before an http(s) host (`https:///host`).
+    let rest = rest.trim_start_matches(['/', '\\']);
     let end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     if !authority.is_ascii() || authority.contains('%') {
