@@ -165,9 +165,13 @@ pub fn render_effective(config: &Config) -> String {
     out.text
 }
 
-/// A TOML basic string (JSON's escapes are a subset of TOML's).
+/// A TOML basic string. JSON's escapes are a subset of TOML's, but JSON leaves DEL (U+007F)
+/// unescaped, which a TOML string must not contain (found by fuzzing `config_load`: a device
+/// path with a DEL in it rendered to output that did not load back).
 fn quote(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+    serde_json::to_string(text)
+        .unwrap_or_else(|_| "\"\"".to_owned())
+        .replace('\u{7f}', "\\u007f")
 }
 
 #[derive(Default)]
