@@ -222,20 +222,38 @@ fn load_text(
         secrets: BTreeMap::new(),
         service_parameters: None,
     };
-    if !env.non_unicode_overrides.is_empty() {
-        let problems = env
-            .non_unicode_overrides
-            .iter()
-            .map(|name| {
-                let mut problem = Problem::new(
-                    ProblemKind::Invalid,
-                    override_key(name).as_deref(),
-                    "the value is not valid UTF-8",
-                );
-                problem.source = Some(Source::Environment(name.clone()));
-                problem
-            })
-            .collect();
+    // The `config` crate reads an override's name as a path expression, in which `[N]` indexes
+    // an array it grows to N elements: `POS_AGENT__SERIAL__DEVICE[99999999999]` made it
+    // allocate without bound (found by fuzzing `config_load`). Names are letters, digits and
+    // underscores, as the keys are.
+    let malformed_names = overrides.iter().filter(|(key, _)| {
+        !key.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    });
+    let problem_with = |key: Option<&str>, name: &String, message: &str| {
+        let mut problem = Problem::new(ProblemKind::Invalid, key, message);
+        problem.source = Some(Source::Environment(name.clone()));
+        problem
+    };
+    let problems: Vec<Problem> = env
+        .non_unicode_overrides
+        .iter()
+        .map(|name| {
+            problem_with(
+                override_key(name).as_deref(),
+                name,
+                "the value is not valid UTF-8",
+            )
+        })
+        .chain(malformed_names.map(|(_, name)| {
+            let message = format!(
+                "environment variable {name:?}: an override's name may only contain letters, \
+                 digits and underscores"
+            );
+            problem_with(None, name, &message)
+        }))
+        .collect();
+    if !problems.is_empty() {
         return Err(ConfigError {
             file: path.to_owned(),
             problems,
