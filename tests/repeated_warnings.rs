@@ -90,23 +90,6 @@ async fn a_burst_of_unreadable_frames_is_written_once_and_summarised() {
     agent.finish().await;
 }
 
-/// Polls the daemon's log until `done` holds for it.
-async fn log_until(agent: &Agent, what: &str, done: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT * 2;
-    loop {
-        let log = agent.log();
-        if done(&log) {
-            return log;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {:?}; log:\n{log}",
-            WAIT * 2
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_outage_writes_its_first_warning_summarises_the_repeats_and_writes_the_recovery() {
     const UNREACHABLE: &str = "payment API not reachable yet";
@@ -121,11 +104,12 @@ async fn an_outage_writes_its_first_warning_summarises_the_repeats_and_writes_th
         },
     )
     .await;
-    let during = log_until(&agent, "a summary of the refused connections", |log| {
-        log.lines()
-            .any(|l| l.contains("more in the last") && l.contains(UNREACHABLE))
-    })
-    .await;
+    let during = agent
+        .log_until("a summary of the refused connections", |log| {
+            log.lines()
+                .any(|l| l.contains("more in the last") && l.contains(UNREACHABLE))
+        })
+        .await;
     let lines: Vec<&str> = during.lines().filter(|l| l.contains(UNREACHABLE)).collect();
     assert!(
         lines[0].contains(" WARN ") && !lines[0].contains("more in the last"),
@@ -134,10 +118,11 @@ async fn an_outage_writes_its_first_warning_summarises_the_repeats_and_writes_th
     );
 
     agent.sim.set_refusing(false);
-    let after = log_until(&agent, "the recovery", |log| {
-        log.contains("payment API connection ") && log.contains(" active")
-    })
-    .await;
+    let after = agent
+        .log_until("the recovery", |log| {
+            log.contains("payment API connection ") && log.contains(" active")
+        })
+        .await;
     let recovery = after
         .lines()
         .find(|l| l.contains("payment API connection ") && l.contains(" active"))

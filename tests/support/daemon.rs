@@ -396,6 +396,22 @@ impl Agent {
         serde_json::to_value(state).expect("state as JSON")
     }
 
+    /// Polls the daemon's log (its stderr) until `done` holds for it, failing after [`WAIT`].
+    pub async fn log_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let log = self.log();
+            if done(&log) {
+                return log;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not in the log within {WAIT:?}; log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The state on disk once `condition` holds for it: `status` answers from memory, and the
     /// record of a change reaches the disk a sync later.
     pub async fn state_file_until(
