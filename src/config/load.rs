@@ -225,10 +225,13 @@ fn load_text(
     // The `config` crate reads an override's name as a path expression, in which `[N]` indexes
     // an array it grows to N elements: `POS_AGENT__SERIAL__DEVICE[99999999999]` made it
     // allocate without bound (found by fuzzing `config_load`). Names are letters, digits and
-    // underscores, as the keys are.
-    let malformed_names = overrides.iter().filter(|(key, _)| {
-        !key.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    // underscores, as the keys are. Provider service parameters never reach that crate (they
+    // are applied below, names as given), so their names are not held to this.
+    let malformed_names = overrides.iter().filter(|(key, name)| {
+        service_parameter_name(key, name).is_none()
+            && !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
     });
     let problem_with = |key: Option<&str>, name: &String, message: &str| {
         let mut problem = Problem::new(ProblemKind::Invalid, key, message);
