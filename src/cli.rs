@@ -22,7 +22,7 @@ pub(crate) mod exit {
 #[derive(Debug, Parser)]
 #[command(
     name = "pos-agent",
-    version,
+    version = crate::build_info::LONG_VERSION,
     about = "Card-terminal agent for Paywall's Physical POS API"
 )]
 pub(crate) struct Cli {

@@ -35,6 +35,7 @@
 )]
 
 pub mod agent;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod control;

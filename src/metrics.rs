@@ -418,10 +418,17 @@ pub(crate) fn render(gauges: &Gauges, format: Format) -> String {
         text: String::with_capacity(8 * 1024),
         format,
     };
-    out.family("pos_agent_build", Kind::Info, "The agent's version.");
+    out.family(
+        "pos_agent_build",
+        Kind::Info,
+        "The agent's version and the git commit it was built from.",
+    );
     out.sample(
         "pos_agent_build_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
+        &[
+            ("version", crate::build_info::VERSION),
+            ("commit", crate::build_info::COMMIT),
+        ],
         1,
     );
     let uptime_us = STARTED.get().map_or(0, |s| {

@@ -85,6 +85,7 @@ async fn ready_is_notified_and_status_reports_the_established_connection() {
     let report = agent.status().await;
     assert_eq!(report["connection"], "connected");
     assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+    support::assert_build_commit(report["commit"].as_str().expect("status --json: commit"));
     let id = report["connection_id"]
         .as_str()
         .expect("connection id")

@@ -153,6 +153,7 @@ fn pending() -> Vec<PendingPaymentView> {
 fn status() -> StatusReport {
     StatusReport {
         version: "9.8.7".into(),
+        commit: "0123456789ab".into(),
         connection_id: Some(CONNECTION.into()),
         connection: ConnectionState::Connected,
         rejection: None,
@@ -178,12 +179,12 @@ fn error(kind: ControlErrorKind, message: &str) -> ControlResponse {
 
 #[test]
 fn status_prints_connection_link_version_and_the_pending_table() {
-    let daemon = FakeDaemon::answering(ControlReply::Status(status()).into());
+    let daemon = FakeDaemon::answering(ControlReply::Status(Box::new(status())).into());
     let output = daemon.run(&["status"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "version        9.8.7");
+    assert_eq!(lines[0], "version        9.8.7 (commit 0123456789ab)");
     assert_eq!(lines[1], format!("connection     connected  {CONNECTION}"));
     assert_eq!(lines[2], "terminal link  up");
     assert_eq!(
@@ -208,13 +209,14 @@ fn status_prints_connection_link_version_and_the_pending_table() {
 
 #[test]
 fn status_json_prints_exactly_the_documented_object() {
-    let daemon = FakeDaemon::answering(ControlReply::Status(status()).into());
+    let daemon = FakeDaemon::answering(ControlReply::Status(Box::new(status())).into());
     let output = daemon.run(&["status", "--json"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(
         json_stdout(&output),
         json!({
             "version": "9.8.7",
+            "commit": "0123456789ab",
             "connection_id": CONNECTION,
             "connection": "connected",
             "terminal_link": "up",
@@ -235,6 +237,20 @@ fn status_json_prints_exactly_the_documented_object() {
                  "cancel_requested": true, "cancel_reason": "terminal"}
             ]
         })
+    );
+}
+
+#[test]
+fn a_status_from_a_daemon_too_old_to_name_its_commit_reads_as_unknown() {
+    let mut report = serde_json::to_value(status()).unwrap();
+    report.as_object_mut().unwrap().remove("commit");
+    let report: StatusReport = serde_json::from_value(report).unwrap();
+    assert_eq!(report.commit, "unknown");
+    let daemon = FakeDaemon::answering(ControlReply::Status(Box::new(report)).into());
+    let text = stdout(&daemon.run(&["status"]));
+    assert_eq!(
+        text.lines().next(),
+        Some("version        9.8.7 (commit unknown)")
     );
 }
 

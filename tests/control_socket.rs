@@ -25,6 +25,7 @@ use support::WAIT;
 fn status_report() -> StatusReport {
     StatusReport {
         version: "test".into(),
+        commit: "0123456789ab".into(),
         connection_id: Some("70b2190b-2f1e-4a8e-9d59-0d1f1c7b1a11".into()),
         connection: ConnectionState::Connected,
         rejection: None,
@@ -69,7 +70,9 @@ impl Served {
                 log.lock().unwrap().push(call.request.clone());
                 let _ = call
                     .reply
-                    .send(ControlResponse::ok(ControlReply::Status(status_report())));
+                    .send(ControlResponse::ok(ControlReply::Status(Box::new(
+                        status_report(),
+                    ))));
             }
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -101,7 +104,7 @@ impl Served {
         .expect("a normal request failed");
         assert_eq!(
             response,
-            ControlResponse::ok(ControlReply::Status(status_report()))
+            ControlResponse::ok(ControlReply::Status(Box::new(status_report())))
         );
     }
 
@@ -241,7 +244,7 @@ async fn a_complete_object_ended_by_half_close_instead_of_newline_is_served() {
     let response: ControlResponse = serde_json::from_slice(&answer).unwrap();
     assert_eq!(
         response,
-        ControlResponse::ok(ControlReply::Status(status_report()))
+        ControlResponse::ok(ControlReply::Status(Box::new(status_report())))
     );
     assert_eq!(
         *served.received.lock().unwrap(),

@@ -16,6 +16,17 @@ async fn a_connected_agent_with_its_terminal_is_healthy() {
             .starts_with("healthy: connection connected, terminal link up"),
         "{out:?}"
     );
+    // The running daemon's build: the one an update's gate judges.
+    assert!(
+        out.stdout.trim_end().ends_with(concat!(
+            "; pos-agent ",
+            env!("CARGO_PKG_VERSION"),
+            " (commit ",
+            env!("POS_AGENT_COMMIT"),
+            ")"
+        )),
+        "{out:?}"
+    );
     agent.finish().await;
 }
 
@@ -28,6 +39,16 @@ async fn an_unreachable_api_is_unhealthy_with_the_reason_on_one_line_and_exit_75
     assert!(
         out.stderr
             .starts_with("pos-agent: unhealthy (waited 2s): connection "),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.trim_end().ends_with(concat!(
+            "; pos-agent ",
+            env!("CARGO_PKG_VERSION"),
+            " (commit ",
+            env!("POS_AGENT_COMMIT"),
+            ")"
+        )),
         "{out:?}"
     );
     assert!(out.stdout.is_empty(), "{out:?}");

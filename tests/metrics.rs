@@ -98,10 +98,14 @@ async fn the_metrics_count_what_the_daemon_did_in_both_text_formats() {
         sample(
             &families,
             "pos_agent_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))]
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("POS_AGENT_COMMIT"))
+            ]
         ),
         Some(1.0)
     );
+    support::assert_build_commit(env!("POS_AGENT_COMMIT"));
     assert_eq!(
         sample(&families, "pos_agent_sales_started_total", &[]),
         Some(0.0)
@@ -220,7 +224,10 @@ async fn the_metrics_count_what_the_daemon_did_in_both_text_formats() {
         sample(
             &families,
             "pos_agent_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))]
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("POS_AGENT_COMMIT"))
+            ]
         ),
         Some(1.0)
     );

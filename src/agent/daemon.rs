@@ -32,7 +32,7 @@ use crate::serial::message::{
 use crate::serial::{self, IncomingRequest, LinkEvent};
 use crate::state::CancelReason;
 use crate::state::StateStore;
-use crate::{logging, systemd};
+use crate::{build_info, logging, systemd};
 
 /// Exit code when the state file cannot be read (EX_IOERR): an operator must look at it.
 pub(crate) const EXIT_STATE_UNREADABLE: u8 = 74;
@@ -115,9 +115,10 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     let notifier = systemd::Notifier::start();
     notifier.ready();
     info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = build_info::VERSION,
+        commit = build_info::COMMIT,
         "pos-agent {} ready",
-        env!("CARGO_PKG_VERSION")
+        build_info::LONG_VERSION
     );
 
     let mut watchdog = systemd::watchdog_interval().map(|period| {
@@ -415,7 +416,7 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
 /// One operator command from the control socket (docs/operations.md (Operator commands)).
 async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlResponse {
     let reply = match request {
-        ControlRequest::Status => Ok(ControlReply::Status(status_report(core))),
+        ControlRequest::Status => Ok(ControlReply::Status(Box::new(status_report(core)))),
         ControlRequest::Metrics => Ok(ControlReply::Metrics(metrics::render(
             &gauges(core),
             metrics::Format::OpenMetrics,
@@ -507,7 +508,8 @@ fn failures(failed: Vec<(String, Refusal)>) -> Vec<CancelFailure> {
 
 fn status_report(core: &Core) -> StatusReport {
     StatusReport {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+        version: build_info::VERSION.to_owned(),
+        commit: build_info::COMMIT.to_owned(),
         connection_id: core.connection_id(),
         connection: core.connection_state(),
         rejection: core.rejection().map(RejectionView::from),

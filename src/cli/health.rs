@@ -113,21 +113,23 @@ async fn check(socket: &Path) -> Result<String, Unhealthy> {
     };
     let link =
         (status.terminal_link != TerminalLinkStatus::Up).then(|| "terminal link down".to_owned());
+    // The running daemon's build, which an update's gate is judging.
+    let build = format!("pos-agent {} (commit {})", status.version, status.commit);
     match (connection, link) {
         (None, None) => Ok(format!(
-            "connection connected, terminal link up, {} pending",
+            "connection connected, terminal link up, {} pending; {build}",
             status.pending.len()
         )),
         (Some((code, connection)), link) => Err(Unhealthy {
             code,
             reason: match link {
-                Some(link) => format!("{connection}; {link}"),
-                None => connection,
+                Some(link) => format!("{connection}; {link}; {build}"),
+                None => format!("{connection}; {build}"),
             },
         }),
         (None, Some(link)) => Err(Unhealthy {
             code: exit::API_UNREACHABLE,
-            reason: link,
+            reason: format!("{link}; {build}"),
         }),
     }
 }

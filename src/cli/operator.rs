@@ -359,9 +359,10 @@ fn unlink_text(done: &str, report: &control::UnlinkReport) -> String {
 
 fn status_text(report: &StatusReport) -> String {
     let mut text = format!(
-        "version        {}\nconnection     {}  {}\nterminal link  {}\nserial port    {}\n\
+        "version        {} (commit {})\nconnection     {}  {}\nterminal link  {}\nserial port    {}\n\
          last answer    terminal {}, payment API {}\npending        {}\n",
         report.version,
+        report.commit,
         report.connection,
         report
             .connection_id

@@ -395,7 +395,7 @@ impl<'de> Deserialize<'de> for ControlResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", content = "result", rename_all = "snake_case")]
 pub enum ControlReply {
-    Status(StatusReport),
+    Status(Box<StatusReport>),
     Pending(PendingReport),
     Cancel(CancelReport),
     Disconnect(DisconnectReport),
@@ -430,6 +430,10 @@ impl ControlReply {
 pub struct StatusReport {
     /// The daemon's version (`CARGO_PKG_VERSION`).
     pub version: String,
+    /// The git commit the daemon was built from (`build_info::COMMIT`); `unknown` from a daemon
+    /// too old to say.
+    #[serde(default = "unknown_commit")]
+    pub commit: String,
     /// The payment API connection `Id`, when one is known.
     pub connection_id: Option<String>,
     pub connection: ConnectionState,
@@ -456,6 +460,10 @@ pub struct StatusReport {
     /// not since the agent started.
     #[serde(default)]
     pub api_last_answered: Option<String>,
+}
+
+fn unknown_commit() -> String {
+    "unknown".to_owned()
 }
 
 /// The serial port's history since the agent started (`status`'s `serial_port`).
@@ -929,6 +937,7 @@ mod tests {
     fn sample_status() -> StatusReport {
         StatusReport {
             version: "0.1.0".into(),
+            commit: "0123456789ab".into(),
             connection_id: Some("70b2190b-2f1e-4a8e-9d59-0d1f1c7b1a11".into()),
             connection: ConnectionState::Connected,
             rejection: None,
@@ -962,7 +971,7 @@ mod tests {
 
     #[test]
     fn a_status_answer_has_the_fields_agent_md_names() {
-        let response = ControlResponse::ok(ControlReply::Status(sample_status()));
+        let response = ControlResponse::ok(ControlReply::Status(Box::new(sample_status())));
         let wire: serde_json::Value = serde_json::from_slice(&response.to_line()).unwrap();
         assert_eq!(
             wire,
@@ -971,6 +980,7 @@ mod tests {
                 "command": "status",
                 "result": {
                     "version": "0.1.0",
+                    "commit": "0123456789ab",
                     "connection_id": "70b2190b-2f1e-4a8e-9d59-0d1f1c7b1a11",
                     "connection": "connected",
                     "terminal_link": "up",
@@ -1032,7 +1042,7 @@ mod tests {
             error: ControlError::new(ControlErrorKind::ApiUnavailable, "timed out"),
         };
         let replies = [
-            ControlReply::Status(sample_status()),
+            ControlReply::Status(Box::new(sample_status())),
             ControlReply::Pending(PendingReport {
                 pending: sample_status().pending,
                 abandoned: sample_status().abandoned,

@@ -64,3 +64,35 @@ pub fn pos_agent() -> Command {
         _ => Command::new(binary),
     }
 }
+
+/// Checks the commit a build reports (`--version`, `status`, the metrics): the one `build.rs`
+/// recorded, which is git's 12-digit hash of `HEAD` (with `-dirty` when the sources differed
+/// from it) when the sources are a git checkout, else `unknown` (docs/development.md, "Which
+/// build is this").
+pub fn assert_build_commit(commit: &str) {
+    assert_eq!(
+        commit,
+        env!("POS_AGENT_COMMIT"),
+        "the commit build.rs recorded"
+    );
+    let root = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let own_checkout = git(&["rev-parse", "--show-toplevel"])
+        .is_some_and(|top| std::fs::canonicalize(top).ok() == std::fs::canonicalize(root).ok());
+    match git(&["rev-parse", "--short=12", "HEAD"]).filter(|_| own_checkout) {
+        Some(head) => assert!(
+            commit == head || commit == format!("{head}-dirty"),
+            "commit {commit:?} is not HEAD ({head})"
+        ),
+        None => assert_eq!(commit, "unknown", "no git checkout, yet a commit"),
+    }
+}
