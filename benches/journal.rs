@@ -4,7 +4,8 @@
 //! figures; asserts nothing.
 //!
 //! Run: `cargo bench --bench journal` (`-- minutes N` sets the real length of the outage,
-//! default 60).
+//! default 60); `cargo bench --bench journal -- sales`: a trading day in miniature instead (the
+//! lines a sale, an operator's cancel and a health poll write, audit records apart).
 //!
 //! How an hour is simulated: it is not; it is lived. The binary runs as in production (log
 //! level `info`, the default) through N real minutes of outage, and its stderr (the text the
@@ -203,8 +204,79 @@ fn report_outage(name: &str, windows: &[(usize, usize)]) -> Hour {
     hour
 }
 
+/// A trading day in miniature (`-- sales`): sales that end with the terminal's result, operator
+/// cancels, and the health gate's and a monitor's read-only polls, at the production level
+/// (`info`). Prints the lines and bytes each writes, audit records apart, for
+/// docs/operations.md ("Log retention").
+async fn trading_day() {
+    const SALES: usize = 40;
+    const CANCELS: usize = 10;
+    const POLLS: usize = 40;
+    let mut agent = Agent::connected(Setup {
+        log_level: "info",
+        ..Setup::default()
+    })
+    .await;
+    let measure = |agent: &Agent, before: &str| {
+        let log = agent.log();
+        let added = &log[before.len()..];
+        let audit = added.lines().filter(|l| l.contains(" pos_agent::audit: "));
+        (
+            added.lines().count(),
+            added.len(),
+            audit.clone().count(),
+            audit.map(|l| l.len() + 1).sum::<usize>(),
+        )
+    };
+    let start = agent.log();
+    for _ in 0..SALES {
+        let id = agent.started(1250).await;
+        let reply = agent
+            .terminal
+            .request(TerminalRequest::PaymentResult {
+                payment_request_id: id,
+                status: pos_agent::serial::message::PaymentResultStatus::Succeeded,
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply, Reply::Ok);
+    }
+    let sales = measure(&agent, &start);
+    let start = agent.log();
+    for _ in 0..CANCELS {
+        let id = agent.started(990).await;
+        assert_eq!(agent.cli(&["cancel", &id]).await.code, Some(0));
+    }
+    let cancels = measure(&agent, &start);
+    let start = agent.log();
+    for _ in 0..POLLS {
+        agent.cli(&["check-health"]).await;
+        agent.cli(&["status"]).await;
+    }
+    let polls = measure(&agent, &start);
+    println!("A trading day in miniature, log level info (text lines as the journal gets them):");
+    for (name, n, (lines, bytes, audit_lines, audit_bytes)) in [
+        ("sale + its result", SALES, sales),
+        ("sale + operator cancel", CANCELS, cancels),
+        ("check-health + status poll", POLLS, polls),
+    ] {
+        println!(
+            "  {name}: {:.1} lines, {:.0} bytes each ({:.1} audit records, {:.0} bytes); journal estimate {:.0} bytes each",
+            lines as f64 / n as f64,
+            bytes as f64 / n as f64,
+            audit_lines as f64 / n as f64,
+            audit_bytes as f64 / n as f64,
+            (bytes + lines * JOURNAL_OVERHEAD_PER_LINE) as f64 / n as f64,
+        );
+    }
+    agent.finish().await;
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    if std::env::args().any(|a| a == "sales") {
+        return trading_day().await;
+    }
     let minutes = std::env::args()
         .skip_while(|a| a != "minutes")
         .nth(1)

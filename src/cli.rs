@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod health;
 mod operator;
 
@@ -52,6 +53,10 @@ pub(crate) enum Command {
     /// The health gate of an update: pos-agent-healthy.service runs it before
     /// boot-complete.target (docs/deployment.md).
     CheckHealth(health::CheckHealthArgs),
+    /// Print the audit records (who did what, on which payment, with what outcome) of a period.
+    ///
+    /// Reads the journal with journalctl (docs/operations.md, "Audit records").
+    Audit(audit::AuditArgs),
     #[command(flatten)]
     Operator(operator::OperatorCommand),
 }
@@ -110,6 +115,7 @@ pub fn main() -> ExitCode {
             #[cfg(feature = "simulators")]
             Command::SimulateTerminal(args) => crate::simulator::terminal::run_command(args).await,
             Command::CheckHealth(args) => health::run(args, cli.socket.as_deref()).await,
+            Command::Audit(args) => audit::run(&args),
             Command::Operator(command) => operator::run(command, cli.socket.as_deref()).await,
         };
         exit_code(outcome)

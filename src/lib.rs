@@ -35,6 +35,7 @@
 )]
 
 pub mod agent;
+mod audit;
 pub mod build_info;
 pub mod cli;
 pub mod config;

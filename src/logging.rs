@@ -89,7 +89,10 @@ pub(crate) fn init(
     level_from_config: &str,
     repeat_window: Duration,
 ) -> Result<LogDestination, LoggingError> {
-    let filter = filter(std::env::var("RUST_LOG").ok().as_deref(), level_from_config)?;
+    let filter = crate::audit::always_enabled(filter(
+        std::env::var("RUST_LOG").ok().as_deref(),
+        level_from_config,
+    )?);
     let stderr_is_the_journal = stderr_identity().is_some_and(|(dev, ino)| {
         journal_stream_names(std::env::var("JOURNAL_STREAM").ok().as_deref(), dev, ino)
     });

@@ -410,6 +410,13 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
         ),
         TerminalRequest::Ping => Reply::Pong,
     };
+    if let Some(record) = super::audit::record(request.request(), &reply) {
+        crate::audit::write_terminal(
+            &core.config().serial.device.display().to_string(),
+            request.id(),
+            &record,
+        );
+    }
     request.reply(reply);
 }
 

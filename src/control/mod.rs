@@ -10,6 +10,7 @@
 //!
 //! The wire format and the exit codes are documented for operators in `docs/operations.md`.
 
+mod audit;
 pub mod client;
 pub mod protocol;
 pub mod server;

@@ -18,9 +18,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use super::protocol::{
-    CancelTarget, ControlError, ControlErrorKind, ControlRequest, ControlResponse,
-};
+use super::protocol::{ControlError, ControlErrorKind, ControlRequest, ControlResponse};
+use crate::audit::Operator;
 
 /// Mode of the socket file: the daemon's user and group may connect, nobody else.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -219,6 +218,7 @@ async fn handle_connection(
     limits: ServeLimits,
     _slot: OwnedSemaphorePermit,
 ) {
+    let operator = Operator::of_peer(&stream).await;
     let (read_half, mut write_half) = stream.split();
     let read = tokio::time::timeout(
         limits.request_timeout,
@@ -232,9 +232,18 @@ async fn handle_connection(
         )),
         Ok(Err(e)) => invalid(e),
         Ok(Ok(line)) => match ControlRequest::from_json(&line) {
-            Ok(request) => ask_core(request, &calls, limits.reply_timeout).await,
+            Ok(request) => {
+                let response = ask_core(request.clone(), &calls, limits.reply_timeout).await;
+                crate::audit::write_operator(&operator, &super::audit::record(&request, &response));
+                response
+            }
             Err(error) => {
-                tracing::warn!("control socket: {}", error.message);
+                tracing::warn!(
+                    operator_uid = ?operator.uid,
+                    operator_pid = ?operator.pid,
+                    "control socket: {}",
+                    error.message
+                );
                 ControlResponse::error(error)
             }
         },
@@ -289,15 +298,6 @@ async fn ask_core(
     reply_timeout: Duration,
 ) -> ControlResponse {
     let command = request.command_name();
-    match &request {
-        ControlRequest::Cancel(CancelTarget::One(id)) => {
-            tracing::info!(command, payment_request_id = %id, "operator cancel of payment {id}")
-        }
-        ControlRequest::Cancel(CancelTarget::All) => {
-            tracing::info!(command, "operator cancel of every pending payment")
-        }
-        _ => tracing::info!(command, "control request: {command}"),
-    }
     let (reply, answer) = oneshot::channel();
     let exchange = async {
         if calls.send(ControlCall { request, reply }).await.is_err() {
