@@ -1496,6 +1496,50 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn t3_waits_for_the_bytes_the_uart_still_holds() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        // What TIOCOUTQ would say: the UART's queue, held back by flow control.
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let (agent, _events, mut core) = LinkCore::<TerminalRequest, AgentRequest>::new(at_9600());
+        let probe = Arc::clone(&queued);
+        tokio::spawn(async move {
+            let output_queue = move || Some(probe.load(Ordering::SeqCst));
+            let mut transport = Box::pin(ours);
+            core.run_session(&mut transport, &output_queue).await;
+        });
+        let mut peer = Peer {
+            line: theirs,
+            codec: FrameCodec::new(),
+            input: BytesMut::new(),
+        };
+        peer.handshake().await;
+        queued.store(2000, Ordering::SeqCst);
+        let sender = agent.clone();
+        let request = tokio::spawn(async move { sender.request(ready()).await });
+        let handed = Instant::now();
+        let first = peer.next_json().await;
+        // The line settings say the 40-byte frame is out after 42 ms; the UART still holds
+        // 2000 bytes (2.1 s) and lets them go 1.5 s later.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        queued.store(0, Ordering::SeqCst);
+        let again = peer.next_json().await;
+        let resent_after = handed.elapsed();
+        assert_eq!(again, first);
+        let t3 = at_9600().ack_timeout;
+        assert!(
+            resent_after >= Duration::from_millis(2000) + t3,
+            "resent {resent_after:?} after the frame was handed over, before the UART's queue was out and T3 ran"
+        );
+        peer.send(&[ACK]).await;
+        let ok = format!(r#"{{"type":"ok","re":{}}}"#, first["id"]);
+        peer.send(&frame_bytes(ok.as_bytes()).unwrap()).await;
+        assert_eq!(peer.next().await, Inbound::Ack);
+        assert_eq!(request.await.unwrap(), Ok(Reply::Ok));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_peers_own_frame_on_the_wire_holds_t3_until_it_has_arrived() {
         let (agent, mut events, peer) = agent_with(1 << 20, at_9600());
         let mut peer = peer;
