@@ -306,7 +306,6 @@ async fn terminal_status(agent: &mut Agent) -> (Vec<String>, usize, bool) {
 
 #[tokio::test]
 async fn every_terminal_request_is_answered_at_150_and_1000_pending() {
-    use pos_agent::serial::message::TerminalRequest;
     let mut agent = Agent::connected(Setup::default()).await;
     for count in [150usize, 1_000] {
         let pending = agent.restart_with_pending(count).await;
@@ -326,26 +325,10 @@ async fn every_terminal_request_is_answered_at_150_and_1000_pending() {
 
     // The terminal's cancel-all answers with the whole count, at 150.
     agent.restart_with_pending(150).await;
-    let reply = tokio::time::timeout(
-        WAIT * 6,
-        agent.terminal.request(TerminalRequest::Cancel {
-            payment_request_id: None,
-        }),
-    )
-    .await
-    .expect("cancel is answered");
-    match reply {
-        Ok(Reply::Cancelled {
-            payment_request_ids,
-            cancelled_count,
-            truncated,
-        }) => {
-            assert_eq!(cancelled_count, 150);
-            assert!(truncated);
-            assert!(payment_request_ids.len() < 150 && payment_request_ids.len() > 50);
-        }
-        other => panic!("expected cancelled, got {other:?}"),
-    }
+    let (ids, cancelled_count, truncated) = agent.terminal_cancel_all().await;
+    assert_eq!(cancelled_count, 150);
+    assert!(truncated);
+    assert!(ids.len() < 150 && ids.len() > 50);
     assert!(!agent.log().contains("does not fit"), "{}", agent.log());
     agent.finish().await;
 }

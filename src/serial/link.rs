@@ -1201,6 +1201,14 @@ mod tests {
             self.line.write_all(bytes).await.unwrap();
         }
 
+        /// ACKs a request of the agent's and answers it `ok`.
+        async fn acknowledge_and_answer_ok(&mut self, request: &serde_json::Value) {
+            self.send(&[ACK]).await;
+            let ok = format!(r#"{{"type":"ok","re":{}}}"#, request["id"]);
+            self.send(&frame_bytes(ok.as_bytes()).unwrap()).await;
+            assert_eq!(self.next().await, Inbound::Ack);
+        }
+
         /// ACKs the opening probe and answers it, leaving the link up and quiet.
         async fn handshake(&mut self) {
             let ping = self.next_json().await;
@@ -1487,10 +1495,7 @@ mod tests {
             resent_after >= wire + t3 && resent_after < wire + t3 + Duration::from_millis(100),
             "resent {resent_after:?} after the frame was handed over; on the wire {wire:?}, T3 {t3:?}"
         );
-        peer.send(&[ACK]).await;
-        let ok = format!(r#"{{"type":"ok","re":{}}}"#, first["id"]);
-        peer.send(&frame_bytes(ok.as_bytes()).unwrap()).await;
-        assert_eq!(peer.next().await, Inbound::Ack);
+        peer.acknowledge_and_answer_ok(&first).await;
         assert_eq!(request.await.unwrap(), Ok(Reply::Ok));
         assert_eq!(agent.state(), LinkState::Up);
     }
@@ -1532,10 +1537,7 @@ mod tests {
             resent_after >= Duration::from_millis(2000) + t3,
             "resent {resent_after:?} after the frame was handed over, before the UART's queue was out and T3 ran"
         );
-        peer.send(&[ACK]).await;
-        let ok = format!(r#"{{"type":"ok","re":{}}}"#, first["id"]);
-        peer.send(&frame_bytes(ok.as_bytes()).unwrap()).await;
-        assert_eq!(peer.next().await, Inbound::Ack);
+        peer.acknowledge_and_answer_ok(&first).await;
         assert_eq!(request.await.unwrap(), Ok(Reply::Ok));
     }
 

@@ -548,6 +548,22 @@ impl Agent {
         }
     }
 
+    /// The terminal's `cancel` of every pending payment: the ids its `cancelled` reply names,
+    /// `cancelled_count` and `truncated`. Generous wait: every cancel goes to the payment API.
+    pub async fn terminal_cancel_all(&mut self) -> (Vec<String>, usize, bool) {
+        let cancel = TerminalRequest::Cancel {
+            payment_request_id: None,
+        };
+        match tokio::time::timeout(WAIT * 6, self.terminal.request(cancel)).await {
+            Ok(Ok(Reply::Cancelled {
+                payment_request_ids,
+                cancelled_count,
+                truncated,
+            })) => (payment_request_ids, cancelled_count, truncated),
+            other => panic!("expected cancelled, got {other:?}\nlog:\n{}", self.log()),
+        }
+    }
+
     /// The next notification from the agent that `pick` takes, skipping others.
     pub async fn notification<T>(&mut self, pick: impl Fn(AgentRequest) -> Option<T>) -> T {
         loop {
