@@ -317,7 +317,8 @@ impl<Out: LinkMessage> LinkHandle<Out> {
     }
 
     /// Stops the link and closes the transport. Frames already queued (a reply just given) are
-    /// still sent, for at most T3 × `max_sends`; requests still waiting fail with `Closed`.
+    /// still sent, for at most their time on the wire and T3, `max_sends` times over (after
+    /// what the line still carries); requests still waiting fail with `Closed`.
     pub fn shutdown(&self) {
         if let Err(mpsc::error::TrySendError::Full(command)) =
             self.commands.try_send(Command::Shutdown)
@@ -666,7 +667,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         self.send_ping(&mut io);
         let mut input = BytesMut::with_capacity(4096);
         // Set by shutdown: frames already queued (a reply just given) still go out, for at most
-        // as long as one frame may take to fail.
+        // as long as they may take to fail (`drain_deadline`).
         let mut closing: Option<Instant> = None;
 
         let end = loop {
