@@ -722,7 +722,11 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                             if matches!(flight.stage, Stage::Writing) && io.written >= flight.frame_end {
                                 // Bytes written after the frame (ACKs) leave the line after it.
                                 let behind = usize::try_from(io.written - flight.frame_end).unwrap_or(usize::MAX);
-                                let left = io.line.free_at() - self.settings.line.wire_time(behind);
+                                let left = io
+                                    .line
+                                    .free_at()
+                                    .checked_sub(self.settings.line.wire_time(behind))
+                                    .unwrap_or(now);
                                 flight.stage = Stage::OnTheWire(left.max(now));
                             }
                         }
@@ -906,7 +910,8 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     fn drain_deadline(&self, io: &Io) -> Instant {
         let unsent = io.out.len() + io.queue.iter().map(|m| m.frame.len()).sum::<usize>();
         let per_send = self.settings.line.wire_time(unsent) + self.settings.ack_timeout;
-        io.line.free_at().max(Instant::now()) + per_send * self.settings.max_sends.max(1)
+        io.line.free_at().max(Instant::now())
+            + per_send.saturating_mul(self.settings.max_sends.max(1))
     }
 
     /// The frame's time on the wire is over ([`Stage::OnTheWire`]), or T3 ran out.
