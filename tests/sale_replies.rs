@@ -288,46 +288,6 @@ async fn a_payment_created_late_is_cancelled_as_abandoned_across_a_kill_9() {
     agent.finish().await;
 }
 
-/// Restarts the agent with `count` payments pending: created at the simulator, and written
-/// into the state snapshot while the agent is down (one write instead of `count`).
-async fn restart_with_pending(agent: &mut Agent, count: usize) -> Vec<String> {
-    agent.signal(Signal::SIGKILL);
-    agent.wait_exit().await;
-    let mut state = agent.state_file();
-    let since = serde_json::Value::String(
-        humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-    );
-    let mut ids = Vec::new();
-    let payments = state["payments"].as_object_mut().unwrap();
-    payments.clear();
-    for _ in 0..count {
-        let id = agent
-            .sim
-            .create_payment_elsewhere(Uuid::new_v4(), 100)
-            .to_string();
-        payments.insert(
-            id.clone(),
-            serde_json::json!({
-                "merchant_unique_code": null, "amount_minor": null, "currency_id": null,
-                "since": since, "source": "elsewhere", "cancel_requested": null
-            }),
-        );
-        ids.push(id);
-    }
-    std::fs::write(
-        agent.state_dir.join("state.json"),
-        serde_json::to_vec(&state).unwrap(),
-    )
-    .unwrap();
-    // The snapshot written here is the whole state: no journal is replayed over it.
-    let _ = std::fs::remove_file(agent.state_dir.join("state.journal"));
-    agent.forget_notifications();
-    agent.spawn();
-    agent.wait_notification("STATUS=connected").await;
-    agent.terminal.wait_until_up().await;
-    ids
-}
-
 async fn terminal_status(agent: &mut Agent) -> (Vec<String>, usize, bool) {
     let reply = tokio::time::timeout(WAIT, agent.terminal.status())
         .await
@@ -346,10 +306,9 @@ async fn terminal_status(agent: &mut Agent) -> (Vec<String>, usize, bool) {
 
 #[tokio::test]
 async fn every_terminal_request_is_answered_at_150_and_1000_pending() {
-    use pos_agent::serial::message::TerminalRequest;
     let mut agent = Agent::connected(Setup::default()).await;
     for count in [150usize, 1_000] {
-        let pending = restart_with_pending(&mut agent, count).await;
+        let pending = agent.restart_with_pending(count).await;
         let (ids, pending_count, truncated) = terminal_status(&mut agent).await;
         assert_eq!(pending_count, count);
         assert!(truncated);
@@ -359,33 +318,17 @@ async fn every_terminal_request_is_answered_at_150_and_1000_pending() {
         assert_eq!(operator["pending"].as_array().unwrap().len(), count);
     }
     // With few pending, nothing is cut.
-    let pending = restart_with_pending(&mut agent, 3).await;
+    let pending = agent.restart_with_pending(3).await;
     let (ids, pending_count, truncated) = terminal_status(&mut agent).await;
     assert_eq!((ids.len(), pending_count, truncated), (3, 3, false));
     assert!(ids.iter().all(|id| pending.contains(id)));
 
     // The terminal's cancel-all answers with the whole count, at 150.
-    restart_with_pending(&mut agent, 150).await;
-    let reply = tokio::time::timeout(
-        WAIT * 6,
-        agent.terminal.request(TerminalRequest::Cancel {
-            payment_request_id: None,
-        }),
-    )
-    .await
-    .expect("cancel is answered");
-    match reply {
-        Ok(Reply::Cancelled {
-            payment_request_ids,
-            cancelled_count,
-            truncated,
-        }) => {
-            assert_eq!(cancelled_count, 150);
-            assert!(truncated);
-            assert!(payment_request_ids.len() < 150 && payment_request_ids.len() > 50);
-        }
-        other => panic!("expected cancelled, got {other:?}"),
-    }
+    agent.restart_with_pending(150).await;
+    let (ids, cancelled_count, truncated) = agent.terminal_cancel_all().await;
+    assert_eq!(cancelled_count, 150);
+    assert!(truncated);
+    assert!(ids.len() < 150 && ids.len() > 50);
     assert!(!agent.log().contains("does not fit"), "{}", agent.log());
     agent.finish().await;
 }

@@ -10,6 +10,11 @@
 //!
 //! Link up/down: the link is *up* from the first sign of life of the peer (a good frame or an
 //! ACK) until a frame fails after `max_sends` sends or three `ping`s in a row go unanswered.
+//!
+//! Time on the wire (`serial::line`): a frame handed to the device is still on its way for as
+//! long as the line takes to carry it (seconds at 9600 baud), so T3, the output stall limit, the
+//! idle ping and the shutdown's grace count from the moment its last byte has left the line, as
+//! the line settings and, where it can tell, the device's output queue say.
 //! A *link session* runs from up to down, to the end of the transport or to a restart of the
 //! peer (an older request id coming back, see `ReplayCache`); the replay cache lives for one
 //! session.
@@ -26,7 +31,8 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::Decoder;
 
 use super::codec::{FrameCodec, Inbound};
-use super::frame::{frame_bytes, ACK, MAX_APDU, NAK};
+use super::frame::{frame_bytes, ACK, MAX_APDU, MAX_FRAME, NAK};
+use super::line::{LineClock, LineTiming};
 use super::message::{
     encode_reply_within, encode_request, parse_incoming, AgentRequest, ErrorCode, Incoming,
     LinkMessage, Reply, TerminalRequest,
@@ -71,8 +77,11 @@ pub struct LinkSettings {
     pub missed_pings_for_down: u32,
     /// T1.
     pub inter_byte_timeout: Duration,
-    /// How long [`LinkHandle::request`] waits for the reply.
+    /// How long [`LinkHandle::request`] waits for the reply (counted from the call: the wait
+    /// for the line and both frames' time on the wire are part of it).
     pub reply_timeout: Duration,
+    /// How long a character takes on the line: where T3 and the other send deadlines start.
+    pub line: LineTiming,
 }
 
 impl LinkSettings {
@@ -83,6 +92,7 @@ impl LinkSettings {
             ack_timeout: config.ack_timeout.max(Duration::from_millis(10)),
             max_sends: config.max_sends.max(1),
             ping_interval: config.ping_interval.max(Duration::from_millis(100)),
+            line: LineTiming::from_config(config),
             ..Self::default()
         }
     }
@@ -98,6 +108,7 @@ impl Default for LinkSettings {
             missed_pings_for_down: MISSED_PINGS_FOR_DOWN,
             inter_byte_timeout: INTER_BYTE_TIMEOUT,
             reply_timeout: Duration::from_secs(30),
+            line: LineTiming::from_config(&config),
         }
     }
 }
@@ -306,7 +317,8 @@ impl<Out: LinkMessage> LinkHandle<Out> {
     }
 
     /// Stops the link and closes the transport. Frames already queued (a reply just given) are
-    /// still sent, for at most T3 × `max_sends`; requests still waiting fail with `Closed`.
+    /// still sent, for at most their time on the wire and T3, `max_sends` times over (after
+    /// what the line still carries); requests still waiting fail with `Closed`.
     pub fn shutdown(&self) {
         if let Err(mpsc::error::TrySendError::Full(command)) =
             self.commands.try_send(Command::Shutdown)
@@ -338,7 +350,7 @@ impl<In: LinkMessage, Out: LinkMessage> Link<In, Out> {
         let (handle, events, mut core) = LinkCore::<In, Out>::new(settings);
         tokio::spawn(async move {
             let mut transport = Box::pin(transport);
-            let end = core.run_session(&mut transport).await;
+            let end = core.run_session(&mut transport, &|| None).await;
             tracing::debug!(?end, "serial link over transport ended");
             core.close();
         });
@@ -360,6 +372,8 @@ struct Outgoing {
     frame: Bytes,
     /// The id of our own request (to fail it if the frame fails); `None` for replies.
     request_id: Option<u32>,
+    /// A `ping` of the link's own: the idle interval counts from when it left the line.
+    ping: bool,
 }
 
 struct InFlight {
@@ -367,9 +381,35 @@ struct InFlight {
     sends: u32,
     /// Value of `Io::appended` right after the last copy of this frame.
     frame_end: u64,
-    /// T3 deadline, set once the frame has been handed to the transport completely.
-    deadline: Option<Instant>,
+    stage: Stage,
 }
+
+/// Where the frame being sent is.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    /// Some of its bytes still wait to be handed to the device.
+    Writing,
+    /// Handed to the device; its last byte leaves the line at about this time.
+    OnTheWire(Instant),
+    /// T3 runs. The peer appends its ACK only after a frame it is sending itself, so while one
+    /// of its frames arrives the deadline moves with it: T3 after its last byte, but never past
+    /// `latest` (T3 after the time the largest frame takes on the wire).
+    AwaitingAck { deadline: Instant, latest: Instant },
+}
+
+impl Stage {
+    fn timer(self) -> Option<Instant> {
+        match self {
+            Self::Writing => None,
+            Self::OnTheWire(at) => Some(at),
+            Self::AwaitingAck { deadline, .. } => Some(deadline),
+        }
+    }
+}
+
+/// How long to wait before asking the device again when it still holds output though the line
+/// settings say it should be out (at least this, so a line of no known speed never spins).
+const OUTPUT_QUEUE_RECHECK: Duration = Duration::from_millis(10);
 
 /// What the replay cache knows about a received request id.
 enum Seen {
@@ -494,6 +534,8 @@ struct Io {
     last_activity: Instant,
     /// When the device last accepted bytes (or output began waiting).
     last_write_progress: Instant,
+    /// When what was handed to the device will have left the line.
+    line: LineClock,
     unanswered_pings: u32,
     last_ping_id: Option<u32>,
 }
@@ -593,7 +635,13 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     }
 
     /// Runs the link over one transport until it ends or the link is shut down.
-    pub(crate) async fn run_session<T>(&mut self, transport: &mut T) -> SessionEnd
+    /// `output_queue` tells how many bytes the device still holds for the line, where it can
+    /// tell (the kernel's output queue of a real UART); it must not block.
+    pub(crate) async fn run_session<T>(
+        &mut self,
+        transport: &mut T,
+        output_queue: &(dyn Fn() -> Option<usize> + Sync),
+    ) -> SessionEnd
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
@@ -609,6 +657,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             last_byte: now,
             last_activity: now,
             last_write_progress: now,
+            line: LineClock::new(self.settings.line, now),
             unanswered_pings: 0,
             last_ping_id: None,
         };
@@ -618,7 +667,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         self.send_ping(&mut io);
         let mut input = BytesMut::with_capacity(4096);
         // Set by shutdown: frames already queued (a reply just given) still go out, for at most
-        // as long as one frame may take to fail.
+        // as long as they may take to fail (`drain_deadline`).
         let mut closing: Option<Instant> = None;
 
         let end = loop {
@@ -636,21 +685,28 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             {
                 break SessionEnd::Shutdown;
             }
-            let t3 = io.in_flight.as_ref().and_then(|f| f.deadline);
+            let flight_timer = io.in_flight.as_ref().and_then(|f| f.stage.timer());
             let t1 = io
                 .codec
                 .in_frame()
                 .then(|| io.last_byte + self.settings.inter_byte_timeout);
             let idle = io.last_activity + self.settings.ping_interval;
-            let stall = (!io.out.is_empty()).then(|| io.last_write_progress + self.stall_limit());
+            // The device may take no more while it still holds bytes for the line.
+            let stall = (!io.out.is_empty())
+                .then(|| io.last_write_progress.max(io.line.free_at()) + self.stall_limit());
             input.reserve(4096);
             tokio::select! {
                 read = reader.read_buf(&mut input) => match read {
                     Ok(0) => break SessionEnd::Lost(std::io::ErrorKind::UnexpectedEof.into()),
                     Ok(_) => {
                         io.last_byte = Instant::now();
+                        let mut peer_frame = false;
                         while let Ok(Some(item)) = io.codec.decode(&mut input) {
+                            peer_frame |= matches!(item, Inbound::Frame(_) | Inbound::Rejected(_));
                             self.on_inbound(&mut io, item);
+                        }
+                        if peer_frame || io.codec.in_frame() {
+                            self.peer_frame_arriving(&mut io);
                         }
                     }
                     Err(e) => break SessionEnd::Lost(e),
@@ -658,11 +714,20 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 written = writer.write_buf(&mut io.out), if !io.out.is_empty() => match written {
                     Ok(0) => break SessionEnd::Lost(std::io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
+                        let now = Instant::now();
                         io.written += n as u64;
-                        io.last_write_progress = Instant::now();
+                        io.last_write_progress = now;
+                        io.line.handed_over(n, now);
                         if let Some(flight) = io.in_flight.as_mut() {
-                            if flight.deadline.is_none() && io.written >= flight.frame_end {
-                                flight.deadline = Some(Instant::now() + self.settings.ack_timeout);
+                            if matches!(flight.stage, Stage::Writing) && io.written >= flight.frame_end {
+                                // Bytes written after the frame (ACKs) leave the line after it.
+                                let behind = usize::try_from(io.written - flight.frame_end).unwrap_or(usize::MAX);
+                                let left = io
+                                    .line
+                                    .free_at()
+                                    .checked_sub(self.settings.line.wire_time(behind))
+                                    .unwrap_or(now);
+                                flight.stage = Stage::OnTheWire(left.max(now));
                             }
                         }
                     }
@@ -670,13 +735,15 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 },
                 command = self.commands.recv(), if closing.is_none() && io.queue.len() < MAX_QUEUED_FRAMES => match command {
                     None | Some(Command::Shutdown) => {
-                        closing = Some(Instant::now() + self.stall_limit());
+                        closing = Some(self.drain_deadline(&io));
                     }
                     Some(Command::Request { body, reply }) => self.enqueue_request(&mut io, body, reply),
                 },
                 _ = sleep_until(closing.unwrap_or(now)), if closing.is_some() => break SessionEnd::Shutdown,
                 Some(reply) = self.replies.recv() => self.on_reply_command(&mut io, reply),
-                _ = sleep_until(t3.unwrap_or(now)), if t3.is_some() => self.on_ack_timeout(&mut io),
+                _ = sleep_until(flight_timer.unwrap_or(now)), if flight_timer.is_some() => {
+                    self.on_flight_timer(&mut io, output_queue);
+                }
                 _ = sleep_until(t1.unwrap_or(now)), if t1.is_some() => {
                     if io.codec.abandon_partial() {
                         tracing::debug!("partial frame dropped after the inter-byte timeout (T1)");
@@ -728,7 +795,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 message,
                 sends: 1,
                 frame_end: io.appended,
-                deadline: None,
+                stage: Stage::Writing,
             });
         }
     }
@@ -751,6 +818,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 io.queue.push_back(Outgoing {
                     frame: frame.freeze(),
                     request_id: Some(id),
+                    ping: false,
                 });
             }
             Err(e) => {
@@ -766,6 +834,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 io.queue.push_back(Outgoing {
                     frame: frame.freeze(),
                     request_id: None,
+                    ping: true,
                 });
                 io.unanswered_pings += 1;
                 io.last_ping_id = Some(id);
@@ -815,7 +884,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             );
             io.append(&flight.message.frame);
             flight.frame_end = io.appended;
-            flight.deadline = None;
+            flight.stage = Stage::Writing;
             io.in_flight = Some(flight);
         } else {
             let sends = flight.sends;
@@ -829,10 +898,63 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         }
     }
 
-    /// How long output may wait for the device to accept a byte before the frame counts as
-    /// not acknowledged: T3 for every allowed send.
+    /// How long output may wait for the device to accept a byte, once what the device holds
+    /// should have left the line, before the frame counts as not acknowledged: T3 for every
+    /// allowed send.
     fn stall_limit(&self) -> Duration {
         self.settings.ack_timeout * self.settings.max_sends.max(1)
+    }
+
+    /// At shutdown, how long frames already queued (a reply just given) may still take: what the
+    /// line still carries, then for every allowed send their time on the wire and T3.
+    fn drain_deadline(&self, io: &Io) -> Instant {
+        let unsent = io.out.len() + io.queue.iter().map(|m| m.frame.len()).sum::<usize>();
+        let per_send = self.settings.line.wire_time(unsent) + self.settings.ack_timeout;
+        io.line.free_at().max(Instant::now())
+            + per_send.saturating_mul(self.settings.max_sends.max(1))
+    }
+
+    /// The frame's time on the wire is over ([`Stage::OnTheWire`]), or T3 ran out.
+    fn on_flight_timer(&mut self, io: &mut Io, output_queue: &(dyn Fn() -> Option<usize> + Sync)) {
+        let Some(flight) = io.in_flight.as_mut() else {
+            return;
+        };
+        match flight.stage {
+            Stage::Writing => {}
+            Stage::OnTheWire(_) => {
+                let now = Instant::now();
+                // A real UART may be behind the line settings (flow control held it): its queue
+                // says how much is still to go.
+                if let Some(queued) = output_queue().filter(|&queued| queued > 0) {
+                    io.line.device_holds(queued, now);
+                    flight.stage =
+                        Stage::OnTheWire(io.line.free_at().max(now + OUTPUT_QUEUE_RECHECK));
+                    return;
+                }
+                let ack_timeout = self.settings.ack_timeout;
+                flight.stage = Stage::AwaitingAck {
+                    deadline: now + ack_timeout,
+                    latest: now + self.settings.line.wire_time(MAX_FRAME) + ack_timeout,
+                };
+                if flight.message.ping {
+                    io.last_activity = now;
+                }
+            }
+            Stage::AwaitingAck { .. } => self.on_ack_timeout(io),
+        }
+    }
+
+    /// A frame from the peer is arriving while ours waits for its ACK, which the peer can only
+    /// send after that frame: T3 counts from its last byte (up to the bound of [`Stage`]).
+    fn peer_frame_arriving(&self, io: &mut Io) {
+        if let Some(InFlight {
+            stage: Stage::AwaitingAck { deadline, latest },
+            ..
+        }) = io.in_flight.as_mut()
+        {
+            let held = (Instant::now() + self.settings.ack_timeout).min(*latest);
+            *deadline = (*deadline).max(held);
+        }
     }
 
     /// The device has accepted nothing for [`stall_limit`](Self::stall_limit) (hardware flow
@@ -867,10 +989,12 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     }
 
     fn on_inbound(&mut self, io: &mut Io, item: Inbound) {
+        // Handed to the device completely: an ACK can only be for it (even if the line settings
+        // say it is still on the wire, a faster line is no fault).
         let frame_sent = io
             .in_flight
             .as_ref()
-            .is_some_and(|flight| flight.deadline.is_some());
+            .is_some_and(|flight| !matches!(flight.stage, Stage::Writing));
         match item {
             Inbound::Ack if frame_sent => {
                 io.in_flight = None;
@@ -942,6 +1066,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         io.queue.push_back(Outgoing {
                             frame,
                             request_id: None,
+                            ping: false,
                         });
                         return;
                     }
@@ -1041,6 +1166,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         io.queue.push_back(Outgoing {
             frame,
             request_id: None,
+            ping: false,
         });
     }
 }
@@ -1081,6 +1207,14 @@ mod tests {
             self.line.write_all(bytes).await.unwrap();
         }
 
+        /// ACKs a request of the agent's and answers it `ok`.
+        async fn acknowledge_and_answer_ok(&mut self, request: &serde_json::Value) {
+            self.send(&[ACK]).await;
+            let ok = format!(r#"{{"type":"ok","re":{}}}"#, request["id"]);
+            self.send(&frame_bytes(ok.as_bytes()).unwrap()).await;
+            assert_eq!(self.next().await, Inbound::Ack);
+        }
+
         /// ACKs the opening probe and answers it, leaving the link up and quiet.
         async fn handshake(&mut self) {
             let ping = self.next_json().await;
@@ -1106,8 +1240,19 @@ mod tests {
         mpsc::Receiver<LinkEvent<TerminalRequest>>,
         Peer,
     ) {
+        agent_with(buffer, settings())
+    }
+
+    fn agent_with(
+        buffer: usize,
+        settings: LinkSettings,
+    ) -> (
+        LinkHandle<AgentRequest>,
+        mpsc::Receiver<LinkEvent<TerminalRequest>>,
+        Peer,
+    ) {
         let (ours, theirs) = tokio::io::duplex(buffer);
-        let (handle, events) = AgentLink::over(ours, settings());
+        let (handle, events) = AgentLink::over(ours, settings);
         let peer = Peer {
             line: theirs,
             codec: FrameCodec::new(),
@@ -1321,6 +1466,134 @@ mod tests {
         agent.wait_for_state(LinkState::Closed).await;
         let mut rest = Vec::new();
         assert_eq!(peer.line.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    /// A 9600-baud 8N1 line: 1.04 ms a character.
+    fn at_9600() -> LinkSettings {
+        LinkSettings {
+            line: LineTiming::new(9600, 10),
+            ..settings()
+        }
+    }
+
+    fn long_cancel(len: usize) -> AgentRequest {
+        AgentRequest::PaymentCancelled {
+            payment_request_id: "z".repeat(len),
+            reason: CancelReason::Operator,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn t3_starts_once_the_frame_has_left_the_line() {
+        let (agent, _events, mut peer) = agent_with(1 << 20, at_9600());
+        peer.handshake().await;
+        let sender = agent.clone();
+        let request = tokio::spawn(async move { sender.request(long_cancel(3000)).await });
+        // The duplex hands the frame over at once; a 9600-baud line takes 3.2 s to send it.
+        let handed = Instant::now();
+        let first = peer.next_json().await;
+        let wire = at_9600().line.wire_time(3000 + 70);
+        let again = peer.next_json().await;
+        let resent_after = handed.elapsed();
+        assert_eq!(again, first, "the resend is the same frame");
+        let t3 = at_9600().ack_timeout;
+        assert!(
+            resent_after >= wire + t3 && resent_after < wire + t3 + Duration::from_millis(100),
+            "resent {resent_after:?} after the frame was handed over; on the wire {wire:?}, T3 {t3:?}"
+        );
+        peer.acknowledge_and_answer_ok(&first).await;
+        assert_eq!(request.await.unwrap(), Ok(Reply::Ok));
+        assert_eq!(agent.state(), LinkState::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn t3_waits_for_the_bytes_the_uart_still_holds() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        // What TIOCOUTQ would say: the UART's queue, held back by flow control.
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let (agent, _events, mut core) = LinkCore::<TerminalRequest, AgentRequest>::new(at_9600());
+        let probe = Arc::clone(&queued);
+        tokio::spawn(async move {
+            let output_queue = move || Some(probe.load(Ordering::SeqCst));
+            let mut transport = Box::pin(ours);
+            core.run_session(&mut transport, &output_queue).await;
+        });
+        let mut peer = Peer {
+            line: theirs,
+            codec: FrameCodec::new(),
+            input: BytesMut::new(),
+        };
+        peer.handshake().await;
+        queued.store(2000, Ordering::SeqCst);
+        let sender = agent.clone();
+        let request = tokio::spawn(async move { sender.request(ready()).await });
+        let handed = Instant::now();
+        let first = peer.next_json().await;
+        // The line settings say the 40-byte frame is out after 42 ms; the UART still holds
+        // 2000 bytes (2.1 s) and lets them go 1.5 s later.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        queued.store(0, Ordering::SeqCst);
+        let again = peer.next_json().await;
+        let resent_after = handed.elapsed();
+        assert_eq!(again, first);
+        let t3 = at_9600().ack_timeout;
+        assert!(
+            resent_after >= Duration::from_millis(2000) + t3,
+            "resent {resent_after:?} after the frame was handed over, before the UART's queue was out and T3 ran"
+        );
+        peer.acknowledge_and_answer_ok(&first).await;
+        assert_eq!(request.await.unwrap(), Ok(Reply::Ok));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_peers_own_frame_on_the_wire_holds_t3_until_it_has_arrived() {
+        let (agent, mut events, peer) = agent_with(1 << 20, at_9600());
+        let mut peer = peer;
+        peer.handshake().await;
+        let sender = agent.clone();
+        let request = tokio::spawn(async move { sender.request(ready()).await });
+        let ours = peer.next_json().await;
+        // Before the peer has read our frame it started one of its own, 3 KB, which it sends
+        // at 9600 baud (40 bytes every 40 ms); its ACK of ours can only follow that frame.
+        let long = format!(
+            r#"{{"type":"payment_started","payment_request_id":"{}","id":1}}"#,
+            "p".repeat(3000)
+        );
+        let frame = frame_bytes(long.as_bytes()).unwrap();
+        let (mut reader, mut writer) = tokio::io::split(peer.line);
+        let sending = tokio::spawn(async move {
+            for slice in frame.chunks(40) {
+                writer.write_all(slice).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            writer.write_all(&[ACK]).await.unwrap();
+            writer
+        });
+        // What the agent sends meanwhile: the ACK of the peer's frame, never ours again.
+        let mut input = BytesMut::new();
+        let mut seen = Vec::new();
+        while !seen.contains(&Inbound::Ack) {
+            input.reserve(256);
+            assert!(reader.read_buf(&mut input).await.unwrap() > 0);
+            while let Some(item) = peer.codec.decode(&mut input).unwrap() {
+                seen.push(item);
+            }
+        }
+        assert_eq!(seen, vec![Inbound::Ack], "our frame was sent again");
+        let mut writer = sending.await.unwrap();
+        let ok = format!(r#"{{"type":"ok","re":{}}}"#, ours["id"]);
+        writer
+            .write_all(&frame_bytes(ok.as_bytes()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(request.await.unwrap(), Ok(Reply::Ok));
+        assert_eq!(agent.state(), LinkState::Up);
+        assert!(matches!(
+            next_request(&mut events).await.request(),
+            TerminalRequest::PaymentStarted { .. }
+        ));
     }
 
     #[test]

@@ -9,9 +9,10 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use serialport::{SerialPort, TTYPort};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_serial::{DataBits, FlowControl, Parity, SerialPortBuilderExt, SerialStream, StopBits};
+use tokio_serial::{DataBits, FlowControl, Parity, SerialStream, StopBits};
 
 use super::link::{LinkCore, LinkEvent, LinkHandle, LinkSettings, SessionEnd};
 use super::message::{AgentRequest, LinkMessage, TerminalRequest};
@@ -80,6 +81,13 @@ fn invalid(message: String) -> io::Error {
 /// Opens the configured device with all of `[serial]`'s line settings (exclusive access, raw
 /// mode). The path is resolved first, so a symlink is followed to whatever it points at now.
 pub fn open_port(config: &SerialConfig) -> io::Result<SerialStream> {
+    open_with_queue(config).map(|(port, _)| port)
+}
+
+/// [`open_port`], and a second handle on the same open device through which the link asks how
+/// many bytes the kernel still holds for the line (`TIOCOUTQ`, answered at once: it never
+/// waits for them like `tcdrain`).
+fn open_with_queue(config: &SerialConfig) -> io::Result<(SerialStream, TTYPort)> {
     let data_bits = match config.data_bits {
         5 => DataBits::Five,
         6 => DataBits::Six,
@@ -107,13 +115,16 @@ pub fn open_port(config: &SerialConfig) -> io::Result<SerialStream> {
     let path = resolved
         .to_str()
         .ok_or_else(|| invalid(format!("{} is not a UTF-8 path", resolved.display())))?;
-    let port = tokio_serial::new(path, config.baud_rate)
+    let failed = |e: serialport::Error| io::Error::other(format!("{path}: {e}"));
+    let tty = tokio_serial::new(path, config.baud_rate)
         .data_bits(data_bits)
         .stop_bits(stop_bits)
         .parity(parity)
         .flow_control(flow_control)
-        .open_native_async()
-        .map_err(|e| io::Error::other(format!("{path}: {e}")))?;
+        .open_native()
+        .map_err(failed)?;
+    let queue = tty.try_clone_native().map_err(failed)?;
+    let port = SerialStream::try_from(tty).map_err(failed)?;
     tracing::info!(
         device = %config.device.display(),
         resolved = %path,
@@ -122,7 +133,7 @@ pub fn open_port(config: &SerialConfig) -> io::Result<SerialStream> {
         config.device.display(),
         config.baud_rate
     );
-    Ok(port)
+    Ok((port, queue))
 }
 
 /// The agent's serial link on the configured device: opens it, keeps reopening it while it is
@@ -156,18 +167,25 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
     let mut last_error: Option<String> = None;
     let mut opened_before = false;
     loop {
-        match open_port(&config) {
-            Ok(mut port) => {
+        match open_with_queue(&config) {
+            Ok((mut port, queue)) => {
                 last_error = None;
                 if opened_before {
                     stats.reopened();
                 }
                 opened_before = true;
-                let end = core.run_session(&mut port).await;
+                let output_queue = || {
+                    queue
+                        .bytes_to_write()
+                        .ok()
+                        .and_then(|queued| usize::try_from(queued).ok())
+                };
+                let end = core.run_session(&mut port, &output_queue).await;
                 // Give up TIOCEXCL before closing, or our own reopen could get EBUSY while
                 // something else keeps the tty open.
                 let _ = port.set_exclusive(false);
                 drop(port);
+                drop(queue);
                 match end {
                     SessionEnd::Shutdown => break,
                     SessionEnd::Lost(e) => {

@@ -1,6 +1,7 @@
 //! A whole agent under test: the payment API simulator on loopback, a pseudo-terminal pair
 //! with the terminal simulator on one end, and the real `pos-agent run` process on the other,
-//! with a datagram socket bound as its `NOTIFY_SOCKET`.
+//! with a datagram socket bound as its `NOTIFY_SOCKET`. With [`Setup::baud_rate`] the line
+//! between them runs at that speed instead ([`SlowLine`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -19,6 +20,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::line::SlowLine;
 use super::{SECRETS, SERVICE_PARAMETER_SECRET, WAIT};
 
 /// Reads the notify socket for as long as the test runs, as systemd does. A notify socket that
@@ -60,6 +62,9 @@ pub struct Setup {
     pub socket_activation: bool,
     /// Read the notify socket like systemd does; `false` plays a manager that never reads it.
     pub read_notifications: bool,
+    /// Put a line of this speed between the agent and the terminal (both configured for it)
+    /// instead of a pty pair, which carries any frame at once.
+    pub baud_rate: Option<u32>,
 }
 
 impl Default for Setup {
@@ -75,6 +80,7 @@ impl Default for Setup {
             extra_env: Vec::new(),
             socket_activation: false,
             read_notifications: true,
+            baud_rate: None,
         }
     }
 }
@@ -82,6 +88,8 @@ impl Default for Setup {
 pub struct Agent {
     pub sim: ApiSimulator,
     pub terminal: TerminalSimulator,
+    /// The line at [`Setup::baud_rate`], if one was asked for.
+    pub line: Option<SlowLine>,
     pub dir: TempDir,
     pub config_path: PathBuf,
     pub socket: PathBuf,
@@ -130,9 +138,17 @@ impl Agent {
 
     pub async fn start_with(sim: ApiSimulator, setup: Setup) -> Agent {
         let dir = tempfile::tempdir().unwrap();
-        let pair = VirtualSerial::open().expect("pty pair");
+        let (line, pair) = match setup.baud_rate {
+            Some(baud_rate) => (Some(SlowLine::open(baud_rate)), None),
+            None => (None, Some(VirtualSerial::open().expect("pty pair"))),
+        };
+        let agent_end = match (&line, &pair) {
+            (Some(line), _) => line.agent_end().to_path_buf(),
+            (None, Some(pair)) => pair.slave_path().to_path_buf(),
+            (None, None) => unreachable!(),
+        };
         let device = dir.path().join("ttyTERMINAL"); // Agent::device_link
-        std::os::unix::fs::symlink(pair.slave_path(), &device).unwrap();
+        std::os::unix::fs::symlink(&agent_end, &device).unwrap();
         let state_dir = dir.path().join("state");
         let socket = dir.path().join("control.sock");
         let config_path = dir.path().join("agent.toml");
@@ -151,10 +167,19 @@ impl Agent {
         if setup.read_notifications {
             tokio::spawn(read_notifications(Arc::clone(&notify), received));
         }
-        let terminal = TerminalSimulator::over(pair, LinkSettings::default());
+        let terminal = match (&line, pair) {
+            // The terminal's link on its own end, with its line settings (and so their timing).
+            (Some(line), _) => {
+                let config = line.terminal_config();
+                TerminalSimulator::open(config.clone(), LinkSettings::from_config(&config))
+            }
+            (None, Some(pair)) => TerminalSimulator::over(pair, LinkSettings::default()),
+            (None, None) => unreachable!(),
+        };
         let mut agent = Agent {
             sim,
             terminal,
+            line,
             dir,
             config_path,
             socket,
@@ -390,6 +415,54 @@ impl Agent {
             .collect()
     }
 
+    /// Restarts the agent with `count` payments pending: created at the simulator, and written
+    /// into the state snapshot while the agent is down (one write instead of `count`). Returns
+    /// their ids once the agent is connected again.
+    pub async fn restart_with_pending(&mut self, count: usize) -> Vec<String> {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.wait_exit().await;
+        let mut state = self.state_file();
+        let since = serde_json::Value::String(
+            humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        );
+        let mut ids = Vec::new();
+        let payments = state["payments"].as_object_mut().unwrap();
+        payments.clear();
+        for _ in 0..count {
+            let id = self
+                .sim
+                .create_payment_elsewhere(Uuid::new_v4(), 100)
+                .to_string();
+            payments.insert(
+                id.clone(),
+                serde_json::json!({
+                    "merchant_unique_code": null, "amount_minor": null, "currency_id": null,
+                    "since": since, "source": "elsewhere", "cancel_requested": null
+                }),
+            );
+            ids.push(id);
+        }
+        std::fs::write(
+            self.state_dir.join("state.json"),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+        // The snapshot written here is the whole state: no journal is replayed over it.
+        let _ = std::fs::remove_file(self.state_dir.join("state.journal"));
+        self.forget_notifications();
+        self.spawn();
+        self.wait_notification("STATUS=connected").await;
+        self.terminal.wait_until_up().await;
+        ids
+    }
+
+    /// The line at [`Setup::baud_rate`].
+    pub fn line(&self) -> &SlowLine {
+        self.line
+            .as_ref()
+            .expect("an agent started with a baud rate")
+    }
+
     /// The state as the daemon left it on disk (snapshot and journal), as JSON.
     pub fn state_file(&self) -> serde_json::Value {
         let state = pos_agent::state::read_directory(&self.state_dir).expect("readable state");
@@ -472,6 +545,22 @@ impl Agent {
                 payment_request_id, ..
             } => payment_request_id,
             other => panic!("expected sale_started, got {other:?}\nlog:\n{}", self.log()),
+        }
+    }
+
+    /// The terminal's `cancel` of every pending payment: the ids its `cancelled` reply names,
+    /// `cancelled_count` and `truncated`. Generous wait: every cancel goes to the payment API.
+    pub async fn terminal_cancel_all(&mut self) -> (Vec<String>, usize, bool) {
+        let cancel = TerminalRequest::Cancel {
+            payment_request_id: None,
+        };
+        match tokio::time::timeout(WAIT * 6, self.terminal.request(cancel)).await {
+            Ok(Ok(Reply::Cancelled {
+                payment_request_ids,
+                cancelled_count,
+                truncated,
+            })) => (payment_request_ids, cancelled_count, truncated),
+            other => panic!("expected cancelled, got {other:?}\nlog:\n{}", self.log()),
         }
     }
 
@@ -558,7 +647,7 @@ sale_reply_deadline = "{sale_reply_deadline}"
 device = "{device}"
 ack_timeout = "500ms"
 ping_interval = "5s"
-
+{baud_rate}
 [state]
 directory = "{state}"
 
@@ -583,5 +672,9 @@ level = "{log_level}"
         shutdown = setup.shutdown_toml,
         extra = setup.extra_toml,
         log_level = setup.log_level,
+        baud_rate = setup
+            .baud_rate
+            .map(|baud| format!("baud_rate = {baud}\n"))
+            .unwrap_or_default(),
     )
 }

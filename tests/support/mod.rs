@@ -4,6 +4,8 @@
 //!
 //! - [`daemon`]: a whole agent (real `pos-agent run`, terminal simulator on a pty pair, payment
 //!   API simulator on loopback, a notify socket).
+//! - [`line`]: a serial line at a real line's speed (two pty pairs and a relay), with a tap
+//!   that sees every frame crossing it.
 //! - [`payment_api`]: a client configured for a running simulator, the establish parameters, a
 //!   sale, the seed fixtures.
 //! - [`serial`]: the agent's link on a pty slave and a raw terminal on its master.
@@ -16,6 +18,7 @@ use std::time::Duration;
 use pos_agent::simulator::api as sim;
 
 pub mod daemon;
+pub mod line;
 pub mod payment_api;
 pub mod serial;
 pub mod slow_fsync;
