@@ -625,7 +625,9 @@ async fn a_corrupt_state_file_stops_the_start_and_is_left_as_it_is() {
     // The fleet sees a terminal that stays down: the textfile says so, for node_exporter.
     let exposition = std::fs::read_to_string(&textfile).unwrap();
     assert!(
-        exposition.lines().any(|l| l == "pos_agent_state_unusable 1"),
+        exposition
+            .lines()
+            .any(|l| l == "pos_agent_state_unusable 1"),
         "{exposition}"
     );
     agent.finish().await;

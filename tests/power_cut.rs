@@ -56,7 +56,11 @@ fn parse(log: &[u8]) -> Vec<Event> {
     let mut events = Vec::new();
     let mut at = 0;
     while at < log.len() {
-        let end = at + log[at..].iter().position(|&b| b == b'\n').expect("a whole line");
+        let end = at
+            + log[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .expect("a whole line");
         let line = String::from_utf8_lossy(&log[at..end]).into_owned();
         let fields: Vec<&str> = line.split('\t').collect();
         let num = |i: usize| fields[i].parse::<i64>().expect("a number");
@@ -275,8 +279,22 @@ impl Model {
                 .iter()
                 .map(|(name, &inode)| (name.clone(), self.inodes[inode].current()))
                 .collect();
-            states.push((if whole { "unsynced data lost" } else { "directory prefix" }, lost));
-            states.push((if whole { "everything kept" } else { "directory prefix" }, kept));
+            states.push((
+                if whole {
+                    "unsynced data lost"
+                } else {
+                    "directory prefix"
+                },
+                lost,
+            ));
+            states.push((
+                if whole {
+                    "everything kept"
+                } else {
+                    "directory prefix"
+                },
+                kept,
+            ));
             if !whole {
                 continue;
             }
@@ -377,7 +395,12 @@ fn rebuild(events: &[Event], dir: &Path) -> (Vec<CrashState>, usize) {
                 told: told.clone(),
             };
             match seen.get(&hasher.finish()) {
-                Some(&at) => states[at] = CrashState { kind: states[at].kind, ..state },
+                Some(&at) => {
+                    states[at] = CrashState {
+                        kind: states[at].kind,
+                        ..state
+                    }
+                }
                 None => {
                     seen.insert(hasher.finish(), states.len());
                     states.push(state);
@@ -618,7 +641,10 @@ async fn record(agent: &mut Agent, log: &Path) {
         if writes_since {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no id record written");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no id record written"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     agent.signal(Signal::SIGKILL);
@@ -768,7 +794,9 @@ async fn a_power_cut_at_any_instant_loses_nothing_and_never_stops_the_start() {
     let (states, cut_points) = rebuild(&events, &agent.state_dir);
     let wanted = match std::env::var("POS_AGENT_POWER_CUT_STATES").as_deref() {
         Ok("all") => usize::MAX,
-        Ok(n) => n.parse().expect("POS_AGENT_POWER_CUT_STATES: a number or all"),
+        Ok(n) => n
+            .parse()
+            .expect("POS_AGENT_POWER_CUT_STATES: a number or all"),
         Err(_) => DEFAULT_STATES,
     };
     let all = states.len();
@@ -798,7 +826,10 @@ async fn a_power_cut_at_any_instant_loses_nothing_and_never_stops_the_start() {
             Ok(loaded) => {
                 let pending: Vec<String> = loaded.state.payments.keys().cloned().collect();
                 if let Err(why) = kept_as_told(state, &pending, &loaded.state) {
-                    failures.push(format!("cut {} ({}): as read: {why}", state.cut, state.kind));
+                    failures.push(format!(
+                        "cut {} ({}): as read: {why}",
+                        state.cut, state.kind
+                    ));
                 }
             }
         }

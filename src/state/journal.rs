@@ -347,8 +347,7 @@ mod tests {
             for i in 1..records.len() {
                 let start = journal(&records[..i]).len();
                 // The header's first bytes reached the disk, the sector after them did not.
-                for boundary in (start + 1..start + RECORD_HEADER_LEN).filter(|b| b % SECTOR == 0)
-                {
+                for boundary in (start + 1..start + RECORD_HEADER_LEN).filter(|b| b % SECTOR == 0) {
                     let mut bytes = whole.clone();
                     bytes[boundary..].fill(0);
                     let loaded = load_from_bytes(Some(&snapshot()), Some(&bytes)).unwrap();

@@ -343,7 +343,10 @@ impl Agent {
                 self.child = None;
                 Err(status)
             }
-            None => panic!("neither READY=1 nor an exit within {WAIT:?}; log:\n{}", self.log()),
+            None => panic!(
+                "neither READY=1 nor an exit within {WAIT:?}; log:\n{}",
+                self.log()
+            ),
         }
     }
 
