@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 const SECTOR: usize = 512;
 /// States checked by `cargo test` when `POS_AGENT_POWER_CUT_STATES` does not say.
-const DEFAULT_STATES: usize = 60;
+const DEFAULT_STATES: usize = 70;
 
 /// One line of the recorder's log, or of the test's own ("told": what the terminal heard).
 #[derive(Debug, Clone)]
