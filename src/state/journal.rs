@@ -199,7 +199,7 @@ enum Damage {
 }
 
 /// The smallest unit a block device writes: a sector of an unsynced append either holds what
-/// was written or reads as zeros (`docs/state.md`, "What the reader assumes of the device").
+/// was written or reads as zeros (`docs/state.md`, "Torn tail or damage").
 pub(crate) const SECTOR: usize = 512;
 
 /// Whether `journal[from..until]` touches a sector whose part in `journal[from..]` is all zeros:
