@@ -233,8 +233,10 @@ impl StateStore {
     /// Opens the state directory (creating it, mode 0700, when missing), takes its lock, reads
     /// `state.json` and replays `state.journal` over it, and starts the state writer. State
     /// that cannot be read is an error naming the file, and nothing is written. A torn journal
-    /// tail is dropped; a legacy (version 1) `state.json` is migrated; a leftover
-    /// `state.json.tmp` (a crash during a snapshot) is ignored.
+    /// tail is dropped (and cut off); what was read is synced before this returns, so nothing
+    /// the caller acknowledges rests on data a power cut could take back; a legacy (version 1)
+    /// `state.json` is migrated; a leftover `state.json.tmp` (a crash during a snapshot) is
+    /// ignored.
     pub fn open(directory: &Path) -> Result<Self, StateError> {
         let dir_error = |source| StateError::Directory {
             dir: directory.to_owned(),
