@@ -579,6 +579,12 @@ pub(crate) fn render(gauges: &Gauges, format: Format) -> String {
 /// Replaces `path` with `text` atomically (a temporary file beside it, then a rename), so that
 /// node_exporter's textfile collector never reads half a file. Readable by all (0644): the
 /// collector runs as another user. Not synced: the file is rewritten every interval anyway.
+/// What `[metrics] textfile` says when the start stopped on the state directory (exit 74):
+/// no daemon runs to write the usual exposition, and a terminal that stays down must be seen.
+pub(crate) const STATE_UNUSABLE_TEXTFILE: &str = "# HELP pos_agent_state_unusable 1: the last \
+start stopped on the state directory (exit 74) and the agent is not running until an operator \
+acts (docs/deployment.md).\n# TYPE pos_agent_state_unusable gauge\npos_agent_state_unusable 1\n";
+
 pub(crate) fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut temporary = path.as_os_str().to_owned();

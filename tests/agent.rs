@@ -595,7 +595,16 @@ async fn kill_9_and_restart_loses_nothing() {
 
 #[tokio::test]
 async fn a_corrupt_state_file_stops_the_start_and_is_left_as_it_is() {
-    let mut agent = Agent::start(Setup::default()).await;
+    let textfile_dir = tempfile::tempdir().unwrap();
+    let textfile = textfile_dir.path().join("pos_agent.prom");
+    let mut agent = Agent::start(Setup {
+        extra_toml: format!(
+            "[metrics]\ntextfile = \"{}\"\ninterval = \"1s\"\n",
+            textfile.display()
+        ),
+        ..Setup::default()
+    })
+    .await;
     agent.signal(Signal::SIGKILL);
     agent.wait_exit().await;
     let file = agent.state_dir.join("state.json");
@@ -613,6 +622,14 @@ async fn a_corrupt_state_file_stops_the_start_and_is_left_as_it_is() {
         std::fs::read(&file).unwrap(),
         garbage,
         "the file was left as it was"
+    );
+    // The fleet sees a terminal that stays down: the textfile says so, for node_exporter.
+    let exposition = std::fs::read_to_string(&textfile).unwrap();
+    assert!(
+        exposition
+            .lines()
+            .any(|l| l == "pos_agent_state_unusable 1"),
+        "{exposition}"
     );
     agent.finish().await;
 }

@@ -222,7 +222,8 @@ fn a_refused_write_fails_the_commit_and_the_next_write_catches_up() {
     let away = root.path().join("state.away");
     std::fs::rename(&dir, &away).unwrap();
     std::fs::write(&dir, b"not a directory").unwrap();
-    // A journal append, then (what reached the disk being unknown) a whole snapshot: both fail.
+    // A journal append, then (what reached the disk being unknown) the journal cut back to its
+    // last durable record and appended again: both fail.
     store.set_connection_id(Some("c-2".into())).unwrap();
     let error = store.commit().wait().unwrap_err();
     assert!(matches!(error, StateError::Write { .. }), "{error}");
@@ -233,7 +234,7 @@ fn a_refused_write_fails_the_commit_and_the_next_write_catches_up() {
     assert_eq!(before.connection_id.as_deref(), Some("c-1"));
     assert!(before.sales.is_empty());
 
-    // Storage back: the next commit writes a whole snapshot, the failed changes with it.
+    // Storage back: the next commit appends the failed changes with its own.
     std::fs::remove_file(&dir).unwrap();
     std::fs::rename(&away, &dir).unwrap();
     store.record_sale_intent("m2", 2, 1, at(1)).unwrap();

@@ -11,6 +11,9 @@
 //! - a journal torn anywhere (cut at any byte of its valid part) still loads, dropping at most
 //!   the cut record, and zeros after the valid part of a journal beside a snapshot (a
 //!   preallocated tail) are a torn tail, not damage, with the same state;
+//! - a sector of the valid journal that never reached the disk (512 bytes from a multiple of
+//!   512, read as zeros: a later sector of an append written before it) is a torn tail at or
+//!   before it, never damage;
 //! - a torn copy of the snapshot (cut before its last byte of content) is refused, never read
 //!   as some other state.
 
@@ -61,6 +64,21 @@ pub fn check(data: &[u8]) {
         let padded = load_from_bytes(snapshot, Some(&zeroed)).expect("a zero tail loads");
         assert_eq!(padded.state, loaded.state);
         assert!(padded.torn_tail);
+    }
+
+    // One sector of the valid journal missing, whatever reached the disk after it.
+    if snapshot.is_some() && !valid.is_empty() {
+        let sector = at - at % 512;
+        let mut holed = valid.to_vec();
+        let end = (sector + 512).min(holed.len());
+        if sector < end {
+            holed[sector..end].fill(0);
+            let read = load_from_bytes(snapshot, Some(&holed)).unwrap_or_else(|e| {
+                panic!("a journal without its sector at {sector} is refused: {e}")
+            });
+            assert!(read.journal_valid_len <= sector);
+            assert!(read.records <= loaded.records);
+        }
     }
 
     // A torn snapshot write (the store renames a complete file, but a filesystem may not keep

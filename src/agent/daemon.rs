@@ -58,6 +58,15 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
         Ok(store) => store,
         Err(e) => {
             error!("cannot start: {e}");
+            if let Some(textfile) = &config.metrics.textfile {
+                if let Err(e) = metrics::write_textfile(textfile, metrics::STATE_UNUSABLE_TEXTFILE)
+                {
+                    warn!(
+                        "cannot write the metrics textfile {}: {e}",
+                        textfile.display()
+                    );
+                }
+            }
             return ExitCode::from(EXIT_STATE_UNREADABLE);
         }
     };

@@ -193,12 +193,39 @@ fn parse_snapshot(bytes: &[u8]) -> Result<(AgentState, bool), LoadError> {
 }
 
 enum Damage {
-    /// What an interrupted append leaves: a record cut short, or zeros where it should be.
+    /// What an interrupted append leaves: a record cut short, or sectors of it never written.
     TornTail,
     Corrupt(String),
 }
 
+/// The smallest unit a block device writes: a sector of an unsynced append either holds what
+/// was written or reads as zeros (`docs/state.md`, "Torn tail or damage").
+pub(crate) const SECTOR: usize = 512;
+
+/// Whether `journal[from..until]` touches a sector whose part in `journal[from..]` is all zeros:
+/// a sector of an append that never reached the disk. `until` may run past the end.
+fn holds_unwritten_sector(journal: &[u8], from: usize, until: usize) -> bool {
+    let until = until.min(journal.len());
+    let mut sector = from - from % SECTOR;
+    while sector < until {
+        let start = sector.max(from);
+        let end = (sector + SECTOR).min(journal.len());
+        if journal[start..end].iter().all(|&b| b == 0) {
+            return true;
+        }
+        sector += SECTOR;
+    }
+    false
+}
+
 /// The record at `offset` and the offset after it.
+///
+/// A record that fails is a torn tail when it is what a power cut during its append can leave:
+/// cut short by the end of the file, or with a sector of it reading as zeros (whatever follows:
+/// a later sector of the same append may have reached the disk before an earlier one), or with
+/// a payload that fails its checksum and nothing but zeros after it. Anything else (a header or
+/// a payload changed without a zeroed sector, with more data after it; a record with a valid
+/// checksum that is not a record) is damage.
 fn read_record(journal: &[u8], offset: usize) -> Result<(Record, usize), Damage> {
     let rest = &journal[offset..];
     let zeros_from = |at: usize| {
@@ -213,7 +240,9 @@ fn read_record(journal: &[u8], offset: usize) -> Result<(Record, usize), Damage>
     let (len, len_crc, payload_crc) = (word(0), word(4), word(8));
     let len = usize::try_from(len).unwrap_or(usize::MAX);
     if CRC32C.checksum(&header[..4]) != len_crc || len == 0 || len > MAX_RECORD_LEN {
-        return if zeros_from(0) {
+        return if zeros_from(0)
+            || holds_unwritten_sector(journal, offset, offset + RECORD_HEADER_LEN)
+        {
             Err(Damage::TornTail)
         } else {
             Err(Damage::Corrupt("invalid record header".into()))
@@ -224,7 +253,7 @@ fn read_record(journal: &[u8], offset: usize) -> Result<(Record, usize), Damage>
         return Err(Damage::TornTail);
     };
     if CRC32C.checksum(payload) != payload_crc {
-        return if zeros_from(end) {
+        return if zeros_from(end) || holds_unwritten_sector(journal, offset, offset + end) {
             Err(Damage::TornTail)
         } else {
             Err(Damage::Corrupt("record checksum mismatch".into()))
@@ -299,6 +328,77 @@ mod tests {
         bytes.extend([0u8; 30]);
         let loaded = load_from_bytes(Some(&snapshot()), Some(&bytes)).unwrap();
         assert_eq!(loaded.state.connection_id.as_deref(), Some("a"));
+    }
+
+    /// Records of `n` bytes of payload each, enough of them to span several sectors.
+    fn long_journal(count: usize) -> Vec<Record> {
+        (0..count)
+            .map(|i| connection(&format!("{i:03}-{}", "x".repeat(300))))
+            .collect()
+    }
+
+    #[test]
+    fn a_header_torn_at_a_sector_boundary_is_a_torn_tail() {
+        let mut checked = 0;
+        for pad in 0..256 {
+            let mut records = vec![connection(&"p".repeat(pad + 1))];
+            records.extend(long_journal(6));
+            let whole = journal(&records);
+            for i in 1..records.len() {
+                let start = journal(&records[..i]).len();
+                // The header's first bytes reached the disk, the sector after them did not.
+                for boundary in (start + 1..start + RECORD_HEADER_LEN).filter(|b| b % SECTOR == 0) {
+                    let mut bytes = whole.clone();
+                    bytes[boundary..].fill(0);
+                    let loaded = load_from_bytes(Some(&snapshot()), Some(&bytes)).unwrap();
+                    assert_eq!(loaded.records, i, "pad {pad}, boundary {boundary}");
+                    assert!(loaded.torn_tail);
+                    assert_eq!(loaded.journal_valid_len, start);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10, "{checked} headers torn");
+    }
+
+    #[test]
+    fn a_later_sector_written_before_an_earlier_one_is_a_torn_tail() {
+        let base = journal(&[connection("a")]);
+        let mut bytes = base.clone();
+        bytes.extend(journal(&long_journal(8)));
+        // The first sector wholly inside the unsynced append reads as zeros; the ones after it
+        // (more records, whole and valid) reached the disk.
+        let hole = base.len().next_multiple_of(SECTOR);
+        bytes[hole..hole + SECTOR].fill(0);
+        let loaded = load_from_bytes(Some(&snapshot()), Some(&bytes)).unwrap();
+        assert!(loaded.torn_tail);
+        assert!(loaded.journal_valid_len <= hole);
+        // The sector holding the start of the append, never rewritten: the old bytes, then zeros.
+        let mut bytes = base.clone();
+        bytes.extend(journal(&long_journal(8)));
+        let end = base.len().next_multiple_of(SECTOR);
+        bytes[base.len()..end].fill(0);
+        let loaded = load_from_bytes(Some(&snapshot()), Some(&bytes)).unwrap();
+        assert_eq!(loaded.state.connection_id.as_deref(), Some("a"));
+        assert_eq!((loaded.records, loaded.journal_valid_len), (1, base.len()));
+    }
+
+    #[test]
+    fn a_changed_byte_with_no_zeroed_sector_is_damage_wherever_it_is() {
+        let records = long_journal(8);
+        let whole = journal(&records);
+        let first = journal(&records[..1]).len();
+        for at in [first, first + 2, first + 7, first + RECORD_HEADER_LEN + 40] {
+            let mut bytes = whole.clone();
+            bytes[at] ^= 0x40;
+            assert!(
+                matches!(
+                    load_from_bytes(Some(&snapshot()), Some(&bytes)),
+                    Err(LoadError::CorruptJournal { offset, .. }) if offset == first
+                ),
+                "byte {at}"
+            );
+        }
     }
 
     #[test]

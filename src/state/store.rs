@@ -233,18 +233,16 @@ impl StateStore {
     /// Opens the state directory (creating it, mode 0700, when missing), takes its lock, reads
     /// `state.json` and replays `state.journal` over it, and starts the state writer. State
     /// that cannot be read is an error naming the file, and nothing is written. A torn journal
-    /// tail is dropped; a legacy (version 1) `state.json` is migrated; a leftover
-    /// `state.json.tmp` (a crash during a snapshot) is ignored.
+    /// tail is dropped (and cut off); what was read is synced before this returns, so nothing
+    /// the caller acknowledges rests on data a power cut could take back; a legacy (version 1)
+    /// `state.json` is migrated; a leftover `state.json.tmp` (a crash during a snapshot) is
+    /// ignored.
     pub fn open(directory: &Path) -> Result<Self, StateError> {
         let dir_error = |source| StateError::Directory {
             dir: directory.to_owned(),
             source,
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(directory)
-            .map_err(dir_error)?;
+        create_directory(directory).map_err(dir_error)?;
         let lock_path = directory.join(LOCK_FILE);
         let lock_file = OpenOptions::new()
             .read(true)
@@ -289,21 +287,39 @@ impl StateStore {
                     }
                 }
             })?;
+        if loaded.torn_tail {
+            let dropped = journal_bytes.as_ref().map_or(0, Vec::len) - loaded.journal_valid_len;
+            tracing::warn!(
+                "{}: dropped a torn tail of {dropped} bytes after {} whole records (an append \
+                 cut short by a crash or a power cut; nothing it held was acknowledged)",
+                journal.display(),
+                loaded.records
+            );
+        }
+        make_durable(
+            directory,
+            &file,
+            &journal,
+            loaded.torn_tail.then_some(loaded.journal_valid_len as u64),
+        )
+        .map_err(|source| StateError::Write {
+            file: journal.clone(),
+            source,
+        })?;
         let mut state = loaded.state;
-        let pruned = !state.prune_final_sales(SystemTime::now()).is_empty();
+        let pruned = state.prune_final_sales(SystemTime::now());
         let writer = Writer::spawn(writer::Start {
             directory: directory.to_owned(),
             state: state.clone(),
             snapshot_current: snapshot.is_some() && !loaded.migrate,
             journal_len: loaded.journal_valid_len as u64,
-            torn_tail: loaded.torn_tail,
-            compact_now: loaded.migrate || loaded.torn_tail || pruned,
+            compact_now: loaded.migrate,
         })
         .map_err(|source| StateError::Write {
             file: journal.clone(),
             source,
         })?;
-        Ok(Self {
+        let mut store = Self {
             directory: directory.to_owned(),
             file,
             journal,
@@ -311,7 +327,18 @@ impl StateStore {
             changes_since_prune: 0,
             writer,
             _lock: lock,
-        })
+        };
+        // Journalled like any other change, so that the journal always holds every change a
+        // later snapshot holds (docs/state.md, "Why a crash anywhere is safe").
+        store.submit(
+            pruned
+                .into_iter()
+                .map(|merchant_unique_code| Change::RemoveSale {
+                    merchant_unique_code,
+                })
+                .collect(),
+        );
+        Ok(store)
     }
 
     pub fn directory(&self) -> &Path {
@@ -548,6 +575,60 @@ impl StateStore {
         let touched = Touched::sale(code).with_payment(payment);
         self.touch(touched, |state| state.finish_sale(code, outcome, at))
     }
+}
+
+/// Creates `directory` (mode 0700) and any missing parent, and syncs the parent of each
+/// directory created, so that the new entries survive a power cut.
+fn create_directory(directory: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = directory
+        .ancestors()
+        .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+        .collect();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(directory)?;
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        sync_directory(parent)?;
+    }
+    Ok(())
+}
+
+/// Makes what was just read durable before anything acts on it: after a crash the files may
+/// still be in the page cache only, and a power cut before their next sync would take back what
+/// this process goes on to acknowledge. A torn journal tail is cut off first (`keep`), so that
+/// the next append follows the last whole record.
+fn make_durable(
+    directory: &Path,
+    snapshot: &Path,
+    journal: &Path,
+    keep: Option<u64>,
+) -> std::io::Result<()> {
+    for file in [snapshot, journal] {
+        let opened = match keep {
+            Some(_) if file == journal => OpenOptions::new().write(true).open(file),
+            _ => File::open(file),
+        };
+        match opened {
+            Ok(opened) => {
+                if let (Some(len), true) = (keep, file == journal) {
+                    opened.set_len(len)?;
+                }
+                opened.sync_all()?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    sync_directory(directory)
+}
+
+fn sync_directory(directory: &Path) -> std::io::Result<()> {
+    File::open(directory).and_then(|dir| dir.sync_all())
 }
 
 /// The file's bytes, `None` when it does not exist.

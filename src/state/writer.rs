@@ -74,10 +74,9 @@ pub(crate) struct Start {
     pub state: AgentState,
     /// Whether `state.json` exists in the current format.
     pub snapshot_current: bool,
-    /// The journal's valid length, and whether bytes follow it (a torn tail).
+    /// The journal's length: whole records only (a torn tail was cut off when it was read).
     pub journal_len: u64,
-    pub torn_tail: bool,
-    /// Write a snapshot at once (migration, torn tail), not only at the first change.
+    /// Write a snapshot at once (migration), not only at the first change.
     pub compact_now: bool,
 }
 
@@ -137,19 +136,28 @@ impl Drop for Writer {
 }
 
 /// The writer thread's files and replica of the state.
+///
+/// The journal on disk holds, after the snapshot, every change the replica holds beyond it
+/// except `backlog`: a compaction runs only once the backlog is appended and synced, so that
+/// replaying the journal over the new snapshot changes nothing (docs/state.md, "Why a crash
+/// anywhere is safe").
 struct Files {
     directory: PathBuf,
     shared: Arc<Shared>,
     replica: AgentState,
     journal: Option<File>,
+    /// Bytes of the journal known durable: whole records.
     journal_len: u64,
     snapshot_len: u64,
-    /// The next group is written as a snapshot, not appended: no current snapshot yet, a torn
-    /// tail to replace, or an append that failed (its bytes on disk are unknown).
-    compact_next: bool,
+    /// No snapshot in the current format yet (a new directory, a migration not yet written):
+    /// the next write is a snapshot. The journal is empty then.
+    need_snapshot: bool,
     compact_now: bool,
-    /// The replica holds changes that a failed write did not make durable.
-    unwritten: bool,
+    /// Records applied to the replica and not yet durable (a failed write keeps them here, and
+    /// the next write makes them durable with its own).
+    backlog: Vec<u8>,
+    /// An append failed: bytes after `journal_len` are unknown and are cut off before the next.
+    journal_dirty: bool,
 }
 
 impl Files {
@@ -164,14 +172,16 @@ impl Files {
             journal: None,
             journal_len: start.journal_len,
             snapshot_len,
-            compact_next: !start.snapshot_current || start.torn_tail,
+            need_snapshot: !start.snapshot_current,
             compact_now: start.compact_now,
-            unwritten: false,
+            backlog: Vec::new(),
+            journal_dirty: false,
         }
     }
 
     fn run(mut self) {
         if self.compact_now {
+            self.compact_now = false;
             let _ = self.compact();
         }
         loop {
@@ -194,19 +204,19 @@ impl Files {
         }
     }
 
-    /// Makes one group durable (one append and one `fdatasync`, or one snapshot) and tells
-    /// its waiters.
+    /// Makes one group durable (one append and one `fdatasync`, or one snapshot), tells its
+    /// waiters, then compacts when the journal has outgrown the snapshot.
     fn commit(&mut self, group: Vec<Queued>) {
         let count = group.len();
-        let mut bytes = Vec::new();
         let mut waiters = Vec::with_capacity(count);
         let mut encoded = Ok(());
+        let adding = self.backlog.len();
         for item in group {
             if !item.changes.is_empty() {
                 let record = Record {
                     changes: item.changes,
                 };
-                if let Err(e) = encode_record(&record, &mut bytes) {
+                if let Err(e) = encode_record(&record, &mut self.backlog) {
                     encoded = Err(std::io::Error::other(e));
                 }
                 for change in record.changes {
@@ -215,21 +225,17 @@ impl Files {
             }
             waiters.extend(item.done);
         }
+        let added = self.backlog.len() > adding;
         let started = std::time::Instant::now();
         let result = match encoded {
             Err(e) => Err(e),
-            Ok(()) if bytes.is_empty() && !self.unwritten => Ok(()),
-            Ok(())
-                if self.compact_next || self.unwritten || self.due_for_compaction(bytes.len()) =>
-            {
-                self.compact()
-            }
-            Ok(()) => self.append(&bytes),
+            Ok(()) if self.backlog.is_empty() => Ok(()),
+            Ok(()) if self.need_snapshot => self.compact(),
+            Ok(()) => self.append(),
         };
         if result.is_err() {
-            self.unwritten = true;
             METRICS.state_write_errors.inc();
-        } else if !bytes.is_empty() {
+        } else if added {
             METRICS.state_commit.observe(started.elapsed());
         }
         let outcome: Outcome = result.map_err(|e| (e.kind(), e.to_string()));
@@ -237,26 +243,44 @@ impl Files {
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());
         }
+        if outcome.is_ok() && self.backlog.is_empty() && self.due_for_compaction() {
+            // The journal stays whole and readable if this fails; the next append retries it.
+            if self.compact().is_err() {
+                METRICS.state_write_errors.inc();
+            }
+        }
     }
 
-    fn due_for_compaction(&self, adding: usize) -> bool {
-        let after = self.journal_len + adding as u64;
-        after > COMPACT_MIN_BYTES && after > COMPACT_RATIO * self.snapshot_len
+    fn due_for_compaction(&self) -> bool {
+        self.journal_len > COMPACT_MIN_BYTES && self.journal_len > COMPACT_RATIO * self.snapshot_len
     }
 
-    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let result = self.try_append(bytes);
+    /// Appends the backlog to the journal and syncs it. On failure the backlog stays, and what
+    /// reached the disk is cut off before the next append.
+    fn append(&mut self) -> std::io::Result<()> {
+        let result = self.try_append();
         if result.is_err() {
-            // What reached the disk is unknown: the next write replaces it all.
-            self.compact_next = true;
+            self.journal_dirty = true;
             self.journal = None;
         }
         result
     }
 
-    fn try_append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    fn try_append(&mut self) -> std::io::Result<()> {
+        let path = self.directory.join(JOURNAL_FILE);
+        if self.journal_dirty {
+            match OpenOptions::new().write(true).open(&path) {
+                Ok(file) => {
+                    file.set_len(self.journal_len)?;
+                    file.sync_all()?;
+                    self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.journal_len == 0 => {}
+                Err(e) => return Err(e),
+            }
+            self.journal_dirty = false;
+        }
         if self.journal.is_none() {
-            let path = self.directory.join(JOURNAL_FILE);
             let existed = path.exists();
             let file = OpenOptions::new()
                 .append(true)
@@ -272,30 +296,22 @@ impl Files {
         let Some(journal) = self.journal.as_mut() else {
             return Err(std::io::Error::other("journal not open"));
         };
-        journal.write_all(bytes)?;
+        journal.write_all(&self.backlog)?;
         self.shared
             .bytes_written
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            .fetch_add(self.backlog.len() as u64, Ordering::Relaxed);
         journal.sync_data()?;
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
-        self.journal_len += bytes.len() as u64;
+        self.journal_len += self.backlog.len() as u64;
+        self.backlog.clear();
         Ok(())
     }
 
     /// Writes the replica as the new snapshot (atomically, by rename), then empties the
-    /// journal. A crash between the two leaves a journal whose records the snapshot already
-    /// holds; replaying them changes nothing (see [`Change`]).
+    /// journal. Called only when the journal holds every change of the replica beyond the old
+    /// snapshot (or there is no journal), so a crash between the two leaves a journal whose
+    /// replay over the new snapshot changes nothing (see [`Change`]).
     fn compact(&mut self) -> std::io::Result<()> {
-        let result = self.try_compact();
-        self.compact_next = result.is_err();
-        self.compact_now = false;
-        if result.is_ok() {
-            self.unwritten = false;
-        }
-        result
-    }
-
-    fn try_compact(&mut self) -> std::io::Result<()> {
         let bytes = encode_snapshot(&self.replica).map_err(std::io::Error::other)?;
         write_snapshot(&self.directory, &bytes)?;
         self.shared
@@ -303,18 +319,23 @@ impl Files {
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.shared.syncs.fetch_add(2, Ordering::Relaxed);
         self.snapshot_len = bytes.len() as u64;
+        self.need_snapshot = false;
+        self.backlog.clear();
         self.journal = None;
         let path = self.directory.join(JOURNAL_FILE);
         match OpenOptions::new().write(true).open(&path) {
             Ok(file) => {
+                // Until the empty journal is durable, the next append first empties it again.
+                self.journal_len = 0;
+                self.journal_dirty = true;
                 file.set_len(0)?;
                 file.sync_all()?;
+                self.journal_dirty = false;
                 self.shared.syncs.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.journal_len = 0,
             Err(e) => return Err(e),
         }
-        self.journal_len = 0;
         Ok(())
     }
 }

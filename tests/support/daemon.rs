@@ -248,6 +248,17 @@ impl Agent {
         pair
     }
 
+    /// Sets a variable of the daemon's environment for the next [`Agent::spawn`].
+    pub fn set_env(&mut self, key: &'static str, value: String) {
+        self.remove_env(key);
+        self.env.push((key, value));
+    }
+
+    /// Drops a variable set by [`Setup::extra_env`] or [`Agent::set_env`].
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| *k != key);
+    }
+
     /// Starts the daemon process (again) on the same files.
     pub fn spawn(&mut self) {
         let stderr = std::fs::File::create(
@@ -328,6 +339,39 @@ impl Agent {
             if message.contains(needle) {
                 return message;
             }
+        }
+    }
+
+    /// Waits for `READY=1` or for the daemon to exit, whichever comes first: a start that
+    /// fails gives its exit status at once, not after [`WAIT`].
+    pub async fn ready_or_exit(&mut self) -> Result<(), ExitStatus> {
+        if self.notifications.iter().any(|n| n.contains("READY=1")) {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let child = self.child.as_mut().expect("running");
+        let exited = loop {
+            tokio::select! {
+                received = tokio::time::timeout_at(deadline, self.incoming.recv()) => {
+                    let Ok(Some(message)) = received else { break None };
+                    let ready = message.contains("READY=1");
+                    self.notifications.push(message);
+                    if ready {
+                        return Ok(());
+                    }
+                }
+                status = child.wait() => break Some(status.expect("wait for pos-agent")),
+            }
+        };
+        match exited {
+            Some(status) => {
+                self.child = None;
+                Err(status)
+            }
+            None => panic!(
+                "neither READY=1 nor an exit within {WAIT:?}; log:\n{}",
+                self.log()
+            ),
         }
     }
 

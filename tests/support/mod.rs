@@ -10,6 +10,7 @@
 //!   sale, the seed fixtures.
 //! - [`serial`]: the agent's link on a pty slave and a raw terminal on its master.
 //! - [`slow_fsync`]: the slow-storage shim preloaded into the daemon.
+//! - [`preload`]: the `LD_PRELOAD` libraries of `tools/`, built with the host's C compiler.
 #![allow(dead_code)]
 
 use std::process::Command;
@@ -20,6 +21,7 @@ use pos_agent::simulator::api as sim;
 pub mod daemon;
 pub mod line;
 pub mod payment_api;
+pub mod preload;
 pub mod serial;
 pub mod slow_fsync;
 

@@ -1,0 +1,35 @@
+//! `LD_PRELOAD` libraries from `tools/` (the slow-storage shim, the power-cut recorder), built
+//! with the host's C compiler into this build's target directory, once per process each.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// Builds `tools/<source>` (once per process) and returns the library's path.
+pub fn library(source: &str) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(path) = built.get(source) {
+        return path.clone();
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tools")
+        .join(source);
+    let stem = source.trim_end_matches(".c");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("lib{stem}-{}.so", std::process::id()));
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args([
+            "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o",
+        ])
+        .arg(&out)
+        .arg(&path)
+        .args(["-ldl", "-lpthread"])
+        .status()
+        .unwrap_or_else(|e| panic!("run the C compiler (cc) to build tools/{source}: {e}"));
+    assert!(status.success(), "building tools/{source} failed");
+    built.insert(source.to_owned(), out.clone());
+    out
+}
