@@ -201,85 +201,103 @@ fn joined(ids: &[String]) -> Option<String> {
     (!ids.is_empty()).then(|| ids.join(" "))
 }
 
+/// Who asked, as the record's fields say it.
+enum Who<'a> {
+    Operator(&'a Operator),
+    Terminal { device: &'a str, request_id: u32 },
+}
+
 /// Writes the record of an operator's request (docs/operations.md, "Audit records").
 pub(crate) fn write_operator(operator: &Operator, record: &Record) {
-    let message = format!(
-        "operator {} (uid {}, pid {}): {} of {}: {}",
-        operator.user_text(),
-        operator.uid_text(),
-        operator.pid_text(),
-        record.command,
-        record.subject(),
-        record.outcome_text()
-    );
-    let (uid, pid) = (operator.uid_text(), operator.pid_text());
-    let (ids, failed_ids) = (
-        joined(&record.payment_request_ids),
-        joined(&record.failed_payment_request_ids),
-    );
-    macro_rules! write_at {
-        ($level:expr) => {
-            tracing::event!(
-                target: TARGET,
-                $level,
-                origin = "operator",
-                operator_uid = uid.as_str(),
-                operator_user = operator.user_text(),
-                operator_pid = pid.as_str(),
-                operator_command = record.command.as_str(),
-                outcome = record.outcome().as_str(),
-                error_code = record.error_code,
-                reason = record.reason.as_deref(),
-                payment_request_id = record.payment_request_id.as_deref(),
-                payment_request_ids = ids.as_deref(),
-                failed_payment_request_ids = failed_ids.as_deref(),
-                connection_id = record.connection_id.as_deref(),
-                session_id = record.session_id.as_deref(),
-                checkout_id = record.checkout_id,
-                apm_account = record.apm_account.as_deref(),
-                "{message}"
-            )
-        };
-    }
-    if record.read_only {
-        write_at!(tracing::Level::DEBUG);
-    } else {
-        write_at!(tracing::Level::INFO);
-    }
+    write(&Who::Operator(operator), record);
 }
 
 /// Writes the record of a terminal's request (docs/operations.md, "Audit records").
 pub(crate) fn write_terminal(device: &str, request_id: u32, record: &Record) {
-    let message = format!(
-        "terminal on {device} (request {request_id}): {} of {}: {}",
-        record.command,
-        record.subject(),
-        record.outcome_text()
+    write(&Who::Terminal { device, request_id }, record);
+}
+
+/// One event for every kind of record, so that the terminal's binary carries one set of
+/// fields; a field that does not apply is left out of the journal entry.
+fn write(who: &Who<'_>, record: &Record) {
+    let (origin, message) = match who {
+        Who::Operator(operator) => (
+            "operator",
+            format!(
+                "operator {} (uid {}, pid {}): {} of {}: {}",
+                operator.user_text(),
+                operator.uid_text(),
+                operator.pid_text(),
+                record.command,
+                record.subject(),
+                record.outcome_text()
+            ),
+        ),
+        Who::Terminal { device, request_id } => (
+            "terminal",
+            format!(
+                "terminal on {device} (request {request_id}): {} of {}: {}",
+                record.command,
+                record.subject(),
+                record.outcome_text()
+            ),
+        ),
+    };
+    let operator = match who {
+        Who::Operator(operator) => Some(operator),
+        Who::Terminal { .. } => None,
+    };
+    let (uid, pid) = (
+        operator.map(|o| o.uid_text()),
+        operator.map(|o| o.pid_text()),
     );
-    let ids = joined(&record.payment_request_ids);
-    macro_rules! write_at {
-        ($level:expr) => {
-            tracing::event!(
-                target: TARGET,
-                $level,
-                origin = "terminal",
-                terminal_device = device,
-                terminal_request_id = request_id,
-                terminal_command = record.command.as_str(),
-                outcome = record.outcome().as_str(),
-                reason = record.reason.as_deref(),
-                payment_request_id = record.payment_request_id.as_deref(),
-                payment_request_ids = ids.as_deref(),
-                merchant_unique_code = record.merchant_unique_code.as_deref(),
-                "{message}"
-            )
-        };
-    }
+    let (operator_command, terminal_command) = match who {
+        Who::Operator(_) => (Some(record.command.as_str()), None),
+        Who::Terminal { .. } => (None, Some(record.command.as_str())),
+    };
     if record.read_only {
-        write_at!(tracing::Level::DEBUG);
-    } else {
-        write_at!(tracing::Level::INFO);
+        tracing::debug!(
+            target: TARGET,
+            origin,
+            operator_uid = uid.as_deref(),
+            operator_command,
+            terminal_command,
+            outcome = record.outcome().as_str(),
+            "{message}"
+        );
+        return;
     }
+    let (device, request_id) = match who {
+        Who::Terminal { device, request_id } => (Some(*device), Some(*request_id)),
+        Who::Operator(_) => (None, None),
+    };
+    let (ids, failed_ids) = (
+        joined(&record.payment_request_ids),
+        joined(&record.failed_payment_request_ids),
+    );
+    tracing::info!(
+        target: TARGET,
+        origin,
+        operator_uid = uid.as_deref(),
+        operator_user = operator.map(|o| o.user_text()),
+        operator_pid = pid.as_deref(),
+        operator_command,
+        terminal_device = device,
+        terminal_request_id = request_id,
+        terminal_command,
+        outcome = record.outcome().as_str(),
+        error_code = record.error_code,
+        reason = record.reason.as_deref(),
+        payment_request_id = record.payment_request_id.as_deref(),
+        payment_request_ids = ids.as_deref(),
+        failed_payment_request_ids = failed_ids.as_deref(),
+        merchant_unique_code = record.merchant_unique_code.as_deref(),
+        connection_id = record.connection_id.as_deref(),
+        session_id = record.session_id.as_deref(),
+        checkout_id = record.checkout_id,
+        apm_account = record.apm_account.as_deref(),
+        "{message}"
+    );
 }
 
 #[cfg(test)]
