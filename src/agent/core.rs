@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::metrics::{CancelOutcome, METRICS};
 use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest};
 use crate::retry::RetryPolicy;
-use crate::serial::message::{AgentRequest, SaleOrder};
+use crate::serial::message::{AgentRequest, Reply, SaleOrder, TerminalIdentity, PROTOCOL_VERSION};
 use crate::serial::LinkHandle;
 use crate::state::{
     CancelReason, Commit, PaymentOutcome, PaymentSource, PendingPayment, SaleRecord, SaleStage,
@@ -65,6 +65,9 @@ pub(crate) struct Core {
     /// Why the connection could not be brought up, while it is not (shown by `status`).
     connection_problem: Mutex<Option<String>>,
     cancels_in_flight: Mutex<HashSet<String>>,
+    /// Who the terminal on the link said it is, in its answer to the latest `agent_state`
+    /// `ready` (docs/serial-protocol.md §3 "Versions"); `None` until it answered.
+    terminal: Mutex<Option<TerminalIdentity>>,
     /// Notifications on their way to the terminal; the shutdown waits for them before the exit.
     notifications: TaskTracker,
     /// Woken whenever something the main loop shows or times (STATUS=, payment timeouts) changed.
@@ -90,6 +93,7 @@ impl Core {
             settling: Mutex::new(HashSet::new()),
             connection_problem: Mutex::new(None),
             cancels_in_flight: Mutex::new(HashSet::new()),
+            terminal: Mutex::new(None),
             notifications: TaskTracker::new(),
             changed: Notify::new(),
         })
@@ -973,6 +977,52 @@ impl Core {
                 info!("the terminal did not take a notification: {e}");
             }
         });
+    }
+
+    /// Sends `agent_state` `ready` (the link just came up) and keeps who the terminal says it is
+    /// from its answer (docs/serial-protocol.md §3 "Versions"). A terminal speaking a newer
+    /// protocol than this build is still spoken to in this build's version, with a warning.
+    pub(crate) fn greet_terminal(self: &Arc<Self>) {
+        let core = Arc::clone(self);
+        self.notifications.spawn(async move {
+            match core.link.request(AgentRequest::ready()).await {
+                Ok(Reply::Ok(identity)) => {
+                    let identity = identity.sanitized();
+                    let unknown = || "unknown".to_owned();
+                    let (model, firmware) = (
+                        identity.model.clone().unwrap_or_else(unknown),
+                        identity.firmware.clone().unwrap_or_else(unknown),
+                    );
+                    let protocol = identity.protocol_version();
+                    if protocol > PROTOCOL_VERSION {
+                        warn!(
+                            protocol,
+                            "the terminal ({model}, firmware {firmware}) speaks protocol \
+                             version {protocol}, this agent version {PROTOCOL_VERSION}: it must \
+                             fall back to version {PROTOCOL_VERSION}"
+                        );
+                    } else {
+                        info!(
+                            protocol,
+                            "terminal: {model}, firmware {firmware}, protocol version {protocol}"
+                        );
+                    }
+                    *lock(&core.terminal) = Some(identity);
+                    core.changed.notify_one();
+                }
+                Ok(Reply::Error { code, message }) => warn!(
+                    "the terminal refused agent_state ready ({code:?}: {message}); it may speak \
+                     no protocol version at or below {PROTOCOL_VERSION}"
+                ),
+                Ok(other) => info!("the terminal answered agent_state with {other:?}"),
+                Err(e) => info!("the terminal did not take a notification: {e}"),
+            }
+        });
+    }
+
+    /// Who the terminal said it is, once it answered `agent_state` `ready`.
+    pub(crate) fn terminal_identity(&self) -> Option<TerminalIdentity> {
+        lock(&self.terminal).clone()
     }
 
     /// Waits until every notification sent so far was taken or given up by the link (a
