@@ -38,6 +38,8 @@ pub mod agent;
 pub mod build_info;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "simulators")]
+pub mod conformance;
 pub mod control;
 #[cfg(feature = "simulators")]
 mod demo;
