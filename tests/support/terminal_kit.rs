@@ -48,73 +48,86 @@ impl Bench {
             kit_device: kit.slave_path().to_path_buf(),
             terminal_device: terminal.slave_path().to_path_buf(),
         };
-        let (mut from_kit, mut to_kit) = tokio::io::split(kit);
-        let (mut from_terminal, mut to_terminal) = tokio::io::split(terminal);
-        let kit_sent_frame = Arc::new(AtomicBool::new(false));
-        let kit_sent = Arc::clone(&kit_sent_frame);
-        tokio::spawn(async move {
-            let (mut codec, mut buffer, mut chunk) =
-                (FrameCodec::new(), BytesMut::new(), [0u8; 4096]);
-            while let Ok(n @ 1..) = from_kit.read(&mut chunk).await {
-                buffer.extend_from_slice(&chunk[..n]);
-                while let Ok(Some(item)) = codec.decode(&mut buffer) {
-                    if matches!(item, Inbound::Frame(_) | Inbound::Rejected(_)) {
-                        kit_sent.store(true, Ordering::SeqCst);
-                    }
+        relay(kit, terminal, fault);
+        bench
+    }
+}
+
+/// A terminal device joined to `agent_side` (the master of the agent's line): returns the slave
+/// path a terminal process opens.
+pub fn terminal_line_for(agent_side: VirtualSerial) -> PathBuf {
+    let terminal = VirtualSerial::open().unwrap();
+    let device = terminal.slave_path().to_path_buf();
+    relay(agent_side, terminal, Fault::None);
+    device
+}
+
+/// Copies what comes out of `kit` (a pty master) into `terminal` (another one) and back, with
+/// `fault` applied to what the terminal sends.
+fn relay(kit: VirtualSerial, terminal: VirtualSerial, fault: Fault) {
+    let (mut from_kit, mut to_kit) = tokio::io::split(kit);
+    let (mut from_terminal, mut to_terminal) = tokio::io::split(terminal);
+    let kit_sent_frame = Arc::new(AtomicBool::new(false));
+    let kit_sent = Arc::clone(&kit_sent_frame);
+    tokio::spawn(async move {
+        let (mut codec, mut buffer, mut chunk) = (FrameCodec::new(), BytesMut::new(), [0u8; 4096]);
+        while let Ok(n @ 1..) = from_kit.read(&mut chunk).await {
+            buffer.extend_from_slice(&chunk[..n]);
+            while let Ok(Some(item)) = codec.decode(&mut buffer) {
+                if matches!(item, Inbound::Frame(_) | Inbound::Rejected(_)) {
+                    kit_sent.store(true, Ordering::SeqCst);
                 }
-                if to_terminal.write_all(&chunk[..n]).await.is_err() {
+            }
+            if to_terminal.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let (mut codec, mut buffer, mut chunk) = (FrameCodec::new(), BytesMut::new(), [0u8; 4096]);
+        let mut last_frame: Option<bytes::Bytes> = None;
+        let delay = if fault == Fault::SlowAcks {
+            Duration::from_millis(300)
+        } else {
+            Duration::ZERO
+        };
+        let (line, mut delayed) =
+            tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+        tokio::spawn(async move {
+            while let Some((due, out)) = delayed.recv().await {
+                tokio::time::sleep_until(due).await;
+                if to_kit.write_all(&out).await.is_err() {
                     return;
                 }
             }
         });
-        tokio::spawn(async move {
-            let (mut codec, mut buffer, mut chunk) =
-                (FrameCodec::new(), BytesMut::new(), [0u8; 4096]);
-            let mut last_frame: Option<bytes::Bytes> = None;
-            let delay = if fault == Fault::SlowAcks {
-                Duration::from_millis(300)
-            } else {
-                Duration::ZERO
-            };
-            let (line, mut delayed) =
-                tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-            tokio::spawn(async move {
-                while let Some((due, out)) = delayed.recv().await {
-                    tokio::time::sleep_until(due).await;
-                    if to_kit.write_all(&out).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            while let Ok(n @ 1..) = from_terminal.read(&mut chunk).await {
-                buffer.extend_from_slice(&chunk[..n]);
-                while let Ok(Some(item)) = codec.decode(&mut buffer) {
-                    let out: Vec<u8> = match item {
-                        Inbound::Ack => vec![ACK],
-                        Inbound::Nak if fault == Fault::DropNaks => vec![],
-                        Inbound::Nak => vec![NAK],
-                        Inbound::Rejected(_) => vec![],
-                        Inbound::Frame(apdu) => {
-                            let resend = last_frame.as_ref() == Some(&apdu)
-                                && !kit_sent_frame.swap(false, Ordering::SeqCst);
-                            kit_sent_frame.store(false, Ordering::SeqCst);
-                            last_frame = Some(apdu.clone());
-                            if resend && fault == Fault::NoResend {
-                                vec![]
-                            } else {
-                                frame_bytes(&errors_as_ok(&apdu, fault)).unwrap().to_vec()
-                            }
+        while let Ok(n @ 1..) = from_terminal.read(&mut chunk).await {
+            buffer.extend_from_slice(&chunk[..n]);
+            while let Ok(Some(item)) = codec.decode(&mut buffer) {
+                let out: Vec<u8> = match item {
+                    Inbound::Ack => vec![ACK],
+                    Inbound::Nak if fault == Fault::DropNaks => vec![],
+                    Inbound::Nak => vec![NAK],
+                    Inbound::Rejected(_) => vec![],
+                    Inbound::Frame(apdu) => {
+                        let resend = last_frame.as_ref() == Some(&apdu)
+                            && !kit_sent_frame.swap(false, Ordering::SeqCst);
+                        kit_sent_frame.store(false, Ordering::SeqCst);
+                        last_frame = Some(apdu.clone());
+                        if resend && fault == Fault::NoResend {
+                            vec![]
+                        } else {
+                            frame_bytes(&errors_as_ok(&apdu, fault)).unwrap().to_vec()
                         }
-                    };
-                    let due = tokio::time::Instant::now() + delay;
-                    if line.send((due, out)).is_err() {
-                        return;
                     }
+                };
+                let due = tokio::time::Instant::now() + delay;
+                if line.send((due, out)).is_err() {
+                    return;
                 }
             }
-        });
-        bench
-    }
+        }
+    });
 }
 
 fn errors_as_ok(apdu: &[u8], fault: Fault) -> Vec<u8> {
