@@ -48,7 +48,10 @@ async fn every_case_passes_against_the_terminal_simulator() {
     assert_eq!(report["terminal"]["model"], "pos-agent simulate-terminal");
     for case in report["cases"].as_array().unwrap() {
         assert!(
-            case["section"].as_str().unwrap().starts_with('§'),
+            case["section"]
+                .as_str()
+                .unwrap()
+                .starts_with("docs/serial-protocol.md §"),
             "every case names its section: {case}"
         );
     }
@@ -127,7 +130,10 @@ async fn the_report_has_one_line_per_case_and_a_summary() {
     assert_eq!(output.status.code(), Some(0), "{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() >= 22, "{text}");
-    assert!(lines[0].starts_with("PASS  §2 Frames"), "{text}");
+    assert!(
+        lines[0].starts_with("PASS  docs/serial-protocol.md §2 Frames"),
+        "{text}"
+    );
     assert!(
         lines[lines.len() - 2].starts_with("terminal: pos-agent simulate-terminal"),
         "{text}"
@@ -136,4 +142,22 @@ async fn the_report_has_one_line_per_case_and_a_summary() {
         lines[lines.len() - 1].ends_with("passed, 0 failed"),
         "{text}"
     );
+}
+
+#[test]
+fn a_device_that_cannot_be_opened_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("ttyUSB9");
+    let output = support::pos_agent()
+        .args(["conformance", "--device"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the terminal's line") && stderr.contains("ttyUSB9"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
 }

@@ -86,32 +86,32 @@ where
     let s = &settings;
     let b = &mut bench;
     case!(
-        "§2 Frames",
+        "docs/serial-protocol.md §2 Frames",
         "framing and CRC: the spec's ping vector is ACKed and answered with a good frame",
         framing(b, s).await
     );
     case!(
-        "§3 Versions",
+        "docs/serial-protocol.md §3 Versions",
         "agent_state ready is answered ok with a protocol version the agent speaks",
         versions(b, s, &mut terminal).await
     );
     case!(
-        "§2 Receiving",
+        "docs/serial-protocol.md §2 Receiving",
         "a good frame is ACKed within T1 (200 ms)",
         ack_within_t1(b).await
     );
     case!(
-        "§3 Agent → terminal",
+        "docs/serial-protocol.md §3 Agent → terminal",
         "agent_state stopping is answered ok",
         answered_ok(b, s, json!({"type":"agent_state","state":"stopping"})).await
     );
     case!(
-        "§3 Agent → terminal",
+        "docs/serial-protocol.md §3 Agent → terminal",
         "payment_cancelled is answered ok, for every reason",
         payment_cancelled(b, s).await
     );
     case!(
-        "§3 Messages",
+        "docs/serial-protocol.md §3 Messages",
         "unknown fields are ignored",
         answered_ok(
             b,
@@ -121,72 +121,72 @@ where
         .await
     );
     case!(
-        "§3 Received requests",
+        "docs/serial-protocol.md §3 Received requests",
         "request ids: the reply carries the request's id as `re`, up to 4294967295",
         request_ids(b, s).await
     );
     case!(
-        "§3 Received requests",
+        "docs/serial-protocol.md §3 Received requests",
         "replay cache: a duplicate gets the stored reply again, byte for byte, once",
         replay(b, s).await
     );
     case!(
-        "§3 Received requests",
+        "docs/serial-protocol.md §3 Received requests",
         "an invalid request with an id is answered error/invalid_request",
         invalid_requests(b, s).await
     );
     case!(
-        "§3 Received requests",
+        "docs/serial-protocol.md §3 Received requests",
         "a frame without a usable id or not JSON is ACKed and dropped",
         dropped_without_id(b, s).await
     );
     case!(
-        "§3 Received requests",
+        "docs/serial-protocol.md §3 Received requests",
         "a reply to a request the terminal did not make is ACKed and dropped",
         stray_reply(b, s).await
     );
     case!(
-        "§2 Receiving",
+        "docs/serial-protocol.md §2 Receiving",
         "a frame with a bad CRC is answered NAK and its resend delivered once",
         bad_crc(b, s).await
     );
     case!(
-        "§2 Receiving",
+        "docs/serial-protocol.md §2 Receiving",
         "an oversize APDU (over 4096 bytes) is answered NAK",
         oversize(b, s).await
     );
     case!(
-        "§2 Receiving",
+        "docs/serial-protocol.md §2 Receiving",
         "a bad escape inside a frame is answered NAK",
         bad_escape(b, s).await
     );
     case!(
-        "§2 Receiving",
+        "docs/serial-protocol.md §2 Receiving",
         "line noise between frames is dropped without an answer",
         noise(b, s).await
     );
     case!(
-        "§2 Receiving",
+        "docs/serial-protocol.md §2 Receiving",
         "a frame cut off for more than T1 is dropped without an answer",
         cut_off(b, s).await
     );
     case!(
-        "§2 Sending",
+        "docs/serial-protocol.md §2 Sending",
         "a frame answered NAK is sent again at once, the same bytes",
         resend_after_nak(b, s).await
     );
     case!(
-        "§2 Sending",
+        "docs/serial-protocol.md §2 Sending",
         "a frame without an answer is sent again after T3",
         resend_after_t3(b, s).await
     );
     case!(
-        "§2 Sending",
+        "docs/serial-protocol.md §2 Sending",
         "a frame is sent max_sends times in all, then given up",
         give_up(b, s).await
     );
     case!(
-        "§4 Link state",
+        "docs/serial-protocol.md §4 Link state",
         "after the link dropped, a restarted agent (ids from 1) is answered again",
         comes_back(b, s).await
     );

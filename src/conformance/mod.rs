@@ -80,7 +80,7 @@ pub async fn run_command(args: CommandArgs) -> anyhow::Result<()> {
         ..SerialConfig::default()
     };
     let port = crate::serial::open_port(&config)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", args.device.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot open the terminal's line: {e}"))?;
     let settings = KitSettings {
         ack_timeout: args.ack_timeout,
         max_sends: args.max_sends.max(1),
@@ -105,7 +105,7 @@ pub fn human(report: &KitReport) -> String {
     for case in &report.cases {
         let verdict = if case.passed { "PASS" } else { "FAIL" };
         text.push_str(&format!(
-            "{verdict}  {:<22} {}: {}\n",
+            "{verdict}  {:<46} {}: {}\n",
             case.section, case.name, case.seen
         ));
     }
