@@ -988,24 +988,16 @@ impl Core {
             match core.link.request(AgentRequest::ready()).await {
                 Ok(Reply::Ok(identity)) => {
                     let identity = identity.sanitized();
-                    let unknown = || "unknown".to_owned();
-                    let (model, firmware) = (
-                        identity.model.clone().unwrap_or_else(unknown),
-                        identity.firmware.clone().unwrap_or_else(unknown),
-                    );
                     let protocol = identity.protocol_version();
                     if protocol > PROTOCOL_VERSION {
                         warn!(
                             protocol,
-                            "the terminal ({model}, firmware {firmware}) speaks protocol \
-                             version {protocol}, this agent version {PROTOCOL_VERSION}: it must \
-                             fall back to version {PROTOCOL_VERSION}"
+                            "the terminal ({identity}) speaks a newer protocol than this agent \
+                             (version {PROTOCOL_VERSION}): it must fall back to version \
+                             {PROTOCOL_VERSION}"
                         );
                     } else {
-                        info!(
-                            protocol,
-                            "terminal: {model}, firmware {firmware}, protocol version {protocol}"
-                        );
+                        info!(protocol, "terminal: {identity}");
                     }
                     *lock(&core.terminal) = Some(identity);
                     core.changed.notify_one();

@@ -395,18 +395,9 @@ fn status_text(report: &StatusReport) -> String {
     text
 }
 
-/// `Acme T1, firmware 2.4.1, protocol 1`; `unknown model, firmware unknown, protocol 1` for
-/// a terminal that says nothing of itself; `not heard yet` before it answered.
+/// Who the terminal said it is; `not heard yet` before it answered.
 fn terminal_text(terminal: Option<&crate::serial::TerminalIdentity>) -> String {
-    match terminal {
-        None => "not heard yet".to_owned(),
-        Some(terminal) => format!(
-            "{}, firmware {}, protocol {}",
-            terminal.model.as_deref().unwrap_or("unknown model"),
-            terminal.firmware.as_deref().unwrap_or("unknown"),
-            terminal.protocol_version()
-        ),
-    }
+    terminal.map_or_else(|| "not heard yet".to_owned(), ToString::to_string)
 }
 
 /// `reopened 2 times; last error at <when>: <what>`.

@@ -24,6 +24,11 @@ use crate::serial::message::{
     encode_reply, parse_incoming, ErrorCode, Incoming, Reply, TerminalRequest,
 };
 
+/// A line the kit can run on: a serial port, a pty, a duplex stream.
+pub(super) trait Line: AsyncRead + AsyncWrite + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + 'static> Line for T {}
+
 /// One thing the terminal put on the line.
 #[derive(Debug, Clone)]
 pub(super) enum Seen {
@@ -67,7 +72,7 @@ pub(super) struct Bench<T> {
     next_id: u32,
 }
 
-impl<T: AsyncRead + AsyncWrite + Send + 'static> Bench<T> {
+impl<T: Line> Bench<T> {
     pub(super) fn over(transport: T, ack_wait: Duration) -> Self {
         let (mut reader, writer) = tokio::io::split(transport);
         let (tx, seen) = mpsc::unbounded_channel();

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::bench::{Answer, Bench, Seen, TerminalReply};
+use super::bench::{Answer, Bench, Line, Seen, TerminalReply};
 use crate::serial::frame::{frame_bytes, frame_crc, ACK, DLE, ETX, MAX_APDU, NAK, STX};
 use crate::serial::link::INTER_BYTE_TIMEOUT;
 use crate::serial::message::{AgentRequest, ErrorCode, Reply, TerminalIdentity};
@@ -208,7 +208,7 @@ fn ms(d: Duration) -> String {
 }
 
 /// Sends `body` and wants ACK and a reply; returns the ACK's latency and the reply.
-async fn ask<T: AsyncRead + AsyncWrite + Send + 'static>(
+async fn ask<T: Line>(
     b: &mut Bench<T>,
     s: &KitSettings,
     body: Value,
@@ -230,7 +230,7 @@ async fn ask<T: AsyncRead + AsyncWrite + Send + 'static>(
 }
 
 /// The replies nobody asked for, for a failure's description.
-fn unclaimed<T: AsyncRead + AsyncWrite + Send + 'static>(b: &mut Bench<T>) -> String {
+fn unclaimed<T: Line>(b: &mut Bench<T>) -> String {
     let other: Vec<String> = b
         .take_unclaimed()
         .into_iter()
@@ -243,10 +243,7 @@ fn unclaimed<T: AsyncRead + AsyncWrite + Send + 'static>(b: &mut Bench<T>) -> St
     }
 }
 
-async fn framing<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn framing<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let (_, _, reply) = ask(b, s, json!({"type":"ping"})).await?;
     if let Some(bad) = b.strays.iter().find(|s| s.contains("answered NAK")) {
         return Err(format!("the terminal sent {bad}"));
@@ -258,7 +255,7 @@ async fn framing<T: AsyncRead + AsyncWrite + Send + 'static>(
     }
 }
 
-async fn versions<T: AsyncRead + AsyncWrite + Send + 'static>(
+async fn versions<T: Line>(
     b: &mut Bench<T>,
     s: &KitSettings,
     terminal: &mut Option<TerminalIdentity>,
@@ -286,7 +283,7 @@ async fn versions<T: AsyncRead + AsyncWrite + Send + 'static>(
     }
 }
 
-async fn ack_within_t1<T: AsyncRead + AsyncWrite + Send + 'static>(b: &mut Bench<T>) -> Outcome {
+async fn ack_within_t1<T: Line>(b: &mut Bench<T>) -> Outcome {
     let mut slowest = Duration::ZERO;
     for _ in 0..5 {
         let id = b.next_id();
@@ -308,11 +305,7 @@ async fn ack_within_t1<T: AsyncRead + AsyncWrite + Send + 'static>(b: &mut Bench
     }
 }
 
-async fn answered_ok<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-    body: Value,
-) -> Outcome {
+async fn answered_ok<T: Line>(b: &mut Bench<T>, s: &KitSettings, body: Value) -> Outcome {
     let (_, _, reply) = ask(b, s, body.clone()).await?;
     match reply.body {
         Ok(Reply::Ok(_)) => Ok(format!("{body} → {}", text(&reply.apdu))),
@@ -320,10 +313,7 @@ async fn answered_ok<T: AsyncRead + AsyncWrite + Send + 'static>(
     }
 }
 
-async fn payment_cancelled<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn payment_cancelled<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let mut seen = Vec::new();
     for reason in ["operator", "terminal", "shutdown", "timeout", "abandoned"] {
         let body = json!({
@@ -337,10 +327,7 @@ async fn payment_cancelled<T: AsyncRead + AsyncWrite + Send + 'static>(
     Ok(format!("ok for reasons {}", seen.join(", ")))
 }
 
-async fn request_ids<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn request_ids<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let id = u32::MAX;
     let apdu = b.request_apdu(id, &json!({"type":"ping"}));
     if b.send_frame(&apdu).await? != Answer::Nothing {
@@ -355,10 +342,7 @@ async fn request_ids<T: AsyncRead + AsyncWrite + Send + 'static>(
     ))
 }
 
-async fn replay<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn replay<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let body = json!({
         "type": "payment_cancelled",
         "payment_request_id": "72ec8714-d116-4306-8881-38a43c485da9",
@@ -390,10 +374,7 @@ async fn replay<T: AsyncRead + AsyncWrite + Send + 'static>(
     Ok(format!("both answered {}", text(&first.apdu)))
 }
 
-async fn invalid_requests<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn invalid_requests<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let cases = [
         json!({"type":"frobnicate"}),
         json!({"type":"payment_cancelled","reason":"operator"}),
@@ -420,11 +401,7 @@ async fn invalid_requests<T: AsyncRead + AsyncWrite + Send + 'static>(
 
 /// Sends `apdu` (a good frame), wants it ACKed, then checks that a `ping` right after is the
 /// next thing answered and that nothing else is.
-async fn acked_and_dropped<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-    apdu: &[u8],
-) -> Outcome {
+async fn acked_and_dropped<T: Line>(b: &mut Bench<T>, s: &KitSettings, apdu: &[u8]) -> Outcome {
     match b.send_frame(apdu).await? {
         Answer::Ack(_) => {}
         other => {
@@ -451,10 +428,7 @@ async fn acked_and_dropped<T: AsyncRead + AsyncWrite + Send + 'static>(
     Ok(format!("{}: ACKed, not answered", text(apdu)))
 }
 
-async fn dropped_without_id<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn dropped_without_id<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let mut seen = Vec::new();
     for apdu in [
         &b"hello, terminal"[..],
@@ -467,10 +441,7 @@ async fn dropped_without_id<T: AsyncRead + AsyncWrite + Send + 'static>(
     Ok(seen.join("; "))
 }
 
-async fn stray_reply<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn stray_reply<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     acked_and_dropped(b, s, br#"{"type":"ok","re":3999999999}"#).await
 }
 
@@ -490,7 +461,7 @@ fn raw_frame(apdu: &[u8]) -> Vec<u8> {
 }
 
 /// Sends `frame` (bad on purpose) and wants a NAK; then wants the link to work on.
-async fn nak_for<T: AsyncRead + AsyncWrite + Send + 'static>(
+async fn nak_for<T: Line>(
     b: &mut Bench<T>,
     s: &KitSettings,
     what: &str,
@@ -516,10 +487,7 @@ async fn nak_for<T: AsyncRead + AsyncWrite + Send + 'static>(
     }
 }
 
-async fn bad_crc<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn bad_crc<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let id = b.next_id();
     let apdu = b.request_apdu(id, &json!({"type":"ping"}));
     let good = frame_bytes(&apdu).map_err(|e| e.to_string())?.to_vec();
@@ -551,10 +519,7 @@ async fn bad_crc<T: AsyncRead + AsyncWrite + Send + 'static>(
     ))
 }
 
-async fn oversize<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn oversize<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let id = b.next_id();
     let mut body = json!({"type":"ping","pad":""});
     let pad = MAX_APDU + 1 - b.request_apdu(id, &body).len();
@@ -564,10 +529,7 @@ async fn oversize<T: AsyncRead + AsyncWrite + Send + 'static>(
     nak_for(b, s, &what, &raw_frame(&apdu), Some(id)).await
 }
 
-async fn bad_escape<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn bad_escape<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let mut frame = vec![DLE, STX];
     frame.extend_from_slice(br#"{"type":"ping","#);
     frame.extend_from_slice(&[DLE, b'A']);
@@ -576,10 +538,7 @@ async fn bad_escape<T: AsyncRead + AsyncWrite + Send + 'static>(
     nak_for(b, s, "a frame with DLE 41 inside", &frame, None).await
 }
 
-async fn noise<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn noise<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let noise = [
         0x00, 0xFF, 0x41, 0x0D, 0x0A, 0x11, 0x13, 0x7E, DLE, 0x41, 0x03, 0x02,
     ];
@@ -599,10 +558,7 @@ async fn noise<T: AsyncRead + AsyncWrite + Send + 'static>(
     ))
 }
 
-async fn cut_off<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn cut_off<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let id = b.next_id();
     let apdu = b.request_apdu(id, &json!({"type":"ping"}));
     let frame = frame_bytes(&apdu).map_err(|e| e.to_string())?;
@@ -633,7 +589,7 @@ async fn cut_off<T: AsyncRead + AsyncWrite + Send + 'static>(
 
 /// Sends a `ping` and returns its id and the first send of the terminal's `pong` frame, not
 /// ACKed (the case decides), with the time it arrived.
-async fn unacked_reply<T: AsyncRead + AsyncWrite + Send + 'static>(
+async fn unacked_reply<T: Line>(
     b: &mut Bench<T>,
     s: &KitSettings,
 ) -> Result<(u32, Vec<u8>, Instant), String> {
@@ -670,7 +626,7 @@ fn is_reply_to(apdu: &[u8], id: u32) -> bool {
 }
 
 /// The next send of `apdu` before `deadline`; other frames of the terminal are left unanswered.
-async fn next_send_of<T: AsyncRead + AsyncWrite + Send + 'static>(
+async fn next_send_of<T: Line>(
     b: &mut Bench<T>,
     apdu: &[u8],
     deadline: Instant,
@@ -685,10 +641,7 @@ async fn next_send_of<T: AsyncRead + AsyncWrite + Send + 'static>(
     None
 }
 
-async fn resend_after_nak<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn resend_after_nak<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let (_, apdu, _) = unacked_reply(b, s).await?;
     b.send_raw(&[NAK]).await?;
     let naked = Instant::now();
@@ -714,10 +667,7 @@ async fn resend_after_nak<T: AsyncRead + AsyncWrite + Send + 'static>(
     }
 }
 
-async fn resend_after_t3<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn resend_after_t3<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let (_, apdu, first) = unacked_reply(b, s).await?;
     let latest = s.ack_timeout * 2 + Duration::from_millis(250);
     let earliest = s.ack_timeout.mul_f32(0.75);
@@ -744,10 +694,7 @@ async fn resend_after_t3<T: AsyncRead + AsyncWrite + Send + 'static>(
     }
 }
 
-async fn give_up<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn give_up<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     let (_, apdu, first) = unacked_reply(b, s).await?;
     let window = (s.ack_timeout * (s.max_sends + 1)).mul_f32(1.5) + Duration::from_millis(500);
     let mut sends = vec![Duration::ZERO];
@@ -768,10 +715,7 @@ async fn give_up<T: AsyncRead + AsyncWrite + Send + 'static>(
     }
 }
 
-async fn comes_back<T: AsyncRead + AsyncWrite + Send + 'static>(
-    b: &mut Bench<T>,
-    s: &KitSettings,
-) -> Outcome {
+async fn comes_back<T: Line>(b: &mut Bench<T>, s: &KitSettings) -> Outcome {
     // What was left unanswered during the silence is forgotten, as by a restarted agent.
     b.ignore_for(Duration::from_millis(100)).await;
     b.take_unclaimed();

@@ -109,15 +109,10 @@ pub fn human(report: &KitReport) -> String {
             case.section, case.name, case.seen
         ));
     }
-    let terminal = match &report.terminal {
-        None => "did not answer agent_state ready".to_owned(),
-        Some(t) => format!(
-            "{}, firmware {}, protocol {}",
-            t.model.as_deref().unwrap_or("unknown model"),
-            t.firmware.as_deref().unwrap_or("unknown"),
-            t.protocol_version()
-        ),
-    };
+    let terminal = report.terminal.as_ref().map_or_else(
+        || "did not answer agent_state ready".to_owned(),
+        ToString::to_string,
+    );
     text.push_str(&format!(
         "terminal: {terminal}\n{} passed, {} failed\n",
         report.passed, report.failed

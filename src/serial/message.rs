@@ -184,6 +184,20 @@ impl TerminalIdentity {
     }
 }
 
+/// `Acme T1, firmware 2.4.1, protocol 1`; `unknown model, firmware unknown, protocol 1` for a
+/// terminal that says nothing of itself (logs, `status`, the conformance kit).
+impl std::fmt::Display for TerminalIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, firmware {}, protocol {}",
+            self.model.as_deref().unwrap_or("unknown model"),
+            self.firmware.as_deref().unwrap_or("unknown"),
+            self.protocol_version()
+        )
+    }
+}
+
 /// Why a payment was cancelled (`payment_cancelled.reason`): the same type the state records.
 pub use crate::state::CancelReason;
 
@@ -504,15 +518,9 @@ mod tests {
         );
     }
 
-    const READY_CRC: &str = "5B 88";
-    const OK_CRC: &str = "90 40";
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+    /// The CRC bytes (low, high) ending `apdu`'s frame.
+    fn crc_bytes(apdu: &[u8]) -> Vec<u8> {
+        crate::serial::frame::frame_bytes(apdu).unwrap()[apdu.len() + 4..].to_vec()
     }
 
     /// The version vectors of docs/serial-protocol.md §3 "Versions", APDU and frame.
@@ -528,10 +536,7 @@ mod tests {
             text(apdu.clone()),
             r#"{"type":"agent_state","state":"ready","protocol":1,"agent":"pos-agent 1.2.3","id":2}"#
         );
-        assert_eq!(
-            hex(&crate::serial::frame::frame_bytes(&apdu).unwrap()[apdu.len() + 4..]),
-            READY_CRC
-        );
+        assert_eq!(crc_bytes(&apdu), [0x5B, 0x88]);
         let ok = Reply::Ok(TerminalIdentity {
             protocol: Some(1),
             model: Some("Acme T1".to_owned()),
@@ -542,10 +547,7 @@ mod tests {
             text(apdu.clone()),
             r#"{"type":"ok","protocol":1,"model":"Acme T1","firmware":"2.4.1","re":2}"#
         );
-        assert_eq!(
-            hex(&crate::serial::frame::frame_bytes(&apdu).unwrap()[apdu.len() + 4..]),
-            OK_CRC
-        );
+        assert_eq!(crc_bytes(&apdu), [0x90, 0x40]);
         // Both parse back, and so do the messages of a side that says nothing of versions.
         assert_eq!(
             parse_incoming::<TerminalRequest>(&apdu),

@@ -15,8 +15,8 @@ use uuid::Uuid;
 use crate::config::SerialConfig;
 use crate::serial::link::{LinkEvent, LinkHandle, LinkSettings, LinkState, TerminalLink};
 use crate::serial::message::{
-    encode_request, AgentRequest, Reply, SaleOrder, TerminalIdentity, TerminalRequest,
-    PROTOCOL_VERSION,
+    encode_request, AgentReadiness, AgentRequest, Reply, SaleOrder, TerminalIdentity,
+    TerminalRequest, PROTOCOL_VERSION,
 };
 use crate::serial::{spawn_port_link, LinkError};
 
@@ -64,7 +64,10 @@ impl TerminalSimulator {
                     };
                     let _ = record.send(notification);
                     let reply = match incoming.request() {
-                        AgentRequest::AgentState { .. } => Reply::Ok(Self::identity()),
+                        AgentRequest::AgentState {
+                            state: AgentReadiness::Ready,
+                            ..
+                        } => Reply::Ok(Self::identity()),
                         _ => Reply::OK,
                     };
                     incoming.reply(reply);

@@ -136,7 +136,8 @@ static void handle(posterm_link *link, const posterm_event *ev, const posterm_id
         printf("%.*s\n", (int)link->decoder.len, (const char *)link->decoder.apdu);
         fflush(stdout);
         if (ev->type == POSTERM_EV_REQUEST) {
-            int ready = ev->msg->type == POSTERM_T_AGENT_STATE;
+            int ready = ev->msg->type == POSTERM_T_AGENT_STATE &&
+                        strcmp(ev->msg->state, "ready") == 0;
             len = posterm_enc_ok(apdu, sizeof apdu, ev->id, ready ? me : NULL);
             (void)posterm_link_reply(link, ev->id, apdu, len);
         }
