@@ -69,11 +69,14 @@ pub(super) struct Bench<T> {
     pub(super) strays: Vec<String>,
     /// How long the kit waits for an ACK (the terminal's T3 is the kit's too).
     pub(super) ack_wait: Duration,
+    /// How long one byte takes on the line (10 bits at the line speed): the kernel takes a
+    /// frame at once, the line needs this long per byte to carry it.
+    byte_time: Duration,
     next_id: u32,
 }
 
 impl<T: Line> Bench<T> {
-    pub(super) fn over(transport: T, ack_wait: Duration) -> Self {
+    pub(super) fn over(transport: T, ack_wait: Duration, baud_rate: u32) -> Self {
         let (mut reader, writer) = tokio::io::split(transport);
         let (tx, seen) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -119,6 +122,7 @@ impl<T: Line> Bench<T> {
             deferred: VecDeque::new(),
             strays: Vec::new(),
             ack_wait,
+            byte_time: Duration::from_secs(10) / baud_rate.max(1),
             next_id: 1,
         }
     }
@@ -151,12 +155,18 @@ impl<T: Line> Bench<T> {
         timeout_at(deadline, self.seen.recv()).await.ok().flatten()
     }
 
+    /// When `len` bytes handed to the line now will have left it.
+    pub(super) fn on_the_line(&self, len: usize) -> Instant {
+        Instant::now() + self.byte_time * u32::try_from(len).unwrap_or(u32::MAX)
+    }
+
     /// Sends `bytes` (one frame, possibly broken on purpose) and waits for the ACK or NAK, up
-    /// to the terminal's T3 after the last byte. The terminal's frames arriving meanwhile are
-    /// ACKed and kept (replies) or answered later (requests).
+    /// to the terminal's T3 after the last byte has left the line; the answer's delay is
+    /// counted from then. The terminal's frames arriving meanwhile are ACKed and kept (replies)
+    /// or answered later (requests).
     pub(super) async fn send_and_wait(&mut self, bytes: &[u8]) -> Result<Answer, String> {
         self.send_raw(bytes).await?;
-        let sent = Instant::now();
+        let sent = self.on_the_line(bytes.len());
         let deadline = sent + self.ack_wait;
         let answer = loop {
             let Some((seen, at)) = timeout_at(deadline, self.seen.recv()).await.ok().flatten()

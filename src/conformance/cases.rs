@@ -23,6 +23,8 @@ pub struct KitSettings {
     pub max_sends: u32,
     /// How long the terminal may take to answer a request of the agent.
     pub reply_timeout: Duration,
+    /// The line speed, to tell how long a frame takes to leave the line.
+    pub baud_rate: u32,
 }
 
 impl Default for KitSettings {
@@ -31,6 +33,7 @@ impl Default for KitSettings {
             ack_timeout: Duration::from_secs(1),
             max_sends: 3,
             reply_timeout: Duration::from_secs(3),
+            baud_rate: crate::config::defaults::baud_rate(),
         }
     }
 }
@@ -65,7 +68,7 @@ pub async fn run<T>(transport: T, settings: KitSettings) -> KitReport
 where
     T: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let mut bench = Bench::over(transport, settings.ack_timeout);
+    let mut bench = Bench::over(transport, settings.ack_timeout, settings.baud_rate);
     let mut cases = Vec::new();
     let mut terminal = None;
     macro_rules! case {
@@ -597,7 +600,7 @@ async fn unacked_reply<T: Line>(
     let apdu = b.request_apdu(id, &json!({"type":"ping"}));
     let frame = frame_bytes(&apdu).map_err(|e| e.to_string())?;
     b.send_raw(&frame).await?;
-    let deadline = Instant::now() + s.reply_timeout;
+    let deadline = b.on_the_line(frame.len()) + s.reply_timeout;
     let mut acked = false;
     while let Some((seen, at)) = b.next_seen(deadline).await {
         match seen {

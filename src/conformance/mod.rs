@@ -85,6 +85,7 @@ pub async fn run_command(args: CommandArgs) -> anyhow::Result<()> {
         ack_timeout: args.ack_timeout,
         max_sends: args.max_sends.max(1),
         reply_timeout: args.reply_timeout,
+        baud_rate: args.baud_rate,
     };
     let report = run(port, settings).await;
     if args.json {
