@@ -146,6 +146,46 @@ async fn the_first_exchange_carries_versions_and_status_and_metrics_name_the_ter
     agent.finish().await;
 }
 
+/// A terminal written before versions were on the wire answers `agent_state` with a plain `ok`
+/// and ignores the new fields: it keeps working, and `status` says it did not name itself.
+#[tokio::test]
+async fn a_terminal_that_predates_versions_keeps_working() {
+    use pos_agent::serial::{LinkEvent, LinkSettings, TerminalLink};
+    let mut agent = Agent::connected(Setup::default()).await;
+    let (terminal, mut events) =
+        TerminalLink::over(agent.replace_terminal_with_line(), LinkSettings::default());
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let LinkEvent::Request(request) = event {
+                request.reply(Reply::OK);
+            }
+        }
+    });
+    let report = agent
+        .status_until("the old terminal answered in the simulator's place", |s| {
+            s["terminal"].is_object() && s["terminal"]["model"].is_null()
+        })
+        .await;
+    assert_eq!(report["terminal"], serde_json::json!({}));
+    let human = agent.cli(&["status"]).await;
+    assert!(
+        human
+            .stdout
+            .contains("terminal       unknown model, firmware unknown, protocol 1"),
+        "{}",
+        human.stdout
+    );
+    let sale = TerminalRequest::Sale(SaleOrder {
+        merchant_unique_code: Uuid::new_v4(),
+        amount_minor: std::num::NonZeroU64::new(990).unwrap(),
+        currency_id: None,
+        display_code: None,
+    });
+    let reply = terminal.request(sale).await.unwrap();
+    assert!(matches!(reply, Reply::SaleStarted { .. }), "{reply:?}");
+    agent.finish().await;
+}
+
 #[tokio::test]
 async fn a_sale_is_started_made_durable_and_answered() {
     let mut agent = Agent::connected(Setup::default()).await;
