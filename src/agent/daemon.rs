@@ -150,7 +150,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
                 LinkEvent::Up => {
                     link_up = true;
                     info!(link_state = "up", "terminal link up");
-                    core.greet_terminal();
+                    core.tell_terminal(AgentRequest::ready());
                 }
                 LinkEvent::Down => {
                     link_up = false;
