@@ -143,7 +143,7 @@ async fn churn(agent: &Agent, total: usize, parallel: usize) -> Churn {
                 status: PaymentResultStatus::Succeeded,
             };
             match link.request(result).await {
-                Ok(Reply::Ok) => {}
+                Ok(Reply::Ok(_)) => {}
                 other => panic!("expected ok to payment_result, got {other:?}"),
             }
         })

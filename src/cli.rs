@@ -46,6 +46,10 @@ pub(crate) enum Command {
     /// Run a simulated card terminal on a serial device (for the demo and manual runs).
     #[cfg(feature = "simulators")]
     SimulateTerminal(crate::simulator::terminal::CommandArgs),
+    /// Test a terminal's firmware: play the agent's side of the serial protocol against the
+    /// terminal on a serial device and check every rule the protocol gives the terminal.
+    #[cfg(feature = "simulators")]
+    Conformance(crate::conformance::CommandArgs),
     /// The whole system on this machine with no hardware and no account, narrated.
     Demo(DemoArgs),
     /// Exit 0 when the running agent is healthy (connected, terminal link up), else say why.
@@ -114,6 +118,8 @@ pub fn main() -> ExitCode {
             Command::SimulateApi(args) => crate::simulator::api::run_command(args).await,
             #[cfg(feature = "simulators")]
             Command::SimulateTerminal(args) => crate::simulator::terminal::run_command(args).await,
+            #[cfg(feature = "simulators")]
+            Command::Conformance(args) => crate::conformance::run_command(args).await,
             Command::CheckHealth(args) => health::run(args, cli.socket.as_deref()).await,
             Command::Audit(args) => audit::run(&args),
             Command::Operator(command) => operator::run(command, cli.socket.as_deref()).await,

@@ -102,7 +102,8 @@ async fn demo(workdir: &Path, verbose: bool) -> anyhow::Result<()> {
         matches!(
             n,
             AgentRequest::AgentState {
-                state: AgentReadiness::Ready
+                state: AgentReadiness::Ready,
+                ..
             }
         )
         .then_some(())
@@ -178,6 +179,7 @@ async fn demo(workdir: &Path, verbose: bool) -> anyhow::Result<()> {
         match next_notification(&mut terminal).await? {
             AgentRequest::AgentState {
                 state: AgentReadiness::Stopping,
+                ..
             } => {
                 stopping_seen = true;
                 show("terminal ← agent_state stopping");

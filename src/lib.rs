@@ -39,6 +39,8 @@ mod audit;
 pub mod build_info;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "simulators")]
+pub mod conformance;
 pub mod control;
 #[cfg(feature = "simulators")]
 mod demo;

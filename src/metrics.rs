@@ -290,6 +290,8 @@ pub(crate) struct Gauges {
     pub(crate) link_up: bool,
     /// How often the serial device was opened again since the agent started.
     pub(crate) port_reopens: u64,
+    /// Who the terminal said it is, once it did.
+    pub(crate) terminal: Option<crate::serial::TerminalIdentity>,
 }
 
 /// Which text format.
@@ -431,6 +433,27 @@ pub(crate) fn render(gauges: &Gauges, format: Format) -> String {
         ],
         1,
     );
+    if let Some(terminal) = &gauges.terminal {
+        out.family(
+            "pos_agent_terminal",
+            Kind::Info,
+            "Who the terminal said it is when it last answered agent_state ready: protocol \
+             version, model, firmware (unknown: it did not say).",
+        );
+        let protocol = terminal.protocol_version().to_string();
+        out.sample(
+            "pos_agent_terminal_info",
+            &[
+                ("protocol", &protocol),
+                ("model", terminal.model.as_deref().unwrap_or("unknown")),
+                (
+                    "firmware",
+                    terminal.firmware.as_deref().unwrap_or("unknown"),
+                ),
+            ],
+            1,
+        );
+    }
     let uptime_us = STARTED.get().map_or(0, |s| {
         u64::try_from(s.elapsed().as_micros()).unwrap_or(u64::MAX)
     });

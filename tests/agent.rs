@@ -32,7 +32,7 @@ fn body(request: &RecordedRequest) -> serde_json::Value {
 async fn agent_state(agent: &mut Agent, wanted: AgentReadiness) {
     agent
         .notification(|n| {
-            matches!(n, AgentRequest::AgentState { state } if state == wanted).then_some(())
+            matches!(n, AgentRequest::AgentState { state, .. } if state == wanted).then_some(())
         })
         .await
 }
@@ -96,6 +96,93 @@ async fn ready_is_notified_and_status_reports_the_established_connection() {
         .iter()
         .any(|c| c.id == id && c.is_connected));
     assert_eq!(agent.state_file()["connection_id"], id.as_str());
+    agent.finish().await;
+}
+
+/// docs/serial-protocol.md §3 "Versions": the agent announces its protocol version and build in
+/// `agent_state` `ready`; the terminal's answer names it, and `status` (both forms) and the
+/// metrics show who the terminal is.
+#[tokio::test]
+async fn the_first_exchange_carries_versions_and_status_and_metrics_name_the_terminal() {
+    let mut agent = Agent::start(Setup::default()).await;
+    let (protocol, build) = agent
+        .notification(|n| match n {
+            AgentRequest::AgentState {
+                state: AgentReadiness::Ready,
+                protocol,
+                agent,
+            } => Some((protocol, agent)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(protocol, Some(1));
+    assert_eq!(
+        build.as_deref(),
+        Some(concat!("pos-agent ", env!("CARGO_PKG_VERSION")))
+    );
+    let report = agent
+        .status_until("the terminal named itself", |s| s["terminal"].is_object())
+        .await;
+    assert_eq!(
+        report["terminal"],
+        serde_json::json!({
+            "protocol": 1,
+            "model": "pos-agent simulate-terminal",
+            "firmware": env!("CARGO_PKG_VERSION"),
+        })
+    );
+    let human = agent.cli(&["status"]).await;
+    let line = format!(
+        "terminal       pos-agent simulate-terminal, firmware {}, protocol 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(human.stdout.contains(&line), "{}", human.stdout);
+    let metrics = agent.cli(&["metrics"]).await;
+    let sample = format!(
+        "pos_agent_terminal_info{{protocol=\"1\",model=\"pos-agent simulate-terminal\",firmware=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(metrics.stdout.contains(&sample), "{}", metrics.stdout);
+    agent.finish().await;
+}
+
+/// A terminal written before versions were on the wire answers `agent_state` with a plain `ok`
+/// and ignores the new fields: it keeps working, and `status` says it did not name itself.
+#[tokio::test]
+async fn a_terminal_that_predates_versions_keeps_working() {
+    use pos_agent::serial::{LinkEvent, LinkSettings, TerminalLink};
+    let mut agent = Agent::connected(Setup::default()).await;
+    let (terminal, mut events) =
+        TerminalLink::over(agent.replace_terminal_with_line(), LinkSettings::default());
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let LinkEvent::Request(request) = event {
+                request.reply(Reply::OK);
+            }
+        }
+    });
+    let report = agent
+        .status_until("the old terminal answered in the simulator's place", |s| {
+            s["terminal"].is_object() && s["terminal"]["model"].is_null()
+        })
+        .await;
+    assert_eq!(report["terminal"], serde_json::json!({}));
+    let human = agent.cli(&["status"]).await;
+    assert!(
+        human
+            .stdout
+            .contains("terminal       unknown model, firmware unknown, protocol 1"),
+        "{}",
+        human.stdout
+    );
+    let sale = TerminalRequest::Sale(SaleOrder {
+        merchant_unique_code: Uuid::new_v4(),
+        amount_minor: std::num::NonZeroU64::new(990).unwrap(),
+        currency_id: None,
+        display_code: None,
+    });
+    let reply = terminal.request(sale).await.unwrap();
+    assert!(matches!(reply, Reply::SaleStarted { .. }), "{reply:?}");
     agent.finish().await;
 }
 
@@ -299,7 +386,7 @@ async fn a_payment_result_ends_the_payment() {
         .request(result(PaymentResultStatus::Succeeded))
         .await
         .unwrap();
-    assert_eq!(reply, Reply::Ok);
+    assert_eq!(reply, Reply::OK);
     assert!(agent.pending_ids().await.is_empty());
     let again = agent
         .terminal
@@ -333,7 +420,7 @@ async fn a_payment_started_elsewhere_is_tracked_and_cancelled_at_shutdown() {
         })
         .await
         .unwrap();
-    assert_eq!(reply, Reply::Ok);
+    assert_eq!(reply, Reply::OK);
     assert_eq!(agent.pending_ids().await, vec![id.clone()]);
     agent.signal(Signal::SIGTERM);
     assert_eq!(agent.next_cancelled().await, (id, CancelReason::Shutdown));
@@ -795,7 +882,7 @@ async fn during_shutdown_new_sales_are_refused_busy_and_results_still_count() {
     assert!(
         matches!(
             reply,
-            Reply::Ok
+            Reply::Ok(_)
                 | Reply::Error {
                     code: ErrorCode::NotFound,
                     ..

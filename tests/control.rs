@@ -14,6 +14,7 @@ use pos_agent::control::{
     ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, SerialPortView,
     StatusReport, TerminalLinkStatus, UnlinkReport,
 };
+use pos_agent::serial::TerminalIdentity;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -159,6 +160,11 @@ fn status() -> StatusReport {
         rejection: None,
         connection_problem: None,
         terminal_link: TerminalLinkStatus::Up,
+        terminal: Some(TerminalIdentity {
+            protocol: Some(1),
+            model: Some("Acme T1".into()),
+            firmware: Some("2.4.1".into()),
+        }),
         serial_port: SerialPortView {
             reopens: 3,
             last_error: Some(
@@ -189,21 +195,25 @@ fn status_prints_connection_link_version_and_the_pending_table() {
     assert_eq!(lines[2], "terminal link  up");
     assert_eq!(
         lines[3],
+        "terminal       Acme T1, firmware 2.4.1, protocol 1"
+    );
+    assert_eq!(
+        lines[4],
         "serial port    reopened 3 times; last error at 2026-11-21T13:02:11Z: \
          /dev/serial/by-id/usb-T lost: Input/output error (os error 5)"
     );
     assert_eq!(
-        lines[4],
+        lines[5],
         "last answer    terminal 2026-11-21T13:17:05Z, payment API never"
     );
-    assert_eq!(lines[5], "pending        2");
-    assert!(lines[7].starts_with("PAYMENT REQUEST ID"), "{text}");
+    assert_eq!(lines[6], "pending        2");
+    assert!(lines[8].starts_with("PAYMENT REQUEST ID"), "{text}");
     assert!(
-        lines[8].starts_with(PAYMENT) && lines[8].contains("1250"),
+        lines[9].starts_with(PAYMENT) && lines[9].contains("1250"),
         "{text}"
     );
-    assert!(lines[8].contains("order-1001"), "{text}");
-    assert!(lines[9].contains("requested (terminal)"), "{text}");
+    assert!(lines[9].contains("order-1001"), "{text}");
+    assert!(lines[10].contains("requested (terminal)"), "{text}");
     assert_eq!(daemon.received(), vec![ControlRequest::Status]);
 }
 
@@ -220,6 +230,7 @@ fn status_json_prints_exactly_the_documented_object() {
             "connection_id": CONNECTION,
             "connection": "connected",
             "terminal_link": "up",
+            "terminal": {"protocol": 1, "model": "Acme T1", "firmware": "2.4.1"},
             "serial_port": {
                 "reopens": 3,
                 "last_error": "/dev/serial/by-id/usb-T lost: Input/output error (os error 5)",

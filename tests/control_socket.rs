@@ -31,6 +31,7 @@ fn status_report() -> StatusReport {
         rejection: None,
         connection_problem: None,
         terminal_link: TerminalLinkStatus::Up,
+        terminal: None,
         serial_port: SerialPortView::default(),
         pending: vec![],
         abandoned: vec![],

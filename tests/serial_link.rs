@@ -53,7 +53,7 @@ async fn requests_round_trip_both_ways_between_agent_and_terminal_simulator() {
         payment_request_id: "pr-9".into(),
         reason: CancelReason::Operator,
     };
-    assert_eq!(agent.request(cancelled.clone()).await.unwrap(), Reply::Ok);
+    assert_eq!(agent.request(cancelled.clone()).await.unwrap(), Reply::OK);
     let seen = terminal.next_notification().await.unwrap();
     assert_eq!(seen.request, cancelled);
     assert_eq!(agent.state(), LinkState::Up);
@@ -94,7 +94,7 @@ async fn corrupted_crc_is_answered_with_nak_and_the_resent_frame_is_delivered_on
     let request = next_request(&mut events).await;
     assert_eq!(request.id(), 7);
     assert!(matches!(request.request(), TerminalRequest::Sale(_)));
-    request.reply(Reply::Ok);
+    request.reply(Reply::OK);
     assert_eq!(raw.next_json().await["re"], 7);
     raw.ack().await;
 
@@ -134,7 +134,7 @@ async fn agent_resends_the_same_frame_after_a_nak() {
     raw.send_frame(format!(r#"{{"type":"ok","re":{}}}"#, sent["id"]).as_bytes())
         .await;
     assert_eq!(raw.next().await, Inbound::Ack);
-    assert_eq!(request.await.unwrap(), Ok(Reply::Ok));
+    assert_eq!(request.await.unwrap(), Ok(Reply::OK));
 }
 
 #[tokio::test]
@@ -204,15 +204,16 @@ async fn terminal_hears_the_agent_again_after_it_restarts_on_the_open_line() {
     let line = VirtualSerial::open().unwrap();
     let device = line.slave_path().to_path_buf();
     let mut terminal = TerminalSimulator::over(line, quick_settings());
-    let ready = AgentRequest::AgentState {
-        state: pos_agent::serial::AgentReadiness::Ready,
-    };
+    let ready = AgentRequest::ready();
     for run in 0..3 {
         let (agent, _events) = agent_on(&device, quick_settings());
         tokio::time::timeout(WAIT, agent.wait_for_state(LinkState::Up))
             .await
             .expect("the link comes up");
-        assert_eq!(agent.request(ready.clone()).await, Ok(Reply::Ok));
+        assert_eq!(
+            agent.request(ready.clone()).await,
+            Ok(Reply::Ok(TerminalSimulator::identity()))
+        );
         // The simulator records a notification before it answers it, so it is there by now.
         let heard = tokio::time::timeout(WAIT, terminal.next_notification())
             .await
@@ -282,13 +283,7 @@ async fn frame_unacknowledged_after_max_sends_fails_and_the_link_goes_down() {
     let (mut raw, agent, mut events) = raw_pair().await;
     assert!(matches!(next_event(&mut events).await, LinkEvent::Up));
     let sender = agent.clone();
-    let request = tokio::spawn(async move {
-        sender
-            .request(AgentRequest::AgentState {
-                state: pos_agent::serial::AgentReadiness::Ready,
-            })
-            .await
-    });
+    let request = tokio::spawn(async move { sender.request(AgentRequest::ready()).await });
     let mut copies = Vec::new();
     for _ in 0..3 {
         match raw.next().await {

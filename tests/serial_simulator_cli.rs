@@ -55,7 +55,7 @@ async fn simulate_terminal_sends_stdin_requests_and_prints_replies_and_notificat
                         reason: CancelReason::Timeout,
                     })
                     .await;
-                assert_eq!(ok, Ok(Reply::Ok));
+                assert_eq!(ok, Ok(Reply::OK));
                 request.reply(Reply::status(None, false, vec![]));
                 return;
             }

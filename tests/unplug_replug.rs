@@ -76,7 +76,7 @@ async fn a_payment_pending_across_an_unplug_and_replug_stays_pending_and_the_lin
         payment_request_id: id.clone(),
         status: PaymentResultStatus::Succeeded,
     };
-    assert_eq!(agent.terminal.request(result).await.unwrap(), Reply::Ok);
+    assert_eq!(agent.terminal.request(result).await.unwrap(), Reply::OK);
     assert!(agent.pending_ids().await.is_empty());
     let next = agent.sale(Uuid::new_v4(), 700).await;
     assert!(matches!(next, Reply::SaleStarted { .. }), "{next:?}");

@@ -19,7 +19,9 @@ use crate::config::Config;
 use crate::metrics::{CancelOutcome, METRICS};
 use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest};
 use crate::retry::RetryPolicy;
-use crate::serial::message::{AgentRequest, SaleOrder};
+use crate::serial::message::{
+    AgentReadiness, AgentRequest, Reply, SaleOrder, TerminalIdentity, PROTOCOL_VERSION,
+};
 use crate::serial::LinkHandle;
 use crate::state::{
     CancelReason, Commit, PaymentOutcome, PaymentSource, PendingPayment, SaleRecord, SaleStage,
@@ -65,6 +67,9 @@ pub(crate) struct Core {
     /// Why the connection could not be brought up, while it is not (shown by `status`).
     connection_problem: Mutex<Option<String>>,
     cancels_in_flight: Mutex<HashSet<String>>,
+    /// Who the terminal on the link said it is, in its answer to the latest `agent_state`
+    /// `ready` (docs/serial-protocol.md §3 "Versions"); `None` until it answered.
+    terminal: Arc<Mutex<Option<TerminalIdentity>>>,
     /// Notifications on their way to the terminal; the shutdown waits for them before the exit.
     notifications: TaskTracker,
     /// Woken whenever something the main loop shows or times (STATUS=, payment timeouts) changed.
@@ -90,6 +95,7 @@ impl Core {
             settling: Mutex::new(HashSet::new()),
             connection_problem: Mutex::new(None),
             cancels_in_flight: Mutex::new(HashSet::new()),
+            terminal: Arc::new(Mutex::new(None)),
             notifications: TaskTracker::new(),
             changed: Notify::new(),
         })
@@ -965,14 +971,52 @@ impl Core {
     }
 
     /// Sends a notification to the terminal without waiting for it; a terminal that is not
-    /// there learns the state from `status` when it is back.
+    /// there learns the state from `status` when it is back. The answer to `agent_state`
+    /// `ready` says who the terminal is (docs/serial-protocol.md §3 "Versions"): it is kept,
+    /// and a terminal speaking a newer protocol than this build is still spoken to in this
+    /// build's version, with a warning.
     pub(crate) fn tell_terminal(&self, request: AgentRequest) {
         let link = self.link.clone();
+        let greeting = matches!(
+            request,
+            AgentRequest::AgentState {
+                state: AgentReadiness::Ready,
+                ..
+            }
+        );
+        let terminal = Arc::clone(&self.terminal);
+        // One task type for every notification: each spawned future type costs the terminal's
+        // binary a copy of tokio's task code.
         self.notifications.spawn(async move {
-            if let Err(e) = link.request(request).await {
-                info!("the terminal did not take a notification: {e}");
+            match link.request(request).await {
+                Ok(Reply::Ok(identity)) if greeting => {
+                    let identity = identity.sanitized();
+                    let protocol = identity.protocol_version();
+                    if protocol > PROTOCOL_VERSION {
+                        warn!(
+                            protocol,
+                            "the terminal ({identity}) speaks a newer protocol than this agent \
+                             (version {PROTOCOL_VERSION}): it must fall back to version \
+                             {PROTOCOL_VERSION}"
+                        );
+                    } else {
+                        info!(protocol, "terminal: {identity}");
+                    }
+                    *lock(&terminal) = Some(identity);
+                }
+                Ok(Reply::Error { code, message }) if greeting => warn!(
+                    "the terminal refused agent_state ready ({code:?}: {message}); it may speak \
+                     no protocol version at or below {PROTOCOL_VERSION}"
+                ),
+                Ok(_) => {}
+                Err(e) => info!("the terminal did not take a notification: {e}"),
             }
         });
+    }
+
+    /// Who the terminal said it is, once it answered `agent_state` `ready`.
+    pub(crate) fn terminal_identity(&self) -> Option<TerminalIdentity> {
+        lock(&self.terminal).clone()
     }
 
     /// Waits until every notification sent so far was taken or given up by the link (a

@@ -26,9 +26,7 @@ use crate::control::{
 };
 use crate::metrics::{self, METRICS};
 use crate::paywall::{ApmTarget, PaywallClient};
-use crate::serial::message::{
-    AgentReadiness, AgentRequest, PaymentResultStatus, Reply, TerminalRequest,
-};
+use crate::serial::message::{AgentRequest, PaymentResultStatus, Reply, TerminalRequest};
 use crate::serial::{self, IncomingRequest, LinkEvent};
 use crate::state::CancelReason;
 use crate::state::StateStore;
@@ -161,7 +159,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
                 LinkEvent::Up => {
                     link_up = true;
                     info!(link_state = "up", "terminal link up");
-                    core.tell_terminal(AgentRequest::AgentState { state: AgentReadiness::Ready });
+                    core.tell_terminal(AgentRequest::ready());
                 }
                 LinkEvent::Down => {
                     link_up = false;
@@ -212,9 +210,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
         .extend_timeout(settings.deadline + Duration::from_secs(5));
     core.begin_stopping();
     if link_up {
-        core.tell_terminal(AgentRequest::AgentState {
-            state: AgentReadiness::Stopping,
-        });
+        core.tell_terminal(AgentRequest::stopping());
     }
     let work = async {
         if settings.cancel_pending {
@@ -270,7 +266,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
                 }
                 LinkEvent::Up => {
                     link_up = true;
-                    core.tell_terminal(AgentRequest::AgentState { state: AgentReadiness::Stopping });
+                    core.tell_terminal(AgentRequest::stopping());
                 }
                 LinkEvent::Down => link_up = false,
             },
@@ -375,7 +371,7 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
                 .track_payment_started_elsewhere(&payment_request_id)
                 .await
             {
-                Ok(()) => Reply::Ok,
+                Ok(()) => Reply::OK,
                 Err(refusal) => Reply::refused(&refusal),
             }
         }
@@ -389,7 +385,7 @@ async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
             )
             .await
         {
-            Ok(()) => Reply::Ok,
+            Ok(()) => Reply::OK,
             Err(refusal) => Reply::refused(&refusal),
         },
         TerminalRequest::Cancel {
@@ -535,6 +531,7 @@ fn status_report(core: &Core) -> StatusReport {
         } else {
             TerminalLinkStatus::Down
         },
+        terminal: core.terminal_identity(),
         serial_port: core.link().port_stats().into(),
         pending: core.with_store(|s| PendingPaymentView::all(s.state())),
         abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
@@ -583,5 +580,6 @@ pub(crate) fn gauges(core: &Core) -> metrics::Gauges {
         connected: core.connection_state() == ConnectionState::Connected,
         link_up: core.link().state() == serial::LinkState::Up,
         port_reopens: core.link().port_stats().reopens,
+        terminal: core.terminal_identity(),
     }
 }

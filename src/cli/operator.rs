@@ -359,7 +359,8 @@ fn unlink_text(done: &str, report: &control::UnlinkReport) -> String {
 
 fn status_text(report: &StatusReport) -> String {
     let mut text = format!(
-        "version        {} (commit {})\nconnection     {}  {}\nterminal link  {}\nserial port    {}\n\
+        "version        {} (commit {})\nconnection     {}  {}\nterminal link  {}\nterminal       {}\n\
+         serial port    {}\n\
          last answer    terminal {}, payment API {}\npending        {}\n",
         report.version,
         report.commit,
@@ -369,6 +370,7 @@ fn status_text(report: &StatusReport) -> String {
             .as_deref()
             .unwrap_or("(no connection id)"),
         report.terminal_link,
+        terminal_text(report.terminal.as_ref()),
         serial_port_text(&report.serial_port),
         report.terminal_last_answered.as_deref().unwrap_or("never"),
         report.api_last_answered.as_deref().unwrap_or("never"),
@@ -391,6 +393,11 @@ fn status_text(report: &StatusReport) -> String {
         text.push_str(&format!("\nconnection problem: {problem}\n"));
     }
     text
+}
+
+/// Who the terminal said it is; `not heard yet` before it answered.
+fn terminal_text(terminal: Option<&crate::serial::TerminalIdentity>) -> String {
+    terminal.map_or_else(|| "not heard yet".to_owned(), ToString::to_string)
 }
 
 /// `reopened 2 times; last error at <when>: <what>`.

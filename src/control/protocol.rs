@@ -445,6 +445,10 @@ pub struct StatusReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_problem: Option<String>,
     pub terminal_link: TerminalLinkStatus,
+    /// Who the terminal said it is (protocol version, model, firmware) when it last answered
+    /// `agent_state` `ready`; null until a terminal did (docs/serial-protocol.md §3 "Versions").
+    #[serde(default)]
+    pub terminal: Option<crate::serial::TerminalIdentity>,
     /// The serial device behind the link: how often it was reopened, its last error.
     #[serde(default)]
     pub serial_port: SerialPortView,
@@ -943,6 +947,7 @@ mod tests {
             rejection: None,
             connection_problem: None,
             terminal_link: TerminalLinkStatus::Up,
+            terminal: None,
             serial_port: SerialPortView {
                 reopens: 2,
                 last_error: Some("/dev/ttyUSB0 lost: Input/output error (os error 5)".into()),
@@ -984,6 +989,7 @@ mod tests {
                     "connection_id": "70b2190b-2f1e-4a8e-9d59-0d1f1c7b1a11",
                     "connection": "connected",
                     "terminal_link": "up",
+                    "terminal": null,
                     "serial_port": {
                         "reopens": 2,
                         "last_error": "/dev/ttyUSB0 lost: Input/output error (os error 5)",

@@ -1174,7 +1174,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serial::message::{AgentReadiness, CancelReason};
+    use crate::serial::message::CancelReason;
     use tokio::io::DuplexStream;
 
     /// The terminal's side of a duplex line, at byte level.
@@ -1274,9 +1274,7 @@ mod tests {
     }
 
     fn ready() -> AgentRequest {
-        AgentRequest::AgentState {
-            state: AgentReadiness::Ready,
-        }
+        AgentRequest::ready()
     }
 
     #[tokio::test(start_paused = true)]
@@ -1299,7 +1297,7 @@ mod tests {
             peer.send(&frame_bytes(text.as_bytes()).unwrap()).await;
             assert_eq!(peer.next().await, Inbound::Ack);
         }
-        assert_eq!(first.await.unwrap(), Ok(Reply::Ok));
+        assert_eq!(first.await.unwrap(), Ok(Reply::OK));
         assert_eq!(second.await.unwrap(), Ok(Reply::Pong));
     }
 
@@ -1402,7 +1400,7 @@ mod tests {
             "requests beyond the bound were dropped"
         );
         // One answered: the peer's retransmission of a dropped request now gets through.
-        held.pop().unwrap().reply(Reply::Ok);
+        held.pop().unwrap().reply(Reply::OK);
         let reply = peer.next_json().await;
         assert_eq!(reply["re"], MAX_REQUESTS_IN_PROGRESS);
         peer.send(&[ACK]).await;

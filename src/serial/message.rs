@@ -14,6 +14,12 @@ use crate::agent::Refusal;
 /// Longest `display_code` a `sale` may carry (§3).
 pub const MAX_DISPLAY_CODE_CHARS: usize = 25;
 
+/// The version of the link protocol this build speaks (§3 "Versions"), sent in `agent_state`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest `model` or `firmware` the agent keeps from a terminal (longer ones are cut short).
+pub const MAX_IDENTITY_CHARS: usize = 64;
+
 /// A request or notification the terminal sends to the agent (§3 "Terminal → agent").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -81,8 +87,16 @@ pub enum PaymentResultStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentRequest {
-    /// The agent is ready (link up) or stopping (shutdown began); answered with `ok`.
-    AgentState { state: AgentReadiness },
+    /// The agent is ready (link up) or stopping (shutdown began); answered with `ok`. With
+    /// `ready`, the agent says which protocol version it speaks and which build it is (§3
+    /// "Versions"); a terminal answers it with its own identity in the `ok`.
+    AgentState {
+        state: AgentReadiness,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        protocol: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+    },
     /// The terminal must abort the card dialogue of this payment; answered with `ok`.
     PaymentCancelled {
         payment_request_id: String,
@@ -100,6 +114,90 @@ pub enum AgentReadiness {
     Stopping,
 }
 
+impl AgentRequest {
+    /// `agent_state` `ready` with this build's protocol version and build, the first request
+    /// of every link session (§3 "Versions").
+    pub fn ready() -> Self {
+        AgentRequest::AgentState {
+            state: AgentReadiness::Ready,
+            protocol: Some(PROTOCOL_VERSION),
+            agent: Some(format!("pos-agent {}", crate::build_info::VERSION)),
+        }
+    }
+
+    /// `agent_state` `stopping`.
+    pub fn stopping() -> Self {
+        AgentRequest::AgentState {
+            state: AgentReadiness::Stopping,
+            protocol: None,
+            agent: None,
+        }
+    }
+}
+
+/// Who the terminal says it is, in its `ok` to `agent_state` (§3 "Versions"). Every field is
+/// optional: a terminal that predates versions on the wire sends none (and is taken to speak
+/// version 1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalIdentity {
+    /// The protocol version the terminal speaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
+    /// The terminal's model, as its maker names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The terminal's firmware version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+}
+
+impl TerminalIdentity {
+    /// No identity: the `ok` of a terminal that says nothing about itself.
+    pub const NONE: TerminalIdentity = TerminalIdentity {
+        protocol: None,
+        model: None,
+        firmware: None,
+    };
+
+    /// The protocol version the terminal speaks: version 1 when it does not say.
+    pub fn protocol_version(&self) -> u32 {
+        self.protocol.unwrap_or(1)
+    }
+
+    /// This identity as the agent keeps it: `model` and `firmware` at most
+    /// [`MAX_IDENTITY_CHARS`] characters, control characters replaced (they reach logs,
+    /// `status` and metric labels).
+    pub fn sanitized(&self) -> TerminalIdentity {
+        let clean = |text: &Option<String>| {
+            text.as_ref().map(|text| {
+                text.chars()
+                    .take(MAX_IDENTITY_CHARS)
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect()
+            })
+        };
+        TerminalIdentity {
+            protocol: self.protocol,
+            model: clean(&self.model),
+            firmware: clean(&self.firmware),
+        }
+    }
+}
+
+/// `Acme T1, firmware 2.4.1, protocol 1`; `unknown model, firmware unknown, protocol 1` for a
+/// terminal that says nothing of itself (logs, `status`, the conformance kit).
+impl std::fmt::Display for TerminalIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, firmware {}, protocol {}",
+            self.model.as_deref().unwrap_or("unknown model"),
+            self.firmware.as_deref().unwrap_or("unknown"),
+            self.protocol_version()
+        )
+    }
+}
+
 /// Why a payment was cancelled (`payment_cancelled.reason`): the same type the state records.
 pub use crate::state::CancelReason;
 
@@ -113,7 +211,9 @@ pub enum Reply {
         merchant_unique_code: Uuid,
     },
     /// The answer to `payment_started`, `payment_result`, `agent_state`, `payment_cancelled`.
-    Ok,
+    /// A terminal's `ok` to `agent_state` carries its identity; every other `ok` has none
+    /// ([`Reply::OK`]).
+    Ok(TerminalIdentity),
     /// The answer to `cancel`. `cancelled_count` counts every payment cancelled; the ids are
     /// as many as fit in one frame, `truncated` when some were left out.
     Cancelled {
@@ -145,6 +245,9 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// A plain `ok`.
+    pub const OK: Reply = Reply::Ok(TerminalIdentity::NONE);
+
     /// A `status` reply listing every pending id (shortened when sent, if it must be).
     pub fn status(connection_id: Option<String>, connected: bool, pending: Vec<String>) -> Self {
         Reply::Status {
@@ -174,7 +277,7 @@ impl Reply {
                 ..
             } => ids.len(),
             Reply::Error { message, .. } => message.chars().count(),
-            Reply::SaleStarted { .. } | Reply::Ok | Reply::Pong => 0,
+            Reply::SaleStarted { .. } | Reply::Ok(_) | Reply::Pong => 0,
         }
     }
 
@@ -198,7 +301,7 @@ impl Reply {
             Reply::Error { message, .. } => {
                 *message = message.chars().take(keep).chain(['…']).collect();
             }
-            Reply::SaleStarted { .. } | Reply::Ok | Reply::Pong => {}
+            Reply::SaleStarted { .. } | Reply::Ok(_) | Reply::Pong => {}
         }
         short
     }
@@ -415,6 +518,108 @@ mod tests {
         );
     }
 
+    /// The CRC bytes (low, high) ending `apdu`'s frame.
+    fn crc_bytes(apdu: &[u8]) -> Vec<u8> {
+        crate::serial::frame::frame_bytes(apdu).unwrap()[apdu.len() + 4..].to_vec()
+    }
+
+    /// The version vectors of docs/serial-protocol.md §3 "Versions", APDU and frame.
+    #[test]
+    fn versions_on_the_wire_encode_as_the_spec_vectors() {
+        let ready = AgentRequest::AgentState {
+            state: AgentReadiness::Ready,
+            protocol: Some(1),
+            agent: Some("pos-agent 1.2.3".to_owned()),
+        };
+        let apdu = encode_request(2, &ready).unwrap();
+        assert_eq!(
+            text(apdu.clone()),
+            r#"{"type":"agent_state","state":"ready","protocol":1,"agent":"pos-agent 1.2.3","id":2}"#
+        );
+        assert_eq!(crc_bytes(&apdu), [0x5B, 0x88]);
+        let ok = Reply::Ok(TerminalIdentity {
+            protocol: Some(1),
+            model: Some("Acme T1".to_owned()),
+            firmware: Some("2.4.1".to_owned()),
+        });
+        let apdu = encode_reply(2, &ok).unwrap();
+        assert_eq!(
+            text(apdu.clone()),
+            r#"{"type":"ok","protocol":1,"model":"Acme T1","firmware":"2.4.1","re":2}"#
+        );
+        assert_eq!(crc_bytes(&apdu), [0x90, 0x40]);
+        // Both parse back, and so do the messages of a side that says nothing of versions.
+        assert_eq!(
+            parse_incoming::<TerminalRequest>(&apdu),
+            Incoming::Reply {
+                re: 2,
+                body: Ok(ok)
+            }
+        );
+        assert_eq!(
+            parse_incoming::<TerminalRequest>(br#"{"type":"ok","re":2}"#),
+            Incoming::Reply {
+                re: 2,
+                body: Ok(Reply::OK)
+            }
+        );
+        assert_eq!(
+            parse_incoming::<AgentRequest>(br#"{"type":"agent_state","state":"ready","id":2}"#),
+            Incoming::Request {
+                id: 2,
+                body: Ok(AgentRequest::AgentState {
+                    state: AgentReadiness::Ready,
+                    protocol: None,
+                    agent: None
+                })
+            }
+        );
+    }
+
+    /// Parsers written before versions were on the wire (a unit `ok`, an `agent_state` with
+    /// only `state`) take the new messages: the new fields are ignored.
+    #[test]
+    fn parsers_without_versions_ignore_the_new_fields() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum OldReply {
+            Ok,
+        }
+        #[derive(Debug, Deserialize, PartialEq)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum OldAgentRequest {
+            AgentState { state: AgentReadiness },
+        }
+        let ok = br#"{"type":"ok","protocol":1,"model":"Acme T1","firmware":"2.4.1","re":2}"#;
+        assert_eq!(
+            serde_json::from_slice::<OldReply>(ok).unwrap(),
+            OldReply::Ok
+        );
+        let ready = encode_request(2, &AgentRequest::ready()).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<OldAgentRequest>(&ready).unwrap(),
+            OldAgentRequest::AgentState {
+                state: AgentReadiness::Ready
+            }
+        );
+    }
+
+    #[test]
+    fn identities_are_kept_short_and_printable() {
+        let long = TerminalIdentity {
+            protocol: None,
+            model: Some("x".repeat(500)),
+            firmware: Some("1.0\n\u{1b}[31m".to_owned()),
+        }
+        .sanitized();
+        assert_eq!(
+            long.model.as_ref().unwrap().chars().count(),
+            MAX_IDENTITY_CHARS
+        );
+        assert_eq!(long.firmware.as_deref(), Some("1.0??[31m"));
+        assert_eq!(long.protocol_version(), 1);
+    }
+
     #[test]
     fn sale_with_unknown_fields_is_accepted() {
         let apdu = br#"{"type":"sale","id":4,"merchant_unique_code":"6f1c1a7e-3b7f-4d0e-9a51-0f2b7c3d9e10","amount_minor":2250,"tip":5}"#;
@@ -531,9 +736,8 @@ mod tests {
     #[test]
     fn every_agent_request_round_trips() {
         for request in [
-            AgentRequest::AgentState {
-                state: AgentReadiness::Stopping,
-            },
+            AgentRequest::stopping(),
+            AgentRequest::ready(),
             AgentRequest::PaymentCancelled {
                 payment_request_id: "pr-1".into(),
                 reason: CancelReason::Operator,

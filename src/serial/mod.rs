@@ -19,6 +19,6 @@ pub use link::{
 };
 pub use message::{
     AgentReadiness, AgentRequest, CancelReason, ErrorCode, PaymentResultStatus, Reply, SaleOrder,
-    TerminalRequest,
+    TerminalIdentity, TerminalRequest, PROTOCOL_VERSION,
 };
 pub use port::{open_port, spawn_link, spawn_port_link, PortError, PortStats};

@@ -14,7 +14,10 @@ use uuid::Uuid;
 
 use crate::config::SerialConfig;
 use crate::serial::link::{LinkEvent, LinkHandle, LinkSettings, LinkState, TerminalLink};
-use crate::serial::message::{encode_request, AgentRequest, Reply, SaleOrder, TerminalRequest};
+use crate::serial::message::{
+    encode_request, AgentReadiness, AgentRequest, Reply, SaleOrder, TerminalIdentity,
+    TerminalRequest, PROTOCOL_VERSION,
+};
 use crate::serial::{spawn_port_link, LinkError};
 
 /// A request or notification the agent sent, as the simulator received it (already answered).
@@ -60,13 +63,30 @@ impl TerminalSimulator {
                         request: incoming.request().clone(),
                     };
                     let _ = record.send(notification);
-                    incoming.reply(Reply::Ok);
+                    let reply = match incoming.request() {
+                        AgentRequest::AgentState {
+                            state: AgentReadiness::Ready,
+                            ..
+                        } => Reply::Ok(Self::identity()),
+                        _ => Reply::OK,
+                    };
+                    incoming.reply(reply);
                 }
             }
         });
         Self {
             link,
             notifications,
+        }
+    }
+
+    /// Who the simulator says it is in its `ok` to `agent_state` (docs/serial-protocol.md §3
+    /// "Versions").
+    pub fn identity() -> TerminalIdentity {
+        TerminalIdentity {
+            protocol: Some(PROTOCOL_VERSION),
+            model: Some("pos-agent simulate-terminal".to_owned()),
+            firmware: Some(crate::build_info::VERSION.to_owned()),
         }
     }
 

@@ -239,6 +239,13 @@ impl Agent {
         to_agent
     }
 
+    /// Puts a new line in the terminal simulator's place (unplug, then a new pty pair behind the
+    /// same name) and returns its master, for another terminal (a process) to be joined to.
+    pub fn replace_terminal_with_line(&self) -> VirtualSerial {
+        self.unplug();
+        self.plug_new_line()
+    }
+
     /// A new pty pair, its slave behind the configured device's name (replaced atomically).
     fn plug_new_line(&self) -> VirtualSerial {
         let pair = VirtualSerial::open().expect("pty pair");

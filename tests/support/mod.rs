@@ -11,6 +11,8 @@
 //! - [`serial`]: the agent's link on a pty slave and a raw terminal on its master.
 //! - [`slow_fsync`]: the slow-storage shim preloaded into the daemon.
 //! - [`preload`]: the `LD_PRELOAD` libraries of `tools/`, built with the host's C compiler.
+//! - [`terminal_kit`]: the conformance kit against a terminal through a relay that can break
+//!   one rule, and the C reference terminal's build.
 #![allow(dead_code)]
 
 use std::process::Command;
@@ -24,6 +26,7 @@ pub mod payment_api;
 pub mod preload;
 pub mod serial;
 pub mod slow_fsync;
+pub mod terminal_kit;
 
 /// How long a test waits for something that must happen: generous, because the suite also runs
 /// under qemu-user (about ten times slower) on a loaded machine. Tests wait for a condition
