@@ -555,7 +555,7 @@ async fn round(agent: &mut Agent, log: &Path, n: usize) {
         .zip(futures_util::future::join_all(ends).await)
     {
         match reply {
-            Ok(Reply::Ok | Reply::Cancelled { .. }) => tell(
+            Ok(Reply::Ok(_) | Reply::Cancelled { .. }) => tell(
                 log,
                 &Told {
                     is_final: true,

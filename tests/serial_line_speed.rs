@@ -27,7 +27,8 @@ async fn settled(agent: &mut Agent) {
             matches!(
                 n,
                 AgentRequest::AgentState {
-                    state: AgentReadiness::Ready
+                    state: AgentReadiness::Ready,
+                    ..
                 }
             )
             .then_some(())

@@ -77,7 +77,7 @@ pub(crate) fn record(request: &TerminalRequest, reply: &Reply) -> Option<Record>
             record.outcome = Some(outcome_of(*code));
             record.reason = Some(message.clone());
         }
-        Reply::Ok | Reply::Status { .. } | Reply::Pong => {}
+        Reply::Ok(_) | Reply::Status { .. } | Reply::Pong => {}
     }
     Some(record)
 }

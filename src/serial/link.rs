@@ -1500,7 +1500,7 @@ mod tests {
             "resent {resent_after:?} after the frame was handed over; on the wire {wire:?}, T3 {t3:?}"
         );
         peer.acknowledge_and_answer_ok(&first).await;
-        assert_eq!(request.await.unwrap(), Ok(Reply::Ok));
+        assert_eq!(request.await.unwrap(), Ok(Reply::OK));
         assert_eq!(agent.state(), LinkState::Up);
     }
 
@@ -1542,7 +1542,7 @@ mod tests {
             "resent {resent_after:?} after the frame was handed over, before the UART's queue was out and T3 ran"
         );
         peer.acknowledge_and_answer_ok(&first).await;
-        assert_eq!(request.await.unwrap(), Ok(Reply::Ok));
+        assert_eq!(request.await.unwrap(), Ok(Reply::OK));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1586,7 +1586,7 @@ mod tests {
             .write_all(&frame_bytes(ok.as_bytes()).unwrap())
             .await
             .unwrap();
-        assert_eq!(request.await.unwrap(), Ok(Reply::Ok));
+        assert_eq!(request.await.unwrap(), Ok(Reply::OK));
         assert_eq!(agent.state(), LinkState::Up);
         assert!(matches!(
             next_request(&mut events).await.request(),
