@@ -289,6 +289,16 @@ impl StateStore {
                     }
                 }
             })?;
+        if loaded.torn_tail {
+            let dropped = journal_bytes
+                .as_ref()
+                .map_or(0, Vec::len)
+                .saturating_sub(loaded.journal_valid_len);
+            tracing::warn!(
+                "dropped a torn tail of {dropped} bytes at the end of {}: a change cut short by a crash or a power loss, never confirmed to anyone",
+                journal.display()
+            );
+        }
         let mut state = loaded.state;
         let pruned = !state.prune_final_sales(SystemTime::now()).is_empty();
         let writer = Writer::spawn(writer::Start {
@@ -352,6 +362,11 @@ impl StateStore {
     }
 
     /// What the writer has written so far.
+    /// The state directory's health as the writer last saw it, and changes to it.
+    pub fn storage_health(&self) -> tokio::sync::watch::Receiver<StorageHealth> {
+        self.writer.health()
+    }
+
     pub fn writer_stats(&self) -> WriterStats {
         self.writer.stats()
     }
