@@ -36,6 +36,7 @@ fn status_report() -> StatusReport {
         abandoned: vec![],
         terminal_last_answered: None,
         api_last_answered: None,
+        storage: None,
     }
 }
 

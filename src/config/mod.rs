@@ -8,12 +8,13 @@
 //!
 //! `schema` (the file's sections and defaults), `load` (file, environment, provenance),
 //! `credentials` (systemd credentials), `validate` (the rules the types cannot express),
-//! `checked` (the typed values), `render` (`check-config`), `error` (problems naming their key).
+//! `checked` (the typed values), `render` (`check-config`), `reload` (what `SIGHUP` applies), `error` (problems naming their key).
 
 mod checked;
 mod credentials;
 mod error;
 mod load;
+mod reload;
 mod render;
 mod schema;
 #[cfg(test)]
@@ -24,6 +25,7 @@ pub use checked::{BaseUrl, KeyPair, PaywallSettings, TagCode, TerminalId, Termin
 pub use credentials::*;
 pub use error::*;
 pub use load::*;
+pub use reload::*;
 pub use render::*;
 pub use schema::*;
 pub use validate::*;

@@ -1,0 +1,147 @@
+//! A reload (`SIGHUP`, `systemctl reload`): what takes effect at run time, and the
+//! configuration the daemon goes on with (docs/configuration.md (Reloading)).
+//!
+//! The API keys and the provider's service parameters (the secrets, which rotate) are applied;
+//! every other key keeps its running value until a restart, and the reload names each key whose
+//! new value waits for it. Keys are compared through the `check-config` rendering, so a key is
+//! named the way an operator writes it and no secret value is ever compared in the open.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+
+/// The configuration a reload goes on with, and the keys whose new value needs a restart.
+pub struct Reloaded {
+    pub config: Config,
+    pub needs_restart: Vec<String>,
+}
+
+/// `running` with the secrets of `loaded` (the four API keys, the service parameters); the keys
+/// whose value differs otherwise are listed, their running value kept.
+pub fn reloaded(running: &Config, loaded: Config) -> Reloaded {
+    let (before, after) = (
+        keyed(&render_effective(running)),
+        keyed(&render_effective(&loaded)),
+    );
+    let reloadable = |key: &str| {
+        key == SERVICE_PARAMETERS_KEY
+            || key
+                .strip_prefix("paywall.")
+                .is_some_and(|name| SECRET_KEYS.contains(&name))
+    };
+    let needs_restart: BTreeSet<String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|key| !reloadable(key) && before.get(*key) != after.get(*key))
+        .cloned()
+        .collect();
+
+    let mut config = running.clone();
+    for name in SECRET_KEYS {
+        *config.file.paywall.secret_mut(name) = loaded.paywall.secret(name).cloned();
+    }
+    config.paywall_settings.private = loaded.paywall_settings.private.clone();
+    config.paywall_settings.public = loaded.paywall_settings.public.clone();
+    config.paywall_settings.secrets = loaded.paywall_settings.secrets.clone();
+    config.provenance.secrets = loaded.provenance.secrets.clone();
+    if let (Some(establish), Some(new)) = (
+        config.file.connection.establish.as_mut(),
+        loaded.connection.establish.as_ref(),
+    ) {
+        establish.service_parameters = new.service_parameters.clone();
+        config.provenance.service_parameters = loaded.provenance.service_parameters.clone();
+    }
+    Reloaded {
+        config,
+        needs_restart: needs_restart.into_iter().collect(),
+    }
+}
+
+const SERVICE_PARAMETERS_KEY: &str = "connection.establish.service_parameters";
+
+/// The rendered configuration as dotted key → value text (`# key is not set` as an empty
+/// value; where a secret came from is not part of its value).
+fn keyed(rendered: &str) -> BTreeMap<String, String> {
+    let mut section = "";
+    let mut keys = BTreeMap::new();
+    for line in rendered.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name;
+        } else if let Some(key) = line
+            .strip_prefix("# ")
+            .and_then(|l| l.strip_suffix(" is not set"))
+        {
+            keys.insert(format!("{section}.{key}"), String::new());
+        } else if let Some((key, value)) = line.split_once(" = ") {
+            let value = value.split("  # from ").next().unwrap_or(value);
+            keys.insert(format!("{section}.{key}"), value.to_owned());
+        }
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        load_contents_with(
+            Path::new("agent.toml"),
+            text.as_bytes(),
+            &EnvSnapshot::default(),
+        )
+        .unwrap()
+    }
+
+    const BASE: &str = r#"
+[paywall]
+physical_api_url = "https://api.example"
+api_key_private = "old-key"
+api_client_private = "old-client"
+[terminal]
+id = "3f2b0a4c-1d2e-4f5a-8b6c-7d8e9f0a1b2c"
+[serial]
+device = "/dev/ttyS1"
+"#;
+
+    #[test]
+    fn new_keys_are_taken_and_nothing_needs_a_restart() {
+        let running = config(BASE);
+        let rotated = config(&BASE.replace("old-", "new-"));
+        let reloaded = reloaded(&running, rotated);
+        assert!(
+            reloaded.needs_restart.is_empty(),
+            "{:?}",
+            reloaded.needs_restart
+        );
+        let private = &reloaded.config.paywall_settings.private;
+        assert_eq!(private.key.to_str().unwrap(), "new-key");
+        assert_eq!(
+            reloaded
+                .config
+                .paywall
+                .secret("api_client_private")
+                .unwrap()
+                .expose_secret(),
+            "new-client"
+        );
+    }
+
+    #[test]
+    fn other_changes_are_named_and_keep_their_running_value() {
+        let running = config(BASE);
+        let changed = config(
+            &BASE
+                .replace("/dev/ttyS1", "/dev/ttyS2")
+                .replace("[serial]", "payment_timeout = \"90s\"\n[serial]"),
+        );
+        let reloaded = reloaded(&running, changed);
+        assert_eq!(
+            reloaded.needs_restart,
+            ["serial.device", "terminal.payment_timeout"]
+        );
+        assert_eq!(reloaded.config.serial.device, Path::new("/dev/ttyS1"));
+    }
+}
