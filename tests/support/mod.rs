@@ -10,6 +10,8 @@
 //!   sale, the seed fixtures.
 //! - [`serial`]: the agent's link on a pty slave and a raw terminal on its master.
 //! - [`slow_fsync`]: the slow-storage shim preloaded into the daemon.
+//! - [`proxy`]: an HTTP CONNECT proxy on loopback that records what it was asked.
+//! - [`tls`]: a CA made at test time and the certificates it issues.
 #![allow(dead_code)]
 
 use std::process::Command;
@@ -20,8 +22,10 @@ use pos_agent::simulator::api as sim;
 pub mod daemon;
 pub mod line;
 pub mod payment_api;
+pub mod proxy;
 pub mod serial;
 pub mod slow_fsync;
+pub mod tls;
 
 /// How long a test waits for something that must happen: generous, because the suite also runs
 /// under qemu-user (about ten times slower) on a loaded machine. Tests wait for a condition
