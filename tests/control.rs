@@ -170,14 +170,14 @@ fn status() -> StatusReport {
         abandoned: vec![],
         terminal_last_answered: Some("2026-11-21T13:17:05Z".into()),
         api_last_answered: None,
-        storage: Some(StorageView {
+        storage: StorageView {
             directory: "/var/lib/pos-agent".into(),
             writable: true,
             last_error: Some("No space left on device (os error 28)".into()),
             last_error_at: Some("2026-11-21T12:40:00Z".into()),
             free_bytes: Some(12 * 1024 * 1024),
             free_space_low: false,
-        }),
+        },
     }
 }
 

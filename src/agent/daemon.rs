@@ -197,16 +197,19 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
 /// and keeps its running value; a configuration that does not load changes nothing. Pending
 /// payments, sales and the connection go on as they were.
 fn reload(core: &Core, config_path: &Path) {
-    let loaded = match config::load_with(config_path, &config::EnvSnapshot::capture()) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            error!("reload refused, the running configuration is kept: {e}");
-            return;
-        }
-    };
-    let reloaded = config::reloaded(&core.config(), loaded);
-    let client = match PaywallClient::new(&reloaded.config.paywall_settings) {
-        Ok(client) => client.with_retry_policy(core.client().retry_policy()),
+    let reloaded = config::load_with(config_path, &config::EnvSnapshot::capture())
+        .map(|loaded| config::reloaded(&core.config(), loaded))
+        .map_err(|e| e.to_string())
+        .and_then(|reloaded| {
+            let client =
+                PaywallClient::new(&reloaded.config.paywall_settings).map_err(|e| e.to_string())?;
+            Ok((
+                reloaded,
+                client.with_retry_policy(core.client().retry_policy()),
+            ))
+        });
+    let (reloaded, client) = match reloaded {
+        Ok(reloaded) => reloaded,
         Err(e) => {
             error!("reload refused, the running configuration is kept: {e}");
             return;
@@ -593,7 +596,7 @@ fn status_report(core: &Core) -> StatusReport {
         abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
         terminal_last_answered: METRICS.terminal_last_answered().map(control::rfc3339),
         api_last_answered: METRICS.api_last_answered().map(control::rfc3339),
-        storage: Some(storage_view(core)),
+        storage: storage_view(core),
     }
 }
 

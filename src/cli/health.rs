@@ -114,9 +114,7 @@ async fn check(socket: &Path) -> Result<String, Unhealthy> {
     let link =
         (status.terminal_link != TerminalLinkStatus::Up).then(|| "terminal link down".to_owned());
     // Sales are refused while the state cannot be written: a full or read-only disk.
-    let storage = status
-        .storage
-        .as_ref()
+    let storage = Some(&status.storage)
         .filter(|storage| !storage.writable)
         .map(|storage| {
             format!(
@@ -137,13 +135,15 @@ async fn check(socket: &Path) -> Result<String, Unhealthy> {
         .chain(link)
         .collect();
     if reasons.is_empty() {
-        let low = match &status.storage {
-            Some(storage) if storage.free_space_low => format!(
+        let storage = &status.storage;
+        let low = if storage.free_space_low {
+            format!(
                 "; free space low in {} ({} bytes)",
                 storage.directory,
                 storage.free_bytes.unwrap_or(0)
-            ),
-            _ => String::new(),
+            )
+        } else {
+            String::new()
         };
         return Ok(format!(
             "connection connected, terminal link up, {} pending{low}; {build}",

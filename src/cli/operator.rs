@@ -374,8 +374,12 @@ fn status_text(report: &StatusReport) -> String {
         report.api_last_answered.as_deref().unwrap_or("never"),
         report.pending.len()
     );
-    if let Some(storage) = &report.storage {
-        text.push_str(&format!("storage        {}\n", storage_text(storage)));
+    // Empty from a daemon too old to say.
+    if !report.storage.directory.is_empty() {
+        text.push_str(&format!(
+            "storage        {}\n",
+            storage_text(&report.storage)
+        ));
     }
     if let Some(rejection) = &report.rejection {
         text.push_str(&format!(

@@ -6,7 +6,7 @@
 //! new value waits for it. Keys are compared through the `check-config` rendering, so a key is
 //! named the way an operator writes it and no secret value is ever compared in the open.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::*;
 
@@ -29,9 +29,10 @@ pub fn reloaded(running: &Config, loaded: Config) -> Reloaded {
                 .strip_prefix("paywall.")
                 .is_some_and(|name| SECRET_KEYS.contains(&name))
     };
-    let needs_restart: BTreeSet<String> = before
+    // Both maps are sorted by key: the keys of `before`, then those only in `after`.
+    let needs_restart: Vec<String> = before
         .keys()
-        .chain(after.keys())
+        .chain(after.keys().filter(|key| !before.contains_key(*key)))
         .filter(|key| !reloadable(key) && before.get(*key) != after.get(*key))
         .cloned()
         .collect();
@@ -53,7 +54,7 @@ pub fn reloaded(running: &Config, loaded: Config) -> Reloaded {
     }
     Reloaded {
         config,
-        needs_restart: needs_restart.into_iter().collect(),
+        needs_restart,
     }
 }
 

@@ -460,14 +460,14 @@ pub struct StatusReport {
     /// not since the agent started.
     #[serde(default)]
     pub api_last_answered: Option<String>,
-    /// The state directory's health; absent from a daemon too old to say.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<StorageView>,
+    /// The state directory's health (from a daemon too old to say: writable, nothing known).
+    #[serde(default)]
+    pub storage: StorageView,
 }
 
 /// The state directory (`status`'s `storage`): whether changes are being written, the latest
 /// write error, and the free space left (docs/operations.md (Storage health)).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageView {
     pub directory: String,
     /// False while a write fails: sales and operator commands that change state are refused.
@@ -490,6 +490,19 @@ pub struct StorageView {
 /// system, whichever is less: a snapshot of a busy terminal's state is some tens of KiB.
 pub const FREE_SPACE_LOW_BYTES: u64 = 1024 * 1024;
 pub const FREE_SPACE_LOW_PERCENT: u64 = 5;
+
+impl Default for StorageView {
+    fn default() -> Self {
+        Self {
+            directory: String::new(),
+            writable: true,
+            last_error: None,
+            last_error_at: None,
+            free_bytes: None,
+            free_space_low: false,
+        }
+    }
+}
 
 impl StorageView {
     /// Whether `free` bytes of `total` is low.
@@ -1002,7 +1015,7 @@ mod tests {
             }],
             terminal_last_answered: Some("2026-11-21T13:17:05Z".into()),
             api_last_answered: None,
-            storage: None,
+            storage: StorageView::default(),
         }
     }
 
@@ -1042,7 +1055,15 @@ mod tests {
                         "payment_request_id": null
                     }],
                     "terminal_last_answered": "2026-11-21T13:17:05Z",
-                    "api_last_answered": null
+                    "api_last_answered": null,
+                    "storage": {
+                        "directory": "",
+                        "writable": true,
+                        "last_error": null,
+                        "last_error_at": null,
+                        "free_bytes": null,
+                        "free_space_low": false
+                    }
                 }
             })
         );
