@@ -298,3 +298,38 @@ fn purge_removes_every_credential_the_unit_loads_plain_and_encrypted() {
         assert!(removes(&glob), "postrm does not remove {glob}");
     }
 }
+
+#[test]
+fn purge_run_in_a_private_mount_namespace_leaves_no_credential_of_the_agent() {
+    // The real postrm, on empty file systems mounted over the stores in a mount namespace of
+    // its own: nothing of the machine is touched. Needs root (the system stage runs it for real).
+    let postrm = format!("{}/packaging/debian/postrm", env!("CARGO_MANIFEST_DIR"));
+    let script = r#"
+        mount --make-rprivate / || exit 90
+        for d in /etc/credstore /etc/credstore.encrypted /etc/pos-agent; do
+            mkdir -p "$d" && mount -t tmpfs tmpfs "$d" || exit 90
+        done
+        for c in api_key_private api_client_private api_key_public api_client_public \
+                 service_parameters https_proxy; do
+            echo x >"/etc/credstore/pos-agent.$c" && echo x >"/etc/credstore.encrypted/pos-agent.$c" || exit 90
+        done
+        echo x >/etc/credstore/other-service.key && echo x >/etc/pos-agent/agent.toml || exit 90
+        sh "$1" purge >/dev/null || exit 91
+        ls -A /etc/credstore /etc/credstore.encrypted /etc/pos-agent
+    "#;
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", script, "sh", &postrm])
+        .output();
+    let out = match out {
+        Ok(out) if out.status.code() != Some(90) && out.status.code() != Some(1) => out,
+        _ => {
+            eprintln!("note: skipped, no private mount namespace here (needs root)");
+            return;
+        }
+    };
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(!listing.contains("pos-agent."), "{listing}");
+    assert!(!listing.contains("agent.toml"), "{listing}");
+    assert!(listing.contains("other-service.key"), "{listing}");
+}
