@@ -48,6 +48,12 @@ pub fn notify_stopping() -> io::Result<()> {
     sd_notify::notify(&[NotifyState::Stopping])
 }
 
+/// `RELOADING=1` with `MONOTONIC_USEC=`: a reload (`SIGHUP`) has begun; `READY=1` ends it.
+/// systemd 252 keeps the unit `reloading` until then; later versions also need the timestamp.
+pub fn notify_reloading() -> io::Result<()> {
+    sd_notify::notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now()?])
+}
+
 /// `EXTEND_TIMEOUT_USEC=...`: asks systemd for `by` more time, counted from now, before it
 /// gives up on the current start or stop. Send it again before that time runs out to extend
 /// further. Durations beyond the protocol's range (about 71 minutes) are sent as that maximum.
@@ -71,6 +77,7 @@ enum Notice {
     Status(String),
     Watchdog,
     Stopping,
+    Reloading,
     ExtendTimeout(Duration),
 }
 
@@ -96,6 +103,7 @@ impl Notifier {
                         Notice::Status(status) => notify_status(status),
                         Notice::Watchdog => notify_watchdog(),
                         Notice::Stopping => notify_stopping(),
+                        Notice::Reloading => notify_reloading(),
                         Notice::ExtendTimeout(by) => extend_timeout(*by),
                     };
                     if let Err(e) = sent {
@@ -143,6 +151,11 @@ impl Notifier {
     /// Queues `STOPPING=1`.
     pub fn stopping(&self) {
         self.send(Notice::Stopping)
+    }
+
+    /// Queues `RELOADING=1`; [`Notifier::ready`] ends the reload.
+    pub fn reloading(&self) {
+        self.send(Notice::Reloading)
     }
 
     /// Queues `EXTEND_TIMEOUT_USEC=...`.

@@ -34,14 +34,20 @@ tag_code = "shop_1"
 /// `check-config` with a clean environment: no override, credential or config path leaks in
 /// from the environment the tests run in.
 fn check_config() -> Command {
+    clean("check-config")
+}
+
+/// `pos-agent SUBCOMMAND` with the clean environment of [`check_config`].
+fn clean(subcommand: &str) -> Command {
     let mut command = support::pos_agent();
-    command.arg("check-config");
+    command.arg(subcommand);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
         if name.starts_with("POS_AGENT_") && name != "POS_AGENT_TEST_RUNNER"
             || name == "CREDENTIALS_DIRECTORY"
             || name == "STATE_DIRECTORY"
             || name == "RUNTIME_DIRECTORY"
+            || name.to_ascii_uppercase().ends_with("_PROXY")
         {
             command.env_remove(name);
         }
@@ -468,4 +474,51 @@ fn check_config_fails_like_run_without_a_ca_bundle_or_a_known_connection_id() {
     store.commit().wait().unwrap();
     let out = run(check_config().arg("--config").arg(&path));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
+#[test]
+fn a_malformed_proxy_variable_exits_78_naming_it_in_check_config_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), VALID);
+    for (name, value) in [
+        ("HTTPS_PROXY", "http://agent:pw-77ab@proxy.example:notaport"),
+        ("ALL_PROXY", "socks5://agent:pw-77ab@proxy.example:1080"),
+        ("NO_PROXY", "http://pw-77ab.example"),
+    ] {
+        let checked = run(check_config().arg("--config").arg(&path).env(name, value));
+        let started = run(clean("run").arg("--config").arg(&path).env(name, value));
+        for out in [checked, started] {
+            assert_eq!(out.code, Some(78), "{name}: {}", out.stderr);
+            assert!(out.stderr.contains(name), "{name}: {}", out.stderr);
+            assert!(!out.stderr.contains("pw-77ab"), "{}", out.stderr);
+            assert!(!out.stdout.contains("pw-77ab"), "{}", out.stdout);
+        }
+    }
+}
+
+#[test]
+fn check_config_prints_the_proxy_from_the_environment_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), VALID);
+    let out = run(check_config()
+        .arg("--config")
+        .arg(&path)
+        .env("https_proxy", "agent:pw-77ab@proxy.example:3128")
+        .env("NO_PROXY", "localhost,10.0.0.0/8"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains(
+            "# proxy: http://agent:<redacted>@proxy.example:3128 (from environment variable https_proxy)"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(out
+        .stdout
+        .contains("# reached without the proxy (NO_PROXY): localhost,10.0.0.0/8"));
+    assert!(!out.stdout.contains("pw-77ab"), "{}", out.stdout);
+    let direct = run(check_config().arg("--config").arg(&path));
+    assert!(direct
+        .stdout
+        .contains("# proxy: none, the payment API is reached directly"));
 }

@@ -12,7 +12,7 @@ use pos_agent::control::{
     self, AbandonedSaleView, CancelFailure, CancelReason, CancelReport, CancelTarget,
     ConnectionReport, ControlCall, ControlError, ControlErrorKind, ControlReply, ControlRequest,
     ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, SerialPortView,
-    StatusReport, TerminalLinkStatus, UnlinkReport,
+    StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
 };
 use pos_agent::serial::TerminalIdentity;
 use serde_json::{json, Value};
@@ -176,6 +176,14 @@ fn status() -> StatusReport {
         abandoned: vec![],
         terminal_last_answered: Some("2026-11-21T13:17:05Z".into()),
         api_last_answered: None,
+        storage: StorageView {
+            directory: "/var/lib/pos-agent".into(),
+            writable: true,
+            last_error: Some("No space left on device (os error 28)".into()),
+            last_error_at: Some("2026-11-21T12:40:00Z".into()),
+            free_bytes: Some(12 * 1024 * 1024),
+            free_space_low: false,
+        },
     }
 }
 
@@ -207,13 +215,18 @@ fn status_prints_connection_link_version_and_the_pending_table() {
         "last answer    terminal 2026-11-21T13:17:05Z, payment API never"
     );
     assert_eq!(lines[6], "pending        2");
-    assert!(lines[8].starts_with("PAYMENT REQUEST ID"), "{text}");
+    assert_eq!(
+        lines[7],
+        "storage        /var/lib/pos-agent writable, 12288 KiB free; last write error at \
+         2026-11-21T12:40:00Z: No space left on device (os error 28)"
+    );
+    assert!(lines[9].starts_with("PAYMENT REQUEST ID"), "{text}");
     assert!(
-        lines[9].starts_with(PAYMENT) && lines[9].contains("1250"),
+        lines[10].starts_with(PAYMENT) && lines[10].contains("1250"),
         "{text}"
     );
-    assert!(lines[9].contains("order-1001"), "{text}");
-    assert!(lines[10].contains("requested (terminal)"), "{text}");
+    assert!(lines[10].contains("order-1001"), "{text}");
+    assert!(lines[11].contains("requested (terminal)"), "{text}");
     assert_eq!(daemon.received(), vec![ControlRequest::Status]);
 }
 
@@ -239,6 +252,14 @@ fn status_json_prints_exactly_the_documented_object() {
             "abandoned": [],
             "terminal_last_answered": "2026-11-21T13:17:05Z",
             "api_last_answered": null,
+            "storage": {
+                "directory": "/var/lib/pos-agent",
+                "writable": true,
+                "last_error": "No space left on device (os error 28)",
+                "last_error_at": "2026-11-21T12:40:00Z",
+                "free_bytes": 12582912,
+                "free_space_low": false
+            },
             "pending": [
                 {"payment_request_id": PAYMENT, "merchant_unique_code": "order-1001",
                  "amount_minor": 1250, "since": "2026-11-21T13:16:40Z",

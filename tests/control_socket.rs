@@ -13,7 +13,7 @@ use std::time::Duration;
 use pos_agent::agent::ConnectionState;
 use pos_agent::control::{
     self, ControlCall, ControlErrorKind, ControlReply, ControlRequest, ControlResponse,
-    SerialPortView, ServeLimits, StatusReport, TerminalLinkStatus,
+    SerialPortView, ServeLimits, StatusReport, StorageView, TerminalLinkStatus,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +37,7 @@ fn status_report() -> StatusReport {
         abandoned: vec![],
         terminal_last_answered: None,
         api_last_answered: None,
+        storage: StorageView::default(),
     }
 }
 

@@ -179,10 +179,10 @@ fn the_installed_deployment_guide_points_only_at_documents_the_package_installs(
 #[test]
 fn the_unit_hands_over_every_credential_the_agent_reads() {
     let unit = repository_file("systemd/pos-agent.service");
-    for id in config::SECRET_KEYS
-        .iter()
-        .chain(std::iter::once(&config::SERVICE_PARAMETERS_CREDENTIAL))
-    {
+    for id in config::SECRET_KEYS.iter().chain(&[
+        config::SERVICE_PARAMETERS_CREDENTIAL,
+        config::PROXY_CREDENTIAL,
+    ]) {
         let line = format!(
             "LoadCredential={id}:{}{id}",
             config::CREDENTIAL_STORE_PREFIX
@@ -254,4 +254,82 @@ fn the_health_gate_is_required_by_boot_complete_within_a_bounded_wait() {
             .contains("systemctl --no-reload disable pos-agent-healthy.service"),
         "removing the package must disable the gate"
     );
+}
+
+#[test]
+fn systemctl_reload_sends_the_agent_sighup() {
+    let unit = repository_file("systemd/pos-agent.service");
+    assert_eq!(
+        unit_setting(&unit, "ExecReload"),
+        r#"/bin/sh -c 'kill -HUP "$$MAINPID"'"#
+    );
+    // With Type=notify the agent's RELOADING=1 / READY=1 are what systemd waits on.
+    assert_eq!(unit_setting(&unit, "Type"), "notify");
+}
+
+#[test]
+fn purge_removes_every_credential_the_unit_loads_plain_and_encrypted() {
+    let unit = repository_file("systemd/pos-agent.service");
+    let postrm = repository_file("packaging/debian/postrm");
+    let removes = |file: &str| {
+        postrm.lines().any(|line| {
+            line.trim_start().starts_with("rm -f")
+                && line.split_whitespace().any(|word| word == file)
+        })
+    };
+    let mut loaded = 0;
+    for line in unit.lines() {
+        let Some(file) = line
+            .strip_prefix("LoadCredential=")
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, file)| file)
+        else {
+            continue;
+        };
+        loaded += 1;
+        assert!(
+            file.starts_with(config::CREDENTIAL_STORE_PREFIX),
+            "{file} is not under the prefix purge removes"
+        );
+    }
+    assert!(loaded >= 6, "{loaded} credentials");
+    for store in ["/etc/credstore", "/etc/credstore.encrypted"] {
+        let glob = format!("{store}/{}*", config::CREDENTIAL_STORE_PREFIX);
+        assert!(removes(&glob), "postrm does not remove {glob}");
+    }
+}
+
+#[test]
+fn purge_run_in_a_private_mount_namespace_leaves_no_credential_of_the_agent() {
+    // The real postrm, on empty file systems mounted over the stores in a mount namespace of
+    // its own: nothing of the machine is touched. Needs root (the system stage runs it for real).
+    let postrm = format!("{}/packaging/debian/postrm", env!("CARGO_MANIFEST_DIR"));
+    let script = r#"
+        mount --make-rprivate / || exit 90
+        for d in /etc/credstore /etc/credstore.encrypted /etc/pos-agent; do
+            mkdir -p "$d" && mount -t tmpfs tmpfs "$d" || exit 90
+        done
+        for c in api_key_private api_client_private api_key_public api_client_public \
+                 service_parameters https_proxy; do
+            echo x >"/etc/credstore/pos-agent.$c" && echo x >"/etc/credstore.encrypted/pos-agent.$c" || exit 90
+        done
+        echo x >/etc/credstore/other-service.key && echo x >/etc/pos-agent/agent.toml || exit 90
+        sh "$1" purge >/dev/null || exit 91
+        ls -A /etc/credstore /etc/credstore.encrypted /etc/pos-agent
+    "#;
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", script, "sh", &postrm])
+        .output();
+    let out = match out {
+        Ok(out) if out.status.code() != Some(90) && out.status.code() != Some(1) => out,
+        _ => {
+            eprintln!("note: skipped, no private mount namespace here (needs root)");
+            return;
+        }
+    };
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(!listing.contains("pos-agent."), "{listing}");
+    assert!(!listing.contains("agent.toml"), "{listing}");
+    assert!(listing.contains("other-service.key"), "{listing}");
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use tokio::sync::{watch, Notify};
@@ -25,7 +25,7 @@ use crate::serial::message::{
 use crate::serial::LinkHandle;
 use crate::state::{
     CancelReason, Commit, PaymentOutcome, PaymentSource, PendingPayment, SaleRecord, SaleStage,
-    StateError, StateStore,
+    StateError, StateStore, StorageHealth,
 };
 
 /// A merchant code claimed by one task; released when dropped (also when the task is
@@ -53,8 +53,9 @@ pub(crate) enum SaleOutcome {
 
 /// The agent's shared core.
 pub(crate) struct Core {
-    config: Arc<Config>,
-    client: PaywallClient,
+    /// Replaced as a whole by a reload (`SIGHUP`); readers take the one current at the time.
+    config: RwLock<Arc<Config>>,
+    client: RwLock<PaywallClient>,
     store: Mutex<StateStore>,
     link: LinkHandle,
     connection: watch::Sender<ConnectionState>,
@@ -84,8 +85,8 @@ impl Core {
         link: LinkHandle,
     ) -> Arc<Self> {
         Arc::new(Self {
-            config,
-            client,
+            config: RwLock::new(config),
+            client: RwLock::new(client),
             store: Mutex::new(store),
             link,
             connection: watch::channel(ConnectionState::Connecting).0,
@@ -101,12 +102,26 @@ impl Core {
         })
     }
 
-    pub(crate) fn config(&self) -> &Config {
-        &self.config
+    pub(crate) fn config(&self) -> Arc<Config> {
+        Arc::clone(&read(&self.config))
     }
 
-    pub(crate) fn client(&self) -> &PaywallClient {
-        &self.client
+    /// The payment API client with the current keys (a clone shares its connection pool).
+    pub(crate) fn client(&self) -> PaywallClient {
+        read(&self.client).clone()
+    }
+
+    /// A reload: what follows uses `config` and `client`; calls under way finish with the ones
+    /// they started with. Pending payments, sales and the connection are untouched.
+    pub(crate) fn replace_config(&self, config: Arc<Config>, client: PaywallClient) {
+        *write(&self.config) = config;
+        *write(&self.client) = client;
+        self.changed.notify_one();
+    }
+
+    /// The state directory's health as the state writer last saw it.
+    pub(crate) fn storage_health(&self) -> StorageHealth {
+        self.with_store(|s| s.storage_health().borrow().clone())
     }
 
     pub(crate) fn link(&self) -> &LinkHandle {
@@ -260,7 +275,7 @@ impl Core {
     /// abandoned: marked in durable state before the refusal leaves, and settled in the
     /// background (cancelled with reason `abandoned` if it turns up).
     pub(crate) async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
-        let deadline = Instant::now() + self.config.terminal.sale_reply_deadline;
+        let deadline = Instant::now() + self.config().terminal.sale_reply_deadline;
         let amount = order.amount_minor.get();
         if i64::try_from(amount).is_err() {
             return refused(Refusal::InvalidRequest(
@@ -373,7 +388,7 @@ impl Core {
                 let now = SystemTime::now();
                 let currency = order
                     .currency_id
-                    .unwrap_or(self.config.terminal.currency_id);
+                    .unwrap_or(self.config().terminal.currency_id);
                 if let Err(e) = self
                     .mutate_store(|s| s.record_sale_intent(&key, amount, currency, now))
                     .await
@@ -455,7 +470,7 @@ impl Core {
                 return Settled::Stopping;
             }
             maybe_sent.store(true, Ordering::Relaxed);
-            let error = match self.client.sale(&request).await {
+            let error = match self.client().sale(&request).await {
                 Ok(accepted) => return Settled::Created(accepted.payment_request_id.to_string()),
                 Err(error) => error,
             };
@@ -572,7 +587,7 @@ impl Core {
                     Err(Refusal::ApiUnavailable(_) | Refusal::Internal(_))
                 ),
                 None => match self
-                    .client
+                    .client()
                     .find_payment_by_merchant_code(code, sale.since.to_system_time())
                     .await
                 {
@@ -637,14 +652,14 @@ impl Core {
 
     fn sale_request(&self, order: &SaleOrder) -> SaleRequest {
         SaleRequest {
-            terminal: self.config.terminal_ref.clone(),
+            terminal: self.config().terminal_ref.clone(),
             merchant_unique_code: order.merchant_unique_code,
             amount_minor: i64::try_from(order.amount_minor.get()).unwrap_or(i64::MAX),
             currency_id: order
                 .currency_id
-                .unwrap_or(self.config.terminal.currency_id),
+                .unwrap_or(self.config().terminal.currency_id),
             display_code: order.display_code.clone(),
-            callback_address: self.config.terminal.callback_url.clone(),
+            callback_address: self.config().terminal.callback_url.clone(),
         }
     }
 
@@ -681,7 +696,7 @@ impl Core {
                     )));
                 };
                 tokio::spawn(async move {
-                    if let Err(e) = core.client.cancel(id).await {
+                    if let Err(e) = core.client().cancel(id).await {
                         error!(payment_request_id = %id, "cancel of the unrecorded payment {id} failed: {e}");
                     }
                 });
@@ -707,7 +722,11 @@ impl Core {
         let mut waits = RetryPolicy::API_OUTAGE.backoff();
         let mut stopping = self.stopping_signal();
         loop {
-            match self.client.find_payment_by_merchant_code(code, since).await {
+            match self
+                .client()
+                .find_payment_by_merchant_code(code, since)
+                .await
+            {
                 Ok(Some(found)) => return Resolution::Found(found.payment_request_id.to_string()),
                 Ok(None) => return Resolution::Absent,
                 Err(e) => {
@@ -864,7 +883,7 @@ impl Core {
                 "{id} is not a PaymentRequestId (a GUID)"
             )));
         };
-        let sent = self.client.cancel(payment_request_id).await;
+        let sent = self.client().cancel(payment_request_id).await;
         METRICS.cancel(
             reason as usize,
             match &sent {
@@ -1144,7 +1163,7 @@ impl Core {
             count,
             "sending again the {count} cancels not seen confirmed"
         );
-        let concurrency = self.config.shutdown.concurrency;
+        let concurrency = self.config().shutdown.concurrency;
         stream::iter(marked)
             .for_each_concurrent(concurrency.max(1), |(id, reason)| {
                 let core = Arc::clone(self);
@@ -1157,7 +1176,7 @@ impl Core {
 
     /// The earliest instant a pending payment runs past `payment_timeout`.
     pub(crate) fn next_payment_timeout(&self) -> Option<SystemTime> {
-        let timeout = self.config.terminal.payment_timeout;
+        let timeout = self.config().terminal.payment_timeout;
         self.with_store(|s| {
             s.pending()
                 .values()
@@ -1172,7 +1191,7 @@ impl Core {
     /// cancels leave. Called from the main loop, so the payment timer (which skips marked
     /// payments) moves on before the cancels are even sent.
     pub(crate) fn mark_timed_out(&self) -> (Vec<String>, Option<Commit>) {
-        let timeout = self.config.terminal.payment_timeout;
+        let timeout = self.config().terminal.payment_timeout;
         let now = SystemTime::now();
         let marked = self.with_store_mut(|s| {
             let expired = s.update(|state| {
@@ -1217,7 +1236,7 @@ impl Core {
                 return;
             }
         }
-        let concurrency = self.config.shutdown.concurrency.max(1);
+        let concurrency = self.config().shutdown.concurrency.max(1);
         stream::iter(expired)
             .for_each_concurrent(concurrency, |id| {
                 let core = Arc::clone(self);
@@ -1329,6 +1348,16 @@ fn is_duplicate_code(error: &ApiError) -> bool {
             ..
         }
     )
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -21,7 +21,7 @@ use crate::config;
 use crate::control::{
     self, AbandonedSaleView, ApmAccount, CancelFailure, CancelReport, CancelTarget,
     ConnectionReport, ControlCall, ControlError, ControlReply, ControlRequest, ControlResponse,
-    DisconnectReport, PendingPaymentView, PendingReport, RejectionView, StatusReport,
+    DisconnectReport, PendingPaymentView, PendingReport, RejectionView, StatusReport, StorageView,
     TerminalLinkStatus, UnlinkReport,
 };
 use crate::metrics::{self, METRICS};
@@ -97,11 +97,12 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut signals, mut interrupts) = match (
+    let (mut signals, mut interrupts, mut hangups) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
         _ => {
             error!("cannot install the signal handlers");
             return ExitCode::FAILURE;
@@ -116,6 +117,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     tokio::spawn(control::serve(listener, calls, std::future::pending()));
 
     tokio::spawn(connection::maintain(Arc::clone(&core)));
+    tokio::spawn(resend_after_storage_recovery(Arc::clone(&core)));
     if let Some(textfile) = config.metrics.textfile.clone() {
         start_metrics_textfile(Arc::clone(&core), textfile, config.metrics.interval);
     }
@@ -148,6 +150,11 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
             _ = tick(&mut watchdog) => notifier.watchdog(),
             _ = signals.recv() => break,
             _ = interrupts.recv() => break,
+            _ = hangups.recv() => {
+                notifier.reloading();
+                reload(&core, config_path);
+                notifier.ready();
+            }
             Some(call) = control_calls.recv() => {
                 let core = Arc::clone(&core);
                 tokio::spawn(async move {
@@ -190,6 +197,64 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     events.notifier.finish(Duration::from_secs(1));
     logging::flush_summaries();
     code
+}
+
+/// `SIGHUP` (docs/configuration.md (Reloading)): reads the configuration and the credentials
+/// again and applies the API keys and service parameters; a key that needs a restart is named
+/// and keeps its running value; a configuration that does not load changes nothing. Pending
+/// payments, sales and the connection go on as they were.
+fn reload(core: &Core, config_path: &Path) {
+    let reloaded = config::load_with(config_path, &config::EnvSnapshot::capture())
+        .map(|loaded| config::reloaded(&core.config(), loaded))
+        .map_err(|e| e.to_string())
+        .and_then(|reloaded| {
+            let client =
+                PaywallClient::new(&reloaded.config.paywall_settings).map_err(|e| e.to_string())?;
+            Ok((
+                reloaded,
+                client.with_retry_policy(core.client().retry_policy()),
+            ))
+        });
+    let (reloaded, client) = match reloaded {
+        Ok(reloaded) => reloaded,
+        Err(e) => {
+            error!("reload refused, the running configuration is kept: {e}");
+            return;
+        }
+    };
+    for key in &reloaded.needs_restart {
+        warn!(
+            key = key.as_str(),
+            "reload: {key} changed; it takes effect at the next restart, the running value is kept"
+        );
+    }
+    let sources: Vec<String> = reloaded
+        .config
+        .provenance
+        .secrets
+        .iter()
+        .map(|(name, source)| format!("{name} from {source}"))
+        .collect();
+    core.replace_config(Arc::new(reloaded.config), client);
+    info!(
+        "configuration reloaded from {}: API keys {}",
+        config_path.display(),
+        sources.join(", ")
+    );
+}
+
+/// A change that could not be recorded (a full disk) is in memory and is written by the state
+/// writer once the storage recovers; the cancels it marked are then sent, as at a reconnect.
+async fn resend_after_storage_recovery(core: Arc<Core>) {
+    let mut health = core.with_store(|s| s.storage_health());
+    let mut failing = false;
+    while health.changed().await.is_ok() {
+        let now_failing = health.borrow_and_update().failing;
+        if failing && !now_failing && !core.is_stopping() {
+            core.resend_requested_cancels().await;
+        }
+        failing = now_failing;
+    }
 }
 
 /// docs/architecture.md (Data flow of a shutdown): stop taking sales, cancel what is pending, disconnect, all within the
@@ -537,6 +602,33 @@ fn status_report(core: &Core) -> StatusReport {
         abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
         terminal_last_answered: METRICS.terminal_last_answered().map(control::rfc3339),
         api_last_answered: METRICS.api_last_answered().map(control::rfc3339),
+        storage: storage_view(core),
+    }
+}
+
+// `statvfs` counts are 32 bits wide on 32-bit ARM.
+#[allow(clippy::unnecessary_cast)]
+fn storage_view(core: &Core) -> StorageView {
+    let health = core.storage_health();
+    let directory = core.with_store(|s| s.directory().to_owned());
+    let space = nix::sys::statvfs::statvfs(&directory).ok().map(|fs| {
+        let block = fs.fragment_size() as u64;
+        (
+            (fs.blocks_available() as u64).saturating_mul(block),
+            (fs.blocks() as u64).saturating_mul(block),
+        )
+    });
+    let (last_error, last_error_at) = match health.last_error {
+        Some((error, at)) => (Some(error), Some(control::rfc3339(at))),
+        None => (None, None),
+    };
+    StorageView {
+        directory: directory.display().to_string(),
+        writable: !health.failing,
+        last_error,
+        last_error_at,
+        free_bytes: space.map(|(free, _)| free),
+        free_space_low: space.is_some_and(|(free, total)| StorageView::is_low(free, total)),
     }
 }
 

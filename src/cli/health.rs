@@ -4,7 +4,7 @@
 //!
 //! Healthy means: the daemon answers on its control socket (it only runs once its state was
 //! read: an unreadable state stops it with exit 74), the payment API connection is `connected`,
-//! and the terminal link is `up`. The command asks `status` until all three hold or the wait is
+//! the state directory is writable, and the terminal link is `up`. The command asks `status` until all three hold or the wait is
 //! over, then exits with the code of the last reason (the codes of docs/operations.md) and says
 //! that reason on one line.
 
@@ -113,23 +113,45 @@ async fn check(socket: &Path) -> Result<String, Unhealthy> {
     };
     let link =
         (status.terminal_link != TerminalLinkStatus::Up).then(|| "terminal link down".to_owned());
+    // Sales are refused while the state cannot be written: a full or read-only disk.
+    let storage = Some(&status.storage)
+        .filter(|storage| !storage.writable)
+        .map(|storage| {
+            format!(
+                "state directory {} not writable ({})",
+                storage.directory,
+                storage.last_error.as_deref().unwrap_or("write failed")
+            )
+        });
     // The running daemon's build, which an update's gate is judging.
     let build = format!("pos-agent {} (commit {})", status.version, status.commit);
-    match (connection, link) {
-        (None, None) => Ok(format!(
-            "connection connected, terminal link up, {} pending; {build}",
+    let code = connection
+        .as_ref()
+        .map_or(exit::API_UNREACHABLE, |(code, _)| *code);
+    let reasons: Vec<String> = connection
+        .map(|(_, reason)| reason)
+        .into_iter()
+        .chain(storage)
+        .chain(link)
+        .collect();
+    if reasons.is_empty() {
+        let storage = &status.storage;
+        let low = if storage.free_space_low {
+            format!(
+                "; free space low in {} ({} bytes)",
+                storage.directory,
+                storage.free_bytes.unwrap_or(0)
+            )
+        } else {
+            String::new()
+        };
+        return Ok(format!(
+            "connection connected, terminal link up, {} pending{low}; {build}",
             status.pending.len()
-        )),
-        (Some((code, connection)), link) => Err(Unhealthy {
-            code,
-            reason: match link {
-                Some(link) => format!("{connection}; {link}; {build}"),
-                None => format!("{connection}; {build}"),
-            },
-        }),
-        (None, Some(link)) => Err(Unhealthy {
-            code: exit::API_UNREACHABLE,
-            reason: format!("{link}; {build}"),
-        }),
+        ));
     }
+    Err(Unhealthy {
+        code,
+        reason: format!("{}; {build}", reasons.join("; ")),
+    })
 }

@@ -14,7 +14,7 @@ use super::{exit, Failure};
 use crate::control::{
     self, AbandonedSaleView, ApmAccount, CancelFailure, CancelTarget, ClientError,
     ControlErrorKind, ControlReply, ControlRequest, PendingPaymentView, SerialPortView,
-    StatusReport,
+    StatusReport, StorageView,
 };
 
 /// The operator subcommands; flattened into the top-level command list.
@@ -376,6 +376,13 @@ fn status_text(report: &StatusReport) -> String {
         report.api_last_answered.as_deref().unwrap_or("never"),
         report.pending.len()
     );
+    // Empty from a daemon too old to say.
+    if !report.storage.directory.is_empty() {
+        text.push_str(&format!(
+            "storage        {}\n",
+            storage_text(&report.storage)
+        ));
+    }
     if let Some(rejection) = &report.rejection {
         text.push_str(&format!(
             "rejected       HTTP {}: {}\n",
@@ -398,6 +405,30 @@ fn status_text(report: &StatusReport) -> String {
 /// Who the terminal said it is; `not heard yet` before it answered.
 fn terminal_text(terminal: Option<&crate::serial::TerminalIdentity>) -> String {
     terminal.map_or_else(|| "not heard yet".to_owned(), ToString::to_string)
+}
+
+/// `/var/lib/pos-agent writable, 1.2 MiB free; last error at <when>: <what>`.
+fn storage_text(storage: &StorageView) -> String {
+    let mut text = format!(
+        "{} {}",
+        storage.directory,
+        if storage.writable {
+            "writable"
+        } else {
+            "NOT WRITABLE (sales are refused)"
+        }
+    );
+    if let Some(free) = storage.free_bytes {
+        text.push_str(&format!(", {} KiB free", free / 1024));
+    }
+    if storage.free_space_low {
+        text.push_str(" (free space low)");
+    }
+    if let Some(error) = &storage.last_error {
+        let at = storage.last_error_at.as_deref().unwrap_or("?");
+        text.push_str(&format!("; last write error at {at}: {error}"));
+    }
+    text
 }
 
 /// `reopened 2 times; last error at <when>: <what>`.

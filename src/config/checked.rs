@@ -136,6 +136,8 @@ pub struct PaywallSettings {
     pub allow_insecure_http: bool,
     /// The key values, kept only to scrub them out of answers the client quotes.
     pub secrets: Vec<SecretString>,
+    /// The proxy to go through (docs/deployment.md (Through a proxy)); `None`: connect directly.
+    pub proxy: Option<super::ProxySetting>,
 }
 
 impl PaywallSettings {
@@ -224,6 +226,7 @@ impl PaywallSettings {
                     .into_iter()
                     .filter_map(|name| paywall.secret(name).cloned())
                     .collect(),
+                proxy: None,
             }),
             _ => Err(problems),
         }

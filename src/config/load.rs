@@ -318,7 +318,16 @@ fn load_text(
             provenance.secrets.insert(name, source);
         }
     }
+    let mut proxy_credential = None;
     if let Some(credentials) = &credentials {
+        match credentials.read(PROXY_CREDENTIAL) {
+            Ok(found) => proxy_credential = found,
+            Err((message, file)) => {
+                let mut problem = Problem::new(ProblemKind::Credential, None, message);
+                problem.source = Some(Source::Credentials(file));
+                problems.push(problem);
+            }
+        }
         for name in SECRET_KEYS {
             match credentials.read(name) {
                 Ok(None) => {}
@@ -369,7 +378,14 @@ fn load_text(
         }
     }
     if problems.is_empty() {
-        match config.check() {
+        let checked = config
+            .check()
+            .and_then(|(mut paywall_settings, terminal_ref)| {
+                let https = paywall_settings.physical_api_url.is_https();
+                paywall_settings.proxy = proxy::proxy_from(env, proxy_credential, https)?;
+                Ok((paywall_settings, terminal_ref))
+            });
+        match checked {
             Ok((paywall_settings, terminal_ref)) => {
                 return Ok(Config {
                     provenance,

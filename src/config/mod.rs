@@ -7,13 +7,15 @@
 //! `docs/configuration.md` is the operator's reference.
 //!
 //! `schema` (the file's sections and defaults), `load` (file, environment, provenance),
-//! `credentials` (systemd credentials), `validate` (the rules the types cannot express),
-//! `checked` (the typed values), `render` (`check-config`), `error` (problems naming their key).
+//! `credentials` (systemd credentials), `proxy` (the proxy the client goes through), `validate` (the rules the types cannot express),
+//! `checked` (the typed values), `render` (`check-config`), `reload` (what `SIGHUP` applies), `error` (problems naming their key).
 
 mod checked;
 mod credentials;
 mod error;
 mod load;
+mod proxy;
+mod reload;
 mod render;
 mod schema;
 #[cfg(test)]
@@ -24,6 +26,8 @@ pub use checked::{BaseUrl, KeyPair, PaywallSettings, TagCode, TerminalId, Termin
 pub use credentials::*;
 pub use error::*;
 pub use load::*;
+pub use proxy::{ProxySetting, PROXY_CREDENTIAL};
+pub use reload::*;
 pub use render::*;
 pub use schema::*;
 pub use validate::*;

@@ -63,6 +63,15 @@ pub fn render_effective(config: &Config) -> String {
     out.duration("request_timeout", paywall.request_timeout);
     out.opt_string("locale", paywall.locale.as_deref());
     out.value("allow_insecure_http", paywall.allow_insecure_http);
+    match &config.paywall_settings.proxy {
+        Some(proxy) => {
+            out.comment(&format!("proxy: {} (from {})", proxy.shown, proxy.source));
+            if let Some(no_proxy) = &proxy.no_proxy {
+                out.comment(&format!("reached without the proxy (NO_PROXY): {no_proxy}"));
+            }
+        }
+        None => out.comment("proxy: none, the payment API is reached directly"),
+    }
 
     out.section("connection");
     out.opt_string("id", config.connection.id.as_deref());

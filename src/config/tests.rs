@@ -298,3 +298,36 @@ fn debug_output_shows_no_secret() {
     let env = EnvSnapshot::from_vars([("POS_AGENT__PAYWALL__API_KEY_PRIVATE", "env-secret")]);
     assert!(!format!("{env:?}").contains("env-secret"));
 }
+
+#[test]
+fn a_reload_takes_new_keys_and_nothing_needs_a_restart() {
+    let running = load_text(VALID, &[]).unwrap();
+    let rotated = load_text(&VALID.replace("file-key-private", "new-key"), &[]).unwrap();
+    let reloaded = reloaded(&running, rotated);
+    assert!(
+        reloaded.needs_restart.is_empty(),
+        "{:?}",
+        reloaded.needs_restart
+    );
+    let private = &reloaded.config.paywall_settings.private;
+    assert_eq!(private.key.to_str().unwrap(), "new-key");
+    let secret = reloaded.config.paywall.secret("api_key_private").unwrap();
+    assert_eq!(secret.expose_secret(), "new-key");
+}
+
+#[test]
+fn a_reload_names_other_changes_and_keeps_their_running_value() {
+    let running = load_text(VALID, &[]).unwrap();
+    let changed =
+        with("terminal", "payment_timeout = \"90s\"") + "[serial]\ndevice = \"/dev/ttyS2\"\n";
+    let reloaded = reloaded(&running, load_text(&changed, &[]).unwrap());
+    assert_eq!(
+        reloaded.needs_restart,
+        ["serial.device", "terminal.payment_timeout"]
+    );
+    assert_eq!(reloaded.config.serial.device, running.serial.device);
+    assert_eq!(
+        reloaded.config.terminal.payment_timeout,
+        running.terminal.payment_timeout
+    );
+}

@@ -464,6 +464,55 @@ pub struct StatusReport {
     /// not since the agent started.
     #[serde(default)]
     pub api_last_answered: Option<String>,
+    /// The state directory's health (from a daemon too old to say: writable, nothing known).
+    #[serde(default)]
+    pub storage: StorageView,
+}
+
+/// The state directory (`status`'s `storage`): whether changes are being written, the latest
+/// write error, and the free space left (docs/operations.md (Storage health)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageView {
+    pub directory: String,
+    /// False while a write fails: sales and operator commands that change state are refused.
+    pub writable: bool,
+    /// The latest write error, kept after the recovery.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When `last_error` happened, RFC 3339 in UTC.
+    #[serde(default)]
+    pub last_error_at: Option<String>,
+    /// Bytes the agent may still write on the state's file system; null when unknown.
+    #[serde(default)]
+    pub free_bytes: Option<u64>,
+    /// `free_bytes` is below the threshold (docs/operations.md (Storage health)).
+    #[serde(default)]
+    pub free_space_low: bool,
+}
+
+/// Free space is low below this many bytes, or below [`FREE_SPACE_LOW_PERCENT`] of the file
+/// system, whichever is less: a snapshot of a busy terminal's state is some tens of KiB.
+pub const FREE_SPACE_LOW_BYTES: u64 = 1024 * 1024;
+pub const FREE_SPACE_LOW_PERCENT: u64 = 5;
+
+impl Default for StorageView {
+    fn default() -> Self {
+        Self {
+            directory: String::new(),
+            writable: true,
+            last_error: None,
+            last_error_at: None,
+            free_bytes: None,
+            free_space_low: false,
+        }
+    }
+}
+
+impl StorageView {
+    /// Whether `free` bytes of `total` is low.
+    pub fn is_low(free: u64, total: u64) -> bool {
+        free < FREE_SPACE_LOW_BYTES.min(total / 100 * FREE_SPACE_LOW_PERCENT)
+    }
 }
 
 fn unknown_commit() -> String {
@@ -971,6 +1020,7 @@ mod tests {
             }],
             terminal_last_answered: Some("2026-11-21T13:17:05Z".into()),
             api_last_answered: None,
+            storage: StorageView::default(),
         }
     }
 
@@ -1011,7 +1061,15 @@ mod tests {
                         "payment_request_id": null
                     }],
                     "terminal_last_answered": "2026-11-21T13:17:05Z",
-                    "api_last_answered": null
+                    "api_last_answered": null,
+                    "storage": {
+                        "directory": "",
+                        "writable": true,
+                        "last_error": null,
+                        "last_error_at": null,
+                        "free_bytes": null,
+                        "free_space_low": false
+                    }
                 }
             })
         );

@@ -41,6 +41,9 @@ struct Inner {
     locale: Option<HeaderValue>,
     /// The key values, kept only to scrub them out of body excerpts.
     secrets: Vec<SecretString>,
+    /// The proxy's `host:port`, when the client goes through one: a connection that cannot be
+    /// made is the proxy's failure.
+    proxy: Option<String>,
 }
 
 impl std::fmt::Debug for PaywallClient {
@@ -120,7 +123,12 @@ fn certificate_problem(error: &rustls::Error) -> Option<(TransportKind, String)>
     Some((kind, format!("{what}; {certificate}")))
 }
 
-fn transport_error(operation: &'static str, idempotent: bool, e: &reqwest::Error) -> ApiError {
+fn transport_error(
+    operation: &'static str,
+    idempotent: bool,
+    proxy: Option<&str>,
+    e: &reqwest::Error,
+) -> ApiError {
     if let Some((kind, detail)) = tls_error(e).and_then(certificate_problem) {
         return ApiError::Transport {
             operation,
@@ -130,7 +138,9 @@ fn transport_error(operation: &'static str, idempotent: bool, e: &reqwest::Error
             outcome_unknown: false,
         };
     }
-    let kind = if e.is_connect() {
+    let kind = if e.is_connect() && proxy.is_some() {
+        TransportKind::Proxy
+    } else if e.is_connect() {
         TransportKind::Connect
     } else if e.is_timeout() {
         TransportKind::Timeout
@@ -145,12 +155,16 @@ fn transport_error(operation: &'static str, idempotent: bool, e: &reqwest::Error
         detail = cause.to_string();
         source = cause.source();
     }
+    if let (TransportKind::Proxy, Some(proxy)) = (kind, proxy) {
+        detail = format!("proxy {proxy}: {detail}");
+    }
     ApiError::Transport {
         operation,
         kind,
         detail,
         // Nothing was sent when the connection could not be made.
-        outcome_unknown: !idempotent && kind != TransportKind::Connect,
+        outcome_unknown: !idempotent
+            && !matches!(kind, TransportKind::Connect | TransportKind::Proxy),
     }
 }
 
@@ -183,6 +197,21 @@ impl PaywallClient {
                 http = http.add_root_certificate(certificate);
             }
         }
+        // The agent chose the proxy (config::ProxySetting); reqwest's own reading of the
+        // environment is turned off so that it cannot differ.
+        http = match &settings.proxy {
+            Some(proxy) => {
+                let no_proxy = proxy
+                    .no_proxy
+                    .as_deref()
+                    .and_then(reqwest::NoProxy::from_string);
+                let via = reqwest::Proxy::all(proxy.url.expose_secret()).map_err(|_| {
+                    ClientSetupError::Http(format!("the proxy {} cannot be used", proxy.host))
+                })?;
+                http.proxy(via.no_proxy(no_proxy))
+            }
+            None => http.no_proxy(),
+        };
         let http = http
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
@@ -205,6 +234,7 @@ impl PaywallClient {
                 public: settings.public.clone(),
                 locale: settings.locale.clone(),
                 secrets: settings.secrets.clone(),
+                proxy: settings.proxy.as_ref().map(|proxy| proxy.host.clone()),
             }),
             retry: RetryPolicy::default(),
         })
@@ -681,7 +711,12 @@ impl PaywallClient {
         let (status, bytes) = match outcome {
             Ok(answer) => answer,
             Err(e) => {
-                let error = transport_error(call.operation(), call.endpoint.idempotent(), &e);
+                let error = transport_error(
+                    call.operation(),
+                    call.endpoint.idempotent(),
+                    self.inner.proxy.as_deref(),
+                    &e,
+                );
                 record(call.endpoint, &Err(&error), started.elapsed());
                 let method = call.endpoint.method();
                 tracing::debug!(method = %method, path = %call.path, elapsed_ms, "payment API request {} {} failed after {elapsed_ms} ms: {error}", method, call.path);

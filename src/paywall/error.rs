@@ -32,6 +32,9 @@ pub const CLOCK_PROBLEM: &str = "clock problem";
 pub enum TransportKind {
     /// No connection could be made; nothing was sent.
     Connect,
+    /// The proxy could not be reached or would not connect to the API (`detail` names it,
+    /// never its password); nothing was sent.
+    Proxy,
     /// No complete answer within `paywall.request_timeout`.
     Timeout,
     /// The connection was closed or reset before a complete answer arrived.
@@ -49,6 +52,7 @@ impl fmt::Display for TransportKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TransportKind::Connect => "cannot connect",
+            TransportKind::Proxy => "proxy failure",
             TransportKind::Timeout => "timed out",
             TransportKind::ConnectionLost => "connection closed or reset before the answer",
             TransportKind::Certificate => "the API's certificate was refused",
@@ -147,6 +151,7 @@ impl ApiError {
             self,
             ApiError::Transport {
                 kind: TransportKind::Connect
+                    | TransportKind::Proxy
                     | TransportKind::Certificate
                     | TransportKind::CertificateTime,
                 ..
@@ -267,10 +272,13 @@ impl fmt::Display for ApiError {
                 detail,
                 outcome_unknown,
             } => {
-                write!(
-                    f,
-                    "{operation}: the payment API could not be reached: {kind} ({detail})"
-                )?;
+                match kind {
+                    TransportKind::Proxy => write!(f, "{operation}: {kind}: {detail}")?,
+                    _ => write!(
+                        f,
+                        "{operation}: the payment API could not be reached: {kind} ({detail})"
+                    )?,
+                }
                 if *outcome_unknown {
                     f.write_str(UNKNOWN_OUTCOME_NOTE)?;
                 }

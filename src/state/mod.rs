@@ -12,7 +12,9 @@ pub use journal::{
     LEGACY_FORMAT_VERSION, MAX_RECORD_LEN, RECORD_HEADER_LEN,
 };
 
-pub use writer::{WriterStats, COMPACT_MIN_BYTES, COMPACT_RATIO, MAX_QUEUED};
+pub use writer::{
+    StorageHealth, WriterStats, COMPACT_MIN_BYTES, COMPACT_RATIO, MAX_QUEUED, WRITE_RETRY,
+};
 
 mod error;
 mod model;

@@ -288,7 +288,10 @@ impl StateStore {
                 }
             })?;
         if loaded.torn_tail {
-            let dropped = journal_bytes.as_ref().map_or(0, Vec::len) - loaded.journal_valid_len;
+            let dropped = journal_bytes
+                .as_ref()
+                .map_or(0, Vec::len)
+                .saturating_sub(loaded.journal_valid_len);
             tracing::warn!(
                 "{}: dropped a torn tail of {dropped} bytes after {} whole records (an append \
                  cut short by a crash or a power cut; nothing it held was acknowledged)",
@@ -379,6 +382,11 @@ impl StateStore {
     }
 
     /// What the writer has written so far.
+    /// The state directory's health as the writer last saw it, and changes to it.
+    pub fn storage_health(&self) -> tokio::sync::watch::Receiver<StorageHealth> {
+        self.writer.health()
+    }
+
     pub fn writer_stats(&self) -> WriterStats {
         self.writer.stats()
     }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::journal::{encode_record, encode_snapshot, Change, Record};
 use super::{AgentState, JOURNAL_FILE, STATE_FILE, TEMP_FILE};
@@ -28,6 +28,19 @@ pub const MAX_QUEUED: usize = 4096;
 /// grew the journal, so each change costs a bounded multiple of its own record.
 pub const COMPACT_RATIO: u64 = 4;
 pub const COMPACT_MIN_BYTES: u64 = 64 * 1024;
+/// While a write has failed, the writer tries again this often by itself, so that what could
+/// not be recorded becomes durable once the storage recovers, without waiting for a new change.
+pub const WRITE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The state directory's health as the writer last saw it (`status`, `check-health`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageHealth {
+    /// The last write failed: changes are not durable yet, and whatever waits for durability
+    /// (a sale, an operator's cancel) is refused until a write succeeds again.
+    pub failing: bool,
+    /// The latest write error and when it happened; kept after the recovery.
+    pub last_error: Option<(String, std::time::SystemTime)>,
+}
 
 /// The outcome sent to a waiter: `Err` carries the I/O error's kind and text.
 pub(crate) type Outcome = Result<(), (std::io::ErrorKind, String)>;
@@ -50,6 +63,7 @@ struct Shared {
     bytes_written: AtomicU64,
     syncs: AtomicU64,
     queued: AtomicUsize,
+    health: watch::Sender<StorageHealth>,
 }
 
 /// Counters of what the writer did, for benchmarks and diagnostics.
@@ -88,6 +102,7 @@ impl Writer {
             bytes_written: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
+            health: watch::channel(StorageHealth::default()).0,
         });
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
@@ -114,6 +129,11 @@ impl Writer {
             .items
             .push(Queued { changes, done });
         self.shared.wake.notify_one();
+    }
+
+    /// The storage's health, and changes to it.
+    pub(crate) fn health(&self) -> watch::Receiver<StorageHealth> {
+        self.shared.health.subscribe()
     }
 
     pub(crate) fn stats(&self) -> WriterStats {
@@ -182,20 +202,33 @@ impl Files {
     fn run(mut self) {
         if self.compact_now {
             self.compact_now = false;
-            let _ = self.compact();
+            // A failure leaves the state as it was read, durable; the next write compacts.
+            let result = self.compact();
+            self.note_health(&result);
         }
         loop {
             let (group, closing) = {
                 let mut queue = lock(&self.shared.queue);
                 while queue.items.is_empty() && !queue.closing {
-                    queue = match self.shared.wake.wait(queue) {
-                        Ok(guard) => guard,
+                    if !self.unwritten() {
+                        queue = match self.shared.wake.wait(queue) {
+                            Ok(guard) => guard,
+                            Err(poisoned) => poisoned.into_inner(),
+                        };
+                        continue;
+                    }
+                    let (guard, waited) = match self.shared.wake.wait_timeout(queue, WRITE_RETRY) {
+                        Ok(woken) => woken,
                         Err(poisoned) => poisoned.into_inner(),
                     };
+                    queue = guard;
+                    if waited.timed_out() {
+                        break;
+                    }
                 }
                 (std::mem::take(&mut queue.items), queue.closing)
             };
-            if !group.is_empty() {
+            if !group.is_empty() || self.unwritten() {
                 self.commit(group);
             }
             if closing && lock(&self.shared.queue).items.is_empty() {
@@ -238,6 +271,7 @@ impl Files {
         } else if added {
             METRICS.state_commit.observe(started.elapsed());
         }
+        self.note_health(&result);
         let outcome: Outcome = result.map_err(|e| (e.kind(), e.to_string()));
         self.shared.queued.fetch_sub(count, Ordering::Relaxed);
         for waiter in waiters {
@@ -248,6 +282,41 @@ impl Files {
             if self.compact().is_err() {
                 METRICS.state_write_errors.inc();
             }
+        }
+    }
+
+    /// Records applied here but not durable yet: a failed write left them in the backlog, and
+    /// the writer tries again every [`WRITE_RETRY`] by itself until they are written.
+    fn unwritten(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Records the outcome of a write; the first failure and the recovery are logged once each.
+    fn note_health(&self, result: &std::io::Result<()>) {
+        let directory = self.directory.display();
+        let failing = self.shared.health.borrow().failing;
+        match result {
+            Err(e) => {
+                if !failing {
+                    tracing::error!(
+                        "cannot write the state in {directory}: {e}; the changes are kept in memory and written again every {WRITE_RETRY:?}; sales are refused until then"
+                    );
+                }
+                let error = (e.to_string(), std::time::SystemTime::now());
+                self.shared.health.send_modify(|health| {
+                    health.failing = true;
+                    health.last_error = Some(error);
+                });
+            }
+            Ok(()) if failing && !self.unwritten() => {
+                tracing::info!(
+                    "the state in {directory} is written again: every change is durable"
+                );
+                self.shared
+                    .health
+                    .send_modify(|health| health.failing = false);
+            }
+            Ok(()) => {}
         }
     }
 

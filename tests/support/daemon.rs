@@ -65,6 +65,9 @@ pub struct Setup {
     /// Put a line of this speed between the agent and the terminal (both configured for it)
     /// instead of a pty pair, which carries any frame at once.
     pub baud_rate: Option<u32>,
+    /// The state directory, when it is not `state` in the test's directory (e.g. on a small
+    /// file system the test mounted).
+    pub state_directory: Option<PathBuf>,
 }
 
 impl Default for Setup {
@@ -81,6 +84,7 @@ impl Default for Setup {
             socket_activation: false,
             read_notifications: true,
             baud_rate: None,
+            state_directory: None,
         }
     }
 }
@@ -149,7 +153,10 @@ impl Agent {
         };
         let device = dir.path().join("ttyTERMINAL"); // Agent::device_link
         std::os::unix::fs::symlink(&agent_end, &device).unwrap();
-        let state_dir = dir.path().join("state");
+        let state_dir = setup
+            .state_directory
+            .clone()
+            .unwrap_or_else(|| dir.path().join("state"));
         let socket = dir.path().join("control.sock");
         let config_path = dir.path().join("agent.toml");
         let configured_socket = if setup.socket_activation {
@@ -304,6 +311,14 @@ impl Agent {
             .env_remove("STATE_DIRECTORY")
             .env_remove("RUNTIME_DIRECTORY")
             .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

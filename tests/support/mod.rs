@@ -13,6 +13,8 @@
 //! - [`preload`]: the `LD_PRELOAD` libraries of `tools/`, built with the host's C compiler.
 //! - [`terminal_kit`]: the conformance kit against a terminal through a relay that can break
 //!   one rule, and the C reference terminal's build.
+//! - [`proxy`]: an HTTP CONNECT proxy on loopback that records what it was asked.
+//! - [`tls`]: a CA made at test time and the certificates it issues.
 #![allow(dead_code)]
 
 use std::process::Command;
@@ -24,9 +26,11 @@ pub mod daemon;
 pub mod line;
 pub mod payment_api;
 pub mod preload;
+pub mod proxy;
 pub mod serial;
 pub mod slow_fsync;
 pub mod terminal_kit;
+pub mod tls;
 
 /// How long a test waits for something that must happen: generous, because the suite also runs
 /// under qemu-user (about ten times slower) on a loaded machine. Tests wait for a condition

@@ -7,7 +7,7 @@
 # docs/deployment.md.
 
 SCENARIOS_FULL=(install enable_now operator_access health_gate health_gate_unreachable sale_and_stop stopped_stays_stopped crash
-    watchdog upgrade bad_configuration missing_credential sandbox journal remove_purge)
+    reload watchdog upgrade bad_configuration missing_credential sandbox journal remove_purge)
 SCENARIOS_EMULATED=(install enable_now operator_access sale_and_stop stopped_stays_stopped crash)
 
 # What a scenario hands to the next ones.
@@ -254,6 +254,20 @@ scenario_crash() {
     expect_contains "where the state is" "$(in_container ls "$state_dir")" "state"
 }
 
+scenario_reload() {
+    # `systemctl reload` (ExecReload= sends SIGHUP): the same process goes on, the payment left
+    # by the crash scenario still pending, and the journal says what was reloaded.
+    local id old out
+    id=$(kept crash_payment)
+    old=$(main_pid)
+    out=$(in_container systemctl reload pos-agent 2>&1) || fail "systemctl reload: $out"
+    wait_until "the reload in the journal" 30 \
+        sh -c "nsenter -t $C_PID1 -a journalctl -u pos-agent --no-pager -o cat | grep -q 'configuration reloaded'"
+    expect_eq "main pid after reload" "$(main_pid)" "$old"
+    expect_eq "active after reload" "$(in_container systemctl is-active pos-agent.service)" active
+    expect_contains "pending after reload" "$(in_container pos-agent pending 2>&1)" "$id"
+}
+
 scenario_watchdog() {
     local id old
     id=$(kept crash_payment)
@@ -369,10 +383,20 @@ scenario_remove_purge() {
         fail "remove left the health gate enabled: boot-complete.target would require a removed unit"
     in_container test -e /etc/pos-agent/agent.toml || fail "remove deleted agent.toml"
     in_container test -e /etc/credstore/pos-agent.api_key_private || fail "remove deleted the keys"
+    # Every kind of credential the docs name, plain and encrypted (purge removes them unread),
+    # and a file of someone else's that purge must leave alone.
+    in_container sh -c 'mkdir -p -m 0700 /etc/credstore.encrypted &&
+        printf "Password = \"x\"\n" >/etc/credstore/pos-agent.service_parameters &&
+        for c in service_parameters api_key_private; do printf x >/etc/credstore.encrypted/pos-agent.$c; done &&
+        printf x >/etc/credstore/other-service.key' || fail "cannot write the test credentials"
     state_before=$(in_container ls /var/lib/private/pos-agent)
     in_container dpkg --purge pos-agent >"$C_DIR/dpkg-purge.log" 2>&1 || fail "dpkg --purge: $(cat "$C_DIR/dpkg-purge.log")"
     in_container test ! -e /etc/pos-agent/agent.toml || fail "purge left agent.toml"
     in_container sh -c '! ls /etc/credstore/pos-agent.* 2>/dev/null' || fail "purge left the keys"
+    in_container sh -c '! ls /etc/credstore.encrypted/pos-agent.* 2>/dev/null' ||
+        fail "purge left encrypted credentials"
+    in_container test -e /etc/credstore/other-service.key || fail "purge removed another service's file"
+    in_container rm -f /etc/credstore/other-service.key
     expect_eq "state after purge" "$(in_container ls /var/lib/private/pos-agent)" "$state_before"
     in_container getent group pos-agent-operators >/dev/null || fail "purge removed the group"
 }

@@ -327,6 +327,8 @@ struct Inner {
     requests: Vec<RecordedRequest>,
     faults: VecDeque<Fault>,
     latency: Duration,
+    /// The private key pair accepted after [`ApiSimulator::rotate_private_keys`].
+    rotated_private: Option<(String, String)>,
 }
 
 impl Shared {
@@ -382,6 +384,7 @@ impl ApiSimulator {
                 requests: Vec::new(),
                 faults: VecDeque::new(),
                 latency: Duration::ZERO,
+                rotated_private: None,
             }),
             options,
             arrivals: watch::Sender::new(0),
@@ -490,6 +493,12 @@ impl ApiSimulator {
     }
 
     /// Latency added to every request (before any fault).
+    /// Rotates the private key pair: from now on only this pair is accepted, the old one is
+    /// refused (HTTP 401), as after a rotation at the provider.
+    pub fn rotate_private_keys(&self, key: &str, client: &str) {
+        self.shared.lock().rotated_private = Some((key.to_owned(), client.to_owned()));
+    }
+
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().latency = latency;
     }
@@ -697,14 +706,22 @@ fn reply_response(reply: ApiReply) -> Response<Full<Bytes>> {
     json_response(reply.status, Bytes::from(reply.body.to_string()))
 }
 
-fn authorised(options: &SimulatorOptions, path: &str, request: &RecordedRequest) -> bool {
+fn authorised(
+    options: &SimulatorOptions,
+    rotated_private: Option<&(String, String)>,
+    path: &str,
+    request: &RecordedRequest,
+) -> bool {
     let (key_name, client_name, key, client) = match state::required_pair(path) {
-        KeyPairKind::Private => (
-            "apikeyprivate",
-            "apiclientprivate",
-            &options.api_key_private,
-            &options.api_client_private,
-        ),
+        KeyPairKind::Private => match rotated_private {
+            Some((key, client)) => ("apikeyprivate", "apiclientprivate", key, client),
+            None => (
+                "apikeyprivate",
+                "apiclientprivate",
+                &options.api_key_private,
+                &options.api_client_private,
+            ),
+        },
         KeyPairKind::Public => (
             "apikeypublic",
             "apiclientpublic",
@@ -752,7 +769,8 @@ async fn handle(
         at: Instant::now(),
     };
     let started = Instant::now();
-    let authorised = authorised(&shared.options, &path, &recorded);
+    let rotated_private = shared.lock().rotated_private.clone();
+    let authorised = authorised(&shared.options, rotated_private.as_ref(), &path, &recorded);
     let (fault, latency) = {
         let mut inner = shared.lock();
         inner.requests.push(recorded);
