@@ -116,7 +116,7 @@ pub(crate) fn init(
     }
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(cfg!(feature = "color") && std::io::stderr().is_terminal());
     registry
         .with(stderr)
         .try_init()
