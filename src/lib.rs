@@ -42,6 +42,7 @@ pub mod config;
 pub mod control;
 #[cfg(feature = "simulators")]
 mod demo;
+mod later;
 mod logging;
 mod metrics;
 pub mod paywall;

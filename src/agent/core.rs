@@ -3,6 +3,9 @@
 //! (`super::daemon`) feeds it terminal requests, operator commands and timers; every
 //! operation here runs in its own task and meets the others only through the state store.
 
+// Time and count arithmetic: docs/architecture.md, "Lint policy".
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +19,7 @@ use uuid::Uuid;
 
 use super::{ConnectionState, Refusal};
 use crate::config::Config;
+use crate::later::Later;
 use crate::metrics::{CancelOutcome, METRICS};
 use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest};
 use crate::retry::RetryPolicy;
@@ -254,12 +258,16 @@ impl Core {
     /// abandoned: marked in durable state before the refusal leaves, and settled in the
     /// background (cancelled with reason `abandoned` if it turns up).
     pub(crate) async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
-        let deadline = Instant::now() + self.config.terminal.sale_reply_deadline;
+        let deadline = Instant::now().later(self.config.terminal.sale_reply_deadline);
         let amount = order.amount_minor.get();
-        if i64::try_from(amount).is_err() {
-            return refused(Refusal::InvalidRequest(
-                "amount_minor must be a positive integer".into(),
-            ));
+        if i64::try_from(amount).is_ok_and(|minor| minor > crate::paywall::amount::MAX_MINOR)
+            || i64::try_from(amount).is_err()
+        {
+            return refused(Refusal::InvalidRequest(format!(
+                "amount_minor must be at most {} (the largest amount the payment API takes \
+                 exactly)",
+                crate::paywall::amount::MAX_MINOR
+            )));
         }
         let code = order.merchant_unique_code;
         loop {
@@ -489,7 +497,7 @@ impl Core {
                 }
                 continue;
             }
-            unknown_sends_left -= 1;
+            unknown_sends_left = unknown_sends_left.saturating_sub(1);
             warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => return Settled::Created(id),
@@ -1118,7 +1126,7 @@ impl Core {
             s.pending()
                 .values()
                 .filter(|p| p.cancel_requested.is_none() && p.cancel_refused.is_none())
-                .map(|p| p.since.to_system_time() + timeout)
+                .filter_map(|p| p.since.to_system_time().checked_add(timeout))
                 .min()
         })
     }
@@ -1138,7 +1146,9 @@ impl Core {
                     .filter(|(_, p)| {
                         p.cancel_requested.is_none()
                             && p.cancel_refused.is_none()
-                            && p.since.to_system_time() + timeout <= now
+                            && now
+                                .duration_since(p.since.to_system_time())
+                                .is_ok_and(|age| age >= timeout)
                     })
                     .map(|(id, _)| id.clone())
                     .collect();

@@ -19,6 +19,9 @@
 //! peer (an older request id coming back, see `ReplayCache`); the replay cache lives for one
 //! session.
 
+// Time and count arithmetic: docs/architecture.md, "Lint policy".
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
@@ -39,6 +42,7 @@ use super::message::{
 };
 use super::port::{PortStats, SharedPortStats};
 use crate::config::SerialConfig;
+use crate::later::Later;
 use crate::metrics::METRICS;
 
 /// T1 (§2): the longest pause between two bytes inside a frame.
@@ -546,7 +550,7 @@ impl Io {
             self.last_write_progress = Instant::now();
         }
         self.out.extend_from_slice(bytes);
-        self.appended += bytes.len() as u64;
+        self.appended = self.appended.saturating_add(bytes.len() as u64);
     }
 }
 
@@ -600,7 +604,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         }
         if old == LinkState::Up {
             // The link session ends: the replay cache belongs to it.
-            self.session += 1;
+            self.session = self.session.wrapping_add(1);
             self.cache.clear();
         }
     }
@@ -689,11 +693,14 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             let t1 = io
                 .codec
                 .in_frame()
-                .then(|| io.last_byte + self.settings.inter_byte_timeout);
-            let idle = io.last_activity + self.settings.ping_interval;
+                .then(|| io.last_byte.later(self.settings.inter_byte_timeout));
+            let idle = io.last_activity.later(self.settings.ping_interval);
             // The device may take no more while it still holds bytes for the line.
-            let stall = (!io.out.is_empty())
-                .then(|| io.last_write_progress.max(io.line.free_at()) + self.stall_limit());
+            let stall = (!io.out.is_empty()).then(|| {
+                io.last_write_progress
+                    .max(io.line.free_at())
+                    .later(self.stall_limit())
+            });
             input.reserve(4096);
             tokio::select! {
                 read = reader.read_buf(&mut input) => match read {
@@ -715,13 +722,13 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                     Ok(0) => break SessionEnd::Lost(std::io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
                         let now = Instant::now();
-                        io.written += n as u64;
+                        io.written = io.written.saturating_add(n as u64);
                         io.last_write_progress = now;
                         io.line.handed_over(n, now);
                         if let Some(flight) = io.in_flight.as_mut() {
                             if matches!(flight.stage, Stage::Writing) && io.written >= flight.frame_end {
                                 // Bytes written after the frame (ACKs) leave the line after it.
-                                let behind = usize::try_from(io.written - flight.frame_end).unwrap_or(usize::MAX);
+                                let behind = usize::try_from(io.written.saturating_sub(flight.frame_end)).unwrap_or(usize::MAX);
                                 let left = io
                                     .line
                                     .free_at()
@@ -771,7 +778,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             self.fail_message(message, LinkError::Closed);
         }
         self.set_state(LinkState::Closed);
-        self.session += 1;
+        self.session = self.session.wrapping_add(1);
         self.cache.clear();
         end
     }
@@ -836,7 +843,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                     request_id: None,
                     ping: true,
                 });
-                io.unanswered_pings += 1;
+                io.unanswered_pings = io.unanswered_pings.saturating_add(1);
                 io.last_ping_id = Some(id);
             }
         }
@@ -874,7 +881,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             return;
         };
         if flight.sends < self.settings.max_sends {
-            flight.sends += 1;
+            flight.sends = flight.sends.saturating_add(1);
             METRICS.serial_resends.inc();
             tracing::debug!(
                 sends = flight.sends,
@@ -902,16 +909,27 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     /// should have left the line, before the frame counts as not acknowledged: T3 for every
     /// allowed send.
     fn stall_limit(&self) -> Duration {
-        self.settings.ack_timeout * self.settings.max_sends.max(1)
+        self.settings
+            .ack_timeout
+            .saturating_mul(self.settings.max_sends.max(1))
     }
 
     /// At shutdown, how long frames already queued (a reply just given) may still take: what the
     /// line still carries, then for every allowed send their time on the wire and T3.
     fn drain_deadline(&self, io: &Io) -> Instant {
-        let unsent = io.out.len() + io.queue.iter().map(|m| m.frame.len()).sum::<usize>();
-        let per_send = self.settings.line.wire_time(unsent) + self.settings.ack_timeout;
-        io.line.free_at().max(Instant::now())
-            + per_send.saturating_mul(self.settings.max_sends.max(1))
+        let unsent = io
+            .queue
+            .iter()
+            .fold(io.out.len(), |sum, m| sum.saturating_add(m.frame.len()));
+        let per_send = self
+            .settings
+            .line
+            .wire_time(unsent)
+            .saturating_add(self.settings.ack_timeout);
+        io.line
+            .free_at()
+            .max(Instant::now())
+            .later(per_send.saturating_mul(self.settings.max_sends.max(1)))
     }
 
     /// The frame's time on the wire is over ([`Stage::OnTheWire`]), or T3 ran out.
@@ -928,13 +946,18 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 if let Some(queued) = output_queue().filter(|&queued| queued > 0) {
                     io.line.device_holds(queued, now);
                     flight.stage =
-                        Stage::OnTheWire(io.line.free_at().max(now + OUTPUT_QUEUE_RECHECK));
+                        Stage::OnTheWire(io.line.free_at().max(now.later(OUTPUT_QUEUE_RECHECK)));
                     return;
                 }
                 let ack_timeout = self.settings.ack_timeout;
                 flight.stage = Stage::AwaitingAck {
-                    deadline: now + ack_timeout,
-                    latest: now + self.settings.line.wire_time(MAX_FRAME) + ack_timeout,
+                    deadline: now.later(ack_timeout),
+                    latest: now.later(
+                        self.settings
+                            .line
+                            .wire_time(MAX_FRAME)
+                            .saturating_add(ack_timeout),
+                    ),
                 };
                 if flight.message.ping {
                     io.last_activity = now;
@@ -952,7 +975,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             ..
         }) = io.in_flight.as_mut()
         {
-            let held = (Instant::now() + self.settings.ack_timeout).min(*latest);
+            let held = Instant::now().later(self.settings.ack_timeout).min(*latest);
             *deadline = (*deadline).max(held);
         }
     }
@@ -1083,7 +1106,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                             "peer reused the older serial request id {id} (it restarted): replay cache emptied"
                         );
                         // Answers still due to the previous process go out but are not cached.
-                        self.session += 1;
+                        self.session = self.session.wrapping_add(1);
                     }
                     Seen::New => {}
                 }
@@ -1113,7 +1136,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                             answered: false,
                         };
                         match self.events.try_send(LinkEvent::Request(incoming)) {
-                            Ok(()) => self.in_progress += 1,
+                            Ok(()) => self.in_progress = self.in_progress.saturating_add(1),
                             Err(
                                 mpsc::error::TrySendError::Full(LinkEvent::Request(mut lost))
                                 | mpsc::error::TrySendError::Closed(LinkEvent::Request(mut lost)),
