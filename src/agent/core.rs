@@ -45,6 +45,32 @@ impl Drop for CodeClaim<'_> {
     }
 }
 
+/// An id marked in one of the core's in-flight sets (`settling`, `cancels_in_flight`) for as long
+/// as this guard lives: removed when it is dropped, also when the task holding it is cancelled
+/// at an `.await`, so that no id stays marked "under way" for ever.
+struct InFlight<'a, T: Eq + std::hash::Hash> {
+    set: &'a Mutex<HashSet<T>>,
+    id: Option<T>,
+}
+
+impl<'a, T: Eq + std::hash::Hash + Clone> InFlight<'a, T> {
+    /// Marks `id`, or `None` when it is marked already.
+    fn enter(set: &'a Mutex<HashSet<T>>, id: T) -> Option<Self> {
+        // The guard is built only once the set's lock is released: dropping one inside it
+        // would lock it again.
+        let marked = lock(set).insert(id.clone());
+        marked.then(|| Self { set, id: Some(id) })
+    }
+}
+
+impl<T: Eq + std::hash::Hash> Drop for InFlight<'_, T> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            lock(self.set).remove(&id);
+        }
+    }
+}
+
 /// What a sale ended in, shared with every request that waits on the same merchant code. A
 /// sale always ends in one of these within `[terminal] sale_reply_deadline`.
 #[derive(Debug, Clone)]
@@ -553,9 +579,9 @@ impl Core {
         let key = code.to_string();
         let mut waits = RetryPolicy::API_OUTAGE.backoff();
         let mut stopping = self.stopping_signal();
-        if !lock(&self.settling).insert(code) {
+        let Some(_settling) = InFlight::enter(&self.settling, code) else {
             return;
-        }
+        };
         while let Some(sale) = self.with_store(|s| s.sale(&key).cloned()) {
             if !matches!(sale.stage, SaleStage::Abandoned { .. }) {
                 break;
@@ -620,7 +646,6 @@ impl Core {
                 _ = stopping.wait_for(|s| *s) => break,
             }
         }
-        lock(&self.settling).remove(&code);
     }
 
     /// At start and after a reconnect: every abandoned sale is settled in the background.
@@ -834,25 +859,25 @@ impl Core {
         if !self.is_pending(payment_request_id) {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
         }
-        if !lock(&self.cancels_in_flight).insert(payment_request_id.to_owned()) {
+        let Some(_in_flight) =
+            InFlight::enter(&self.cancels_in_flight, payment_request_id.to_owned())
+        else {
             return Err(Refusal::ApiUnavailable(format!(
                 "a cancel of {payment_request_id} is already under way"
             )));
-        }
+        };
         let marked = self
             .mutate_store(|s| {
                 s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
             })
             .await;
-        let result = match marked {
+        match marked {
             Ok(()) => {
                 self.send_cancel(payment_request_id, reason, Durability::Immediate)
                     .await
             }
             Err(e) => Err(Refusal::Internal(format!("cannot write state: {e}"))),
-        };
-        lock(&self.cancels_in_flight).remove(payment_request_id);
-        result
+        }
     }
 
     async fn send_cancel(
@@ -1301,5 +1326,33 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match mutex.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_in_flight_mark_is_removed_when_its_task_is_cancelled_at_an_await() {
+        let set: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
+        let task = async {
+            let _marked = InFlight::enter(&set, "p1".to_owned()).unwrap();
+            std::future::pending::<()>().await;
+        };
+        // Polled once (the mark taken, the task waiting), then dropped as a timeout drops it.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(10), task)
+                .await
+                .is_err()
+        );
+        assert!(lock(&set).is_empty(), "the mark outlived its task");
+        let first = InFlight::enter(&set, "p1".to_owned()).unwrap();
+        assert!(
+            InFlight::enter(&set, "p1".to_owned()).is_none(),
+            "marked twice"
+        );
+        drop(first);
+        assert!(InFlight::enter(&set, "p1".to_owned()).is_some());
     }
 }
