@@ -50,9 +50,10 @@ pub const INTER_BYTE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Unanswered `ping`s in a row after which the link is down (§4).
 pub const MISSED_PINGS_FOR_DOWN: u32 = 3;
 /// Requests from the peer handed to the application and not answered yet. Beyond it a new
-/// request is dropped unanswered (its frame is ACKed, the request forgotten): the peer sends it
-/// again after its reply timeout, as it would after a lost frame. This bounds the event and
-/// reply queues and the application's work a chatty or broken peer can cause.
+/// request is answered at once with `error busy` (nothing was done; the peer may send it again,
+/// and it is then taken anew, not answered from the replay cache). This bounds the event and
+/// reply queues and the application's work a chatty or broken peer can cause, and still
+/// answers every request.
 pub const MAX_REQUESTS_IN_PROGRESS: usize = 32;
 /// The application's requests waiting for the link task; a sender waits for room (within its
 /// reply timeout).
@@ -1121,11 +1122,21 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         self.send_reply(io, id, self.session, &Reply::Pong);
                     }
                     Ok(_) if self.in_progress >= MAX_REQUESTS_IN_PROGRESS => {
+                        // Forgotten before the answer, so the answer is not kept for replay:
+                        // the same request sent again is taken anew.
                         self.cache.forget(id);
                         tracing::warn!(
                             serial_request_id = id,
-                            "{MAX_REQUESTS_IN_PROGRESS} requests in progress; serial request {id} dropped unanswered (the peer sends it again)"
+                            "{MAX_REQUESTS_IN_PROGRESS} requests in progress; serial request {id} answered busy, nothing done"
                         );
+                        let reply = Reply::error(
+                            ErrorCode::Busy,
+                            format!(
+                                "{MAX_REQUESTS_IN_PROGRESS} requests are in progress; nothing was \
+                                 done: send it again once one is answered"
+                            ),
+                        );
+                        self.send_reply(io, id, self.session, &reply);
                     }
                     Ok(request) => {
                         let incoming = IncomingRequest {
@@ -1404,16 +1415,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn requests_beyond_the_in_progress_bound_are_dropped_until_one_is_answered() {
+    async fn requests_beyond_the_in_progress_bound_are_answered_busy_until_one_is_answered() {
         let (_agent, mut events, mut peer) = agent_over(1 << 20);
         peer.handshake().await;
         let status = |id: usize| {
             frame_bytes(format!(r#"{{"type":"status","id":{id}}}"#).as_bytes()).unwrap()
         };
         let extra = 8;
-        for id in 1..=MAX_REQUESTS_IN_PROGRESS + extra {
+        for id in 1..=MAX_REQUESTS_IN_PROGRESS {
             peer.send(&status(id)).await;
             assert_eq!(peer.next().await, Inbound::Ack);
+        }
+        // Each request beyond the bound is answered busy at once.
+        for id in MAX_REQUESTS_IN_PROGRESS + 1..=MAX_REQUESTS_IN_PROGRESS + extra {
+            peer.send(&status(id)).await;
+            assert_eq!(peer.next().await, Inbound::Ack);
+            let reply = peer.next_json().await;
+            assert_eq!(reply["re"], id, "{reply}");
+            assert_eq!(reply["code"], "busy", "{reply}");
+            peer.send(&[ACK]).await;
         }
         let mut held = Vec::new();
         for _ in 0..MAX_REQUESTS_IN_PROGRESS {
@@ -1422,9 +1442,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(
             events.try_recv().is_err(),
-            "requests beyond the bound were dropped"
+            "requests beyond the bound were not handed on"
         );
-        // One answered: the peer's retransmission of a dropped request now gets through.
+        // One answered: the same request sent again is now taken, not answered from the cache.
         held.pop().unwrap().reply(Reply::Ok);
         let reply = peer.next_json().await;
         assert_eq!(reply["re"], MAX_REQUESTS_IN_PROGRESS);
