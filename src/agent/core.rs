@@ -45,6 +45,22 @@ impl Drop for CodeClaim<'_> {
     }
 }
 
+/// The longest one lookup of an abandoned sale's merchant code may take, all its pages
+/// together; past it the lookup counts as failed and is tried again later.
+const SETTLE_LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn lookup_overran() -> ApiError {
+    ApiError::Transport {
+        operation: crate::paywall::Endpoint::ListPayments.operation(),
+        kind: crate::paywall::TransportKind::Timeout,
+        detail: format!(
+            "the lookup took longer than {} s",
+            SETTLE_LOOKUP_DEADLINE.as_secs()
+        ),
+        outcome_unknown: false,
+    }
+}
+
 /// An id marked in one of the core's in-flight sets (`settling`, `cancels_in_flight`) for as long
 /// as this guard lives: removed when it is dropped, also when the task holding it is cancelled
 /// at an `.await`, so that no id stays marked "under way" for ever.
@@ -599,10 +615,13 @@ impl Core {
                     self.cancel(&id, CancelReason::Abandoned).await,
                     Err(Refusal::ApiUnavailable(_) | Refusal::Internal(_))
                 ),
-                None => match self
-                    .client
-                    .find_payment_by_merchant_code(code, sale.since.to_system_time())
-                    .await
+                None => match tokio::time::timeout(
+                    SETTLE_LOOKUP_DEADLINE,
+                    self.client
+                        .find_payment_by_merchant_code(code, sale.since.to_system_time()),
+                )
+                .await
+                .unwrap_or_else(|_| Err(lookup_overran()))
                 {
                     Ok(Some(found)) => {
                         let id = found.payment_request_id.to_string();

@@ -72,6 +72,14 @@ fn utc_date(time: SystemTime) -> String {
     stamp.get(..10).unwrap_or("1970-01-01").to_owned()
 }
 
+/// The longest answer body read from the payment API; a longer one is an error
+/// (docs/payment-api.md, "Bounds on answers"). A page of 100 payments is tens of kilobytes.
+const MAX_RESPONSE_BYTES: usize = 2 << 20;
+
+/// The most pages of the payments list one lookup of a merchant code reads: 20,000 payments
+/// over its three days. An API that never ends the list ends the lookup here, unknown.
+const MAX_LOOKUP_PAGES: u32 = 200;
+
 /// The TLS error somewhere in an error's chain of causes (an `io::Error` hides its inner error
 /// from `source()`, so it is looked into as well).
 fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
@@ -429,7 +437,7 @@ impl PaywallClient {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let end = created_around.checked_add(DAY).unwrap_or(created_around);
         let mut seen: u64 = 0;
-        for index in 0.. {
+        for index in 0..MAX_LOOKUP_PAGES {
             let page = self
                 .list_payments(&PaymentListQuery {
                     page: PageRequest {
@@ -452,10 +460,18 @@ impl PaywallClient {
             let last_page = fetched < u64::from(PAGE_SIZE)
                 || page.total_count.is_some_and(|total| seen >= total);
             if last_page {
-                break;
+                return Ok(None);
             }
         }
-        Ok(None)
+        Err(ApiError::Undecodable {
+            operation: Endpoint::ListPayments.operation(),
+            reason: format!(
+                "the payments list went on past {MAX_LOOKUP_PAGES} pages without its end; the \
+                 sale's outcome stays unknown"
+            ),
+            excerpt: String::new(),
+            outcome_unknown: false,
+        })
     }
 
     // ---- PaymentAPI (docs/payment-api.md (Methods), seeds 001-003) ----
@@ -654,10 +670,16 @@ impl PaywallClient {
 
         let started = Instant::now();
         let outcome = async {
-            let response = request.send().await?;
+            let mut response = request.send().await?;
             let status = response.status();
-            let bytes = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, bytes))
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                if bytes.len().saturating_add(chunk.len()) > MAX_RESPONSE_BYTES {
+                    return Ok((status, None));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>((status, Some(bytes)))
         }
         .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -673,7 +695,18 @@ impl PaywallClient {
         };
         let method = call.endpoint.method();
         tracing::debug!(method = %method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request {} {}: {} in {elapsed_ms} ms", method, call.path, status.as_u16());
-        let decoded = self.decode(call, status, &bytes);
+        let decoded = match bytes {
+            Some(bytes) => self.decode(call, status, &bytes),
+            None => Err(ApiError::Undecodable {
+                operation: call.operation(),
+                reason: format!(
+                    "the answer is longer than {} MiB; not read",
+                    MAX_RESPONSE_BYTES >> 20
+                ),
+                excerpt: String::new(),
+                outcome_unknown: !call.endpoint.idempotent(),
+            }),
+        };
         record(
             call.endpoint,
             &decoded.as_ref().map(|_| ()),
