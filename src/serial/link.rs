@@ -1122,21 +1122,11 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         self.send_reply(io, id, self.session, &Reply::Pong);
                     }
                     Ok(_) if self.in_progress >= MAX_REQUESTS_IN_PROGRESS => {
-                        // Forgotten before the answer, so the answer is not kept for replay:
-                        // the same request sent again is taken anew.
-                        self.cache.forget(id);
                         tracing::warn!(
                             serial_request_id = id,
                             "{MAX_REQUESTS_IN_PROGRESS} requests in progress; serial request {id} answered busy, nothing done"
                         );
-                        let reply = Reply::error(
-                            ErrorCode::Busy,
-                            format!(
-                                "{MAX_REQUESTS_IN_PROGRESS} requests are in progress; nothing was \
-                                 done: send it again once one is answered"
-                            ),
-                        );
-                        self.send_reply(io, id, self.session, &reply);
+                        self.turn_away(io, id);
                     }
                     Ok(request) => {
                         let incoming = IncomingRequest {
@@ -1153,11 +1143,11 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                                 | mpsc::error::TrySendError::Closed(LinkEvent::Request(mut lost)),
                             ) => {
                                 lost.answered = true;
-                                self.cache.forget(id);
                                 tracing::warn!(
                                     serial_request_id = id,
-                                    "link events not taken (queue full or nobody receives); serial request {id} dropped unanswered"
+                                    "link events not taken (queue full or nobody receives); serial request {id} answered busy, nothing done"
                                 );
+                                self.turn_away(io, id);
                             }
                             Err(_) => {}
                         }
@@ -1177,6 +1167,20 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 }
             }
         }
+    }
+
+    /// Answers request `id` `error busy`: nothing was done. Forgotten before the answer, so the
+    /// answer is not kept for replay: the same request sent again is taken anew.
+    fn turn_away(&mut self, io: &mut Io, id: u32) {
+        self.cache.forget(id);
+        let reply = Reply::error(
+            ErrorCode::Busy,
+            format!(
+                "the agent cannot take more requests now (at most {MAX_REQUESTS_IN_PROGRESS} in \
+                 progress); nothing was done: send it again once one is answered"
+            ),
+        );
+        self.send_reply(io, id, self.session, &reply);
     }
 
     fn send_reply(&mut self, io: &mut Io, re: u32, session: u64, reply: &Reply) {
