@@ -19,7 +19,8 @@
 //! peer (an older request id coming back, see `ReplayCache`); the replay cache lives for one
 //! session.
 
-// Time and count arithmetic: docs/architecture.md, "Lint policy".
+// Time and count arithmetic: docs/architecture.md, "Lint policy". The bare § below cite
+// docs/serial-protocol.md.
 #![warn(clippy::arithmetic_side_effects)]
 
 use std::collections::{HashMap, VecDeque};

@@ -5,7 +5,8 @@
 //! What it went through (how often the device was reopened, the last error and when) is kept
 //! in [`PortStats`], which `status` and the metrics read through [`LinkHandle::port_stats`].
 
-// Time and count arithmetic: docs/architecture.md, "Lint policy".
+// Time and count arithmetic: docs/architecture.md, "Lint policy". The bare § below cite
+// docs/serial-protocol.md.
 #![warn(clippy::arithmetic_side_effects)]
 
 use std::io;
