@@ -44,6 +44,7 @@ pub mod conformance;
 pub mod control;
 #[cfg(feature = "simulators")]
 mod demo;
+mod later;
 mod logging;
 mod metrics;
 pub mod paywall;

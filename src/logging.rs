@@ -36,6 +36,9 @@
 //! debug lines are never held back. docs/operations.md (Repeated warnings) has the operator's
 //! view; [`RepeatLimiter`] is the layer, [`Repeats`] its bookkeeping.
 
+// Time and count arithmetic: docs/architecture.md, "Lint policy".
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
@@ -48,6 +51,8 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::later::Later;
 
 /// The name the agent's lines carry in the journal (`SYSLOG_IDENTIFIER=`, `journalctl -t`).
 pub(crate) const SYSLOG_IDENTIFIER: &str = "pos-agent";
@@ -214,7 +219,7 @@ struct Tracked {
 
 impl Tracked {
     fn end(&self) -> Instant {
-        self.window_start + self.window
+        self.window_start.later(self.window)
     }
 }
 
@@ -236,7 +241,7 @@ pub(crate) struct Summary {
 impl Summary {
     /// [`over`](Self::over) in whole seconds, rounded.
     pub(crate) fn over_s(&self) -> u64 {
-        u64::try_from((self.over.as_millis() + 500) / 1000).unwrap_or(u64::MAX)
+        u64::try_from(self.over.as_millis().saturating_add(500) / 1000).unwrap_or(u64::MAX)
     }
 
     /// The summary line's message: `… 118 more in the last 60 s: <latest>`.
@@ -288,7 +293,10 @@ impl Repeats {
 
     fn next_window(&self, tracked: &mut Tracked, start: Instant) {
         tracked.window_start = start;
-        tracked.window = (tracked.window * 2).min(self.window * MAX_WINDOW_FACTOR);
+        tracked.window = tracked
+            .window
+            .saturating_mul(2)
+            .min(self.window.saturating_mul(MAX_WINDOW_FACTOR));
         tracked.held = 0;
     }
 
@@ -305,7 +313,7 @@ impl Repeats {
         if let Some(mut tracked) = self.tracked.remove(&key) {
             let mut outcome = (false, None);
             if now < tracked.end() {
-                tracked.held += 1;
+                tracked.held = tracked.held.saturating_add(1);
                 tracked.latest = message;
             } else if tracked.held == 0 {
                 // A whole window without repeats: this one is news again.

@@ -384,3 +384,23 @@ async fn a_cancel_answered_with_another_4xx_is_flagged_and_the_operator_exits_1(
     assert_eq!(count(&agent, "POST", CANCEL), 1, "a 400 is not retried");
     agent.finish().await;
 }
+
+/// An amount the payment API client cannot encode exactly is the terminal's error, named as
+/// such (`invalid_request`, naming `amount_minor`), not an outage: nothing is written, nothing
+/// sent, and the next sale goes through.
+#[tokio::test]
+async fn an_amount_too_large_to_encode_is_an_invalid_request_naming_the_field() {
+    let mut agent = Agent::connected(Setup::default()).await;
+    for amount in [1_000_000_000_000_000, u64::MAX] {
+        let reply = agent.sale(Uuid::new_v4(), amount).await;
+        let Reply::Error { code, message } = reply else {
+            panic!("expected an error, got {reply:?}");
+        };
+        assert_eq!(code, ErrorCode::InvalidRequest, "{message}");
+        assert!(message.contains("amount_minor"), "{message}");
+        assert!(message.contains("999999999999999"), "{message}");
+    }
+    assert_eq!(count(&agent, "POST", SALE), 0, "nothing is sent");
+    agent.started(999_999_999_999_999).await;
+    agent.finish().await;
+}

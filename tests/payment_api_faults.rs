@@ -300,3 +300,52 @@ async fn a_redirect_is_not_followed_so_the_keys_stay_home() {
     );
     assert!(thief.requests().is_empty(), "the redirect was followed");
 }
+
+/// An API that answers every page of the payments list with the same full page (it ignores
+/// the page index) ends a merchant-code lookup after 200 pages, as unknown, never as absent.
+#[tokio::test]
+async fn a_payments_list_without_an_end_stops_the_lookup_at_the_page_cap() {
+    let sim = start();
+    let items: Vec<serde_json::Value> = (0..100)
+        .map(|_| serde_json::json!({ "PaymentRequestId": Uuid::new_v4(), "MerchantUniqueCode": Uuid::new_v4() }))
+        .collect();
+    let body = serde_json::json!({
+        "Result": { "Items": items }, "ErrorCode": 0, "Failed": false, "Message": "",
+        "ClientMessage": "", "Succeeded": true
+    })
+    .to_string();
+    sim.inject(
+        Fault::new(
+            "POST",
+            "/api/payment/list",
+            FaultKind::Reply { status: 200, body },
+        )
+        .always(),
+    );
+    let err = client(&sim)
+        .find_payment_by_merchant_code(Uuid::new_v4(), SystemTime::now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("past 200 pages"), "{err}");
+    assert_eq!(sim.requests_to("POST", "/api/payment/list").len(), 200);
+}
+
+/// An answer body over the cap is not read to its end: the call fails naming the cap.
+#[tokio::test]
+async fn an_answer_longer_than_the_cap_is_an_error_not_read_whole() {
+    let sim = start();
+    let body = format!(r#"{{"Result": "{}"}}"#, "x".repeat(3 << 20));
+    sim.inject(
+        Fault::new(
+            "POST",
+            "/api/payment/list",
+            FaultKind::Reply { status: 200, body },
+        )
+        .always(),
+    );
+    let err = client(&sim)
+        .find_payment_by_merchant_code(Uuid::new_v4(), SystemTime::now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("longer than 2 MiB"), "{err}");
+}

@@ -3,6 +3,9 @@
 //! (`super::daemon`) feeds it terminal requests, operator commands and timers; every
 //! operation here runs in its own task and meets the others only through the state store.
 
+// Time and count arithmetic: docs/architecture.md, "Lint policy".
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,6 +19,7 @@ use uuid::Uuid;
 
 use super::{ConnectionState, Refusal};
 use crate::config::Config;
+use crate::later::Later;
 use crate::metrics::{CancelOutcome, METRICS};
 use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest};
 use crate::retry::RetryPolicy;
@@ -40,6 +44,48 @@ struct CodeClaim<'a> {
 impl Drop for CodeClaim<'_> {
     fn drop(&mut self) {
         lock(&self.core.sales_in_flight).remove(&self.code);
+    }
+}
+
+/// The longest one lookup of an abandoned sale's merchant code may take, all its pages
+/// together; past it the lookup counts as failed and is tried again later.
+const SETTLE_LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn lookup_overran() -> ApiError {
+    ApiError::Transport {
+        operation: crate::paywall::Endpoint::ListPayments.operation(),
+        kind: crate::paywall::TransportKind::Timeout,
+        detail: format!(
+            "the lookup took longer than {} s",
+            SETTLE_LOOKUP_DEADLINE.as_secs()
+        ),
+        outcome_unknown: false,
+    }
+}
+
+/// An id marked in one of the core's in-flight sets (`settling`, `cancels_in_flight`) for as long
+/// as this guard lives: removed when it is dropped, also when the task holding it is cancelled
+/// at an `.await`, so that no id stays marked "under way" for ever.
+struct InFlight<'a, T: Eq + std::hash::Hash> {
+    set: &'a Mutex<HashSet<T>>,
+    id: Option<T>,
+}
+
+impl<'a, T: Eq + std::hash::Hash + Clone> InFlight<'a, T> {
+    /// Marks `id`, or `None` when it is marked already.
+    fn enter(set: &'a Mutex<HashSet<T>>, id: T) -> Option<Self> {
+        // The guard is built only once the set's lock is released: dropping one inside it
+        // would lock it again.
+        let marked = lock(set).insert(id.clone());
+        marked.then(|| Self { set, id: Some(id) })
+    }
+}
+
+impl<T: Eq + std::hash::Hash> Drop for InFlight<'_, T> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            lock(self.set).remove(&id);
+        }
     }
 }
 
@@ -275,12 +321,16 @@ impl Core {
     /// abandoned: marked in durable state before the refusal leaves, and settled in the
     /// background (cancelled with reason `abandoned` if it turns up).
     pub(crate) async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
-        let deadline = Instant::now() + self.config().terminal.sale_reply_deadline;
+        let deadline = Instant::now().later(self.config().terminal.sale_reply_deadline);
         let amount = order.amount_minor.get();
-        if i64::try_from(amount).is_err() {
-            return refused(Refusal::InvalidRequest(
-                "amount_minor must be a positive integer".into(),
-            ));
+        if i64::try_from(amount).is_ok_and(|minor| minor > crate::paywall::amount::MAX_MINOR)
+            || i64::try_from(amount).is_err()
+        {
+            return refused(Refusal::InvalidRequest(format!(
+                "amount_minor must be at most {} (the largest amount the payment API takes \
+                 exactly)",
+                crate::paywall::amount::MAX_MINOR
+            )));
         }
         let code = order.merchant_unique_code;
         loop {
@@ -510,7 +560,7 @@ impl Core {
                 }
                 continue;
             }
-            unknown_sends_left -= 1;
+            unknown_sends_left = unknown_sends_left.saturating_sub(1);
             warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => return Settled::Created(id),
@@ -566,9 +616,9 @@ impl Core {
         let key = code.to_string();
         let mut waits = RetryPolicy::API_OUTAGE.backoff();
         let mut stopping = self.stopping_signal();
-        if !lock(&self.settling).insert(code) {
+        let Some(_settling) = InFlight::enter(&self.settling, code) else {
             return;
-        }
+        };
         while let Some(sale) = self.with_store(|s| s.sale(&key).cloned()) {
             if !matches!(sale.stage, SaleStage::Abandoned { .. }) {
                 break;
@@ -586,10 +636,13 @@ impl Core {
                     self.cancel(&id, CancelReason::Abandoned).await,
                     Err(Refusal::ApiUnavailable(_) | Refusal::Internal(_))
                 ),
-                None => match self
-                    .client()
-                    .find_payment_by_merchant_code(code, sale.since.to_system_time())
-                    .await
+                None => match tokio::time::timeout(
+                    SETTLE_LOOKUP_DEADLINE,
+                    self.client()
+                        .find_payment_by_merchant_code(code, sale.since.to_system_time()),
+                )
+                .await
+                .unwrap_or_else(|_| Err(lookup_overran()))
                 {
                     Ok(Some(found)) => {
                         let id = found.payment_request_id.to_string();
@@ -633,7 +686,6 @@ impl Core {
                 _ = stopping.wait_for(|s| *s) => break,
             }
         }
-        lock(&self.settling).remove(&code);
     }
 
     /// At start and after a reconnect: every abandoned sale is settled in the background.
@@ -851,25 +903,25 @@ impl Core {
         if !self.is_pending(payment_request_id) {
             return Err(Refusal::NotFound(payment_request_id.to_owned()));
         }
-        if !lock(&self.cancels_in_flight).insert(payment_request_id.to_owned()) {
+        let Some(_in_flight) =
+            InFlight::enter(&self.cancels_in_flight, payment_request_id.to_owned())
+        else {
             return Err(Refusal::ApiUnavailable(format!(
                 "a cancel of {payment_request_id} is already under way"
             )));
-        }
+        };
         let marked = self
             .mutate_store(|s| {
                 s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
             })
             .await;
-        let result = match marked {
+        match marked {
             Ok(()) => {
                 self.send_cancel(payment_request_id, reason, Durability::Immediate)
                     .await
             }
             Err(e) => Err(Refusal::Internal(format!("cannot write state: {e}"))),
-        };
-        lock(&self.cancels_in_flight).remove(payment_request_id);
-        result
+        }
     }
 
     async fn send_cancel(
@@ -1181,7 +1233,7 @@ impl Core {
             s.pending()
                 .values()
                 .filter(|p| p.cancel_requested.is_none() && p.cancel_refused.is_none())
-                .map(|p| p.since.to_system_time() + timeout)
+                .filter_map(|p| p.since.to_system_time().checked_add(timeout))
                 .min()
         })
     }
@@ -1201,7 +1253,9 @@ impl Core {
                     .filter(|(_, p)| {
                         p.cancel_requested.is_none()
                             && p.cancel_refused.is_none()
-                            && p.since.to_system_time() + timeout <= now
+                            && now
+                                .duration_since(p.since.to_system_time())
+                                .is_ok_and(|age| age >= timeout)
                     })
                     .map(|(id, _)| id.clone())
                     .collect();
@@ -1364,5 +1418,33 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match mutex.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_in_flight_mark_is_removed_when_its_task_is_cancelled_at_an_await() {
+        let set: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
+        let task = async {
+            let _marked = InFlight::enter(&set, "p1".to_owned()).unwrap();
+            std::future::pending::<()>().await;
+        };
+        // Polled once (the mark taken, the task waiting), then dropped as a timeout drops it.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(10), task)
+                .await
+                .is_err()
+        );
+        assert!(lock(&set).is_empty(), "the mark outlived its task");
+        let first = InFlight::enter(&set, "p1".to_owned()).unwrap();
+        assert!(
+            InFlight::enter(&set, "p1".to_owned()).is_none(),
+            "marked twice"
+        );
+        drop(first);
+        assert!(InFlight::enter(&set, "p1".to_owned()).is_some());
     }
 }

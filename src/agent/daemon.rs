@@ -4,6 +4,9 @@
 //! (API calls, terminal replies, operator commands) runs in its own task, so the loop keeps
 //! petting the watchdog and answering signals whatever the payment API does.
 
+// Time and count arithmetic: docs/architecture.md, "Lint policy".
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use crate::control::{
     TerminalLinkStatus, UnlinkReport,
 };
 use crate::metrics::{self, METRICS};
-use crate::paywall::{ApmTarget, PaywallClient};
+use crate::paywall::{ApmTarget, PaywallClient, RetryPolicy};
 use crate::serial::message::{AgentRequest, PaymentResultStatus, Reply, TerminalRequest};
 use crate::serial::{self, IncomingRequest, LinkEvent};
 use crate::state::CancelReason;
@@ -138,13 +141,19 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     });
     let mut link_up = false;
     let mut last_status = String::new();
+    // When the payment timer cannot record its marks (the state writer is behind or failing),
+    // it waits before trying again, longer after each failure, rather than firing at once.
+    let mut timer_failures: usize = 0;
+    let mut timer_held_until: Option<SystemTime> = None;
     loop {
         let status = status_line(&core, link_up);
         if status != last_status {
             notifier.status(&status);
             last_status = status;
         }
-        let next_timeout = core.next_payment_timeout();
+        let next_timeout = core
+            .next_payment_timeout()
+            .map(|at| timer_held_until.map_or(at, |held| at.max(held)));
         tokio::select! {
             biased;
             _ = tick(&mut watchdog) => notifier.watchdog(),
@@ -179,6 +188,14 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
             },
             _ = sleep_until(next_timeout) => {
                 let (expired, commit) = core.mark_timed_out();
+                if commit.is_some() {
+                    timer_failures = 0;
+                    timer_held_until = None;
+                } else {
+                    let wait = RetryPolicy::API_OUTAGE.ceiling(timer_failures);
+                    timer_held_until = SystemTime::now().checked_add(wait);
+                    timer_failures = timer_failures.saturating_add(1);
+                }
                 let core = Arc::clone(&core);
                 tokio::spawn(async move { core.cancel_timed_out(expired, commit).await });
             }
@@ -272,7 +289,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
     events.notifier.stopping();
     events
         .notifier
-        .extend_timeout(settings.deadline + Duration::from_secs(5));
+        .extend_timeout(settings.deadline.saturating_add(Duration::from_secs(5)));
     core.begin_stopping();
     if link_up {
         core.tell_terminal(AgentRequest::stopping());

@@ -50,6 +50,8 @@ impl Refusal {
                 client_message: client_message.clone(),
                 error_code: *error_code,
             },
+            // Refused before it was sent, for its content: the request, not the API, is at fault.
+            ApiError::InvalidRequest { .. } => Refusal::InvalidRequest(error.to_string()),
             other => Refusal::ApiUnavailable(other.to_string()),
         }
     }

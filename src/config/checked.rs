@@ -192,12 +192,11 @@ impl PaywallSettings {
                 }
             }
         }
-        if paywall.request_timeout.is_zero() {
-            problems.push(Problem::invalid(
-                "paywall.request_timeout",
-                "must be longer than zero",
-            ));
-        }
+        super::validate::check_duration(
+            &mut problems,
+            "paywall.request_timeout",
+            paywall.request_timeout,
+        );
         let locale = match paywall.locale.as_deref().map(|l| header_value(l, false)) {
             Some(Err(message)) => {
                 problems.push(Problem::invalid("paywall.locale", message));

@@ -1,11 +1,56 @@
 //! Validation: every rule the schema's types cannot express, and what `run` checks beyond the
 //! file before it starts.
 
+use std::time::Duration;
+
 use super::checked::{check_url, is_guid};
 use super::*;
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH_BYTES: usize = 107;
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(60 * 60);
+
+/// Every duration key with the shortest and the longest value it may take
+/// (docs/configuration.md, "Validation"). The upper bounds keep all time arithmetic on them far
+/// from overflowing, and are longer than anyone would set on a terminal.
+const DURATION_BOUNDS: [(&str, Duration, Duration); 8] = [
+    (
+        "paywall.request_timeout",
+        Duration::from_millis(1),
+        Duration::from_secs(10 * 60),
+    ),
+    (
+        "terminal.payment_timeout",
+        Duration::from_millis(1),
+        Duration::from_secs(24 * 60 * 60),
+    ),
+    (
+        "terminal.sale_reply_deadline",
+        Duration::from_millis(1),
+        Duration::from_secs(10 * 60),
+    ),
+    ("serial.ack_timeout", Duration::from_millis(1), MINUTE),
+    ("serial.ping_interval", Duration::from_millis(1), HOUR),
+    ("shutdown.deadline", Duration::from_millis(1), HOUR),
+    ("log.repeat_window", Duration::ZERO, HOUR),
+    (
+        "metrics.interval",
+        SECOND,
+        Duration::from_secs(24 * 60 * 60),
+    ),
+];
+
+/// The payment API's length limits on what the configuration sends (docs/payment-api.md).
+pub const MAX_CALLBACK_URL_CHARS: usize = 150;
+pub const MAX_ESTABLISH_NAME_CHARS: usize = 100;
+pub const MAX_DISPLAY_NAME_CHARS: usize = 25;
+/// Bounds on counts: far above any use, low enough that no product with them overflows.
+const MAX_SENDS: u32 = 100;
+const MAX_SHUTDOWN_CONCURRENCY: usize = 256;
+const MAX_BAUD_RATE: u32 = 4_000_000;
 
 impl ConfigFile {
     /// Every rule the schema's types cannot express (docs/configuration.md), and the values
@@ -34,6 +79,21 @@ impl ConfigFile {
                 !establish.name.trim().is_empty(),
                 "connection.establish.name",
                 "must not be empty",
+            );
+            check(
+                &mut problems,
+                establish.name.chars().count() <= MAX_ESTABLISH_NAME_CHARS,
+                "connection.establish.name",
+                "must be at most 100 characters (the payment API's limit)",
+            );
+            check(
+                &mut problems,
+                establish
+                    .display_name
+                    .as_ref()
+                    .is_none_or(|d| d.chars().count() <= MAX_DISPLAY_NAME_CHARS),
+                "connection.establish.display_name",
+                "must be at most 25 characters (the payment API's limit)",
             );
             for (key, value) in [
                 ("brand_id", establish.brand_id),
@@ -74,19 +134,24 @@ impl ConfigFile {
             if let Err(message) = check_url(url) {
                 check(&mut problems, false, "terminal.callback_url", &message);
             }
+            check(
+                &mut problems,
+                url.chars().count() <= MAX_CALLBACK_URL_CHARS,
+                "terminal.callback_url",
+                "must be at most 150 characters (the payment API's limit on CallbackAddress)",
+            );
         }
-        check(
-            &mut problems,
-            !terminal.payment_timeout.is_zero(),
-            "terminal.payment_timeout",
-            "must be longer than zero",
-        );
-        check(
-            &mut problems,
-            !terminal.sale_reply_deadline.is_zero(),
-            "terminal.sale_reply_deadline",
-            "must be longer than zero",
-        );
+        for (key, value) in [
+            ("terminal.payment_timeout", terminal.payment_timeout),
+            ("terminal.sale_reply_deadline", terminal.sale_reply_deadline),
+            ("serial.ack_timeout", self.serial.ack_timeout),
+            ("serial.ping_interval", self.serial.ping_interval),
+            ("shutdown.deadline", self.shutdown.deadline),
+            ("log.repeat_window", self.log.repeat_window),
+            ("metrics.interval", self.metrics.interval),
+        ] {
+            check_duration(&mut problems, key, value);
+        }
 
         // [serial]
         let serial = &self.serial;
@@ -98,9 +163,9 @@ impl ConfigFile {
         );
         check(
             &mut problems,
-            serial.baud_rate > 0,
+            (1..=MAX_BAUD_RATE).contains(&serial.baud_rate),
             "serial.baud_rate",
-            "must be more than zero",
+            "must be from 1 to 4000000",
         );
         check(
             &mut problems,
@@ -116,21 +181,9 @@ impl ConfigFile {
         );
         check(
             &mut problems,
-            !serial.ack_timeout.is_zero(),
-            "serial.ack_timeout",
-            "must be longer than zero",
-        );
-        check(
-            &mut problems,
-            serial.max_sends >= 1,
+            (1..=MAX_SENDS).contains(&serial.max_sends),
             "serial.max_sends",
-            "must be 1 or more",
-        );
-        check(
-            &mut problems,
-            !serial.ping_interval.is_zero(),
-            "serial.ping_interval",
-            "must be longer than zero",
+            "must be from 1 to 100",
         );
 
         // [state], [control]
@@ -160,15 +213,9 @@ impl ConfigFile {
         // [shutdown]
         check(
             &mut problems,
-            !self.shutdown.deadline.is_zero(),
-            "shutdown.deadline",
-            "must be longer than zero",
-        );
-        check(
-            &mut problems,
-            self.shutdown.concurrency >= 1,
+            (1..=MAX_SHUTDOWN_CONCURRENCY).contains(&self.shutdown.concurrency),
             "shutdown.concurrency",
-            "must be 1 or more",
+            "must be from 1 to 256",
         );
 
         // [metrics]
@@ -186,12 +233,6 @@ impl ConfigFile {
                 "must end with .prom (node_exporter's textfile collector reads only those)",
             );
         }
-        check(
-            &mut problems,
-            self.metrics.interval >= std::time::Duration::from_secs(1),
-            "metrics.interval",
-            "must be at least 1s",
-        );
 
         // [log]
         if self.log.level.trim().is_empty() {
@@ -215,6 +256,27 @@ impl ConfigFile {
             (Ok(paywall), Ok(terminal_ref)) if problems.is_empty() => Ok((paywall, terminal_ref)),
             _ => Err(problems),
         }
+    }
+}
+
+/// A duration within its bounds in [`DURATION_BOUNDS`].
+pub(super) fn check_duration(problems: &mut Vec<Problem>, key: &str, value: Duration) {
+    let Some(&(_, min, max)) = DURATION_BOUNDS.iter().find(|(k, _, _)| *k == key) else {
+        return;
+    };
+    let shown = |d: Duration| humantime::format_duration(d).to_string();
+    if value < min {
+        let message = if min == Duration::from_millis(1) {
+            "must be longer than zero".to_owned()
+        } else {
+            format!("must be at least {}", shown(min))
+        };
+        problems.push(Problem::invalid(key, message));
+    } else if value > max {
+        problems.push(Problem::invalid(
+            key,
+            format!("must be at most {}", shown(max)),
+        ));
     }
 }
 

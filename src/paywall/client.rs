@@ -4,6 +4,9 @@
 //! ([`RetryPolicy`]; docs/state.md), never repeats a sale, and traces each request at debug level with method,
 //! path, status and timing (never a header value).
 
+// Time and count arithmetic: docs/architecture.md, "Lint policy".
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -71,6 +74,14 @@ fn utc_date(time: SystemTime) -> String {
     let stamp = humantime::format_rfc3339_seconds(time).to_string();
     stamp.get(..10).unwrap_or("1970-01-01").to_owned()
 }
+
+/// The longest answer body read from the payment API; a longer one is an error
+/// (docs/payment-api.md, "Bounds on answers"). A page of 100 payments is tens of kilobytes.
+const MAX_RESPONSE_BYTES: usize = 2 << 20;
+
+/// The most pages of the payments list one lookup of a merchant code reads: 20,000 payments
+/// over its three days. An API that never ends the list ends the lookup here, unknown.
+const MAX_LOOKUP_PAGES: u32 = 200;
 
 /// The TLS error somewhere in an error's chain of causes (an `io::Error` hides its inner error
 /// from `source()`, so it is looked into as well).
@@ -383,20 +394,12 @@ impl PaywallClient {
             .ok_or_else(|| invalid(format!("the amount {} is too large", sale.amount_minor)))?;
         body.insert("Amount".into(), Value::Number(amount));
         body.insert("CurrencyId".into(), json!(sale.currency_id));
+        // Their lengths are checked where they enter: the display code when the terminal's
+        // request is read, the callback address when the configuration is loaded.
         if let Some(display) = &sale.display_code {
-            if display.chars().count() > 25 {
-                return Err(invalid(
-                    "the display code is longer than 25 characters".into(),
-                ));
-            }
             body.insert("DisplayCode".into(), json!(display));
         }
         if let Some(callback) = &sale.callback_address {
-            if callback.chars().count() > 150 {
-                return Err(invalid(
-                    "the callback address is longer than 150 characters".into(),
-                ));
-            }
             body.insert("CallbackAddress".into(), json!(callback));
         }
         self.run(Call::new(
@@ -464,7 +467,7 @@ impl PaywallClient {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let end = created_around.checked_add(DAY).unwrap_or(created_around);
         let mut seen: u64 = 0;
-        for index in 0.. {
+        for index in 0..MAX_LOOKUP_PAGES {
             let page = self
                 .list_payments(&PaymentListQuery {
                     page: PageRequest {
@@ -476,7 +479,7 @@ impl PaywallClient {
                 })
                 .await?;
             let fetched = page.items.len() as u64;
-            seen += fetched;
+            seen = seen.saturating_add(fetched);
             if let Some(found) = page
                 .items
                 .into_iter()
@@ -487,10 +490,18 @@ impl PaywallClient {
             let last_page = fetched < u64::from(PAGE_SIZE)
                 || page.total_count.is_some_and(|total| seen >= total);
             if last_page {
-                break;
+                return Ok(None);
             }
         }
-        Ok(None)
+        Err(ApiError::Undecodable {
+            operation: Endpoint::ListPayments.operation(),
+            reason: format!(
+                "the payments list went on past {MAX_LOOKUP_PAGES} pages without its end; the \
+                 sale's outcome stays unknown"
+            ),
+            excerpt: String::new(),
+            outcome_unknown: false,
+        })
     }
 
     // ---- PaymentAPI (docs/payment-api.md (Methods), seeds 001-003) ----
@@ -587,19 +598,7 @@ impl PaywallClient {
             operation,
             reason: reason.into(),
         };
-        if e.name.trim().is_empty() || e.name.chars().count() > 100 {
-            return Err(invalid(
-                "connection.establish.name must have 1 to 100 characters",
-            ));
-        }
-        if e.display_name
-            .as_ref()
-            .is_some_and(|d| d.chars().count() > 25)
-        {
-            return Err(invalid(
-                "connection.establish.display_name is longer than 25 characters",
-            ));
-        }
+        // The name's and display name's lengths are checked when the configuration is loaded.
         let service_parameters: Map<String, Value> = e
             .service_parameters
             .iter()
@@ -701,10 +700,16 @@ impl PaywallClient {
 
         let started = Instant::now();
         let outcome = async {
-            let response = request.send().await?;
+            let mut response = request.send().await?;
             let status = response.status();
-            let bytes = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, bytes))
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                if bytes.len().saturating_add(chunk.len()) > MAX_RESPONSE_BYTES {
+                    return Ok((status, None));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>((status, Some(bytes)))
         }
         .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -725,7 +730,18 @@ impl PaywallClient {
         };
         let method = call.endpoint.method();
         tracing::debug!(method = %method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request {} {}: {} in {elapsed_ms} ms", method, call.path, status.as_u16());
-        let decoded = self.decode(call, status, &bytes);
+        let decoded = match bytes {
+            Some(bytes) => self.decode(call, status, &bytes),
+            None => Err(ApiError::Undecodable {
+                operation: call.operation(),
+                reason: format!(
+                    "the answer is longer than {} MiB; not read",
+                    MAX_RESPONSE_BYTES >> 20
+                ),
+                excerpt: String::new(),
+                outcome_unknown: !call.endpoint.idempotent(),
+            }),
+        };
         record(
             call.endpoint,
             &decoded.as_ref().map(|_| ()),

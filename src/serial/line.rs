@@ -4,11 +4,15 @@
 //! seconds on the wire, so every deadline the link measures from a send starts when the frame's
 //! last byte has left the line, not when it was handed to the device.
 
+// Time and count arithmetic: docs/architecture.md, "Lint policy".
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::config::{Parity, SerialConfig};
+use crate::later::Later;
 
 /// How long one character takes on the line: start bit, data bits, parity bit, stop bits at the
 /// baud rate.
@@ -26,7 +30,10 @@ impl LineTiming {
     /// A line of `bits_per_char` bits a character (start and stop bits included) at
     /// `baud_rate` bits a second (0 is taken as 1).
     pub fn new(baud_rate: u32, bits_per_char: u32) -> Self {
-        let nanos = u64::from(bits_per_char) * 1_000_000_000 / u64::from(baud_rate.max(1));
+        let nanos = u64::from(bits_per_char)
+            .saturating_mul(1_000_000_000)
+            .checked_div(u64::from(baud_rate.max(1)))
+            .unwrap_or(0);
         Self {
             char_time: Duration::from_nanos(nanos),
         }
@@ -34,11 +41,14 @@ impl LineTiming {
 
     /// The timing of the `[serial]` line settings.
     pub fn from_config(config: &SerialConfig) -> Self {
-        let parity = match config.parity {
-            Parity::None => 0,
-            Parity::Odd | Parity::Even => 1,
+        // The start bit and the parity bit, if any.
+        let start_and_parity = match config.parity {
+            Parity::None => 1,
+            Parity::Odd | Parity::Even => 2,
         };
-        let bits = 1 + u32::from(config.data_bits) + parity + u32::from(config.stop_bits);
+        let bits = u32::from(config.data_bits)
+            .saturating_add(u32::from(config.stop_bits))
+            .saturating_add(start_and_parity);
         Self::new(config.baud_rate, bits)
     }
 
@@ -72,7 +82,7 @@ impl LineClock {
 
     /// `bytes` were handed to the device at `now`: they go out after what it still holds.
     pub(crate) fn handed_over(&mut self, bytes: usize, now: Instant) {
-        self.free_at = self.free_at.max(now) + self.timing.wire_time(bytes);
+        self.free_at = self.free_at.max(now).later(self.timing.wire_time(bytes));
     }
 
     /// When the last byte handed over so far will have left the line.
@@ -84,7 +94,7 @@ impl LineClock {
     /// behind the estimate when flow control held it or the UART runs slower): they leave the
     /// line no earlier than their time on the wire from now.
     pub(crate) fn device_holds(&mut self, queued: usize, now: Instant) {
-        self.free_at = self.free_at.max(now + self.timing.wire_time(queued));
+        self.free_at = self.free_at.max(now.later(self.timing.wire_time(queued)));
     }
 }
 

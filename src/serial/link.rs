@@ -19,6 +19,10 @@
 //! peer (an older request id coming back, see `ReplayCache`); the replay cache lives for one
 //! session.
 
+// Time and count arithmetic: docs/architecture.md, "Lint policy". The bare § below cite
+// docs/serial-protocol.md.
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
@@ -39,6 +43,7 @@ use super::message::{
 };
 use super::port::{PortStats, SharedPortStats};
 use crate::config::SerialConfig;
+use crate::later::Later;
 use crate::metrics::METRICS;
 
 /// T1 (§2): the longest pause between two bytes inside a frame.
@@ -46,9 +51,10 @@ pub const INTER_BYTE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Unanswered `ping`s in a row after which the link is down (§4).
 pub const MISSED_PINGS_FOR_DOWN: u32 = 3;
 /// Requests from the peer handed to the application and not answered yet. Beyond it a new
-/// request is dropped unanswered (its frame is ACKed, the request forgotten): the peer sends it
-/// again after its reply timeout, as it would after a lost frame. This bounds the event and
-/// reply queues and the application's work a chatty or broken peer can cause.
+/// request is answered at once with `error busy` (nothing was done; the peer may send it again,
+/// and it is then taken anew, not answered from the replay cache). This bounds the event and
+/// reply queues and the application's work a chatty or broken peer can cause, and still
+/// answers every request.
 pub const MAX_REQUESTS_IN_PROGRESS: usize = 32;
 /// The application's requests waiting for the link task; a sender waits for room (within its
 /// reply timeout).
@@ -546,7 +552,7 @@ impl Io {
             self.last_write_progress = Instant::now();
         }
         self.out.extend_from_slice(bytes);
-        self.appended += bytes.len() as u64;
+        self.appended = self.appended.saturating_add(bytes.len() as u64);
     }
 }
 
@@ -600,7 +606,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         }
         if old == LinkState::Up {
             // The link session ends: the replay cache belongs to it.
-            self.session += 1;
+            self.session = self.session.wrapping_add(1);
             self.cache.clear();
         }
     }
@@ -689,11 +695,14 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             let t1 = io
                 .codec
                 .in_frame()
-                .then(|| io.last_byte + self.settings.inter_byte_timeout);
-            let idle = io.last_activity + self.settings.ping_interval;
+                .then(|| io.last_byte.later(self.settings.inter_byte_timeout));
+            let idle = io.last_activity.later(self.settings.ping_interval);
             // The device may take no more while it still holds bytes for the line.
-            let stall = (!io.out.is_empty())
-                .then(|| io.last_write_progress.max(io.line.free_at()) + self.stall_limit());
+            let stall = (!io.out.is_empty()).then(|| {
+                io.last_write_progress
+                    .max(io.line.free_at())
+                    .later(self.stall_limit())
+            });
             input.reserve(4096);
             tokio::select! {
                 read = reader.read_buf(&mut input) => match read {
@@ -715,13 +724,13 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                     Ok(0) => break SessionEnd::Lost(std::io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
                         let now = Instant::now();
-                        io.written += n as u64;
+                        io.written = io.written.saturating_add(n as u64);
                         io.last_write_progress = now;
                         io.line.handed_over(n, now);
                         if let Some(flight) = io.in_flight.as_mut() {
                             if matches!(flight.stage, Stage::Writing) && io.written >= flight.frame_end {
                                 // Bytes written after the frame (ACKs) leave the line after it.
-                                let behind = usize::try_from(io.written - flight.frame_end).unwrap_or(usize::MAX);
+                                let behind = usize::try_from(io.written.saturating_sub(flight.frame_end)).unwrap_or(usize::MAX);
                                 let left = io
                                     .line
                                     .free_at()
@@ -771,7 +780,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             self.fail_message(message, LinkError::Closed);
         }
         self.set_state(LinkState::Closed);
-        self.session += 1;
+        self.session = self.session.wrapping_add(1);
         self.cache.clear();
         end
     }
@@ -836,7 +845,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                     request_id: None,
                     ping: true,
                 });
-                io.unanswered_pings += 1;
+                io.unanswered_pings = io.unanswered_pings.saturating_add(1);
                 io.last_ping_id = Some(id);
             }
         }
@@ -874,7 +883,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             return;
         };
         if flight.sends < self.settings.max_sends {
-            flight.sends += 1;
+            flight.sends = flight.sends.saturating_add(1);
             METRICS.serial_resends.inc();
             tracing::debug!(
                 sends = flight.sends,
@@ -902,16 +911,27 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     /// should have left the line, before the frame counts as not acknowledged: T3 for every
     /// allowed send.
     fn stall_limit(&self) -> Duration {
-        self.settings.ack_timeout * self.settings.max_sends.max(1)
+        self.settings
+            .ack_timeout
+            .saturating_mul(self.settings.max_sends.max(1))
     }
 
     /// At shutdown, how long frames already queued (a reply just given) may still take: what the
     /// line still carries, then for every allowed send their time on the wire and T3.
     fn drain_deadline(&self, io: &Io) -> Instant {
-        let unsent = io.out.len() + io.queue.iter().map(|m| m.frame.len()).sum::<usize>();
-        let per_send = self.settings.line.wire_time(unsent) + self.settings.ack_timeout;
-        io.line.free_at().max(Instant::now())
-            + per_send.saturating_mul(self.settings.max_sends.max(1))
+        let unsent = io
+            .queue
+            .iter()
+            .fold(io.out.len(), |sum, m| sum.saturating_add(m.frame.len()));
+        let per_send = self
+            .settings
+            .line
+            .wire_time(unsent)
+            .saturating_add(self.settings.ack_timeout);
+        io.line
+            .free_at()
+            .max(Instant::now())
+            .later(per_send.saturating_mul(self.settings.max_sends.max(1)))
     }
 
     /// The frame's time on the wire is over ([`Stage::OnTheWire`]), or T3 ran out.
@@ -928,13 +948,18 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 if let Some(queued) = output_queue().filter(|&queued| queued > 0) {
                     io.line.device_holds(queued, now);
                     flight.stage =
-                        Stage::OnTheWire(io.line.free_at().max(now + OUTPUT_QUEUE_RECHECK));
+                        Stage::OnTheWire(io.line.free_at().max(now.later(OUTPUT_QUEUE_RECHECK)));
                     return;
                 }
                 let ack_timeout = self.settings.ack_timeout;
                 flight.stage = Stage::AwaitingAck {
-                    deadline: now + ack_timeout,
-                    latest: now + self.settings.line.wire_time(MAX_FRAME) + ack_timeout,
+                    deadline: now.later(ack_timeout),
+                    latest: now.later(
+                        self.settings
+                            .line
+                            .wire_time(MAX_FRAME)
+                            .saturating_add(ack_timeout),
+                    ),
                 };
                 if flight.message.ping {
                     io.last_activity = now;
@@ -952,7 +977,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             ..
         }) = io.in_flight.as_mut()
         {
-            let held = (Instant::now() + self.settings.ack_timeout).min(*latest);
+            let held = Instant::now().later(self.settings.ack_timeout).min(*latest);
             *deadline = (*deadline).max(held);
         }
     }
@@ -1083,7 +1108,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                             "peer reused the older serial request id {id} (it restarted): replay cache emptied"
                         );
                         // Answers still due to the previous process go out but are not cached.
-                        self.session += 1;
+                        self.session = self.session.wrapping_add(1);
                     }
                     Seen::New => {}
                 }
@@ -1098,11 +1123,11 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         self.send_reply(io, id, self.session, &Reply::Pong);
                     }
                     Ok(_) if self.in_progress >= MAX_REQUESTS_IN_PROGRESS => {
-                        self.cache.forget(id);
                         tracing::warn!(
                             serial_request_id = id,
-                            "{MAX_REQUESTS_IN_PROGRESS} requests in progress; serial request {id} dropped unanswered (the peer sends it again)"
+                            "{MAX_REQUESTS_IN_PROGRESS} requests in progress; serial request {id} answered busy, nothing done"
                         );
+                        self.turn_away(io, id);
                     }
                     Ok(request) => {
                         let incoming = IncomingRequest {
@@ -1113,17 +1138,17 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                             answered: false,
                         };
                         match self.events.try_send(LinkEvent::Request(incoming)) {
-                            Ok(()) => self.in_progress += 1,
+                            Ok(()) => self.in_progress = self.in_progress.saturating_add(1),
                             Err(
                                 mpsc::error::TrySendError::Full(LinkEvent::Request(mut lost))
                                 | mpsc::error::TrySendError::Closed(LinkEvent::Request(mut lost)),
                             ) => {
                                 lost.answered = true;
-                                self.cache.forget(id);
                                 tracing::warn!(
                                     serial_request_id = id,
-                                    "link events not taken (queue full or nobody receives); serial request {id} dropped unanswered"
+                                    "link events not taken (queue full or nobody receives); serial request {id} answered busy, nothing done"
                                 );
+                                self.turn_away(io, id);
                             }
                             Err(_) => {}
                         }
@@ -1143,6 +1168,20 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 }
             }
         }
+    }
+
+    /// Answers request `id` `error busy`: nothing was done. Forgotten before the answer, so the
+    /// answer is not kept for replay: the same request sent again is taken anew.
+    fn turn_away(&mut self, io: &mut Io, id: u32) {
+        self.cache.forget(id);
+        let reply = Reply::error(
+            ErrorCode::Busy,
+            format!(
+                "the agent cannot take more requests now (at most {MAX_REQUESTS_IN_PROGRESS} in \
+                 progress); nothing was done: send it again once one is answered"
+            ),
+        );
+        self.send_reply(io, id, self.session, &reply);
     }
 
     fn send_reply(&mut self, io: &mut Io, re: u32, session: u64, reply: &Reply) {
@@ -1379,16 +1418,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn requests_beyond_the_in_progress_bound_are_dropped_until_one_is_answered() {
+    async fn requests_beyond_the_in_progress_bound_are_answered_busy_until_one_is_answered() {
         let (_agent, mut events, mut peer) = agent_over(1 << 20);
         peer.handshake().await;
         let status = |id: usize| {
             frame_bytes(format!(r#"{{"type":"status","id":{id}}}"#).as_bytes()).unwrap()
         };
         let extra = 8;
-        for id in 1..=MAX_REQUESTS_IN_PROGRESS + extra {
+        for id in 1..=MAX_REQUESTS_IN_PROGRESS {
             peer.send(&status(id)).await;
             assert_eq!(peer.next().await, Inbound::Ack);
+        }
+        // Each request beyond the bound is answered busy at once.
+        for id in MAX_REQUESTS_IN_PROGRESS + 1..=MAX_REQUESTS_IN_PROGRESS + extra {
+            peer.send(&status(id)).await;
+            assert_eq!(peer.next().await, Inbound::Ack);
+            let reply = peer.next_json().await;
+            assert_eq!(reply["re"], id, "{reply}");
+            assert_eq!(reply["code"], "busy", "{reply}");
+            peer.send(&[ACK]).await;
         }
         let mut held = Vec::new();
         for _ in 0..MAX_REQUESTS_IN_PROGRESS {
@@ -1397,9 +1445,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(
             events.try_recv().is_err(),
-            "requests beyond the bound were dropped"
+            "requests beyond the bound were not handed on"
         );
-        // One answered: the peer's retransmission of a dropped request now gets through.
+        // One answered: the same request sent again is now taken, not answered from the cache.
         held.pop().unwrap().reply(Reply::OK);
         let reply = peer.next_json().await;
         assert_eq!(reply["re"], MAX_REQUESTS_IN_PROGRESS);

@@ -5,6 +5,10 @@
 //! What it went through (how often the device was reopened, the last error and when) is kept
 //! in [`PortStats`], which `status` and the metrics read through [`LinkHandle::port_stats`].
 
+// Time and count arithmetic: docs/architecture.md, "Lint policy". The bare § below cite
+// docs/serial-protocol.md.
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -17,6 +21,7 @@ use tokio_serial::{DataBits, FlowControl, Parity, SerialStream, StopBits};
 use super::link::{LinkCore, LinkEvent, LinkHandle, LinkSettings, SessionEnd};
 use super::message::{AgentRequest, LinkMessage, TerminalRequest};
 use crate::config::{self, SerialConfig};
+use crate::later::Later;
 use crate::retry::RetryPolicy;
 
 /// First wait before reopening a device that is gone.
@@ -61,7 +66,7 @@ impl SharedPortStats {
     }
 
     fn reopened(&self) {
-        self.update(|stats| stats.reopens += 1);
+        self.update(|stats| stats.reopens = stats.reopens.saturating_add(1));
     }
 
     fn failed(&self, message: String) {
@@ -207,7 +212,7 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
             }
         }
         let backoff = waits.next().unwrap_or(REOPEN_BACKOFF_MAX);
-        if !core.wait_closed_until(Instant::now() + backoff).await {
+        if !core.wait_closed_until(Instant::now().later(backoff)).await {
             break;
         }
     }

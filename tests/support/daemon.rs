@@ -687,6 +687,30 @@ pub struct CliOutput {
     pub stderr: String,
 }
 
+/// Runs `pos-agent check-config` on the configuration [`Agent::start_with`] would write for
+/// `setup` (in a directory of its own, with the setup's environment): what `run` would be given.
+pub fn check_config(sim: &ApiSimulator, setup: &Setup) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("agent.toml");
+    let text = config_toml(
+        sim,
+        setup,
+        &dir.path().join("ttyTERMINAL"),
+        &dir.path().join("state"),
+        &dir.path().join("control.sock"),
+    );
+    std::fs::write(&config_path, text).unwrap();
+    let mut command = super::pos_agent();
+    command
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config_path)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("STATE_DIRECTORY")
+        .envs(setup.extra_env.iter().map(|(k, v)| (*k, v.as_str())));
+    command.output().expect("run pos-agent check-config")
+}
+
 fn config_toml(
     sim: &ApiSimulator,
     setup: &Setup,
