@@ -74,6 +74,15 @@ run_cleanup() {
 }
 
 # kill_tree PID: the process and its descendants (only processes this harness started).
+# remove_tree DIR: deletes a directory a debootstrap or a container may still have file systems
+# mounted in (a debootstrap killed half-way leaves the root's proc and sys mounted): those are
+# unmounted first, and rm never crosses into another file system.
+remove_tree() {
+    [ -e "$1" ] || return 0
+    awk -v dir="$1/" 'index($2, dir) == 1 { print $2 }' /proc/self/mounts | sort -r |
+        while read -r mount; do umount -l "$mount" || true; done
+    rm -rf --one-file-system "$1"
+}
 kill_tree() {
     local pid=$1 child
     for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
