@@ -73,7 +73,6 @@ run_cleanup() {
     CLEANUP=()
 }
 
-# kill_tree PID: the process and its descendants (only processes this harness started).
 # remove_tree DIR: deletes a directory a debootstrap or a container may still have file systems
 # mounted in (a debootstrap killed half-way leaves the root's proc and sys mounted): those are
 # unmounted first, and rm never crosses into another file system.
@@ -83,6 +82,7 @@ remove_tree() {
         while read -r mount; do umount -l "$mount" || true; done
     rm -rf --one-file-system "$1"
 }
+# kill_tree PID: the process and its descendants (only processes this harness started).
 kill_tree() {
     local pid=$1 child
     for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
