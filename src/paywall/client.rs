@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::endpoint::{self, Api, Auth, Endpoint};
 use super::error::{ApiError, ClientSetupError, TransportKind};
+use super::retry_after::{self, Hold, SharedHold};
 use super::types::*;
 use crate::config::{
     BaseUrl, EstablishConfig, KeyPair, PaywallConfig, PaywallSettings, TerminalRef,
@@ -33,6 +34,8 @@ use crate::retry::RetryPolicy;
 pub struct PaywallClient {
     inner: Arc<Inner>,
     retry: RetryPolicy,
+    /// The API's latest `Retry-After`, while it lasts: nothing is sent until it ends.
+    hold: SharedHold,
 }
 
 struct Inner {
@@ -248,7 +251,22 @@ impl PaywallClient {
                 proxy: settings.proxy.as_ref().map(|proxy| proxy.host.clone()),
             }),
             retry: RetryPolicy::default(),
+            hold: SharedHold::default(),
         })
+    }
+
+    /// The same client sharing `other`'s `Retry-After` hold: a reload's new client honours
+    /// the wait the API asked of the old one.
+    pub fn sharing_hold_of(mut self, other: &PaywallClient) -> Self {
+        self.hold = other.hold.clone();
+        self
+    }
+
+    /// The wait the payment API asked for with its latest `Retry-After`, while it lasts
+    /// (docs/payment-api.md, "Retry-After"): until it ends, every call fails at once, not sent
+    /// ([`ApiError::Held`]).
+    pub fn held(&self) -> Option<Hold> {
+        self.hold.current()
     }
 
     /// The same client with another retry policy (short budgets for tests and for shutdown).
@@ -636,7 +654,9 @@ impl PaywallClient {
             attempt
                 .retry(self.retry.backoff())
                 .sleep(tokio::time::sleep)
-                .when(ApiError::is_retryable)
+                // An answer with a Retry-After goes back to the caller's loop, which waits it
+                // out (a call made meanwhile is not sent at all).
+                .when(|e: &ApiError| e.is_retryable() && e.retry_after().is_none())
                 .notify(|e: &ApiError, wait: Duration| {
                     tracing::warn!(
                         operation = call.operation(),
@@ -678,6 +698,13 @@ impl PaywallClient {
     }
 
     async fn attempt<T: DeserializeOwned>(&self, call: &Call) -> Result<T, ApiError> {
+        if let Some(hold) = self.hold.current() {
+            return Err(ApiError::Held {
+                operation: call.operation(),
+                http_status: hold.http_status,
+                remaining: hold.remaining(),
+            });
+        }
         let base = match call.endpoint.api() {
             Api::Physical => &self.inner.physical_base,
             Api::Payment => self
@@ -702,18 +729,19 @@ impl PaywallClient {
         let outcome = async {
             let mut response = request.send().await?;
             let status = response.status();
+            let retry_after = retry_after_of(status, response.headers());
             let mut bytes = Vec::new();
             while let Some(chunk) = response.chunk().await? {
                 if bytes.len().saturating_add(chunk.len()) > MAX_RESPONSE_BYTES {
-                    return Ok((status, None));
+                    return Ok((status, retry_after, None));
                 }
                 bytes.extend_from_slice(&chunk);
             }
-            Ok::<_, reqwest::Error>((status, Some(bytes)))
+            Ok::<_, reqwest::Error>((status, retry_after, Some(bytes)))
         }
         .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        let (status, bytes) = match outcome {
+        let (status, retry_after, bytes) = match outcome {
             Ok(answer) => answer,
             Err(e) => {
                 let error = transport_error(
@@ -730,8 +758,29 @@ impl PaywallClient {
         };
         let method = call.endpoint.method();
         tracing::debug!(method = %method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request {} {}: {} in {elapsed_ms} ms", method, call.path, status.as_u16());
+        if let Some(wait) = retry_after {
+            self.hold.hold(status.as_u16(), wait);
+            tracing::warn!(
+                http_status = status.as_u16(),
+                retry_after_s = wait.as_secs(),
+                "the payment API answered {} {} with HTTP {} and asks to wait {} s: no request \
+                 is sent until then",
+                method,
+                call.path,
+                status.as_u16(),
+                wait.as_secs()
+            );
+        }
         let decoded = match bytes {
-            Some(bytes) => self.decode(call, status, &bytes),
+            Some(bytes) => self.decode(call, status, &bytes).map_err(|mut error| {
+                if let ApiError::Status {
+                    retry_after: slot, ..
+                } = &mut error
+                {
+                    *slot = retry_after;
+                }
+                error
+            }),
             None => Err(ApiError::Undecodable {
                 operation: call.operation(),
                 reason: format!(
@@ -764,6 +813,20 @@ impl PaywallClient {
             .collect();
         endpoint::decode(call.endpoint, &secrets, status, body)
     }
+}
+
+/// What the `Retry-After` of a 429 or 503 answer asks (docs/payment-api.md, "Retry-After");
+/// other statuses' is not advice about the agent's pace.
+fn retry_after_of(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
+    if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    retry_after::parse(
+        text(reqwest::header::RETRY_AFTER)?,
+        text(reqwest::header::DATE),
+        SystemTime::now(),
+    )
 }
 
 /// Counts one attempt in the metrics (docs/operations.md, "Metrics").

@@ -241,6 +241,8 @@ pub(crate) fn decode<T: DeserializeOwned>(
             client_message: client_message.map(|m| ctx.excerpt(m.as_bytes())),
             // A server error on a non-idempotent call may come after the work was done.
             outcome_unknown: !endpoint.idempotent() && status.is_server_error(),
+            // Read from the headers by the client.
+            retry_after: None,
         });
     }
     let payload = match endpoint.envelope() {
