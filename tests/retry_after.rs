@@ -97,7 +97,7 @@ async fn the_connection_waits_out_a_retry_after_in_seconds_and_status_shows_it()
     assert!(status["api_retry_after"].is_null(), "{status}");
     let log = agent.log();
     assert!(
-        log.contains("asks to wait 3 s"),
+        log.contains("asks to be called again in 3 s"),
         "the wait is logged: {log}"
     );
     // The connection loop chose its wait from the hold, not from its back-off alone (which

@@ -646,10 +646,26 @@ impl PaywallClient {
         Ok(Value::Object(body))
     }
 
-    /// Runs a call (retried when it is idempotent) and reads its payload as `T`.
+    /// Runs a call (retried when it is idempotent) and reads its payload as `T`. Only the
+    /// reading is generic: the exchange and its retries exist once in the binary.
     async fn run<T: DeserializeOwned>(&self, call: Call) -> Result<T, ApiError> {
-        let call = &call;
-        let attempt = move || async move { self.attempt::<T>(call).await };
+        let (status, bytes, started) = self.exchange_retried(&call).await?;
+        let decoded = self.decode(&call, status, &bytes);
+        record(
+            call.endpoint,
+            &decoded.as_ref().map(|_| ()),
+            started.elapsed(),
+        );
+        decoded
+    }
+
+    /// Sends the call until it gets a 2xx answer (retried when it is idempotent; only an
+    /// exchange can fail in a way worth repeating: a 2xx that cannot be read is not retried).
+    async fn exchange_retried(
+        &self,
+        call: &Call,
+    ) -> Result<(StatusCode, Vec<u8>, Instant), ApiError> {
+        let attempt = move || async move { self.exchange(call).await };
         if call.endpoint.idempotent() && self.retry.max_retries > 0 {
             attempt
                 .retry(self.retry.backoff())
@@ -697,7 +713,9 @@ impl PaywallClient {
         Ok(headers)
     }
 
-    async fn attempt<T: DeserializeOwned>(&self, call: &Call) -> Result<T, ApiError> {
+    /// One exchange: a 2xx answer's status and body, and when it began (for the metrics of
+    /// the reading); any failure is counted in the metrics here.
+    async fn exchange(&self, call: &Call) -> Result<(StatusCode, Vec<u8>, Instant), ApiError> {
         if let Some(hold) = self.hold.current() {
             return Err(ApiError::Held {
                 operation: call.operation(),
@@ -741,6 +759,7 @@ impl PaywallClient {
         }
         .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        let method = call.endpoint.method();
         let (status, retry_after, bytes) = match outcome {
             Ok(answer) => answer,
             Err(e) => {
@@ -751,37 +770,16 @@ impl PaywallClient {
                     &e,
                 );
                 record(call.endpoint, &Err(&error), started.elapsed());
-                let method = call.endpoint.method();
                 tracing::debug!(method = %method, path = %call.path, elapsed_ms, "payment API request {} {} failed after {elapsed_ms} ms: {error}", method, call.path);
                 return Err(error);
             }
         };
-        let method = call.endpoint.method();
         tracing::debug!(method = %method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request {} {}: {} in {elapsed_ms} ms", method, call.path, status.as_u16());
         if let Some(wait) = retry_after {
             self.hold.hold(status.as_u16(), wait);
-            tracing::warn!(
-                http_status = status.as_u16(),
-                retry_after_s = wait.as_secs(),
-                "the payment API answered {} {} with HTTP {} and asks to wait {} s: no request \
-                 is sent until then",
-                method,
-                call.path,
-                status.as_u16(),
-                wait.as_secs()
-            );
         }
-        let decoded = match bytes {
-            Some(bytes) => self.decode(call, status, &bytes).map_err(|mut error| {
-                if let ApiError::Status {
-                    retry_after: slot, ..
-                } = &mut error
-                {
-                    *slot = retry_after;
-                }
-                error
-            }),
-            None => Err(ApiError::Undecodable {
+        let failed = match bytes {
+            None => ApiError::Undecodable {
                 operation: call.operation(),
                 reason: format!(
                     "the answer is longer than {} MiB; not read",
@@ -789,14 +787,27 @@ impl PaywallClient {
                 ),
                 excerpt: String::new(),
                 outcome_unknown: !call.endpoint.idempotent(),
-            }),
+            },
+            Some(bytes) if status.is_success() => return Ok((status, bytes, started)),
+            Some(bytes) => {
+                let secrets: Vec<&str> = self
+                    .inner
+                    .secrets
+                    .iter()
+                    .map(|s| s.expose_secret())
+                    .collect();
+                let mut error = endpoint::status_error(call.endpoint, &secrets, status, &bytes);
+                if let ApiError::Status {
+                    retry_after: slot, ..
+                } = &mut error
+                {
+                    *slot = retry_after;
+                }
+                error
+            }
         };
-        record(
-            call.endpoint,
-            &decoded.as_ref().map(|_| ()),
-            started.elapsed(),
-        );
-        decoded
+        record(call.endpoint, &Err(&failed), started.elapsed());
+        Err(failed)
     }
 
     fn decode<T: DeserializeOwned>(
