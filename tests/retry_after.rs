@@ -1,7 +1,7 @@
 //! A rate-limited payment API is obeyed (docs/payment-api.md, "Retry-After"): a `Retry-After`
 //! on HTTP 429 or 503, in seconds or as an HTTP date, keeps the agent from asking again before
 //! it ends, is cut at the documented cap, shows in `status` while it holds, and a sale meanwhile
-//! is answered at once without a request.
+//! is answered at once without a request; a reload keeps it.
 //!
 //! The real binary as a process, a pty pair with the terminal simulator, the payment API
 //! simulator on loopback answering 429/503 with `Retry-After` (`FaultKind::RetryAfter`). The
@@ -11,6 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
+use nix::sys::signal::Signal;
 use pos_agent::paywall::MAX_RETRY_AFTER;
 use pos_agent::serial::message::{ErrorCode, Reply};
 use pos_agent::simulator::api::{
@@ -179,6 +180,13 @@ async fn a_wait_beyond_the_cap_is_cut_to_it_and_sales_meanwhile_are_answered_at_
     assert_eq!(agent.sim.requests_to("POST", SALE).len(), sales_before);
     // The reply deadline is 20 s; "at once" is far below it.
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    // A reload builds a new client: the API's wait still holds.
+    agent.signal(Signal::SIGHUP);
+    agent
+        .log_until("the reload", |log| log.contains("configuration reloaded"))
+        .await;
+    let status = agent.status().await;
+    assert!(!status["api_retry_after"].is_null(), "{status}");
     // The cancel is not sent again while the wait holds.
     assert_eq!(agent.sim.requests_to("POST", CANCEL).len(), 1);
     agent.finish().await;
