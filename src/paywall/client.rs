@@ -790,20 +790,7 @@ impl PaywallClient {
             },
             Some(bytes) if status.is_success() => return Ok((status, bytes, started)),
             Some(bytes) => {
-                let secrets: Vec<&str> = self
-                    .inner
-                    .secrets
-                    .iter()
-                    .map(|s| s.expose_secret())
-                    .collect();
-                let mut error = endpoint::status_error(call.endpoint, &secrets, status, &bytes);
-                if let ApiError::Status {
-                    retry_after: slot, ..
-                } = &mut error
-                {
-                    *slot = retry_after;
-                }
-                error
+                endpoint::status_error(call.endpoint, &self.secrets(), status, &bytes, retry_after)
             }
         };
         record(call.endpoint, &Err(&failed), started.elapsed());
@@ -816,13 +803,16 @@ impl PaywallClient {
         status: StatusCode,
         body: &[u8],
     ) -> Result<T, ApiError> {
-        let secrets: Vec<&str> = self
-            .inner
+        endpoint::decode(call.endpoint, &self.secrets(), status, body)
+    }
+
+    /// The key values, to scrub out of body excerpts.
+    fn secrets(&self) -> Vec<&str> {
+        self.inner
             .secrets
             .iter()
             .map(|s| s.expose_secret())
-            .collect();
-        endpoint::decode(call.endpoint, &secrets, status, body)
+            .collect()
     }
 }
 
