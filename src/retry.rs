@@ -93,6 +93,22 @@ impl FullJitter {
     }
 }
 
+impl FullJitter {
+    /// The next wait when the payment API asked to wait `hold` (what is left of a
+    /// `Retry-After`, src/paywall/retry_after.rs): `max(next wait, hold)` plus a jitter drawn
+    /// from `0 ..= hold / 4`, so a fleet told to wait the same time does not come back in the
+    /// same instant either. Without a hold, the next wait.
+    pub fn next_honouring(&mut self, hold: Option<Duration>) -> Option<Duration> {
+        let wait = self.next()?;
+        Some(match hold.filter(|h| !h.is_zero()) {
+            Some(hold) => wait
+                .max(hold)
+                .saturating_add(hold.mul_f64(self.rng.f64() * 0.25)),
+            None => wait,
+        })
+    }
+}
+
 impl Iterator for FullJitter {
     type Item = Duration;
 
@@ -139,6 +155,42 @@ mod tests {
         assert!(waits.iter().any(|w| *w > ceiling * 3 / 4), "{waits:?}");
         let first: Vec<Duration> = (0..20).map(|_| policy.backoff().next().unwrap()).collect();
         assert!(first.windows(2).any(|w| w[0] != w[1]), "{first:?}");
+    }
+
+    #[test]
+    fn a_hold_is_waited_out_with_jitter_on_top() {
+        let hold = Duration::from_secs(20);
+        let waits: Vec<Duration> = (0..200)
+            .map(|_| {
+                RetryPolicy::API_CALL
+                    .backoff()
+                    .next_honouring(Some(hold))
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            waits.iter().all(|w| *w >= hold && *w <= hold * 5 / 4),
+            "{waits:?}"
+        );
+        assert!(waits.windows(2).any(|w| w[0] != w[1]), "{waits:?}");
+        // A back-off longer than the hold is kept.
+        let long = RetryPolicy {
+            max_retries: 1,
+            min_delay: Duration::from_secs(60),
+            max_delay: Duration::from_secs(60),
+        };
+        let mut lengths =
+            (0..50).map(|_| long.backoff().next_honouring(Some(Duration::from_secs(1))));
+        assert!(lengths.all(|w| w.unwrap() >= Duration::from_secs(1)));
+        // No hold: the plain sequence; an ended sequence stays ended.
+        assert!(
+            RetryPolicy::API_CALL
+                .backoff()
+                .next_honouring(None)
+                .unwrap()
+                <= RetryPolicy::API_CALL.min_delay
+        );
+        assert_eq!(RetryPolicy::NONE.backoff().next_honouring(Some(hold)), None);
     }
 
     #[test]

@@ -184,6 +184,7 @@ fn status() -> StatusReport {
             free_bytes: Some(12 * 1024 * 1024),
             free_space_low: false,
         },
+        api_retry_after: None,
     }
 }
 

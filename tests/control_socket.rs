@@ -38,6 +38,7 @@ fn status_report() -> StatusReport {
         terminal_last_answered: None,
         api_last_answered: None,
         storage: StorageView::default(),
+        api_retry_after: None,
     }
 }
 

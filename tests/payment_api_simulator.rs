@@ -384,3 +384,64 @@ async fn admin_endpoint_injects_faults_for_other_processes() {
     .unwrap();
     assert_eq!(state["result"]["connections"][0]["IsConnected"], false);
 }
+
+#[tokio::test]
+async fn a_rate_limit_set_through_the_admin_endpoint_holds_the_client() {
+    let sim = start();
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(format!("{}/_sim/fault", sim.url()))
+        .body(r#"{"method":"PUT","path":"/api/connection/reconnect","kind":"retry_after","status":503,"retry_after":"7"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // Not retried by the client: the wait is the caller's to honour.
+    let c = client(&sim);
+    let err = c.reconnect(DEMO_CONNECTION_ID).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApiError::Status {
+                status: 503,
+                retry_after: Some(wait),
+                ..
+            } if wait == Duration::from_secs(7)
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("asks to be called again in 7 s"),
+        "{err}"
+    );
+    assert_eq!(sim.requests().len(), 1);
+    let hold = c.held().expect("the client holds");
+    assert_eq!(hold.http_status, 503);
+    // Until it ends, nothing is sent, whichever call and whichever clone.
+    let held = c
+        .clone()
+        .list_terminals(PageRequest::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            held,
+            ApiError::Held {
+                http_status: 503,
+                ..
+            }
+        ),
+        "{held:?}"
+    );
+    assert!(held.was_not_sent() && !held.is_retryable(), "{held:?}");
+    assert!(held.retry_after().unwrap() <= Duration::from_secs(7));
+    assert_eq!(sim.requests().len(), 1);
+
+    let bad = http
+        .post(format!("{}/_sim/fault", sim.url()))
+        .body(r#"{"method":"*","path":"*","kind":"retry_after","status":500,"retry_after":"7"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}

@@ -44,7 +44,7 @@ impl fmt::Display for ConnectionState {
 
 /// Keeps the connection up for the daemon's life: reconnects the known Id (configuration, else
 /// state) or establishes a new one and makes its Id durable. Transport failures are retried
-/// with the common [`RetryPolicy`]; a rejection of the agent itself (HTTP 401/403/404) is tried again at most once
+/// with the common [`RetryPolicy`], never sooner than a `Retry-After` asked; a rejection of the agent itself (HTTP 401/403/404) is tried again at most once
 /// a minute, also when a later call meets one; an envelope refusal ends the attempts (the
 /// operator sees it in `status` and the log, and can `reconnect`). Whenever the connection comes
 /// up, the cancels not seen confirmed are sent again and the sale intents left are resolved.
@@ -79,7 +79,9 @@ pub(crate) async fn maintain(core: Arc<Core>) {
             }
             Err(Refusal::AgentRejected(_)) => REJECTED_RETRY_INTERVAL,
             Err(Refusal::ApiUnavailable(why)) => {
-                let wait = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
+                let wait = waits
+                    .next_honouring(core.api_hold())
+                    .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
                 if !why.contains(CLOCK_PROBLEM) {
                     warn!("payment API not reachable yet ({why}); trying again in {wait:?}");
                 } else if !clock_problem_logged {

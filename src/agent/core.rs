@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -21,7 +21,7 @@ use super::{ConnectionState, Refusal};
 use crate::config::Config;
 use crate::later::Later;
 use crate::metrics::{CancelOutcome, METRICS};
-use crate::paywall::{AgentRejection, ApiError, PaywallClient, SaleRequest};
+use crate::paywall::{AgentRejection, ApiError, Endpoint, PaywallClient, SaleRequest};
 use crate::retry::RetryPolicy;
 use crate::serial::message::{
     AgentReadiness, AgentRequest, Reply, SaleOrder, TerminalIdentity, PROTOCOL_VERSION,
@@ -158,8 +158,10 @@ impl Core {
     }
 
     /// A reload: what follows uses `config` and `client`; calls under way finish with the ones
-    /// they started with. Pending payments, sales and the connection are untouched.
+    /// they started with. Pending payments, sales, the connection and a wait the API asked for
+    /// (`Retry-After`) are untouched.
     pub(crate) fn replace_config(&self, config: Arc<Config>, client: PaywallClient) {
+        let client = client.sharing_hold_of(&self.client());
         *write(&self.config) = config;
         *write(&self.client) = client;
         self.changed.notify_one();
@@ -278,6 +280,12 @@ impl Core {
 
     pub(crate) fn set_connection_problem(&self, problem: Option<String>) {
         *lock(&self.connection_problem) = problem;
+    }
+
+    /// What is left of the wait the payment API asked for with a `Retry-After`, while it
+    /// lasts: every retry loop waits at least this long (docs/payment-api.md, "Retry-After").
+    pub(crate) fn api_hold(&self) -> Option<Duration> {
+        self.client().held().map(|hold| hold.remaining())
     }
 
     pub(crate) fn connection_id(&self) -> Option<String> {
@@ -434,6 +442,18 @@ impl Core {
                 }
                 if self.connection_state() != ConnectionState::Connected {
                     return refused(Refusal::NotConnected);
+                }
+                // The API asked the agent to wait: the terminal hears it now, not at the
+                // reply deadline, and nothing is recorded or sent.
+                if let Some(hold) = self.client().held() {
+                    let held = ApiError::Held {
+                        operation: Endpoint::Sale.operation(),
+                        http_status: hold.http_status,
+                        remaining: hold.remaining(),
+                    };
+                    return refused(Refusal::ApiUnavailable(format!(
+                        "{held}; no payment was created"
+                    )));
                 }
                 let now = SystemTime::now();
                 let currency = order
@@ -680,7 +700,9 @@ impl Core {
             if done || self.is_stopping() {
                 break;
             }
-            let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
+            let delay = waits
+                .next_honouring(self.api_hold())
+                .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stopping.wait_for(|s| *s) => break,
@@ -792,7 +814,9 @@ impl Core {
             if self.is_stopping() {
                 return Resolution::Unknown;
             }
-            let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
+            let delay = waits
+                .next_honouring(self.api_hold())
+                .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stopping.wait_for(|s| *s) => return Resolution::Unknown,
@@ -1306,7 +1330,9 @@ impl Core {
                             Err(Refusal::ApiUnavailable(_)) if core.is_pending(&id) => {}
                             _ => return,
                         }
-                        let delay = waits.next().unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
+                        let delay = waits
+                            .next_honouring(core.api_hold())
+                            .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = stopping.wait_for(|s| *s) => return,

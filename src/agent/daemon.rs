@@ -24,8 +24,8 @@ use crate::config;
 use crate::control::{
     self, AbandonedSaleView, ApmAccount, CancelFailure, CancelReport, CancelTarget,
     ConnectionReport, ControlCall, ControlError, ControlReply, ControlRequest, ControlResponse,
-    DisconnectReport, PendingPaymentView, PendingReport, RejectionView, StatusReport, StorageView,
-    TerminalLinkStatus, UnlinkReport,
+    DisconnectReport, PendingPaymentView, PendingReport, RejectionView, RetryAfterView,
+    StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
 };
 use crate::metrics::{self, METRICS};
 use crate::paywall::{ApmTarget, PaywallClient, RetryPolicy};
@@ -620,6 +620,7 @@ fn status_report(core: &Core) -> StatusReport {
         terminal_last_answered: METRICS.terminal_last_answered().map(control::rfc3339),
         api_last_answered: METRICS.api_last_answered().map(control::rfc3339),
         storage: storage_view(core),
+        api_retry_after: core.client().held().map(RetryAfterView::from),
     }
 }
 

@@ -383,6 +383,12 @@ fn status_text(report: &StatusReport) -> String {
             storage_text(&report.storage)
         ));
     }
+    if let Some(wait) = &report.api_retry_after {
+        text.push_str(&format!(
+            "API asks wait  until {} ({} s left, HTTP {} Retry-After); sales are refused meanwhile\n",
+            wait.until, wait.seconds_left, wait.http_status
+        ));
+    }
     if let Some(rejection) = &report.rejection {
         text.push_str(&format!(
             "rejected       HTTP {}: {}\n",

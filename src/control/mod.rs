@@ -20,7 +20,7 @@ pub use protocol::{
     rfc3339, AbandonedSaleView, ApmAccount, CancelFailure, CancelReason, CancelReport,
     CancelTarget, ConnectionReport, ControlError, ControlErrorKind, ControlReply, ControlRequest,
     ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, RejectionView,
-    SerialPortView, StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
+    RetryAfterView, SerialPortView, StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
 };
 pub use server::{adopt, bind, serve, serve_with_limits, ControlCall, ServeLimits, SOCKET_MODE};
 

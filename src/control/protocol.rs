@@ -467,6 +467,35 @@ pub struct StatusReport {
     /// The state directory's health (from a daemon too old to say: writable, nothing known).
     #[serde(default)]
     pub storage: StorageView,
+    /// While the payment API's `Retry-After` holds: until when the agent sends it nothing
+    /// (sales are refused at once, `api_unavailable`); absent otherwise (docs/payment-api.md,
+    /// "Retry-After").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_retry_after: Option<RetryAfterView>,
+}
+
+/// A wait the payment API asked for (`status`'s `api_retry_after`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryAfterView {
+    /// When it ends, RFC 3339 in UTC.
+    pub until: String,
+    /// Whole seconds left, rounded up.
+    pub seconds_left: u64,
+    /// The answer that asked for it: 429 or 503.
+    pub http_status: u16,
+}
+
+impl From<crate::paywall::Hold> for RetryAfterView {
+    fn from(hold: crate::paywall::Hold) -> Self {
+        let left = hold.remaining();
+        RetryAfterView {
+            until: rfc3339(hold.until_wall),
+            seconds_left: left
+                .as_secs()
+                .saturating_add(u64::from(left.subsec_nanos() > 0)),
+            http_status: hold.http_status,
+        }
+    }
 }
 
 /// The state directory (`status`'s `storage`): whether changes are being written, the latest
@@ -1021,6 +1050,7 @@ mod tests {
             terminal_last_answered: Some("2026-11-21T13:17:05Z".into()),
             api_last_answered: None,
             storage: StorageView::default(),
+            api_retry_after: None,
         }
     }
 

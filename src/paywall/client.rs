@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::endpoint::{self, Api, Auth, Endpoint};
 use super::error::{ApiError, ClientSetupError, TransportKind};
+use super::retry_after::{self, Hold, SharedHold};
 use super::types::*;
 use crate::config::{
     BaseUrl, EstablishConfig, KeyPair, PaywallConfig, PaywallSettings, TerminalRef,
@@ -33,6 +34,8 @@ use crate::retry::RetryPolicy;
 pub struct PaywallClient {
     inner: Arc<Inner>,
     retry: RetryPolicy,
+    /// The API's latest `Retry-After`, while it lasts: nothing is sent until it ends.
+    hold: SharedHold,
 }
 
 struct Inner {
@@ -248,7 +251,22 @@ impl PaywallClient {
                 proxy: settings.proxy.as_ref().map(|proxy| proxy.host.clone()),
             }),
             retry: RetryPolicy::default(),
+            hold: SharedHold::default(),
         })
+    }
+
+    /// The same client sharing `other`'s `Retry-After` hold: a reload's new client honours
+    /// the wait the API asked of the old one.
+    pub fn sharing_hold_of(mut self, other: &PaywallClient) -> Self {
+        self.hold = other.hold.clone();
+        self
+    }
+
+    /// The wait the payment API asked for with its latest `Retry-After`, while it lasts
+    /// (docs/payment-api.md, "Retry-After"): until it ends, every call fails at once, not sent
+    /// ([`ApiError::Held`]).
+    pub fn held(&self) -> Option<Hold> {
+        self.hold.current()
     }
 
     /// The same client with another retry policy (short budgets for tests and for shutdown).
@@ -628,15 +646,33 @@ impl PaywallClient {
         Ok(Value::Object(body))
     }
 
-    /// Runs a call (retried when it is idempotent) and reads its payload as `T`.
+    /// Runs a call (retried when it is idempotent) and reads its payload as `T`. Only the
+    /// reading is generic: the exchange and its retries exist once in the binary.
     async fn run<T: DeserializeOwned>(&self, call: Call) -> Result<T, ApiError> {
-        let call = &call;
-        let attempt = move || async move { self.attempt::<T>(call).await };
+        let (status, bytes, started) = self.exchange_retried(&call).await?;
+        let decoded = self.decode(&call, status, &bytes);
+        record(
+            call.endpoint,
+            &decoded.as_ref().map(|_| ()),
+            started.elapsed(),
+        );
+        decoded
+    }
+
+    /// Sends the call until it gets a 2xx answer (retried when it is idempotent; only an
+    /// exchange can fail in a way worth repeating: a 2xx that cannot be read is not retried).
+    async fn exchange_retried(
+        &self,
+        call: &Call,
+    ) -> Result<(StatusCode, Vec<u8>, Instant), ApiError> {
+        let attempt = move || async move { self.exchange(call).await };
         if call.endpoint.idempotent() && self.retry.max_retries > 0 {
             attempt
                 .retry(self.retry.backoff())
                 .sleep(tokio::time::sleep)
-                .when(ApiError::is_retryable)
+                // An answer with a Retry-After goes back to the caller's loop, which waits it
+                // out (a call made meanwhile is not sent at all).
+                .when(|e: &ApiError| e.is_retryable() && e.retry_after().is_none())
                 .notify(|e: &ApiError, wait: Duration| {
                     tracing::warn!(
                         operation = call.operation(),
@@ -677,7 +713,16 @@ impl PaywallClient {
         Ok(headers)
     }
 
-    async fn attempt<T: DeserializeOwned>(&self, call: &Call) -> Result<T, ApiError> {
+    /// One exchange: a 2xx answer's status and body, and when it began (for the metrics of
+    /// the reading); any failure is counted in the metrics here.
+    async fn exchange(&self, call: &Call) -> Result<(StatusCode, Vec<u8>, Instant), ApiError> {
+        if let Some(hold) = self.hold.current() {
+            return Err(ApiError::Held {
+                operation: call.operation(),
+                http_status: hold.http_status,
+                remaining: hold.remaining(),
+            });
+        }
         let base = match call.endpoint.api() {
             Api::Physical => &self.inner.physical_base,
             Api::Payment => self
@@ -702,18 +747,20 @@ impl PaywallClient {
         let outcome = async {
             let mut response = request.send().await?;
             let status = response.status();
+            let retry_after = retry_after_of(status, response.headers());
             let mut bytes = Vec::new();
             while let Some(chunk) = response.chunk().await? {
                 if bytes.len().saturating_add(chunk.len()) > MAX_RESPONSE_BYTES {
-                    return Ok((status, None));
+                    return Ok((status, retry_after, None));
                 }
                 bytes.extend_from_slice(&chunk);
             }
-            Ok::<_, reqwest::Error>((status, Some(bytes)))
+            Ok::<_, reqwest::Error>((status, retry_after, Some(bytes)))
         }
         .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        let (status, bytes) = match outcome {
+        let method = call.endpoint.method();
+        let (status, retry_after, bytes) = match outcome {
             Ok(answer) => answer,
             Err(e) => {
                 let error = transport_error(
@@ -723,16 +770,16 @@ impl PaywallClient {
                     &e,
                 );
                 record(call.endpoint, &Err(&error), started.elapsed());
-                let method = call.endpoint.method();
                 tracing::debug!(method = %method, path = %call.path, elapsed_ms, "payment API request {} {} failed after {elapsed_ms} ms: {error}", method, call.path);
                 return Err(error);
             }
         };
-        let method = call.endpoint.method();
         tracing::debug!(method = %method, path = %call.path, status = status.as_u16(), elapsed_ms, "payment API request {} {}: {} in {elapsed_ms} ms", method, call.path, status.as_u16());
-        let decoded = match bytes {
-            Some(bytes) => self.decode(call, status, &bytes),
-            None => Err(ApiError::Undecodable {
+        if let Some(wait) = retry_after {
+            self.hold.hold(status.as_u16(), wait);
+        }
+        let failed = match bytes {
+            None => ApiError::Undecodable {
                 operation: call.operation(),
                 reason: format!(
                     "the answer is longer than {} MiB; not read",
@@ -740,14 +787,14 @@ impl PaywallClient {
                 ),
                 excerpt: String::new(),
                 outcome_unknown: !call.endpoint.idempotent(),
-            }),
+            },
+            Some(bytes) if status.is_success() => return Ok((status, bytes, started)),
+            Some(bytes) => {
+                endpoint::status_error(call.endpoint, &self.secrets(), status, &bytes, retry_after)
+            }
         };
-        record(
-            call.endpoint,
-            &decoded.as_ref().map(|_| ()),
-            started.elapsed(),
-        );
-        decoded
+        record(call.endpoint, &Err(&failed), started.elapsed());
+        Err(failed)
     }
 
     fn decode<T: DeserializeOwned>(
@@ -756,14 +803,31 @@ impl PaywallClient {
         status: StatusCode,
         body: &[u8],
     ) -> Result<T, ApiError> {
-        let secrets: Vec<&str> = self
-            .inner
+        endpoint::decode(call.endpoint, &self.secrets(), status, body)
+    }
+
+    /// The key values, to scrub out of body excerpts.
+    fn secrets(&self) -> Vec<&str> {
+        self.inner
             .secrets
             .iter()
             .map(|s| s.expose_secret())
-            .collect();
-        endpoint::decode(call.endpoint, &secrets, status, body)
+            .collect()
     }
+}
+
+/// What the `Retry-After` of a 429 or 503 answer asks (docs/payment-api.md, "Retry-After");
+/// other statuses' is not advice about the agent's pace.
+fn retry_after_of(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
+    if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    retry_after::parse(
+        text(reqwest::header::RETRY_AFTER)?,
+        text(reqwest::header::DATE),
+        SystemTime::now(),
+    )
 }
 
 /// Counts one attempt in the metrics (docs/operations.md, "Metrics").

@@ -4,6 +4,8 @@
 //! answer needs no network, so [`Endpoint::read_answer`] gives the fuzz target (`fuzz/`) and the
 //! tests exactly the decoding the client does.
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
@@ -233,15 +235,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
         secrets,
     };
     if !status.is_success() {
-        let (message, client_message) = envelope::failure_messages(body);
-        return Err(ApiError::Status {
-            operation: endpoint.operation(),
-            status: status.as_u16(),
-            message: message.map(|m| ctx.excerpt(m.as_bytes())),
-            client_message: client_message.map(|m| ctx.excerpt(m.as_bytes())),
-            // A server error on a non-idempotent call may come after the work was done.
-            outcome_unknown: !endpoint.idempotent() && status.is_server_error(),
-        });
+        return Err(status_error(endpoint, secrets, status, body, None));
     }
     let payload = match endpoint.envelope() {
         Envelope::Physical => envelope::physical_result(&ctx, body)?,
@@ -249,6 +243,32 @@ pub(crate) fn decode<T: DeserializeOwned>(
         Envelope::Masterpass => envelope::masterpass_body(&ctx, body)?,
     };
     ctx.typed(payload, body)
+}
+
+/// A non-2xx answer: [`ApiError::Status`] with the messages of a failure envelope, if the body
+/// holds one, and the wait its `Retry-After` asked for (read by the client). Not generic, so the client's code for it exists once, not once per payload type.
+pub(crate) fn status_error(
+    endpoint: Endpoint,
+    secrets: &[&str],
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> ApiError {
+    let ctx = DecodeContext {
+        operation: endpoint.operation(),
+        outcome_unknown_on_failure: !endpoint.idempotent(),
+        secrets,
+    };
+    let (message, client_message) = envelope::failure_messages(body);
+    ApiError::Status {
+        operation: endpoint.operation(),
+        status: status.as_u16(),
+        message: message.map(|m| ctx.excerpt(m.as_bytes())),
+        client_message: client_message.map(|m| ctx.excerpt(m.as_bytes())),
+        // A server error on a non-idempotent call may come after the work was done.
+        outcome_unknown: !endpoint.idempotent() && status.is_server_error(),
+        retry_after,
+    }
 }
 
 /// The new connection's `Id`: `Result.Id` (a string or a number), or a bare string `Result`.

@@ -6,6 +6,7 @@
 //! header value or a key; a body excerpt is cut short and scrubbed of the client's own secrets.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Why a [`crate::paywall::PaywallClient`] could not be built from `[paywall]`. Messages name the
 /// configuration key and never its value.
@@ -83,6 +84,16 @@ pub enum ApiError {
         message: Option<String>,
         client_message: Option<String>,
         outcome_unknown: bool,
+        /// With 429 or 503: how long its `Retry-After` asked to wait (capped,
+        /// [`crate::paywall::MAX_RETRY_AFTER`]).
+        retry_after: Option<Duration>,
+    },
+    /// Not sent: the API asked the agent to wait (a `Retry-After`), and `remaining` of that
+    /// wait is left. Not retried by the client; the agent's loops wait it out.
+    Held {
+        operation: &'static str,
+        http_status: u16,
+        remaining: Duration,
     },
     /// The API answered 2xx but its envelope says the request failed (`Succeeded: false`,
     /// `Failed: true`, `Result: false`, `ErrorCode` ≠ 0, or for Masterpass unlink
@@ -126,6 +137,16 @@ impl ApiError {
         }
     }
 
+    /// How long the API asked to wait before the next call: the `Retry-After` of this answer,
+    /// or what was left of an earlier one when this call was not sent.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Status { retry_after, .. } => *retry_after,
+            ApiError::Held { remaining, .. } => Some(*remaining),
+            _ => None,
+        }
+    }
+
     /// True when a call that is not safe to repeat may have been carried out although it
     /// failed: the caller must find out (for a sale, by its `MerchantUniqueCode`).
     pub fn outcome_unknown(&self) -> bool {
@@ -157,6 +178,7 @@ impl ApiError {
                 ..
             } | ApiError::NotConfigured { .. }
                 | ApiError::InvalidRequest { .. }
+                | ApiError::Held { .. }
         )
     }
 
@@ -219,6 +241,7 @@ impl ApiError {
         match self {
             ApiError::Transport { operation, .. }
             | ApiError::Status { operation, .. }
+            | ApiError::Held { operation, .. }
             | ApiError::Rejected { operation, .. }
             | ApiError::Undecodable { operation, .. }
             | ApiError::NotConfigured { operation, .. }
@@ -290,14 +313,30 @@ impl fmt::Display for ApiError {
                 message,
                 client_message,
                 outcome_unknown,
+                retry_after,
             } => {
                 write!(f, "{operation}: the payment API answered HTTP {status}")?;
                 api_messages(f, message, client_message)?;
+                if let Some(wait) = retry_after {
+                    write!(f, "; it asks to be called again in {} s", wait.as_secs())?;
+                }
                 if *outcome_unknown {
                     f.write_str(UNKNOWN_OUTCOME_NOTE)?;
                 }
                 Ok(())
             }
+            ApiError::Held {
+                operation,
+                http_status,
+                remaining,
+            } => write!(
+                f,
+                "{operation}: not sent: the payment API asked the agent to wait (HTTP \
+                 {http_status} with Retry-After), {} s left",
+                remaining
+                    .as_secs()
+                    .saturating_add(u64::from(remaining.subsec_nanos() > 0))
+            ),
             ApiError::Rejected {
                 operation,
                 message,
@@ -365,6 +404,7 @@ mod tests {
             message: None,
             client_message: None,
             outcome_unknown: false,
+            retry_after: None,
         };
         assert!(status(500).is_retryable());
         assert!(status(503).is_retryable());
@@ -381,6 +421,7 @@ mod tests {
             message: Some("Unauthorized".into()),
             client_message: None,
             outcome_unknown: false,
+            retry_after: None,
         };
         let rejection = status("async sale", 401).agent_rejection().unwrap();
         assert_eq!(rejection.http_status, 401);

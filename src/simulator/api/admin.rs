@@ -50,8 +50,20 @@ pub(super) fn admin(shared: &Shared, method: &str, path: &str, body: &[u8]) -> A
                     "close" => FaultKind::CloseWithoutReply,
                     "create_then_drop" => FaultKind::CreateThenDropReply,
                     "black_hole" => FaultKind::BlackHole,
+                    "retry_after" => FaultKind::RetryAfter {
+                        status: match body.get("status").and_then(Value::as_u64) {
+                            None => 429,
+                            Some(status @ (429 | 503)) => status as u16,
+                            Some(_) => return bad("status must be 429 or 503"),
+                        },
+                        value: match body.get("retry_after") {
+                            Some(Value::String(text)) => text.clone(),
+                            Some(Value::Number(n)) => n.to_string(),
+                            _ => return bad("retry_after (seconds or an HTTP date) is required"),
+                        },
+                    },
                     _ => return bad(
-                        "kind must be latency, http_500, malformed_body, close, create_then_drop or black_hole",
+                        "kind must be latency, http_500, malformed_body, close, create_then_drop, black_hole or retry_after",
                     ),
                 };
             let mut fault = Fault::new(method, path, kind);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, DATE, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -270,6 +270,9 @@ pub enum FaultKind {
     /// Answer with exactly this status and body, without carrying out the request (for
     /// replaying the seeds' examples through real HTTP).
     Reply { status: u16, body: String },
+    /// Answer `status` (429 or 503) with a failure envelope and this `Retry-After` value
+    /// (delay-seconds or an HTTP date), without carrying out the request: a rate limit.
+    RetryAfter { status: u16, value: String },
 }
 
 /// A fault for requests matching `method` and `path` (exact, or a prefix when it ends in `*`).
@@ -849,6 +852,23 @@ async fn handle(
         Some(FaultKind::Reply { status, body }) => {
             log(&format!("{status} canned reply (injected)"));
             return Ok(json_response(status, Bytes::from(body)));
+        }
+        Some(FaultKind::RetryAfter { status, value }) => {
+            log(&format!("{status} with Retry-After: {value} (injected)"));
+            let message = "Too many requests; try again later.";
+            let reply = if state::is_payment_api(&path) {
+                ApiReply::payment_failure(status, codes::GENERAL, message)
+            } else {
+                ApiReply::physical_failure(status, codes::GENERAL, "TooManyRequests", message)
+            };
+            let mut response = reply_response(reply);
+            let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+            for (name, value) in [(RETRY_AFTER, value), (DATE, now)] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            return Ok(response);
         }
         Some(FaultKind::BlackHole) => {
             log("accepted, never answered (injected)");
