@@ -627,11 +627,21 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
 
     /// Between transports: refuses requests until `deadline`. Returns false on shutdown.
     pub(crate) async fn wait_closed_until(&mut self, deadline: Instant) -> bool {
+        self.closed_while(sleep_until(deadline)).await.is_some()
+    }
+
+    /// Between transports: refuses requests until `work` is done, and gives its result; `None`
+    /// on shutdown (`work` is dropped then).
+    pub(crate) async fn closed_while<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(work);
         loop {
             tokio::select! {
-                _ = sleep_until(deadline) => return true,
+                done = &mut work => return Some(done),
                 command = self.commands.recv() => match command {
-                    None | Some(Command::Shutdown) => return false,
+                    None | Some(Command::Shutdown) => return None,
                     Some(Command::Request { reply, .. }) => {
                         let _ = reply.send(Err(LinkError::Closed));
                     }
