@@ -1,9 +1,10 @@
-//! The serial device is opened and closed off the runtime thread (docs/architecture.md, "The
-//! serial port"): the real daemon, whose device takes as long as it likes to open
-//! (`tools/held-open-shim.c` holds the daemon's `open` of it, in the thread that calls it, as
-//! a slow USB adapter does), answers `status` on its control socket meanwhile, goes on with
-//! the device once it opens, and stops at once on `SIGTERM` while the open is still held. A
-//! device that is no tty is reported as such, and the daemon keeps running.
+//! The serial device is opened and closed off the runtime thread (docs/serial-protocol.md §1,
+//! docs/architecture.md, "Tasks and channels"): the real daemon, whose device takes as long
+//! as it likes to open (`tools/held-open-shim.c` holds the daemon's `open` of it, in the
+//! thread that calls it, as a slow USB adapter does), answers `status` on its control socket
+//! meanwhile, goes on with the device once it opens, and stops at once on `SIGTERM` while the
+//! open is still held. A device that is no tty is reported as such, and the daemon keeps
+//! running.
 
 mod support;
 

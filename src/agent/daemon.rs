@@ -702,10 +702,7 @@ fn start_metrics_textfile(core: Arc<Core>, path: PathBuf, interval: Duration) {
             std::thread::sleep(interval);
         }
     };
-    if let Err(e) = std::thread::Builder::new()
-        .name("metrics-textfile".into())
-        .spawn(writer)
-    {
+    if let Err(e) = crate::thread::spawn("metrics-textfile", None, Box::new(writer)) {
         warn!("cannot start the metrics textfile writer: {e}");
     }
 }

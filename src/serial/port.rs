@@ -95,7 +95,7 @@ pub fn open_port(config: &SerialConfig) -> io::Result<SerialStream> {
 /// asks how many bytes the kernel still holds for the line (`TIOCOUTQ`, answered at once: it
 /// never waits for them like `tcdrain`). Everything here may block for as long as the device
 /// takes to answer (`open`, the line settings and `TIOCEXCL` are USB transfers on an adapter),
-/// so the link runs it on a thread of its own ([`off_runtime`]).
+/// so the link runs it on a thread of its own ([`on_device_thread`]).
 fn open_blocking(config: &SerialConfig) -> io::Result<(TTYPort, TTYPort)> {
     let data_bits = match config.data_bits {
         5 => DataBits::Five,
@@ -171,27 +171,48 @@ fn close_blocking(port: SerialStream, queue: TTYPort) {
     drop(queue);
 }
 
-/// Runs `work` on a thread of its own and resolves with its result: the runtime has one
-/// thread, which the link, the control socket and the watchdog share, and a device can take
-/// seconds to open or close. Not `spawn_blocking`: a thread stuck in `open` would hold up the
-/// runtime's end, and so the daemon's exit, for as long as it is stuck; a thread of its own
-/// simply ends with the process. The work starts at once, whether or not the future is
-/// awaited.
-fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = io::Result<T>> {
+/// What a device thread hands back to the link.
+enum DeviceDone {
+    Opened(io::Result<(TTYPort, TTYPort)>),
+    Closed,
+}
+
+/// Runs `work` on a thread of its own and gives its result: the runtime has one thread, which
+/// the link, the control socket and the watchdog share, and a device can take seconds to open
+/// or close. Not `spawn_blocking`: a thread stuck in `open` would hold up the runtime's end,
+/// and so the daemon's exit, for as long as it is stuck; a thread of its own simply ends with
+/// the process. The work starts at once, whether or not anyone waits for it. Not generic, so
+/// there is one of it in the binary.
+fn on_device_thread(
+    work: Box<dyn FnOnce() -> DeviceDone + Send>,
+) -> tokio::sync::oneshot::Receiver<DeviceDone> {
     let (done, result) = tokio::sync::oneshot::channel();
-    let started = std::thread::Builder::new()
-        .name("serial-device".into())
-        .spawn(move || {
+    // When no thread can be started, the work and the sender with it are dropped: the
+    // receiver hears it at once.
+    let _ = crate::thread::spawn(
+        "serial-device",
+        None,
+        Box::new(move || {
             let _ = done.send(work());
-        });
-    async move {
-        started?;
-        result
-            .await
-            .unwrap_or_else(|_| Err(io::Error::other("the serial device's thread ended")))
-    }
+        }),
+    );
+    result
+}
+
+/// Waits, answering the link's requests as closed, for what a device thread hands back; `None`
+/// when the link is shut down meanwhile (the thread finishes on its own).
+async fn device_done<In: LinkMessage, Out: LinkMessage>(
+    core: &mut LinkCore<In, Out>,
+    work: Box<dyn FnOnce() -> DeviceDone + Send>,
+) -> Option<Option<DeviceDone>> {
+    let pending = on_device_thread(work);
+    let mut done = None;
+    let finished = core
+        .closed_while(std::pin::pin!(async {
+            done = pending.await.ok();
+        }))
+        .await;
+    finished.then_some(done)
 }
 
 /// The agent's serial link on the configured device: opens it, keeps reopening it while it is
@@ -227,12 +248,17 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
     loop {
         // While the device opens (or closes, below), the link answers as closed and a
         // shutdown ends the wait; the thread is left to finish on its own.
-        let opening = {
+        let open = {
             let config = config.clone();
-            off_runtime(move || open_blocking(&config))
+            Box::new(move || DeviceDone::Opened(open_blocking(&config)))
         };
-        let Some(opened) = core.closed_while(opening).await else {
-            break;
+        let opened = match device_done(&mut core, open).await {
+            None => break,
+            Some(Some(DeviceDone::Opened(opened))) => opened,
+            Some(_) => Err(io::Error::other(format!(
+                "{}: no thread to open it on",
+                config.device.display()
+            ))),
         };
         match opened.and_then(|(tty, queue)| Ok((into_stream(tty, &config.device)?, queue))) {
             Ok((mut port, queue)) => {
@@ -248,18 +274,20 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
                         .and_then(|queued| usize::try_from(queued).ok())
                 };
                 let end = core.run_session(&mut port, &output_queue).await;
-                let closing = off_runtime(move || {
+                let close = Box::new(move || {
                     close_blocking(port, queue);
-                    Ok(())
+                    DeviceDone::Closed
                 });
-                match end {
-                    SessionEnd::Shutdown => break,
-                    SessionEnd::Lost(e) => {
-                        stats.failed(format!("{} lost: {e}", config.device.display()));
-                        tracing::warn!(device = %config.device.display(), error = %e, "serial device {} lost ({e}); reopening", config.device.display());
-                    }
+                if matches!(end, SessionEnd::Shutdown) {
+                    // Closed on its thread while the daemon goes on with its shutdown.
+                    drop(on_device_thread(close));
+                    break;
                 }
-                if core.closed_while(closing).await.is_none() {
+                if let SessionEnd::Lost(e) = end {
+                    stats.failed(format!("{} lost: {e}", config.device.display()));
+                    tracing::warn!(device = %config.device.display(), error = %e, "serial device {} lost ({e}); reopening", config.device.display());
+                }
+                if device_done(&mut core, close).await.is_none() {
                     break;
                 }
                 if core.came_up {
