@@ -3,8 +3,8 @@
 //! as it likes to open (`tools/held-open-shim.c` holds the daemon's `open` of it, in the
 //! thread that calls it, as a slow USB adapter does), answers `status` on its control socket
 //! meanwhile, goes on with the device once it opens, and stops at once on `SIGTERM` while the
-//! open is still held. A device that is no tty is reported as such, and the daemon keeps
-//! running.
+//! open is still held; the same holds for a lost device that takes its time to close. A
+//! device that is no tty is reported as such, and the daemon keeps running.
 
 mod support;
 
@@ -14,15 +14,18 @@ use nix::sys::signal::Signal;
 use support::daemon::{Agent, Setup};
 use support::WAIT;
 
-/// Where the shim says an open is held, and the file that lets it go on.
+/// Where the shim says a call is held, and the file that lets it go on.
 struct Gate {
     dir: tempfile::TempDir,
+    /// `HELD_OPEN_GATE` or `HELD_CLOSE_GATE`: which calls wait for this gate.
+    holds: &'static str,
 }
 
 impl Gate {
-    fn new() -> Gate {
+    fn new(holds: &'static str) -> Gate {
         Gate {
             dir: tempfile::tempdir().unwrap(),
+            holds,
         }
     }
 
@@ -34,7 +37,8 @@ impl Gate {
         self.dir.path().join("gate.held")
     }
 
-    /// The daemon's environment: every open of a pty slave (the terminal's line) is held.
+    /// The daemon's environment: every open (or close) of a pty slave, the terminal's line,
+    /// is held.
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             (
@@ -44,7 +48,7 @@ impl Gate {
                     .to_string(),
             ),
             ("HELD_OPEN_PREFIX", "/dev/pts/".into()),
-            ("HELD_OPEN_GATE", self.path().display().to_string()),
+            (self.holds, self.path().display().to_string()),
         ]
     }
 
@@ -53,7 +57,7 @@ impl Gate {
         while !self.held_marker().exists() {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the daemon never opened its device; log:\n{}",
+                "the daemon never reached the held call on its device; log:\n{}",
                 agent.log()
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -81,18 +85,23 @@ async fn prompt_status(agent: &mut Agent) -> serde_json::Value {
     }
 }
 
-#[tokio::test]
-async fn status_is_answered_while_the_serial_device_takes_its_time_to_open() {
-    let gate = Gate::new();
+/// The daemon started with its device's open held: once it is inside `open(2)` (where it
+/// stays until the gate opens), its first `status`.
+async fn daemon_inside_open() -> (Gate, Agent, serde_json::Value) {
+    let gate = Gate::new("HELD_OPEN_GATE");
     let mut agent = Agent::start(Setup {
         extra_env: gate.env(),
         ..Setup::default()
     })
     .await;
     gate.wait_until_held(&agent).await;
-
-    // The daemon is inside open(2) of its device, and stays there until the gate opens.
     let status = prompt_status(&mut agent).await;
+    (gate, agent, status)
+}
+
+#[tokio::test]
+async fn status_is_answered_while_the_serial_device_takes_its_time_to_open() {
+    let (gate, mut agent, status) = daemon_inside_open().await;
     assert_eq!(status["terminal_link"], "down", "{status}");
     let status = agent
         .status_until("the payment API connection made meanwhile", |s| {
@@ -114,20 +123,41 @@ async fn status_is_answered_while_the_serial_device_takes_its_time_to_open() {
 
 #[tokio::test]
 async fn the_daemon_stops_while_its_serial_device_is_still_opening() {
-    let gate = Gate::new();
-    let mut agent = Agent::start(Setup {
-        extra_env: gate.env(),
-        ..Setup::default()
-    })
-    .await;
-    gate.wait_until_held(&agent).await;
-    prompt_status(&mut agent).await;
+    let (gate, mut agent, _) = daemon_inside_open().await;
 
     agent.signal(Signal::SIGTERM);
     let exit = agent.wait_exit().await;
     assert!(exit.success(), "{exit:?}; log:\n{}", agent.log());
     // It did not wait for the open: the gate never opened.
     assert!(!gate.is_open());
+    agent.finish().await;
+}
+
+#[tokio::test]
+async fn status_is_answered_while_a_lost_serial_device_takes_its_time_to_close() {
+    let gate = Gate::new("HELD_CLOSE_GATE");
+    let mut agent = Agent::connected(Setup {
+        extra_env: gate.env(),
+        ..Setup::default()
+    })
+    .await;
+    agent.terminal.wait_until_up().await;
+    // The terminal hangs up: the daemon closes its end of the line, and is held in close(2).
+    agent.unplug();
+    gate.wait_until_held(&agent).await;
+    let status = prompt_status(&mut agent).await;
+    assert_eq!(status["terminal_link"], "down", "{status}");
+    assert_eq!(status["serial_port"]["reopens"], 0, "{status}");
+    assert!(!gate.is_open());
+
+    gate.open();
+    agent.replug();
+    agent.terminal.wait_until_up().await;
+    agent
+        .status_until("the device reopened", |s| {
+            s["terminal_link"] == "up" && s["serial_port"]["reopens"] == 1
+        })
+        .await;
     agent.finish().await;
 }
 
