@@ -164,8 +164,7 @@ fn into_stream(tty: TTYPort, device: &std::path::Path) -> io::Result<SerialStrea
 /// Gives the device up: `TIOCEXCL` released first, or our own reopen could get EBUSY while
 /// something else keeps the tty open, then closed, which can wait for the adapter to drain
 /// its output. Blocking, like [`open_blocking`].
-fn close_blocking(port: SerialStream, queue: TTYPort) {
-    let mut port = port;
+fn close_blocking(mut port: SerialStream, queue: TTYPort) {
     let _ = port.set_exclusive(false);
     drop(port);
     drop(queue);
@@ -278,14 +277,16 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
                     close_blocking(port, queue);
                     DeviceDone::Closed
                 });
-                if matches!(end, SessionEnd::Shutdown) {
-                    // Closed on its thread while the daemon goes on with its shutdown.
-                    drop(on_device_thread(close));
-                    break;
-                }
-                if let SessionEnd::Lost(e) = end {
-                    stats.failed(format!("{} lost: {e}", config.device.display()));
-                    tracing::warn!(device = %config.device.display(), error = %e, "serial device {} lost ({e}); reopening", config.device.display());
+                match end {
+                    SessionEnd::Shutdown => {
+                        // Closed on its thread while the daemon goes on with its shutdown.
+                        drop(on_device_thread(close));
+                        break;
+                    }
+                    SessionEnd::Lost(e) => {
+                        stats.failed(format!("{} lost: {e}", config.device.display()));
+                        tracing::warn!(device = %config.device.display(), error = %e, "serial device {} lost ({e}); reopening", config.device.display());
+                    }
                 }
                 if device_done(&mut core, close).await.is_none() {
                     break;
