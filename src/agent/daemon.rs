@@ -188,8 +188,8 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
             _ = sleep_for(next_timeout) => {
                 let (expired, commit) = core.mark_timed_out();
                 if commit.is_none() {
-                    let wait = timer_hold.not_recorded(Instant::now());
-                    warn!("payment timer: the timed-out payments could not be marked; trying again in {wait:?}");
+                    // Logged by the core (`cannot mark timed-out payments: ...`).
+                    timer_hold.not_recorded(Instant::now());
                     continue;
                 }
                 timer_hold.recorded();
