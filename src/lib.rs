@@ -54,3 +54,4 @@ pub mod serial;
 pub mod simulator;
 pub mod state;
 pub mod systemd;
+mod thread;

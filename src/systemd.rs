@@ -93,10 +93,10 @@ impl Notifier {
         }
         let (queue, notices) = std::sync::mpsc::channel::<Notice>();
         let (finished, done) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("sd-notify".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
+        let spawned = crate::thread::spawn(
+            "sd-notify",
+            Some(64 * 1024),
+            Box::new(move || {
                 for notice in notices {
                     let sent = match &notice {
                         Notice::Ready => notify_ready(),
@@ -111,7 +111,8 @@ impl Notifier {
                     }
                 }
                 let _ = finished.send(());
-            });
+            }),
+        );
         match spawned {
             Ok(_) => Notifier {
                 queue: Some(queue),

@@ -102,6 +102,12 @@ async fn missing_device_is_retried_until_it_appears() {
     assert_eq!(agent.state(), LinkState::Closed);
     let request = agent.request(pos_agent::serial::AgentRequest::Ping).await;
     assert_eq!(request, Err(pos_agent::serial::LinkError::Closed));
+    // The device opens on a thread of its own: the link answers before the open has failed.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while agent.port_stats().last_error.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no open refused");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 
     let line = VirtualSerial::open().unwrap();
     repoint(&by_id, line.slave_path());

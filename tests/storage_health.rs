@@ -206,3 +206,86 @@ async fn a_torn_journal_tail_dropped_at_start_is_logged() {
     assert_eq!(count(&log, "dropped a torn tail"), 1, "{log}");
     agent.finish().await;
 }
+
+/// `status`'s pending entry for `id`, if it is still pending.
+fn pending_entry(status: &serde_json::Value, id: &str) -> Option<serde_json::Value> {
+    status["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["payment_request_id"] == id)
+        .cloned()
+}
+
+#[tokio::test]
+async fn a_payment_timing_out_while_its_mark_cannot_be_written_is_marked_once_and_cancelled_after()
+{
+    let flags = tempfile::tempdir().unwrap();
+    let failing = flags.path().join("storage-fails");
+    let mut agent = Agent::connected(Setup {
+        payment_timeout: "2s",
+        // Every line written: a timer firing in a loop would show as many.
+        extra_toml: "repeat_window = \"0s\"\n".into(),
+        extra_env: support::slow_fsync::failing_while(&failing),
+        ..Setup::default()
+    })
+    .await;
+    agent.terminal.wait_until_up().await;
+    let pending = agent.started(1250).await;
+
+    // Every sync fails from now on, before the payment is due.
+    std::fs::write(&failing, b"").unwrap();
+    let status = agent
+        .status_until("the timeout marked while the storage fails", |s| {
+            s["storage"]["writable"] == false
+                && pending_entry(s, &pending).is_some_and(|p| p["cancel_reason"] == "timeout")
+        })
+        .await;
+    let first_failure = status["storage"]["last_error_at"].clone();
+    // The payment stays overdue while the writer tries again by itself, every 2 s: twice at
+    // least before the storage comes back.
+    let mut failures = vec![first_failure];
+    while failures.len() < 3 {
+        let status = agent
+            .status_until("the writer trying again", |s| {
+                !failures.contains(&s["storage"]["last_error_at"])
+            })
+            .await;
+        assert_eq!(status["storage"]["writable"], false, "{status}");
+        failures.push(status["storage"]["last_error_at"].clone());
+    }
+    let log = agent.log();
+    assert_eq!(count(&log, "cannot mark timed-out payments"), 1, "{log}");
+    assert_eq!(count(&log, "the state writer is behind"), 0, "{log}");
+    assert!(
+        !cancel_sent(&agent, &pending),
+        "sent before its mark is durable"
+    );
+
+    std::fs::remove_file(&failing).unwrap();
+    let (cancelled, reason) = agent.next_cancelled().await;
+    assert_eq!(
+        (cancelled.as_str(), reason),
+        (pending.as_str(), CancelReason::Timeout)
+    );
+    let status = agent
+        .status_until("no longer pending", |s| {
+            pending_entry(s, &pending).is_none()
+        })
+        .await;
+    assert_eq!(status["storage"]["writable"], true, "{status}");
+    let cancels = agent
+        .sim
+        .requests_to("POST", CANCEL)
+        .iter()
+        .filter(|r| {
+            r.body
+                .as_ref()
+                .is_some_and(|b| b["PaymentRequestId"] == pending)
+        })
+        .count();
+    assert_eq!(cancels, 1);
+    let log = agent.log();
+    assert_eq!(count(&log, "cannot mark timed-out payments"), 1, "{log}");
+    agent.finish().await;
+}

@@ -1,14 +1,17 @@
 /*
  * Test and benchmark only: an LD_PRELOAD library that makes fsync and fdatasync take
  * SLOW_FSYNC_MS milliseconds longer (0 or unset: no delay), as on a terminal's SD card or
- * eMMC under write pressure. The daemon has no hook for it; `cargo bench --bench agent` and
- * tests/agent.rs build it with the host's cc (tests/support/slow_fsync.rs).
+ * eMMC under write pressure, and fail with EIO while the file named by FAIL_FSYNC_WHILE
+ * exists, as a failing card does. The daemon has no hook for it; `cargo bench --bench agent`,
+ * tests/agent.rs and tests/storage_health.rs build it with the host's cc
+ * (tests/support/slow_fsync.rs).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 static void storage_latency(void)
 {
@@ -23,12 +26,23 @@ static void storage_latency(void)
     errno = saved;
 }
 
+static int failing(void)
+{
+    const char *flag = getenv("FAIL_FSYNC_WHILE");
+    int saved = errno;
+    int fails = flag && *flag && access(flag, F_OK) == 0;
+    errno = fails ? EIO : saved;
+    return fails;
+}
+
 int fsync(int fd)
 {
     static int (*real)(int);
     if (!real)
         real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
     storage_latency();
+    if (failing())
+        return -1;
     return real(fd);
 }
 
@@ -38,5 +52,7 @@ int fdatasync(int fd)
     if (!real)
         real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
     storage_latency();
+    if (failing())
+        return -1;
     return real(fd);
 }

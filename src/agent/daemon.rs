@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::connection;
@@ -27,6 +28,7 @@ use crate::control::{
     DisconnectReport, PendingPaymentView, PendingReport, RejectionView, RetryAfterView,
     StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
 };
+use crate::later::Later;
 use crate::metrics::{self, METRICS};
 use crate::paywall::{ApmTarget, PaywallClient, RetryPolicy};
 use crate::serial::message::{AgentRequest, PaymentResultStatus, Reply, TerminalRequest};
@@ -141,10 +143,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     });
     let mut link_up = false;
     let mut last_status = String::new();
-    // When the payment timer cannot record its marks (the state writer is behind or failing),
-    // it waits before trying again, longer after each failure, rather than firing at once.
-    let mut timer_failures: usize = 0;
-    let mut timer_held_until: Option<SystemTime> = None;
+    let mut timer_hold = TimerHold::default();
     loop {
         let status = status_line(&core, link_up);
         if status != last_status {
@@ -153,7 +152,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
         }
         let next_timeout = core
             .next_payment_timeout()
-            .map(|at| timer_held_until.map_or(at, |held| at.max(held)));
+            .map(|due| timer_hold.wait(due, SystemTime::now(), Instant::now()));
         tokio::select! {
             biased;
             _ = tick(&mut watchdog) => notifier.watchdog(),
@@ -186,16 +185,14 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
                     tokio::spawn(handle_terminal(core, request));
                 }
             },
-            _ = sleep_until(next_timeout) => {
+            _ = sleep_for(next_timeout) => {
                 let (expired, commit) = core.mark_timed_out();
-                if commit.is_some() {
-                    timer_failures = 0;
-                    timer_held_until = None;
-                } else {
-                    let wait = RetryPolicy::API_OUTAGE.ceiling(timer_failures);
-                    timer_held_until = SystemTime::now().checked_add(wait);
-                    timer_failures = timer_failures.saturating_add(1);
+                if commit.is_none() {
+                    // Logged by the core (`cannot mark timed-out payments: ...`).
+                    timer_hold.not_recorded(Instant::now());
+                    continue;
                 }
+                timer_hold.recorded();
                 let core = Arc::clone(&core);
                 tokio::spawn(async move { core.cancel_timed_out(expired, commit).await });
             }
@@ -403,13 +400,45 @@ async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn sleep_until(at: Option<SystemTime>) {
-    match at {
-        Some(at) => {
-            let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::sleep(wait).await;
-        }
+async fn sleep_for(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The payment timer's pause after it could not mark the timed-out payments, which happens
+/// when the state writer is behind (docs/state.md, "When the payment timer cannot record"): it
+/// tries again after the common outage policy's ceiling for the failures so far (0.5 s,
+/// doubling up to 30 s), rather than at once and in a loop on a storage that is already
+/// stalled. The pause is measured on the monotonic clock; a mark recorded ends it.
+#[derive(Debug, Default)]
+struct TimerHold {
+    failures: usize,
+    until: Option<Instant>,
+}
+
+impl TimerHold {
+    /// The marks could not be recorded at `now`: the pause before the next try.
+    fn not_recorded(&mut self, now: Instant) -> Duration {
+        let wait = RetryPolicy::API_OUTAGE.ceiling(self.failures);
+        self.until = Some(now.later(wait));
+        self.failures = self.failures.saturating_add(1);
+        wait
+    }
+
+    fn recorded(&mut self) {
+        *self = Self::default();
+    }
+
+    /// How long the timer sleeps for a payment due at `due` on the wall clock: until then, and
+    /// not before the pause ends.
+    fn wait(&self, due: SystemTime, wall_now: SystemTime, now: Instant) -> Duration {
+        let to_due = due.duration_since(wall_now).unwrap_or_default();
+        let held = self
+            .until
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
+        to_due.max(held)
     }
 }
 
@@ -674,10 +703,7 @@ fn start_metrics_textfile(core: Arc<Core>, path: PathBuf, interval: Duration) {
             std::thread::sleep(interval);
         }
     };
-    if let Err(e) = std::thread::Builder::new()
-        .name("metrics-textfile".into())
-        .spawn(writer)
-    {
+    if let Err(e) = crate::thread::spawn("metrics-textfile", None, Box::new(writer)) {
         warn!("cannot start the metrics textfile writer: {e}");
     }
 }
@@ -691,5 +717,57 @@ pub(crate) fn gauges(core: &Core) -> metrics::Gauges {
         link_up: core.link().state() == serial::LinkState::Up,
         port_reopens: core.link().port_stats().reopens,
         terminal: core.terminal_identity(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_payment_timer_waits_longer_after_each_mark_it_could_not_record() {
+        let wall = SystemTime::UNIX_EPOCH.later(Duration::from_secs(1_000_000));
+        let now = Instant::now();
+        let mut hold = TimerHold::default();
+        // Nothing failed: a payment due now is handled now, one due later then.
+        assert_eq!(hold.wait(wall, wall, now), Duration::ZERO);
+        assert_eq!(hold.wait(wall.later(SECOND), wall, now), SECOND);
+
+        let waits: Vec<Duration> = (0..10).map(|_| hold.not_recorded(now)).collect();
+        let ms = |ms| Duration::from_millis(ms);
+        assert_eq!(
+            waits,
+            [
+                ms(500),
+                ms(1_000),
+                ms(2_000),
+                ms(4_000),
+                ms(8_000),
+                ms(16_000),
+                ms(30_000),
+                ms(30_000),
+                ms(30_000),
+                ms(30_000)
+            ]
+        );
+        // An overdue payment waits out the pause, on the monotonic clock: the wall clock
+        // says nothing about it.
+        assert_eq!(hold.wait(wall, wall, now), 30 * SECOND);
+        assert_eq!(
+            hold.wait(wall, wall.later(3_600 * SECOND), now.later(10 * SECOND)),
+            20 * SECOND
+        );
+        assert_eq!(
+            hold.wait(wall, wall, now.later(40 * SECOND)),
+            Duration::ZERO
+        );
+        // One due after the pause is handled when it is due.
+        assert_eq!(hold.wait(wall.later(60 * SECOND), wall, now), 60 * SECOND);
+
+        hold.recorded();
+        assert_eq!(hold.wait(wall, wall, now), Duration::ZERO);
+        assert_eq!(hold.not_recorded(now), ms(500));
     }
 }

@@ -627,9 +627,19 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
 
     /// Between transports: refuses requests until `deadline`. Returns false on shutdown.
     pub(crate) async fn wait_closed_until(&mut self, deadline: Instant) -> bool {
+        self.closed_while(std::pin::pin!(sleep_until(deadline)))
+            .await
+    }
+
+    /// Between transports: refuses requests until `work` is done. Returns false on shutdown
+    /// (`work` is dropped then). Not generic, so there is one of it in the binary.
+    pub(crate) async fn closed_while(
+        &mut self,
+        mut work: std::pin::Pin<&mut (dyn std::future::Future<Output = ()> + Send)>,
+    ) -> bool {
         loop {
             tokio::select! {
-                _ = sleep_until(deadline) => return true,
+                () = &mut work => return true,
                 command = self.commands.recv() => match command {
                     None | Some(Command::Shutdown) => return false,
                     Some(Command::Request { reply, .. }) => {

@@ -85,14 +85,18 @@ fn invalid(message: String) -> io::Error {
 
 /// Opens the configured device with all of `[serial]`'s line settings (exclusive access, raw
 /// mode). The path is resolved first, so a symlink is followed to whatever it points at now.
+/// It blocks while the device opens; the agent's own link opens it off the runtime thread.
 pub fn open_port(config: &SerialConfig) -> io::Result<SerialStream> {
-    open_with_queue(config).map(|(port, _)| port)
+    let (tty, _) = open_blocking(config)?;
+    into_stream(tty, &config.device)
 }
 
-/// [`open_port`], and a second handle on the same open device through which the link asks how
-/// many bytes the kernel still holds for the line (`TIOCOUTQ`, answered at once: it never
-/// waits for them like `tcdrain`).
-fn open_with_queue(config: &SerialConfig) -> io::Result<(SerialStream, TTYPort)> {
+/// The device open with every line setting, and a second handle on it through which the link
+/// asks how many bytes the kernel still holds for the line (`TIOCOUTQ`, answered at once: it
+/// never waits for them like `tcdrain`). Everything here may block for as long as the device
+/// takes to answer (`open`, the line settings and `TIOCEXCL` are USB transfers on an adapter),
+/// so the link runs it on a thread of its own ([`on_device_thread`]).
+fn open_blocking(config: &SerialConfig) -> io::Result<(TTYPort, TTYPort)> {
     let data_bits = match config.data_bits {
         5 => DataBits::Five,
         6 => DataBits::Six,
@@ -120,6 +124,17 @@ fn open_with_queue(config: &SerialConfig) -> io::Result<(SerialStream, TTYPort)>
     let path = resolved
         .to_str()
         .ok_or_else(|| invalid(format!("{} is not a UTF-8 path", resolved.display())))?;
+    // A FIFO, a socket or a plain file would open, and fail at the first ioctl as "Not a
+    // typewriter"; say what is wrong instead.
+    if !std::os::unix::fs::FileTypeExt::is_char_device(
+        &std::fs::metadata(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?
+            .file_type(),
+    ) {
+        return Err(invalid(format!(
+            "{path}: not a serial device (not a character device)"
+        )));
+    }
     let failed = |e: serialport::Error| io::Error::other(format!("{path}: {e}"));
     let tty = tokio_serial::new(path, config.baud_rate)
         .data_bits(data_bits)
@@ -129,7 +144,6 @@ fn open_with_queue(config: &SerialConfig) -> io::Result<(SerialStream, TTYPort)>
         .open_native()
         .map_err(failed)?;
     let queue = tty.try_clone_native().map_err(failed)?;
-    let port = SerialStream::try_from(tty).map_err(failed)?;
     tracing::info!(
         device = %config.device.display(),
         resolved = %path,
@@ -138,7 +152,66 @@ fn open_with_queue(config: &SerialConfig) -> io::Result<(SerialStream, TTYPort)>
         config.device.display(),
         config.baud_rate
     );
-    Ok((port, queue))
+    Ok((tty, queue))
+}
+
+/// Registers an open device with the runtime (non-blocking mode and the reactor: no I/O on the
+/// device itself), so the link can read and write it asynchronously.
+fn into_stream(tty: TTYPort, device: &std::path::Path) -> io::Result<SerialStream> {
+    SerialStream::try_from(tty).map_err(|e| io::Error::other(format!("{}: {e}", device.display())))
+}
+
+/// Gives the device up: `TIOCEXCL` released first, or our own reopen could get EBUSY while
+/// something else keeps the tty open, then closed, which can wait for the adapter to drain
+/// its output. Blocking, like [`open_blocking`].
+fn close_blocking(mut port: SerialStream, queue: TTYPort) {
+    let _ = port.set_exclusive(false);
+    drop(port);
+    drop(queue);
+}
+
+/// What a device thread hands back to the link.
+enum DeviceDone {
+    Opened(io::Result<(TTYPort, TTYPort)>),
+    Closed,
+}
+
+/// Runs `work` on a thread of its own and gives its result: the runtime has one thread, which
+/// the link, the control socket and the watchdog share, and a device can take seconds to open
+/// or close. Not `spawn_blocking`: a thread stuck in `open` would hold up the runtime's end,
+/// and so the daemon's exit, for as long as it is stuck; a thread of its own simply ends with
+/// the process. The work starts at once, whether or not anyone waits for it. Not generic, so
+/// there is one of it in the binary.
+fn on_device_thread(
+    work: Box<dyn FnOnce() -> DeviceDone + Send>,
+) -> tokio::sync::oneshot::Receiver<DeviceDone> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    // When no thread can be started, the work and the sender with it are dropped: the
+    // receiver hears it at once.
+    let _ = crate::thread::spawn(
+        "serial-device",
+        None,
+        Box::new(move || {
+            let _ = done.send(work());
+        }),
+    );
+    result
+}
+
+/// Waits, answering the link's requests as closed, for what a device thread hands back; `None`
+/// when the link is shut down meanwhile (the thread finishes on its own).
+async fn device_done<In: LinkMessage, Out: LinkMessage>(
+    core: &mut LinkCore<In, Out>,
+    work: Box<dyn FnOnce() -> DeviceDone + Send>,
+) -> Option<Option<DeviceDone>> {
+    let pending = on_device_thread(work);
+    let mut done = None;
+    let finished = core
+        .closed_while(std::pin::pin!(async {
+            done = pending.await.ok();
+        }))
+        .await;
+    finished.then_some(done)
 }
 
 /// The agent's serial link on the configured device: opens it, keeps reopening it while it is
@@ -172,7 +245,21 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
     let mut last_error: Option<String> = None;
     let mut opened_before = false;
     loop {
-        match open_with_queue(&config) {
+        // While the device opens (or closes, below), the link answers as closed and a
+        // shutdown ends the wait; the thread is left to finish on its own.
+        let open = {
+            let config = config.clone();
+            Box::new(move || DeviceDone::Opened(open_blocking(&config)))
+        };
+        let opened = match device_done(&mut core, open).await {
+            None => break,
+            Some(Some(DeviceDone::Opened(opened))) => opened,
+            Some(_) => Err(io::Error::other(format!(
+                "{}: no thread to open it on",
+                config.device.display()
+            ))),
+        };
+        match opened.and_then(|(tty, queue)| Ok((into_stream(tty, &config.device)?, queue))) {
             Ok((mut port, queue)) => {
                 last_error = None;
                 if opened_before {
@@ -186,17 +273,23 @@ async fn supervise<In: LinkMessage, Out: LinkMessage>(
                         .and_then(|queued| usize::try_from(queued).ok())
                 };
                 let end = core.run_session(&mut port, &output_queue).await;
-                // Give up TIOCEXCL before closing, or our own reopen could get EBUSY while
-                // something else keeps the tty open.
-                let _ = port.set_exclusive(false);
-                drop(port);
-                drop(queue);
+                let close = Box::new(move || {
+                    close_blocking(port, queue);
+                    DeviceDone::Closed
+                });
                 match end {
-                    SessionEnd::Shutdown => break,
+                    SessionEnd::Shutdown => {
+                        // Closed on its thread while the daemon goes on with its shutdown.
+                        drop(on_device_thread(close));
+                        break;
+                    }
                     SessionEnd::Lost(e) => {
                         stats.failed(format!("{} lost: {e}", config.device.display()));
                         tracing::warn!(device = %config.device.display(), error = %e, "serial device {} lost ({e}); reopening", config.device.display());
                     }
+                }
+                if device_done(&mut core, close).await.is_none() {
+                    break;
                 }
                 if core.came_up {
                     waits.reset();

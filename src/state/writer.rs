@@ -104,12 +104,14 @@ impl Writer {
             queued: AtomicUsize::new(0),
             health: watch::channel(StorageHealth::default()).0,
         });
-        let thread = std::thread::Builder::new()
-            .name("state-writer".into())
-            .spawn({
+        let thread = crate::thread::spawn(
+            "state-writer",
+            None,
+            Box::new({
                 let shared = Arc::clone(&shared);
                 move || Files::new(start, shared).run()
-            })?;
+            }),
+        )?;
         Ok(Self {
             shared,
             thread: Some(thread),

@@ -15,3 +15,12 @@ pub fn env(ms: u64) -> Vec<(&'static str, String)> {
         ("SLOW_FSYNC_MS", ms.to_string()),
     ]
 }
+
+/// The environment that makes the daemon's syncs fail with `EIO` while `flag` exists, as a
+/// failing SD card's do.
+pub fn failing_while(flag: &std::path::Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("LD_PRELOAD", shim().display().to_string()),
+        ("FAIL_FSYNC_WHILE", flag.display().to_string()),
+    ]
+}
