@@ -101,6 +101,9 @@ async fn daemon_inside_open() -> (Gate, Agent, serde_json::Value) {
 
 #[tokio::test]
 async fn status_is_answered_while_the_serial_device_takes_its_time_to_open() {
+    if !support::preload::reaches_the_daemon("holding the device's open and close") {
+        return;
+    }
     let (gate, mut agent, status) = daemon_inside_open().await;
     assert_eq!(status["terminal_link"], "down", "{status}");
     let status = agent
@@ -123,6 +126,9 @@ async fn status_is_answered_while_the_serial_device_takes_its_time_to_open() {
 
 #[tokio::test]
 async fn the_daemon_stops_while_its_serial_device_is_still_opening() {
+    if !support::preload::reaches_the_daemon("holding the device's open and close") {
+        return;
+    }
     let (gate, mut agent, _) = daemon_inside_open().await;
 
     agent.signal(Signal::SIGTERM);
@@ -135,6 +141,9 @@ async fn the_daemon_stops_while_its_serial_device_is_still_opening() {
 
 #[tokio::test]
 async fn status_is_answered_while_a_lost_serial_device_takes_its_time_to_close() {
+    if !support::preload::reaches_the_daemon("holding the device's open and close") {
+        return;
+    }
     let gate = Gate::new("HELD_CLOSE_GATE");
     let mut agent = Agent::connected(Setup {
         extra_env: gate.env(),

@@ -220,6 +220,9 @@ fn pending_entry(status: &serde_json::Value, id: &str) -> Option<serde_json::Val
 #[tokio::test]
 async fn a_payment_timing_out_while_its_mark_cannot_be_written_is_marked_once_and_cancelled_after()
 {
+    if !support::preload::reaches_the_daemon("failing the daemon's syncs") {
+        return;
+    }
     let flags = tempfile::tempdir().unwrap();
     let failing = flags.path().join("storage-fails");
     let mut agent = Agent::connected(Setup {
