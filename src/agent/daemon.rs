@@ -10,12 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::ages::{self, BootMillis};
 use super::connection;
 use super::core::{canonical_payment_id, Core, SaleOutcome};
 use super::{ConnectionState, Refusal};
@@ -144,7 +145,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     // When the payment timer cannot record its marks (the state writer is behind or failing),
     // it waits before trying again, longer after each failure, rather than firing at once.
     let mut timer_failures: usize = 0;
-    let mut timer_held_until: Option<SystemTime> = None;
+    let mut timer_held_until: Option<BootMillis> = None;
     loop {
         let status = status_line(&core, link_up);
         if status != last_status {
@@ -186,14 +187,17 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
                     tokio::spawn(handle_terminal(core, request));
                 }
             },
-            _ = sleep_until(next_timeout) => {
+            due = sleep_until(next_timeout) => {
+                if !due {
+                    continue;
+                }
                 let (expired, commit) = core.mark_timed_out();
                 if commit.is_some() {
                     timer_failures = 0;
                     timer_held_until = None;
                 } else {
                     let wait = RetryPolicy::API_OUTAGE.ceiling(timer_failures);
-                    timer_held_until = SystemTime::now().checked_add(wait);
+                    timer_held_until = Some(ages::after(ages::boot_now(), wait));
                     timer_failures = timer_failures.saturating_add(1);
                 }
                 let core = Arc::clone(&core);
@@ -403,11 +407,19 @@ async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn sleep_until(at: Option<SystemTime>) {
+/// The longest the payment timer sleeps before it reads the boot clock again: tokio's timers
+/// run on `CLOCK_MONOTONIC`, which stops while the system is suspended, so a timeout that fell
+/// due during a suspend is seen at most this long after the resume.
+const BOOT_CLOCK_RECHECK: Duration = Duration::from_secs(1);
+
+/// Sleeps until `at` on the boot clock, or for [`BOOT_CLOCK_RECHECK`] if that is sooner; true
+/// when `at` has come.
+async fn sleep_until(at: Option<BootMillis>) -> bool {
     match at {
         Some(at) => {
-            let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::sleep(wait).await;
+            let wait = ages::elapsed(ages::boot_now(), at);
+            tokio::time::sleep(wait.min(BOOT_CLOCK_RECHECK)).await;
+            wait <= BOOT_CLOCK_RECHECK
         }
         None => std::future::pending().await,
     }

@@ -1,0 +1,277 @@
+//! How long each pending payment has been pending, measured on `CLOCK_BOOTTIME` (a monotonic
+//! clock that counts suspend), so that a step of the wall clock neither cancels a young payment
+//! nor keeps an old one (docs/state.md, "A pending payment's age"). The wall-clock `since` of
+//! the state stays what people read; the boot-time instants live beside the state in
+//! `boot-times.json`, which releases that do not know it ignore, so the state's format is
+//! unchanged.
+
+// Time arithmetic: docs/architecture.md, "Lint policy".
+#![warn(clippy::arithmetic_side_effects)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::state::PendingPayment;
+
+/// The file, in the state directory, that carries the boot-time instants across a restart.
+pub(crate) const BOOT_TIMES_FILE: &str = "boot-times.json";
+const BOOT_TIMES_TEMP: &str = "boot-times.json.tmp";
+/// The kernel's id of the running boot: a new one at every boot.
+const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
+
+/// Milliseconds of `CLOCK_BOOTTIME` (since this boot, suspend included). Instants carried
+/// from another run may be negative: a payment older than this boot's clock.
+pub(crate) type BootMillis = i64;
+
+/// Now, on `CLOCK_BOOTTIME`; `CLOCK_MONOTONIC` (which stops during suspend) on a kernel
+/// without it.
+pub(crate) fn boot_now() -> BootMillis {
+    use nix::time::ClockId;
+    let now = ClockId::CLOCK_BOOTTIME
+        .now()
+        .or_else(|_| ClockId::CLOCK_MONOTONIC.now())
+        .map(Duration::from)
+        .unwrap_or_default();
+    millis(now)
+}
+
+fn millis(duration: Duration) -> BootMillis {
+    BootMillis::try_from(duration.as_millis()).unwrap_or(BootMillis::MAX)
+}
+
+/// The time from `since` to `now`, none when `since` is later.
+pub(crate) fn elapsed(since: BootMillis, now: BootMillis) -> Duration {
+    let ms = now.saturating_sub(since);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// `at` plus `wait`, saturating.
+pub(crate) fn after(at: BootMillis, wait: Duration) -> BootMillis {
+    at.saturating_add(millis(wait))
+}
+
+fn read_boot_id() -> Option<String> {
+    let id = std::fs::read_to_string(BOOT_ID_FILE).ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// The instant a payment became pending, on this boot's clock, carried from an earlier run:
+/// - `stored` (same boot, the instant written then): that instant;
+/// - otherwise the wall-clock age (`wall_now - since`), clamped to `[0, bound]`: a wall clock
+///   stepped back reads as age 0, one stepped forward as at most `bound`.
+///
+/// From then on the age grows with this boot's clock only.
+pub(crate) fn carried_since(
+    stored: Option<BootMillis>,
+    since: SystemTime,
+    wall_now: SystemTime,
+    bound: Duration,
+    boot_now: BootMillis,
+) -> BootMillis {
+    if let Some(stored) = stored {
+        return stored;
+    }
+    let wall_age = wall_now
+        .duration_since(since)
+        .unwrap_or_default()
+        .min(bound);
+    boot_now.saturating_sub(millis(wall_age))
+}
+
+/// What `boot-times.json` holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct BootTimes {
+    boot_id: String,
+    /// Pending payments by PaymentRequestId: when each became pending, in `CLOCK_BOOTTIME`
+    /// milliseconds of boot `boot_id`.
+    pending_since: BTreeMap<String, BootMillis>,
+}
+
+/// The boot-time instant of every pending payment, and the file that carries them.
+pub(crate) struct Ages {
+    boot_id: Option<String>,
+    since: HashMap<String, BootMillis>,
+    file: PathBuf,
+    /// Serialises the file's writes; holds the generation last written.
+    written: Arc<Mutex<u64>>,
+    generation: u64,
+}
+
+impl Ages {
+    /// The ages of the payments pending at start: from `boot-times.json` where it was written in
+    /// this boot, else from the wall clock by [`carried_since`] with `bound`.
+    pub(crate) fn load(
+        directory: &Path,
+        pending: &BTreeMap<String, PendingPayment>,
+        bound: Duration,
+    ) -> Self {
+        let file = directory.join(BOOT_TIMES_FILE);
+        let boot_id = read_boot_id();
+        let stored = match std::fs::read(&file) {
+            Ok(bytes) => match serde_json::from_slice::<BootTimes>(&bytes) {
+                Ok(times) if Some(&times.boot_id) == boot_id.as_ref() => times.pending_since,
+                Ok(_) => BTreeMap::new(),
+                Err(e) => {
+                    warn!(
+                        "{} is unreadable ({e}); the ages of pending payments are taken from the wall clock",
+                        file.display()
+                    );
+                    BTreeMap::new()
+                }
+            },
+            Err(_) => BTreeMap::new(),
+        };
+        let (wall_now, boot) = (SystemTime::now(), boot_now());
+        let since = pending
+            .iter()
+            .map(|(id, payment)| {
+                let at = carried_since(
+                    stored.get(id).copied(),
+                    payment.since.to_system_time(),
+                    wall_now,
+                    bound,
+                    boot,
+                );
+                (id.clone(), at)
+            })
+            .collect();
+        Self {
+            boot_id,
+            since,
+            file,
+            written: Arc::new(Mutex::new(0)),
+            generation: 0,
+        }
+    }
+
+    /// Follows the pending set after a change: payments new to it became pending at `at`,
+    /// payments gone from it are forgotten. True when one was added (the file is then due).
+    pub(crate) fn follow(
+        &mut self,
+        pending: &BTreeMap<String, PendingPayment>,
+        at: BootMillis,
+    ) -> bool {
+        self.since.retain(|id, _| pending.contains_key(id));
+        let mut added = false;
+        for id in pending.keys() {
+            if !self.since.contains_key(id) {
+                self.since.insert(id.clone(), at);
+                added = true;
+            }
+        }
+        added
+    }
+
+    /// When `payment_request_id` became pending, on this boot's clock.
+    pub(crate) fn since(&self, payment_request_id: &str) -> Option<BootMillis> {
+        self.since.get(payment_request_id).copied()
+    }
+
+    /// Writes `boot-times.json` on a blocking thread; a later write overtaking this one wins.
+    /// Nothing is written where the boot id is unknown (another boot could not be told apart).
+    pub(crate) fn save(&mut self) {
+        let Some(boot_id) = self.boot_id.clone() else {
+            return;
+        };
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let times = BootTimes {
+            boot_id,
+            pending_since: self.since.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        };
+        let bytes = match serde_json::to_vec(&times) {
+            Ok(bytes) => bytes,
+            Err(_) => return,
+        };
+        let written = Arc::clone(&self.written);
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut last = written.lock().unwrap_or_else(|p| p.into_inner());
+            if *last >= generation {
+                return;
+            }
+            let Some(directory) = file.parent() else {
+                return;
+            };
+            match crate::state::replace_file(directory, BOOT_TIMES_FILE, BOOT_TIMES_TEMP, &bytes) {
+                Ok(()) => *last = generation,
+                Err(e) => warn!(
+                    "cannot write {}: {e}; after a restart the ages of pending payments are taken from the wall clock",
+                    file.display()
+                ),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn wall(secs: u64) -> SystemTime {
+        let since_epoch =
+            Duration::from_secs(1_800_000_000).saturating_add(Duration::from_secs(secs));
+        SystemTime::UNIX_EPOCH.checked_add(since_epoch).unwrap()
+    }
+
+    #[test]
+    fn an_instant_of_the_same_boot_is_kept_whatever_the_wall_clock_says() {
+        let since = carried_since(Some(5_000), wall(0), wall(3 * 86_400), 10 * MINUTE, 9_000);
+        assert_eq!(since, 5_000);
+        assert_eq!(elapsed(since, 9_000), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn another_boot_takes_the_wall_age_clamped_to_the_bound() {
+        // A clock right: the wall age as it is.
+        let since = carried_since(None, wall(0), wall(90), 10 * MINUTE, 20_000);
+        assert_eq!(elapsed(since, 20_000), Duration::from_secs(90));
+        // Stepped forward by days: no older than the bound.
+        let since = carried_since(None, wall(0), wall(2 * 86_400), 10 * MINUTE, 20_000);
+        assert_eq!(since, 20_000 - 600_000);
+        assert_eq!(elapsed(since, 20_000), 10 * MINUTE);
+        // Stepped back by days: age 0 now, due a bound of boot time later.
+        let since = carried_since(None, wall(2 * 86_400), wall(0), 10 * MINUTE, 20_000);
+        assert_eq!(elapsed(since, 20_000), Duration::ZERO);
+        assert_eq!(elapsed(since, after(20_000, 10 * MINUTE)), 10 * MINUTE);
+    }
+
+    #[test]
+    fn arithmetic_at_the_ends_saturates() {
+        assert_eq!(elapsed(BootMillis::MAX, BootMillis::MIN), Duration::ZERO);
+        assert_eq!(after(BootMillis::MAX, Duration::MAX), BootMillis::MAX);
+        let since = carried_since(None, wall(0), SystemTime::UNIX_EPOCH, Duration::MAX, 0);
+        assert_eq!(since, 0);
+        let since = carried_since(None, SystemTime::UNIX_EPOCH, wall(0), Duration::MAX, 0);
+        assert!(since < 0);
+    }
+
+    #[test]
+    fn following_the_pending_set_adds_and_forgets() {
+        let mut ages = Ages {
+            boot_id: None,
+            since: HashMap::new(),
+            file: PathBuf::from("/nonexistent/boot-times.json"),
+            written: Arc::new(Mutex::new(0)),
+            generation: 0,
+        };
+        let payment = PendingPayment::new(crate::state::PaymentSource::Terminal, SystemTime::now());
+        let mut pending = BTreeMap::from([("a".to_owned(), payment.clone())]);
+        assert!(ages.follow(&pending, 100));
+        pending.insert("b".to_owned(), payment);
+        assert!(ages.follow(&pending, 200));
+        assert!(!ages.follow(&pending, 300));
+        assert_eq!((ages.since("a"), ages.since("b")), (Some(100), Some(200)));
+        pending.remove("a");
+        assert!(!ages.follow(&pending, 400));
+        assert_eq!(ages.since("a"), None);
+    }
+}
