@@ -2,25 +2,24 @@
 //! clock that counts suspend), so that a step of the wall clock neither cancels a young payment
 //! nor keeps an old one (docs/state.md, "A pending payment's age"). The wall-clock `since` of
 //! the state stays what people read; the boot-time instants live beside the state in
-//! `boot-times.json`, which releases that do not know it ignore, so the state's format is
+//! `boot-times`, which releases that do not know it ignore, so the state's format is
 //! unchanged.
 
 // Time arithmetic: docs/architecture.md, "Lint policy".
 #![warn(clippy::arithmetic_side_effects)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::state::PendingPayment;
 
 /// The file, in the state directory, that carries the boot-time instants across a restart.
-pub(crate) const BOOT_TIMES_FILE: &str = "boot-times.json";
-const BOOT_TIMES_TEMP: &str = "boot-times.json.tmp";
+pub(crate) const BOOT_TIMES_FILE: &str = "boot-times";
 /// The kernel's id of the running boot: a new one at every boot.
 const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 
@@ -30,6 +29,7 @@ pub(crate) type BootMillis = i64;
 
 /// Now, on `CLOCK_BOOTTIME`; `CLOCK_MONOTONIC` (which stops during suspend) on a kernel
 /// without it.
+#[inline(never)]
 pub(crate) fn boot_now() -> BootMillis {
     use nix::time::ClockId;
     let now = ClockId::CLOCK_BOOTTIME
@@ -84,28 +84,43 @@ pub(crate) fn carried_since(
     boot_now.saturating_sub(millis(wall_age))
 }
 
-/// What `boot-times.json` holds.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct BootTimes {
-    boot_id: String,
-    /// Pending payments by PaymentRequestId: when each became pending, in `CLOCK_BOOTTIME`
-    /// milliseconds of boot `boot_id`.
-    pending_since: BTreeMap<String, BootMillis>,
+/// `boot-times`: the boot id on the first line, then one line per pending payment, its
+/// PaymentRequestId and the `CLOCK_BOOTTIME` millisecond it became pending in that boot,
+/// separated by a space.
+fn encode(boot_id: &str, since: &[(String, BootMillis)]) -> String {
+    let mut text = format!("{boot_id}\n");
+    for (id, at) in since {
+        text.push_str(&format!("{id} {at}\n"));
+    }
+    text
+}
+
+/// The instants of `boot-times` when it was written in boot `boot_id`; none when it was not,
+/// or cannot be read.
+fn decode(text: &str, boot_id: &str) -> Option<Vec<(String, BootMillis)>> {
+    let mut lines = text.lines();
+    if lines.next()? != boot_id {
+        return None;
+    }
+    lines
+        .map(|line| {
+            let (id, at) = line.split_once(' ')?;
+            Some((id.to_owned(), at.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The boot-time instant of every pending payment, and the file that carries them.
 pub(crate) struct Ages {
     boot_id: Option<String>,
-    since: HashMap<String, BootMillis>,
+    /// By PaymentRequestId; a few entries (the pending payments).
+    since: Vec<(String, BootMillis)>,
     file: PathBuf,
-    /// Serialises the file's writes; holds the generation last written.
-    written: Arc<Mutex<u64>>,
-    generation: u64,
 }
 
 impl Ages {
-    /// The ages of the payments pending at start: from `boot-times.json` where it was written in
-    /// this boot, else from the wall clock by [`carried_since`] with `bound`.
+    /// The ages of the payments pending at start: from `boot-times` where it was written in this
+    /// boot, else from the wall clock by [`carried_since`] with `bound`.
     pub(crate) fn load(
         directory: &Path,
         pending: &BTreeMap<String, PendingPayment>,
@@ -113,26 +128,21 @@ impl Ages {
     ) -> Self {
         let file = directory.join(BOOT_TIMES_FILE);
         let boot_id = read_boot_id();
-        let stored = match std::fs::read(&file) {
-            Ok(bytes) => match serde_json::from_slice::<BootTimes>(&bytes) {
-                Ok(times) if Some(&times.boot_id) == boot_id.as_ref() => times.pending_since,
-                Ok(_) => BTreeMap::new(),
-                Err(e) => {
-                    warn!(
-                        "{} is unreadable ({e}); the ages of pending payments are taken from the wall clock",
-                        file.display()
-                    );
-                    BTreeMap::new()
-                }
-            },
-            Err(_) => BTreeMap::new(),
-        };
+        let stored = std::fs::read_to_string(&file)
+            .ok()
+            .zip(boot_id.as_deref())
+            .and_then(|(text, boot_id)| decode(&text, boot_id))
+            .unwrap_or_default();
         let (wall_now, boot) = (SystemTime::now(), boot_now());
         let since = pending
             .iter()
             .map(|(id, payment)| {
+                let stored = stored
+                    .iter()
+                    .find(|(known, _)| known == id)
+                    .map(|(_, at)| *at);
                 let at = carried_since(
-                    stored.get(id).copied(),
+                    stored,
                     payment.since.to_system_time(),
                     wall_now,
                     bound,
@@ -145,8 +155,6 @@ impl Ages {
             boot_id,
             since,
             file,
-            written: Arc::new(Mutex::new(0)),
-            generation: 0,
         }
     }
 
@@ -157,11 +165,11 @@ impl Ages {
         pending: &BTreeMap<String, PendingPayment>,
         at: BootMillis,
     ) -> bool {
-        self.since.retain(|id, _| pending.contains_key(id));
+        self.since.retain(|(id, _)| pending.contains_key(id));
         let mut added = false;
         for id in pending.keys() {
-            if !self.since.contains_key(id) {
-                self.since.insert(id.clone(), at);
+            if self.since(id).is_none() {
+                self.since.push((id.clone(), at));
                 added = true;
             }
         }
@@ -170,43 +178,36 @@ impl Ages {
 
     /// When `payment_request_id` became pending, on this boot's clock.
     pub(crate) fn since(&self, payment_request_id: &str) -> Option<BootMillis> {
-        self.since.get(payment_request_id).copied()
+        self.since
+            .iter()
+            .find(|(id, _)| id == payment_request_id)
+            .map(|(_, at)| *at)
     }
 
-    /// Writes `boot-times.json` on a blocking thread; a later write overtaking this one wins.
-    /// Nothing is written where the boot id is unknown (another boot could not be told apart).
-    pub(crate) fn save(&mut self) {
-        let Some(boot_id) = self.boot_id.clone() else {
+    /// Writes `boot-times`: to a temporary file renamed over it, so that a process killed
+    /// meanwhile leaves the old file or the new one. Not synced: the file serves restarts in
+    /// the same boot only, and the page cache outlives a process; a power cut starts another
+    /// boot, where the file is not used. Nothing is written where the boot id is unknown
+    /// (another boot could not be told apart).
+    pub(crate) fn save(&self) {
+        let Some(boot_id) = &self.boot_id else {
             return;
         };
-        self.generation = self.generation.wrapping_add(1);
-        let generation = self.generation;
-        let times = BootTimes {
-            boot_id,
-            pending_since: self.since.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        };
-        let bytes = match serde_json::to_vec(&times) {
-            Ok(bytes) => bytes,
-            Err(_) => return,
-        };
-        let written = Arc::clone(&self.written);
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut last = written.lock().unwrap_or_else(|p| p.into_inner());
-            if *last >= generation {
-                return;
-            }
-            let Some(directory) = file.parent() else {
-                return;
-            };
-            match crate::state::replace_file(directory, BOOT_TIMES_FILE, BOOT_TIMES_TEMP, &bytes) {
-                Ok(()) => *last = generation,
-                Err(e) => warn!(
-                    "cannot write {}: {e}; after a restart the ages of pending payments are taken from the wall clock",
-                    file.display()
-                ),
-            }
-        });
+        let temp = self.file.with_extension("tmp");
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .and_then(|mut out| out.write_all(encode(boot_id, &self.since).as_bytes()))
+            .and_then(|()| std::fs::rename(&temp, &self.file));
+        if let Err(e) = written {
+            warn!(
+                "cannot write {}: {e}; after a restart the ages of pending payments are taken from the wall clock",
+                self.file.display()
+            );
+        }
     }
 }
 
@@ -255,13 +256,21 @@ mod tests {
     }
 
     #[test]
+    fn the_file_reads_back_in_its_boot_only() {
+        let since = vec![("a".to_owned(), -5), ("b".to_owned(), 1_234)];
+        let text = encode("boot-1", &since);
+        assert_eq!(decode(&text, "boot-1"), Some(since));
+        assert_eq!(decode(&text, "boot-2"), None);
+        assert_eq!(decode("boot-1\na x\n", "boot-1"), None);
+        assert_eq!(decode("", "boot-1"), None);
+    }
+
+    #[test]
     fn following_the_pending_set_adds_and_forgets() {
         let mut ages = Ages {
             boot_id: None,
-            since: HashMap::new(),
-            file: PathBuf::from("/nonexistent/boot-times.json"),
-            written: Arc::new(Mutex::new(0)),
-            generation: 0,
+            since: Vec::new(),
+            file: PathBuf::from("/nonexistent/boot-times"),
         };
         let payment = PendingPayment::new(crate::state::PaymentSource::Terminal, SystemTime::now());
         let mut pending = BTreeMap::from([("a".to_owned(), payment.clone())]);

@@ -133,7 +133,7 @@ impl Core {
         store: StateStore,
         link: LinkHandle,
     ) -> Arc<Self> {
-        let mut ages = Ages::load(
+        let ages = Ages::load(
             store.directory(),
             store.pending(),
             config.terminal.payment_timeout,
@@ -201,6 +201,7 @@ impl Core {
 
     /// After a change of the state: a payment that became pending in it did so at `at` (the
     /// boot clock read before the change; its wall-clock `since` was read before that).
+    #[inline(never)]
     fn follow_pending(&self, store: &StateStore, at: BootMillis) {
         let mut ages = lock(&self.ages);
         if ages.follow(store.pending(), at) {

@@ -12,7 +12,6 @@ pub use journal::{
     LEGACY_FORMAT_VERSION, MAX_RECORD_LEN, RECORD_HEADER_LEN,
 };
 
-pub(crate) use writer::replace_file;
 pub use writer::{
     StorageHealth, WriterStats, COMPACT_MIN_BYTES, COMPACT_RATIO, MAX_QUEUED, WRITE_RETRY,
 };

@@ -412,19 +412,8 @@ impl Files {
 /// The snapshot protocol: write `state.json.tmp` (0600), fsync it, rename it over
 /// `state.json`, fsync the directory.
 pub(crate) fn write_snapshot(directory: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace_file(directory, STATE_FILE, TEMP_FILE, bytes)
-}
-
-/// Replaces `directory/name` with `bytes` atomically: written to `temp` (0600) and synced,
-/// renamed over `name`, the directory synced.
-pub(crate) fn replace_file(
-    directory: &Path,
-    name: &str,
-    temp: &str,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    let file = directory.join(name);
-    let temp = directory.join(temp);
+    let file = directory.join(STATE_FILE);
+    let temp = directory.join(TEMP_FILE);
     // A leftover from a crash may have other permissions; a new file gets 0600.
     match std::fs::remove_file(&temp) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
