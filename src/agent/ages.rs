@@ -9,6 +9,7 @@
 #![warn(clippy::arithmetic_side_effects)]
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -90,7 +91,7 @@ pub(crate) fn carried_since(
 fn encode(boot_id: &str, since: &[(String, BootMillis)]) -> String {
     let mut text = format!("{boot_id}\n");
     for (id, at) in since {
-        text.push_str(&format!("{id} {at}\n"));
+        let _ = writeln!(text, "{id} {at}");
     }
     text
 }
@@ -102,12 +103,12 @@ fn decode(text: &str, boot_id: &str) -> Option<Vec<(String, BootMillis)>> {
     if lines.next()? != boot_id {
         return None;
     }
-    lines
-        .map(|line| {
-            let (id, at) = line.split_once(' ')?;
-            Some((id.to_owned(), at.parse().ok()?))
-        })
-        .collect()
+    let mut since = Vec::new();
+    for line in lines {
+        let (id, at) = line.split_once(' ')?;
+        since.push((id.to_owned(), at.parse().ok()?));
+    }
+    Some(since)
 }
 
 /// The boot-time instant of every pending payment, and the file that carries them.
