@@ -96,6 +96,13 @@ fn encode(boot_id: &str, since: &[(String, BootMillis)]) -> String {
     text
 }
 
+/// Where `id` is in `list`, sorted by id (as [`Ages`] keeps it and [`encode`] writes it), or
+/// where it would go. A file not sorted so (not written by the agent) finds fewer entries: those
+/// payments take the wall-clock rule of [`carried_since`].
+fn find(list: &[(String, BootMillis)], id: &str) -> Result<usize, usize> {
+    list.binary_search_by(|(known, _)| known.as_str().cmp(id))
+}
+
 /// The instants of `boot-times` when it was written in boot `boot_id`; none when it was not,
 /// or cannot be read.
 fn decode(text: &str, boot_id: &str) -> Option<Vec<(String, BootMillis)>> {
@@ -114,7 +121,7 @@ fn decode(text: &str, boot_id: &str) -> Option<Vec<(String, BootMillis)>> {
 /// The boot-time instant of every pending payment, and the file that carries them.
 pub(crate) struct Ages {
     boot_id: Option<String>,
-    /// By PaymentRequestId; a few entries (the pending payments).
+    /// By PaymentRequestId, sorted by it ([`find`]).
     since: Vec<(String, BootMillis)>,
     file: PathBuf,
 }
@@ -138,9 +145,9 @@ impl Ages {
         let since = pending
             .iter()
             .map(|(id, payment)| {
-                let stored = stored
-                    .iter()
-                    .find(|(known, _)| known == id)
+                let stored = find(&stored, id)
+                    .ok()
+                    .and_then(|index| stored.get(index))
                     .map(|(_, at)| *at);
                 let at = carried_since(
                     stored,
@@ -169,8 +176,8 @@ impl Ages {
         self.since.retain(|(id, _)| pending.contains_key(id));
         let mut added = false;
         for id in pending.keys() {
-            if self.since(id).is_none() {
-                self.since.push((id.clone(), at));
+            if let Err(index) = find(&self.since, id) {
+                self.since.insert(index, (id.clone(), at));
                 added = true;
             }
         }
@@ -179,10 +186,8 @@ impl Ages {
 
     /// When `payment_request_id` became pending, on this boot's clock.
     pub(crate) fn since(&self, payment_request_id: &str) -> Option<BootMillis> {
-        self.since
-            .iter()
-            .find(|(id, _)| id == payment_request_id)
-            .map(|(_, at)| *at)
+        let index = find(&self.since, payment_request_id).ok()?;
+        self.since.get(index).map(|(_, at)| *at)
     }
 
     /// Writes `boot-times`: to a temporary file renamed over it, so that a process killed
@@ -274,12 +279,16 @@ mod tests {
             file: PathBuf::from("/nonexistent/boot-times"),
         };
         let payment = PendingPayment::new(crate::state::PaymentSource::Terminal, SystemTime::now());
-        let mut pending = BTreeMap::from([("a".to_owned(), payment.clone())]);
+        let mut pending = BTreeMap::from([("b".to_owned(), payment.clone())]);
         assert!(ages.follow(&pending, 100));
-        pending.insert("b".to_owned(), payment);
+        pending.insert("a".to_owned(), payment.clone());
+        pending.insert("c".to_owned(), payment);
         assert!(ages.follow(&pending, 200));
         assert!(!ages.follow(&pending, 300));
-        assert_eq!((ages.since("a"), ages.since("b")), (Some(100), Some(200)));
+        assert_eq!(
+            (ages.since("a"), ages.since("b"), ages.since("c")),
+            (Some(200), Some(100), Some(200))
+        );
         pending.remove("a");
         assert!(!ages.follow(&pending, 400));
         assert_eq!(ages.since("a"), None);
