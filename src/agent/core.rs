@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use super::ages::{self, Ages, BootMillis};
 use super::{ConnectionState, Refusal};
 use crate::config::Config;
 use crate::later::Later;
@@ -103,6 +104,8 @@ pub(crate) struct Core {
     config: RwLock<Arc<Config>>,
     client: RwLock<PaywallClient>,
     store: Mutex<StateStore>,
+    /// How long each pending payment has been pending, on the boot clock; follows `store`.
+    ages: Mutex<Ages>,
     link: LinkHandle,
     connection: watch::Sender<ConnectionState>,
     /// Why the API refuses the agent, while `connection` is `Rejected`.
@@ -130,10 +133,17 @@ impl Core {
         store: StateStore,
         link: LinkHandle,
     ) -> Arc<Self> {
+        let ages = Ages::load(
+            store.directory(),
+            store.pending(),
+            config.terminal.payment_timeout,
+        );
+        ages.save();
         Arc::new(Self {
             config: RwLock::new(config),
             client: RwLock::new(client),
             store: Mutex::new(store),
+            ages: Mutex::new(ages),
             link,
             connection: watch::channel(ConnectionState::Connecting).0,
             rejection: Mutex::new(None),
@@ -182,9 +192,23 @@ impl Core {
     }
 
     fn with_store_mut<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
-        let result = f(&mut lock(&self.store));
+        let at = ages::boot_now();
+        let mut store = lock(&self.store);
+        let result = f(&mut store);
+        self.follow_pending(&store, at);
+        drop(store);
         self.changed.notify_one();
         result
+    }
+
+    /// After a change of the state: a payment that became pending in it did so at `at` (the
+    /// boot clock read before the change; its wall-clock `since` was read before that).
+    #[inline(never)]
+    fn follow_pending(&self, store: &StateStore, at: BootMillis) {
+        let mut ages = lock(&self.ages);
+        if ages.follow(store.pending(), at) {
+            ages.save();
+        }
     }
 
     /// Changes the state store, wakes the main loop (whose status line and payment timer
@@ -195,9 +219,11 @@ impl Core {
         &self,
         f: impl FnOnce(&mut StateStore) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
+        let at = ages::boot_now();
         let (value, commit) = {
             let mut store = lock(&self.store);
             let value = f(&mut store);
+            self.follow_pending(&store, at);
             (value, store.commit())
         };
         self.changed.notify_one();
@@ -209,7 +235,11 @@ impl Core {
     /// Changes the state store without waiting for durability: only for changes whose loss
     /// a restart repairs by itself (see [`StateStore::defer`]).
     fn defer_store(&self, f: impl FnOnce(&mut StateStore)) {
-        f(&mut lock(&self.store));
+        let at = ages::boot_now();
+        let mut store = lock(&self.store);
+        f(&mut store);
+        self.follow_pending(&store, at);
+        drop(store);
         self.changed.notify_one();
     }
 
@@ -1250,14 +1280,16 @@ impl Core {
             .await;
     }
 
-    /// The earliest instant a pending payment runs past `payment_timeout`.
-    pub(crate) fn next_payment_timeout(&self) -> Option<SystemTime> {
+    /// The earliest instant, on the boot clock, a pending payment runs past `payment_timeout`.
+    pub(crate) fn next_payment_timeout(&self) -> Option<BootMillis> {
         let timeout = self.config().terminal.payment_timeout;
         self.with_store(|s| {
+            let ages = lock(&self.ages);
             s.pending()
-                .values()
-                .filter(|p| p.cancel_requested.is_none() && p.cancel_refused.is_none())
-                .filter_map(|p| p.since.to_system_time().checked_add(timeout))
+                .iter()
+                .filter(|(_, p)| p.cancel_requested.is_none() && p.cancel_refused.is_none())
+                .filter_map(|(id, _)| ages.since(id))
+                .map(|since| ages::after(since, timeout))
                 .min()
         })
     }
@@ -1269,17 +1301,19 @@ impl Core {
     pub(crate) fn mark_timed_out(&self) -> (Vec<String>, Option<Commit>) {
         let timeout = self.config().terminal.payment_timeout;
         let now = SystemTime::now();
+        let boot_now = ages::boot_now();
         let marked = self.with_store_mut(|s| {
+            let ages = lock(&self.ages);
             let expired = s.update(|state| {
                 let expired: Vec<String> = state
                     .payments
                     .iter()
-                    .filter(|(_, p)| {
+                    .filter(|(id, p)| {
                         p.cancel_requested.is_none()
                             && p.cancel_refused.is_none()
-                            && now
-                                .duration_since(p.since.to_system_time())
-                                .is_ok_and(|age| age >= timeout)
+                            && ages
+                                .since(id)
+                                .is_some_and(|since| ages::elapsed(since, boot_now) >= timeout)
                     })
                     .map(|(id, _)| id.clone())
                     .collect();

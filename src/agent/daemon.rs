@@ -10,13 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use super::ages::{self, BootMillis};
 use super::connection;
 use super::core::{canonical_payment_id, Core, SaleOutcome};
 use super::{ConnectionState, Refusal};
@@ -28,7 +28,6 @@ use crate::control::{
     DisconnectReport, PendingPaymentView, PendingReport, RejectionView, RetryAfterView,
     StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
 };
-use crate::later::Later;
 use crate::metrics::{self, METRICS};
 use crate::paywall::{ApmTarget, PaywallClient, RetryPolicy};
 use crate::serial::message::{AgentRequest, PaymentResultStatus, Reply, TerminalRequest};
@@ -150,9 +149,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
             notifier.status(&status);
             last_status = status;
         }
-        let next_timeout = core
-            .next_payment_timeout()
-            .map(|due| timer_hold.wait(due, SystemTime::now(), Instant::now()));
+        let next_timeout = core.next_payment_timeout().map(|due| timer_hold.due(due));
         tokio::select! {
             biased;
             _ = tick(&mut watchdog) => notifier.watchdog(),
@@ -185,11 +182,14 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
                     tokio::spawn(handle_terminal(core, request));
                 }
             },
-            _ = sleep_for(next_timeout) => {
+            due = sleep_until(next_timeout) => {
+                if !due {
+                    continue;
+                }
                 let (expired, commit) = core.mark_timed_out();
                 if commit.is_none() {
                     // Logged by the core (`cannot mark timed-out payments: ...`).
-                    timer_hold.not_recorded(Instant::now());
+                    timer_hold.not_recorded(ages::boot_now());
                     continue;
                 }
                 timer_hold.recorded();
@@ -400,9 +400,20 @@ async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn sleep_for(wait: Option<Duration>) {
-    match wait {
-        Some(wait) => tokio::time::sleep(wait).await,
+/// The longest the payment timer sleeps before it reads the boot clock again: tokio's timers
+/// run on `CLOCK_MONOTONIC`, which stops while the system is suspended, so a timeout that fell
+/// due during a suspend is seen at most this long after the resume.
+const BOOT_CLOCK_RECHECK: Duration = Duration::from_secs(1);
+
+/// Sleeps until `at` on the boot clock, or for [`BOOT_CLOCK_RECHECK`] if that is sooner; true
+/// when `at` has come.
+async fn sleep_until(at: Option<BootMillis>) -> bool {
+    match at {
+        Some(at) => {
+            let wait = ages::elapsed(ages::boot_now(), at);
+            tokio::time::sleep(wait.min(BOOT_CLOCK_RECHECK)).await;
+            wait <= BOOT_CLOCK_RECHECK
+        }
         None => std::future::pending().await,
     }
 }
@@ -411,18 +422,19 @@ async fn sleep_for(wait: Option<Duration>) {
 /// when the state writer is behind (docs/state.md, "When the payment timer cannot record"): it
 /// tries again after the common outage policy's ceiling for the failures so far (0.5 s,
 /// doubling up to 30 s), rather than at once and in a loop on a storage that is already
-/// stalled. The pause is measured on the monotonic clock; a mark recorded ends it.
+/// stalled. The pause is measured on the boot clock, as the payments' ages are; a mark
+/// recorded ends it.
 #[derive(Debug, Default)]
 struct TimerHold {
     failures: usize,
-    until: Option<Instant>,
+    until: Option<BootMillis>,
 }
 
 impl TimerHold {
     /// The marks could not be recorded at `now`: the pause before the next try.
-    fn not_recorded(&mut self, now: Instant) -> Duration {
+    fn not_recorded(&mut self, now: BootMillis) -> Duration {
         let wait = RetryPolicy::API_OUTAGE.ceiling(self.failures);
-        self.until = Some(now.later(wait));
+        self.until = Some(ages::after(now, wait));
         self.failures = self.failures.saturating_add(1);
         wait
     }
@@ -431,14 +443,9 @@ impl TimerHold {
         *self = Self::default();
     }
 
-    /// How long the timer sleeps for a payment due at `due` on the wall clock: until then, and
-    /// not before the pause ends.
-    fn wait(&self, due: SystemTime, wall_now: SystemTime, now: Instant) -> Duration {
-        let to_due = due.duration_since(wall_now).unwrap_or_default();
-        let held = self
-            .until
-            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
-        to_due.max(held)
+    /// When the timer handles a payment due at `due`: then, and not before the pause ends.
+    fn due(&self, due: BootMillis) -> BootMillis {
+        self.until.map_or(due, |until| due.max(until))
     }
 }
 
@@ -724,16 +731,13 @@ pub(crate) fn gauges(core: &Core) -> metrics::Gauges {
 mod tests {
     use super::*;
 
-    const SECOND: Duration = Duration::from_secs(1);
-
     #[test]
     fn the_payment_timer_waits_longer_after_each_mark_it_could_not_record() {
-        let wall = SystemTime::UNIX_EPOCH.later(Duration::from_secs(1_000_000));
-        let now = Instant::now();
+        let now: BootMillis = 1_000_000;
         let mut hold = TimerHold::default();
         // Nothing failed: a payment due now is handled now, one due later then.
-        assert_eq!(hold.wait(wall, wall, now), Duration::ZERO);
-        assert_eq!(hold.wait(wall.later(SECOND), wall, now), SECOND);
+        assert_eq!(hold.due(now), now);
+        assert_eq!(hold.due(now + 1_000), now + 1_000);
 
         let waits: Vec<Duration> = (0..10).map(|_| hold.not_recorded(now)).collect();
         let ms = |ms| Duration::from_millis(ms);
@@ -752,22 +756,13 @@ mod tests {
                 ms(30_000)
             ]
         );
-        // An overdue payment waits out the pause, on the monotonic clock: the wall clock
-        // says nothing about it.
-        assert_eq!(hold.wait(wall, wall, now), 30 * SECOND);
-        assert_eq!(
-            hold.wait(wall, wall.later(3_600 * SECOND), now.later(10 * SECOND)),
-            20 * SECOND
-        );
-        assert_eq!(
-            hold.wait(wall, wall, now.later(40 * SECOND)),
-            Duration::ZERO
-        );
-        // One due after the pause is handled when it is due.
-        assert_eq!(hold.wait(wall.later(60 * SECOND), wall, now), 60 * SECOND);
+        // An overdue payment waits out the pause; one due after the pause is handled when it
+        // is due.
+        assert_eq!(hold.due(now - 5_000), now + 30_000);
+        assert_eq!(hold.due(now + 60_000), now + 60_000);
 
         hold.recorded();
-        assert_eq!(hold.wait(wall, wall, now), Duration::ZERO);
+        assert_eq!(hold.due(now - 5_000), now - 5_000);
         assert_eq!(hold.not_recorded(now), ms(500));
     }
 }

@@ -2,6 +2,7 @@
 //! (`connection`), why a request is refused (`refusal`) and the process around them: start-up,
 //! main loop, shutdown (`daemon`).
 
+mod ages;
 mod audit;
 mod connection;
 mod core;
