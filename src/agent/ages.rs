@@ -21,6 +21,7 @@ use crate::state::PendingPayment;
 
 /// The file, in the state directory, that carries the boot-time instants across a restart.
 pub(crate) const BOOT_TIMES_FILE: &str = "boot-times";
+const BOOT_TIMES_TEMP: &str = "boot-times.tmp";
 /// The kernel's id of the running boot: a new one at every boot.
 const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 
@@ -124,6 +125,8 @@ pub(crate) struct Ages {
     /// By PaymentRequestId, sorted by it ([`find`]).
     since: Vec<(String, BootMillis)>,
     file: PathBuf,
+    /// Where the next `boot-times` is written before it is renamed over `file`.
+    temp: PathBuf,
 }
 
 impl Ages {
@@ -162,6 +165,7 @@ impl Ages {
         Self {
             boot_id,
             since,
+            temp: directory.join(BOOT_TIMES_TEMP),
             file,
         }
     }
@@ -199,15 +203,15 @@ impl Ages {
         let Some(boot_id) = &self.boot_id else {
             return;
         };
-        let temp = self.file.with_extension("tmp");
+        let temp = &self.temp;
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&temp)
+            .open(temp)
             .and_then(|mut out| out.write_all(encode(boot_id, &self.since).as_bytes()))
-            .and_then(|()| std::fs::rename(&temp, &self.file));
+            .and_then(|()| std::fs::rename(temp, &self.file));
         if let Err(e) = written {
             warn!(
                 "cannot write {}: {e}; after a restart the ages of pending payments are taken from the wall clock",
@@ -277,6 +281,7 @@ mod tests {
             boot_id: None,
             since: Vec::new(),
             file: PathBuf::from("/nonexistent/boot-times"),
+            temp: PathBuf::from("/nonexistent/boot-times.tmp"),
         };
         let payment = PendingPayment::new(crate::state::PaymentSource::Terminal, SystemTime::now());
         let mut pending = BTreeMap::from([("b".to_owned(), payment.clone())]);

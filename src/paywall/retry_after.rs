@@ -24,15 +24,66 @@ pub fn parse(value: &str, date: Option<&str>, now: SystemTime) -> Option<Duratio
     let value = value.trim();
     let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // More digits than a u64 holds is still "very long".
-        Duration::from_secs(value.parse().unwrap_or(u64::MAX))
+        value.parse().unwrap_or(u64::MAX)
     } else {
-        let at = httpdate::parse_http_date(value).ok()?;
-        let from = date
-            .and_then(|d| httpdate::parse_http_date(d.trim()).ok())
-            .unwrap_or(now);
-        at.duration_since(from).unwrap_or(Duration::ZERO)
+        let at = http_date(value)?;
+        let from = date.and_then(|d| http_date(d.trim())).or_else(|| {
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .ok()
+                .map(|since| since.as_secs())
+        })?;
+        at.saturating_sub(from)
     };
-    Some(wait.min(MAX_RETRY_AFTER))
+    Some(Duration::from_secs(wait).min(MAX_RETRY_AFTER))
+}
+
+/// An HTTP-date in any of its three forms (RFC 9110, 5.6.7), as seconds since the Unix epoch:
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, the obsolete `Sunday, 06-Nov-94 08:49:37 GMT` (a two-digit
+/// year below 70 is 20xx, else 19xx) and `Sun Nov  6 08:49:37 1994`. The day's name is not
+/// checked. Hand-written rather than the `httpdate` crate: 4 KB less in the terminal's binary
+/// (docs/supply-chain.md).
+// Every operand is bounded before the arithmetic: year 1970 to 9999, month 1 to 12, day to 31,
+// hour to 23, minute to 59, second to 60.
+#[allow(clippy::arithmetic_side_effects)]
+fn http_date(text: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month_of = |name: &str| MONTHS.iter().position(|m| *m == name).map(|i| i as u64 + 1);
+    let number = |t: &str| -> Option<u64> {
+        t.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let t: Vec<&str> = text
+        .split([' ', ',', '-', ':'])
+        .filter(|t| !t.is_empty())
+        .collect();
+    let [_, a, b, c, d, e, f, ..] = t[..] else {
+        return None;
+    };
+    let (day, month, year, hms) = match month_of(a) {
+        Some(month) => (b, month, t.get(6).copied()?, [c, d, e]),
+        None => (a, month_of(b)?, c, [d, e, f]),
+    };
+    let (day, mut year) = (number(day)?, number(year)?);
+    let [hour, minute, second] = [number(hms[0])?, number(hms[1])?, number(hms[2])?];
+    if year < 100 {
+        year += if year < 70 { 2000 } else { 1900 };
+    }
+    if !(1970..=9999).contains(&year) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (the civil-calendar algorithm with years from March).
+    let y = if month <= 2 { year - 1 } else { year };
+    let (era, year_of_era) = (y / 400, y % 400);
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3_600 + minute * 60 + second)
 }
 
 /// A wait the API asked for, while it lasts.
@@ -90,7 +141,37 @@ mod tests {
     const DATE: &str = "Mon, 07 Dec 2026 12:00:00 GMT";
 
     fn at(text: &str) -> SystemTime {
-        httpdate::parse_http_date(text).unwrap()
+        SystemTime::UNIX_EPOCH.later(Duration::from_secs(http_date(text).unwrap()))
+    }
+
+    #[test]
+    fn http_dates_are_read_in_their_three_forms() {
+        // 1994-11-06T08:49:37Z, RFC 9110's example, is 784111777 seconds after the epoch.
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(http_date(form), Some(784_111_777), "{form}");
+        }
+        assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            http_date("Tue, 29 Feb 2028 23:59:60 GMT"),
+            Some(1_835_481_600)
+        );
+        assert_eq!(
+            http_date("Mon, 07 Dec 2026 12:00:00 GMT"),
+            Some(1_796_644_800)
+        );
+        for wrong in [
+            "Mon, 07 Foo 2026 12:00:00 GMT",
+            "Mon, 07 Dec 2026 24:00:00 GMT",
+            "Mon, 07 Dec 1969 12:00:00 GMT",
+            "Mon, 07 Dec 2026 12:00",
+            "Mon, +7 Dec 2026 12:00:00 GMT",
+        ] {
+            assert_eq!(http_date(wrong), None, "{wrong}");
+        }
     }
 
     #[test]
