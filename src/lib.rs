@@ -36,6 +36,7 @@
 
 pub mod agent;
 mod audit;
+mod boot_clock;
 pub mod build_info;
 pub mod cli;
 pub mod config;

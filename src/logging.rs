@@ -44,15 +44,15 @@ use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::boot_clock::{self, BootMillis};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-
-use crate::later::Later;
 
 /// The name the agent's lines carry in the journal (`SYSLOG_IDENTIFIER=`, `journalctl -t`).
 pub(crate) const SYSLOG_IDENTIFIER: &str = "pos-agent";
@@ -208,7 +208,7 @@ struct RepeatKey {
 struct Tracked {
     target: &'static str,
     error: bool,
-    window_start: Instant,
+    window_start: BootMillis,
     /// The current window's length: `repeat_window`, doubled after each window with repeats.
     window: Duration,
     /// Occurrences held back in the current window.
@@ -218,8 +218,8 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn end(&self) -> Instant {
-        self.window_start.later(self.window)
+    fn end(&self) -> BootMillis {
+        boot_clock::after(self.window_start, self.window)
     }
 }
 
@@ -281,17 +281,17 @@ impl Repeats {
         }
     }
 
-    fn summary(until: Instant, tracked: &Tracked) -> Summary {
+    fn summary(until: BootMillis, tracked: &Tracked) -> Summary {
         Summary {
             error: tracked.error,
             held: tracked.held,
-            over: until.saturating_duration_since(tracked.window_start),
+            over: boot_clock::elapsed(tracked.window_start, until),
             latest: tracked.latest.clone(),
             keys: tracked.keys.clone(),
         }
     }
 
-    fn next_window(&self, tracked: &mut Tracked, start: Instant) {
+    fn next_window(&self, tracked: &mut Tracked, start: BootMillis) {
         tracked.window_start = start;
         tracked.window = tracked
             .window
@@ -308,7 +308,7 @@ impl Repeats {
         target: &'static str,
         error: bool,
         message: String,
-        now: Instant,
+        now: BootMillis,
     ) -> (bool, Option<Summary>) {
         if let Some(mut tracked) = self.tracked.remove(&key) {
             let mut outcome = (false, None);
@@ -351,12 +351,12 @@ impl Repeats {
         (true, None)
     }
 
-    fn prune(&mut self, now: Instant) {
+    fn prune(&mut self, now: BootMillis) {
         self.tracked.retain(|_, t| t.held > 0 || now < t.end());
     }
 
     /// The summaries of windows that have ended; their warnings go on being summarised.
-    pub(crate) fn due(&mut self, now: Instant) -> Vec<Summary> {
+    pub(crate) fn due(&mut self, now: BootMillis) -> Vec<Summary> {
         let mut due = Vec::new();
         let ended: Vec<RepeatKey> = self
             .tracked
@@ -378,7 +378,7 @@ impl Repeats {
 
     /// `target` logged an info line (a recovery): the summaries of its warnings now, and their
     /// next occurrence is written in full.
-    pub(crate) fn recovered(&mut self, target: &str, now: Instant) -> Vec<Summary> {
+    pub(crate) fn recovered(&mut self, target: &str, now: BootMillis) -> Vec<Summary> {
         let mut due = Vec::new();
         self.tracked.retain(|_, tracked| {
             if tracked.target != target {
@@ -393,7 +393,7 @@ impl Repeats {
     }
 
     /// Every summary, due or not (the end of the process).
-    pub(crate) fn all(&mut self, now: Instant) -> Vec<Summary> {
+    pub(crate) fn all(&mut self, now: BootMillis) -> Vec<Summary> {
         let due = self
             .tracked
             .values()
@@ -405,7 +405,7 @@ impl Repeats {
     }
 
     /// When the next summary falls due, if any warning is being held back.
-    pub(crate) fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<BootMillis> {
         self.tracked
             .values()
             .filter(|t| t.held > 0)
@@ -480,16 +480,10 @@ impl RepeatLimiter {
     /// Writes the summaries as they fall due, for as long as the process runs.
     pub(crate) async fn write_summaries(self) {
         loop {
-            let next = self
-                .shared
-                .repeats
-                .lock()
-                .ok()
-                .and_then(|r| r.next_due())
-                .map(tokio::time::Instant::from_std);
+            let next = self.shared.repeats.lock().ok().and_then(|r| r.next_due());
             let timer = async {
                 match next {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                    Some(at) => boot_clock::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -511,13 +505,13 @@ impl RepeatLimiter {
         self.write(|repeats, now| repeats.all(now));
     }
 
-    fn write(&self, take: impl FnOnce(&mut Repeats, Instant) -> Vec<Summary>) {
+    fn write(&self, take: impl FnOnce(&mut Repeats, BootMillis) -> Vec<Summary>) {
         let mut summaries = match self.shared.due.lock() {
             Ok(mut due) => std::mem::take(&mut *due),
             Err(_) => return,
         };
         if let Ok(mut repeats) = self.shared.repeats.lock() {
-            summaries.extend(take(&mut repeats, Instant::now()));
+            summaries.extend(take(&mut repeats, boot_clock::now()));
         }
         for summary in summaries {
             write_summary(&summary);
@@ -550,7 +544,7 @@ impl<S: Subscriber> Layer<S> for RepeatLimiter {
         }
         if level == Level::INFO {
             let summaries = match self.shared.repeats.lock() {
-                Ok(mut repeats) => repeats.recovered(metadata.target(), Instant::now()),
+                Ok(mut repeats) => repeats.recovered(metadata.target(), boot_clock::now()),
                 Err(_) => return true,
             };
             self.queue(summaries);
@@ -571,11 +565,16 @@ impl<S: Subscriber> Layer<S> for RepeatLimiter {
                 metadata.target(),
                 level == Level::ERROR,
                 fields.message,
-                Instant::now(),
+                boot_clock::now(),
             ),
             Err(_) => return true,
         };
         self.queue(summary.into_iter().collect());
+        if !write {
+            // A repeat held back may be the first of its window: the writer's timer is set
+            // anew, or the summary would wait for the next event to come.
+            self.shared.wake.notify_one();
+        }
         write
     }
 }
@@ -602,17 +601,17 @@ mod tests {
         }
     }
 
-    fn admit(repeats: &mut Repeats, k: RepeatKey, at: Instant, text: &str) -> bool {
+    fn admit(repeats: &mut Repeats, k: RepeatKey, at: BootMillis, text: &str) -> bool {
         repeats.admit(k, "t", false, text.into(), at).0
     }
 
     #[test]
     fn the_first_occurrence_is_written_and_repeats_are_held_back_until_the_window_ends() {
-        let start = Instant::now();
+        let start = boot_clock::now();
         let mut repeats = Repeats::new(WINDOW);
         assert!(admit(&mut repeats, key(1, None), start, "refused"));
         for i in 1..=118u64 {
-            let at = start + Duration::from_millis(i * 500);
+            let at = boot_clock::after(start, Duration::from_millis(i * 500));
             assert!(!admit(
                 &mut repeats,
                 key(1, None),
@@ -620,47 +619,52 @@ mod tests {
                 &format!("refused {i}")
             ));
         }
-        assert!(repeats.due(start + Duration::from_secs(59)).is_empty());
-        assert_eq!(repeats.next_due(), Some(start + WINDOW));
-        let due = repeats.due(start + WINDOW);
+        assert!(repeats
+            .due(boot_clock::after(start, Duration::from_secs(59)))
+            .is_empty());
+        assert_eq!(repeats.next_due(), Some(boot_clock::after(start, WINDOW)));
+        let due = repeats.due(boot_clock::after(start, WINDOW));
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].held, 118);
         assert_eq!(due[0].message(), "… 118 more in the last 60 s: refused 118");
         // Still repeating: the next window, twice as long, is summarised too.
-        let later = start + WINDOW + Duration::from_secs(1);
+        let later = boot_clock::after(start, WINDOW.saturating_add(Duration::from_secs(1)));
         assert!(!admit(&mut repeats, key(1, None), later, "refused again"));
-        assert!(repeats.due(start + WINDOW * 2).is_empty());
-        let second = repeats.due(start + WINDOW * 3);
+        assert!(repeats.due(boot_clock::after(start, WINDOW * 2)).is_empty());
+        let second = repeats.due(boot_clock::after(start, WINDOW * 3));
         assert_eq!((second[0].held, second[0].over_s()), (1, 120));
         // A whole window (now 240 s) without a repeat: the next occurrence is news again.
-        assert!(repeats.due(start + WINDOW * 7).is_empty());
+        assert!(repeats.due(boot_clock::after(start, WINDOW * 7)).is_empty());
         assert!(admit(
             &mut repeats,
             key(1, None),
-            start + WINDOW * 7,
+            boot_clock::after(start, WINDOW * 7),
             "refused"
         ));
         assert!(!admit(
             &mut repeats,
             key(1, None),
-            start + WINDOW * 7,
+            boot_clock::after(start, WINDOW * 7),
             "refused"
         ));
-        assert_eq!(repeats.due(start + WINDOW * 8)[0].over_s(), 60);
+        assert_eq!(
+            repeats.due(boot_clock::after(start, WINDOW * 8))[0].over_s(),
+            60
+        );
     }
 
     #[test]
     fn a_warning_repeating_for_an_hour_gets_a_handful_of_summaries() {
-        let start = Instant::now();
+        let start = boot_clock::now();
         let mut repeats = Repeats::new(WINDOW);
         let mut written = 0;
         let mut summaries = Vec::new();
         for second in (0..3600).step_by(15) {
-            let now = start + Duration::from_secs(second);
+            let now = boot_clock::after(start, Duration::from_secs(second));
             summaries.extend(repeats.due(now));
             written += usize::from(admit(&mut repeats, key(1, None), now, "down"));
         }
-        summaries.extend(repeats.all(start + Duration::from_secs(3600)));
+        summaries.extend(repeats.all(boot_clock::after(start, Duration::from_secs(3600))));
         let minutes: Vec<u64> = summaries.iter().map(|s| s.over_s() / 60).collect();
         assert_eq!(written, 1);
         assert_eq!(minutes, [1, 2, 4, 8, 16, 16, 13]);
@@ -669,7 +673,7 @@ mod tests {
 
     #[test]
     fn warnings_about_different_payments_or_lines_are_each_written() {
-        let now = Instant::now();
+        let now = boot_clock::now();
         let mut repeats = Repeats::new(WINDOW);
         assert!(admit(&mut repeats, key(1, Some("a")), now, "x"));
         assert!(admit(&mut repeats, key(1, Some("b")), now, "x"));
@@ -679,27 +683,35 @@ mod tests {
 
     #[test]
     fn an_occurrence_after_the_window_brings_out_the_summary_and_is_counted_in_the_next() {
-        let start = Instant::now();
+        let start = boot_clock::now();
         let mut repeats = Repeats::new(WINDOW);
         assert!(admit(&mut repeats, key(1, None), start, "a"));
         assert!(!admit(
             &mut repeats,
             key(1, None),
-            start + Duration::from_secs(10),
+            boot_clock::after(start, Duration::from_secs(10)),
             "b"
         ));
-        let (write, summary) =
-            repeats.admit(key(1, None), "t", false, "c".into(), start + WINDOW * 2);
+        let (write, summary) = repeats.admit(
+            key(1, None),
+            "t",
+            false,
+            "c".into(),
+            boot_clock::after(start, WINDOW * 2),
+        );
         assert!(!write);
         let summary = summary.expect("the previous window's summary");
         assert_eq!((summary.held, summary.latest.as_str()), (1, "b"));
         assert_eq!(summary.over, WINDOW);
-        assert_eq!(repeats.all(start + WINDOW * 2)[0].latest, "c");
+        assert_eq!(
+            repeats.all(boot_clock::after(start, WINDOW * 2))[0].latest,
+            "c"
+        );
     }
 
     #[test]
     fn a_recovery_of_the_same_module_brings_out_the_summary_at_once_and_rearms() {
-        let start = Instant::now();
+        let start = boot_clock::now();
         let mut repeats = Repeats::new(WINDOW);
         assert!(
             repeats
@@ -723,7 +735,7 @@ mod tests {
                 .admit(key(2, None), "serial", false, "x".into(), start)
                 .0
         );
-        let at = start + Duration::from_secs(23);
+        let at = boot_clock::after(start, Duration::from_secs(23));
         let due = repeats.recovered("api", at);
         assert_eq!(due.len(), 1);
         assert!(due[0].error);
@@ -743,7 +755,7 @@ mod tests {
 
     #[test]
     fn the_number_of_tracked_warnings_is_bounded() {
-        let now = Instant::now();
+        let now = boot_clock::now();
         let mut repeats = Repeats::new(WINDOW);
         for line in 0..MAX_TRACKED * 2 {
             assert!(admit(&mut repeats, key(line, None), now, "x"));

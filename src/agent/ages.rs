@@ -17,6 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
+pub(crate) use crate::boot_clock::BootMillis;
+use crate::boot_clock::{millis, now as boot_now};
+
 use crate::state::PendingPayment;
 
 /// The file, in the state directory, that carries the boot-time instants across a restart.
@@ -24,38 +27,6 @@ pub(crate) const BOOT_TIMES_FILE: &str = "boot-times";
 const BOOT_TIMES_TEMP: &str = "boot-times.tmp";
 /// The kernel's id of the running boot: a new one at every boot.
 const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
-
-/// Milliseconds of `CLOCK_BOOTTIME` (since this boot, suspend included). Instants carried
-/// from another run may be negative: a payment older than this boot's clock.
-pub(crate) type BootMillis = i64;
-
-/// Now, on `CLOCK_BOOTTIME`; `CLOCK_MONOTONIC` (which stops during suspend) on a kernel
-/// without it.
-#[inline(never)]
-pub(crate) fn boot_now() -> BootMillis {
-    use nix::time::ClockId;
-    let now = ClockId::CLOCK_BOOTTIME
-        .now()
-        .or_else(|_| ClockId::CLOCK_MONOTONIC.now())
-        .map(Duration::from)
-        .unwrap_or_default();
-    millis(now)
-}
-
-fn millis(duration: Duration) -> BootMillis {
-    BootMillis::try_from(duration.as_millis()).unwrap_or(BootMillis::MAX)
-}
-
-/// The time from `since` to `now`, none when `since` is later.
-pub(crate) fn elapsed(since: BootMillis, now: BootMillis) -> Duration {
-    let ms = now.saturating_sub(since);
-    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-/// `at` plus `wait`, saturating.
-pub(crate) fn after(at: BootMillis, wait: Duration) -> BootMillis {
-    at.saturating_add(millis(wait))
-}
 
 fn read_boot_id() -> Option<String> {
     let id = std::fs::read_to_string(BOOT_ID_FILE).ok()?;
@@ -224,6 +195,7 @@ impl Ages {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::boot_clock::{after, elapsed};
 
     const MINUTE: Duration = Duration::from_secs(60);
 
@@ -257,8 +229,6 @@ mod tests {
 
     #[test]
     fn arithmetic_at_the_ends_saturates() {
-        assert_eq!(elapsed(BootMillis::MAX, BootMillis::MIN), Duration::ZERO);
-        assert_eq!(after(BootMillis::MAX, Duration::MAX), BootMillis::MAX);
         let since = carried_since(None, wall(0), SystemTime::UNIX_EPOCH, Duration::MAX, 0);
         assert_eq!(since, 0);
         let since = carried_since(None, SystemTime::UNIX_EPOCH, wall(0), Duration::MAX, 0);

@@ -105,7 +105,7 @@ pub(crate) async fn maintain(core: Arc<Core>) {
             }
         };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = crate::boot_clock::sleep(wait) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
         // An operator's `reconnect` may have brought it up meanwhile.
@@ -115,7 +115,7 @@ pub(crate) async fn maintain(core: Arc<Core>) {
                 _ = stopping.wait_for(|s| *s) => return,
             }
             tokio::select! {
-                _ = tokio::time::sleep(REJECTED_RETRY_INTERVAL) => {}
+                _ = crate::boot_clock::sleep(REJECTED_RETRY_INTERVAL) => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
         }

@@ -12,15 +12,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
-use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::ages::{self, Ages, BootMillis};
+use super::ages::Ages;
 use super::{ConnectionState, Refusal};
+use crate::boot_clock::{self, BootMillis};
 use crate::config::Config;
-use crate::later::Later;
 use crate::metrics::{CancelOutcome, METRICS};
 use crate::paywall::{AgentRejection, ApiError, Endpoint, PaywallClient, SaleRequest};
 use crate::retry::RetryPolicy;
@@ -192,7 +191,7 @@ impl Core {
     }
 
     fn with_store_mut<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
-        let at = ages::boot_now();
+        let at = boot_clock::now();
         let mut store = lock(&self.store);
         let result = f(&mut store);
         self.follow_pending(&store, at);
@@ -219,7 +218,7 @@ impl Core {
         &self,
         f: impl FnOnce(&mut StateStore) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
-        let at = ages::boot_now();
+        let at = boot_clock::now();
         let (value, commit) = {
             let mut store = lock(&self.store);
             let value = f(&mut store);
@@ -235,7 +234,7 @@ impl Core {
     /// Changes the state store without waiting for durability: only for changes whose loss
     /// a restart repairs by itself (see [`StateStore::defer`]).
     fn defer_store(&self, f: impl FnOnce(&mut StateStore)) {
-        let at = ages::boot_now();
+        let at = boot_clock::now();
         let mut store = lock(&self.store);
         f(&mut store);
         self.follow_pending(&store, at);
@@ -359,7 +358,10 @@ impl Core {
     /// abandoned: marked in durable state before the refusal leaves, and settled in the
     /// background (cancelled with reason `abandoned` if it turns up).
     pub(crate) async fn sale(self: &Arc<Self>, order: SaleOrder) -> SaleOutcome {
-        let deadline = Instant::now().later(self.config().terminal.sale_reply_deadline);
+        let deadline = boot_clock::after(
+            boot_clock::now(),
+            self.config().terminal.sale_reply_deadline,
+        );
         let amount = order.amount_minor.get();
         if i64::try_from(amount).is_ok_and(|minor| minor > crate::paywall::amount::MAX_MINOR)
             || i64::try_from(amount).is_err()
@@ -415,7 +417,7 @@ impl Core {
         self: &Arc<Self>,
         order: SaleOrder,
         amount: u64,
-        deadline: Instant,
+        deadline: BootMillis,
     ) -> SaleOutcome {
         let code = order.merchant_unique_code;
         let key = code.to_string();
@@ -502,34 +504,34 @@ impl Core {
             }
         };
         let attempt = self.send_sale(&order, since, &maybe_sent);
-        match tokio::time::timeout_at(deadline, attempt).await {
+        match boot_clock::timeout_at(deadline, attempt).await {
             // Recorded past the deadline if need be (by two syncs at most): the terminal hears
             // the id the state keeps, never a failure for a payment that exists.
-            Ok(Settled::Created(id)) => self.sale_started(code, id).await,
-            Ok(Settled::Outcome(outcome)) => outcome,
+            Some(Settled::Created(id)) => self.sale_started(code, id).await,
+            Some(Settled::Outcome(outcome)) => outcome,
             // The API refuses the agent while the sale's outcome is unknown: the terminal hears
             // the rejection now, and the sale is settled like any abandoned one once the API
             // accepts the agent again.
-            Ok(Settled::Rejected(rejection)) => {
+            Some(Settled::Rejected(rejection)) => {
                 let refusal = Refusal::AgentRejected(rejection);
                 self.abandon_sale(code, &refusal.to_string(), refusal.clone())
                     .await
             }
-            Ok(Settled::Stopping) if maybe_sent.load(Ordering::Relaxed) => {
+            Some(Settled::Stopping) if maybe_sent.load(Ordering::Relaxed) => {
                 let why = "the agent is stopping";
                 self.abandon_sale(code, why, abandoned_refusal(code, why))
                     .await
             }
-            Ok(Settled::Stopping) => {
+            Some(Settled::Stopping) => {
                 self.forget_intent(code).await;
                 refused(Refusal::Busy)
             }
-            Err(_) if maybe_sent.load(Ordering::Relaxed) => {
+            None if maybe_sent.load(Ordering::Relaxed) => {
                 let why = "no outcome within sale_reply_deadline";
                 self.abandon_sale(code, why, abandoned_refusal(code, why))
                     .await
             }
-            Err(_) => {
+            None => {
                 self.forget_intent(code).await;
                 warn!(merchant_unique_code = %code, "sale {code} not sent: the payment API could not be reached within sale_reply_deadline; nothing was created");
                 refused(Refusal::ApiUnavailable(
@@ -605,7 +607,7 @@ impl Core {
                 };
                 warn!(merchant_unique_code = %code, retry_in_ms = wait.as_millis() as u64, "sale {code} not sent: {error}; trying again");
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = boot_clock::sleep(wait) => {}
                     _ = stopping.wait_for(|s| *s) => return Settled::Stopping,
                 }
                 continue;
@@ -686,13 +688,13 @@ impl Core {
                     self.cancel(&id, CancelReason::Abandoned).await,
                     Err(Refusal::ApiUnavailable(_) | Refusal::Internal(_))
                 ),
-                None => match tokio::time::timeout(
+                None => match boot_clock::timeout(
                     SETTLE_LOOKUP_DEADLINE,
                     self.client()
                         .find_payment_by_merchant_code(code, sale.since.to_system_time()),
                 )
                 .await
-                .unwrap_or_else(|_| Err(lookup_overran()))
+                .unwrap_or_else(|| Err(lookup_overran()))
                 {
                     Ok(Some(found)) => {
                         let id = found.payment_request_id.to_string();
@@ -734,7 +736,7 @@ impl Core {
                 .next_honouring(self.api_hold())
                 .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = boot_clock::sleep(delay) => {}
                 _ = stopping.wait_for(|s| *s) => break,
             }
         }
@@ -848,7 +850,7 @@ impl Core {
                 .next_honouring(self.api_hold())
                 .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = boot_clock::sleep(delay) => {}
                 _ = stopping.wait_for(|s| *s) => return Resolution::Unknown,
             }
         }
@@ -1289,7 +1291,7 @@ impl Core {
                 .iter()
                 .filter(|(_, p)| p.cancel_requested.is_none() && p.cancel_refused.is_none())
                 .filter_map(|(id, _)| ages.since(id))
-                .map(|since| ages::after(since, timeout))
+                .map(|since| boot_clock::after(since, timeout))
                 .min()
         })
     }
@@ -1301,7 +1303,7 @@ impl Core {
     pub(crate) fn mark_timed_out(&self) -> (Vec<String>, Option<Commit>) {
         let timeout = self.config().terminal.payment_timeout;
         let now = SystemTime::now();
-        let boot_now = ages::boot_now();
+        let boot_now = boot_clock::now();
         let marked = self.with_store_mut(|s| {
             let ages = lock(&self.ages);
             let expired = s.update(|state| {
@@ -1311,9 +1313,9 @@ impl Core {
                     .filter(|(id, p)| {
                         p.cancel_requested.is_none()
                             && p.cancel_refused.is_none()
-                            && ages
-                                .since(id)
-                                .is_some_and(|since| ages::elapsed(since, boot_now) >= timeout)
+                            && ages.since(id).is_some_and(|since| {
+                                boot_clock::elapsed(since, boot_now) >= timeout
+                            })
                     })
                     .map(|(id, _)| id.clone())
                     .collect();
@@ -1368,7 +1370,7 @@ impl Core {
                             .next_honouring(core.api_hold())
                             .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
                         tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
+                            _ = boot_clock::sleep(delay) => {}
                             _ = stopping.wait_for(|s| *s) => return,
                         }
                     }

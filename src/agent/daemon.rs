@@ -16,10 +16,10 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use super::ages::{self, BootMillis};
 use super::connection;
 use super::core::{canonical_payment_id, Core, SaleOutcome};
 use super::{ConnectionState, Refusal};
+use crate::boot_clock::{self, BootMillis};
 use crate::cli::exit;
 use crate::config;
 use crate::control::{
@@ -189,7 +189,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
                 let (expired, commit) = core.mark_timed_out();
                 if commit.is_none() {
                     // Logged by the core (`cannot mark timed-out payments: ...`).
-                    timer_hold.not_recorded(ages::boot_now());
+                    timer_hold.not_recorded(boot_clock::now());
                     continue;
                 }
                 timer_hold.recorded();
@@ -400,19 +400,14 @@ async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
     }
 }
 
-/// The longest the payment timer sleeps before it reads the boot clock again: tokio's timers
-/// run on `CLOCK_MONOTONIC`, which stops while the system is suspended, so a timeout that fell
-/// due during a suspend is seen at most this long after the resume.
-const BOOT_CLOCK_RECHECK: Duration = Duration::from_secs(1);
-
-/// Sleeps until `at` on the boot clock, or for [`BOOT_CLOCK_RECHECK`] if that is sooner; true
-/// when `at` has come.
+/// Sleeps until `at` on the boot clock, or for [`boot_clock::RECHECK`] if that is sooner (the
+/// main loop then looks at the pending payments again); true when `at` has come.
 async fn sleep_until(at: Option<BootMillis>) -> bool {
     match at {
         Some(at) => {
-            let wait = ages::elapsed(ages::boot_now(), at);
-            tokio::time::sleep(wait.min(BOOT_CLOCK_RECHECK)).await;
-            wait <= BOOT_CLOCK_RECHECK
+            let wait = boot_clock::elapsed(boot_clock::now(), at);
+            tokio::time::sleep(wait.min(boot_clock::RECHECK)).await;
+            wait <= boot_clock::RECHECK
         }
         None => std::future::pending().await,
     }
@@ -434,7 +429,7 @@ impl TimerHold {
     /// The marks could not be recorded at `now`: the pause before the next try.
     fn not_recorded(&mut self, now: BootMillis) -> Duration {
         let wait = RetryPolicy::API_OUTAGE.ceiling(self.failures);
-        self.until = Some(ages::after(now, wait));
+        self.until = Some(boot_clock::after(now, wait));
         self.failures = self.failures.saturating_add(1);
         wait
     }

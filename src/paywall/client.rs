@@ -669,7 +669,7 @@ impl PaywallClient {
         if call.endpoint.idempotent() && self.retry.max_retries > 0 {
             attempt
                 .retry(self.retry.backoff())
-                .sleep(tokio::time::sleep)
+                .sleep(crate::boot_clock::sleep)
                 // An answer with a Retry-After goes back to the caller's loop, which waits it
                 // out (a call made meanwhile is not sent at all).
                 .when(|e: &ApiError| e.is_retryable() && e.retry_after().is_none())

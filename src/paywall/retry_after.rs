@@ -7,7 +7,9 @@
 #![warn(clippy::arithmetic_side_effects)]
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use crate::boot_clock::{self, BootMillis};
 
 use crate::later::Later;
 
@@ -89,8 +91,8 @@ fn http_date(text: &str) -> Option<u64> {
 /// A wait the API asked for, while it lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
-    /// When it ends, on the monotonic clock.
-    pub until: Instant,
+    /// When it ends, on the boot clock.
+    pub(crate) until: BootMillis,
     /// When it ends, on the wall clock, for people (`status`).
     pub until_wall: SystemTime,
     /// The status the advice came with (429 or 503).
@@ -100,7 +102,7 @@ pub struct Hold {
 impl Hold {
     /// What is left of it (zero once it ended).
     pub fn remaining(&self) -> Duration {
-        self.until.saturating_duration_since(Instant::now())
+        boot_clock::elapsed(boot_clock::now(), self.until)
     }
 }
 
@@ -112,7 +114,7 @@ pub(crate) struct SharedHold(Arc<Mutex<Option<Hold>>>);
 impl SharedHold {
     /// The API asked to wait `wait` from now. A hold already running that ends later stays.
     pub(crate) fn hold(&self, http_status: u16, wait: Duration) {
-        let until = Instant::now().later(wait);
+        let until = boot_clock::after(boot_clock::now(), wait);
         let mut current = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if current.is_some_and(|c| c.until >= until) {
             return;
