@@ -9,7 +9,10 @@
 //! The ARM release binaries also leave out `.eh_frame_hdr`, the unwinder's search index (about
 //! 100 KB on aarch64). The release profile aborts on panic, so nothing ever unwinds; only a
 //! backtrace asked for with `RUST_BACKTRACE` would come out short. Debug and test builds, which
-//! unwind, keep it.
+//! unwind, keep it. Without that index glibc's unwinder finds no frame description of the
+//! executable at all, so the glibc ARM release binaries leave out `.eh_frame` itself too (368 KB
+//! on aarch64), through a linker script fragment that discards it (docs/deployment.md,
+//! "Building for the terminals").
 //!
 //! It also records which commit a build is (`POS_AGENT_COMMIT`, read by `src/build_info.rs`;
 //! docs/development.md, "Which build is this"): git's hash of `HEAD`, `-dirty` when what goes
@@ -36,7 +39,20 @@ fn main() {
     if terminal && var("PROFILE") == "release" {
         println!("cargo:rustc-link-arg-bins=-Wl,--no-eh-frame-hdr");
     }
+    // musl's start files register `.eh_frame` with the unwinder themselves, so it stays there.
+    if terminal && var("PROFILE") == "release" && var("CARGO_CFG_TARGET_ENV") == "gnu" {
+        let script = Path::new(&var("OUT_DIR")).join("discard-eh-frame.ld");
+        std::fs::write(&script, DISCARD_EH_FRAME).expect("OUT_DIR is writable");
+        println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
+    }
 }
+
+/// A linker script fragment: the default script, with `.eh_frame` discarded. Without
+/// `.eh_frame_hdr` the unwinder cannot find a frame description of the executable (it searches
+/// `PT_GNU_EH_FRAME`, which that header makes), so `.eh_frame` would be bytes nothing reads.
+const DISCARD_EH_FRAME: &str = "SECTIONS { /DISCARD/ : { *(.eh_frame) *(.eh_frame.*) } }
+INSERT AFTER .text;
+";
 
 /// The commit this build is, as `docs/development.md` ("Which build is this") describes.
 fn commit() -> String {
