@@ -472,7 +472,10 @@ async fn a_refusal_set_through_the_admin_endpoint_is_answered_as_given() {
     );
     // Once, as `times` defaults to 1: the next cancel reaches the simulator's own logic.
     let next = c.cancel(Uuid::new_v4()).await;
-    assert!(!format!("{next:?}").contains("CancelNotAllowed"), "{next:?}");
+    assert!(
+        !format!("{next:?}").contains("CancelNotAllowed"),
+        "{next:?}"
+    );
 
     for bad in [
         r#"{"method":"*","path":"*","kind":"reply","status":200}"#,
