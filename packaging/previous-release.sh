@@ -54,7 +54,12 @@ given=$(sed -n 's/^version = "\(.*\)"/\1/p' "$source_dir/Cargo.toml" | head -n1)
 mkdir -p "$base/target"
 ln -sfn ../target "$source_dir/target"
 (
-    unset CARGO_TARGET_DIR
+    # Its own build settings only: not this release's (tests/system/run has sourced this
+    # release's cross/debian-env.sh, whose path remapping that commit may not have had).
+    unset CARGO_TARGET_DIR RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
+    for variable in $(compgen -e | grep -E '^CARGO_TARGET_[A-Z0-9_]+_RUSTFLAGS$'); do
+        unset "$variable"
+    done
     cd "$source_dir"
     packaging/deb.sh "${target_args[@]}" -o "$out/" >&2
 )
