@@ -10,7 +10,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `unknown` for a build outside a git checkout.
 pub const COMMIT: &str = env!("POS_AGENT_COMMIT");
 
-/// `0.1.0 (commit 0123456789ab)`, as `pos-agent --version` prints it after the name.
+/// `0.2.0 (commit 0123456789ab)`, as `pos-agent --version` prints it after the name.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",

@@ -445,3 +445,48 @@ async fn a_rate_limit_set_through_the_admin_endpoint_holds_the_client() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test]
+async fn a_refusal_set_through_the_admin_endpoint_is_answered_as_given() {
+    let sim = start();
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(format!("{}/_sim/fault", sim.url()))
+        .body(
+            r#"{"method":"POST","path":"/api/payment/async/cancel","kind":"reply","status":200,
+                "body":{"Result":null,"ErrorCode":1,"Failed":true,"Message":"Cancel is not allowed now.",
+                        "ClientMessage":"CancelNotAllowed","Succeeded":false}}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let c = client(&sim).with_retry_policy(RetryPolicy::NONE);
+    let err = c.cancel(Uuid::new_v4()).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ApiError::Rejected { client_message: Some(m), error_code: Some(1), .. } if m == "CancelNotAllowed"
+        ),
+        "{err:?}"
+    );
+    // Once, as `times` defaults to 1: the next cancel reaches the simulator's own logic.
+    let next = c.cancel(Uuid::new_v4()).await;
+    assert!(
+        !format!("{next:?}").contains("CancelNotAllowed"),
+        "{next:?}"
+    );
+
+    for bad in [
+        r#"{"method":"*","path":"*","kind":"reply","status":200}"#,
+        r#"{"method":"*","path":"*","kind":"reply","status":1000,"body":"x"}"#,
+    ] {
+        let answer = http
+            .post(format!("{}/_sim/fault", sim.url()))
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{bad}");
+    }
+}

@@ -33,6 +33,13 @@ fail() {
     exit 1
 }
 
+# note TEXT: a scenario that passes with something to say (a step it skipped) says it here; the
+# results table shows it beside the scenario.
+note() {
+    log "NOTE: $*"
+    echo "$*" >>"$SCENARIO_NOTES"
+}
+
 expect_eq() { # WHAT ACTUAL EXPECTED
     [ "$2" = "$3" ] || fail "$1: got '$2', expected '$3'"
 }
@@ -206,6 +213,18 @@ boot() {
     done
     log "$C_ARCH booted: $state (PID 1 is $C_PID1 on the host)"
     case "$state" in running | degraded) ;; *) return 1 ;; esac
+}
+
+# release_serial_line: after a kill -9 of the agent, clears the exclusive-open flag (TIOCEXCL)
+# it had set on its end of the serial line. A real serial device loses the flag at its last
+# close, when the killed process's descriptor goes; socat keeps this pty open, so the flag would
+# stay and every later agent fail to open /dev/ttyPOS with "Device or resource busy". Root may
+# open a tty despite the flag, and TIOCNXCL clears it.
+release_serial_line() {
+    python3 -c 'import fcntl, os, sys, termios
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+fcntl.ioctl(fd, termios.TIOCNXCL)
+os.close(fd)' "$C_PTS" || fail "cannot clear the exclusive-open flag of $C_PTS"
 }
 
 # shutdown_container NSPAWN_PID: a clean poweroff, then whatever is left is killed.

@@ -62,8 +62,21 @@ pub(super) fn admin(shared: &Shared, method: &str, path: &str, body: &[u8]) -> A
                             _ => return bad("retry_after (seconds or an HTTP date) is required"),
                         },
                     },
+                    // An answer given as is, e.g. a refusal in the API's envelope.
+                    "reply" => FaultKind::Reply {
+                        status: match body.get("status").map(Value::as_u64) {
+                            None => 200,
+                            Some(Some(status @ 100..=599)) => status as u16,
+                            Some(_) => return bad("status must be an HTTP status"),
+                        },
+                        body: match body.get("body") {
+                            Some(Value::String(text)) => text.clone(),
+                            Some(value) => value.to_string(),
+                            None => return bad("body is required"),
+                        },
+                    },
                     _ => return bad(
-                        "kind must be latency, http_500, malformed_body, close, create_then_drop, black_hole or retry_after",
+                        "kind must be latency, http_500, malformed_body, close, create_then_drop, black_hole, retry_after or reply",
                     ),
                 };
             let mut fault = Fault::new(method, path, kind);
