@@ -215,7 +215,8 @@ fn parse_snapshot(bytes: &[u8]) -> Result<(AgentState, u64, bool), LoadError> {
 #[inline(never)]
 fn unparsed(e: serde_json::Error, version: u64, journal_offset: Option<usize>) -> LoadError {
     let reason = e.to_string();
-    if reason.starts_with("unknown variant") || reason.starts_with("unknown field") {
+    // serde's `unknown variant` and `unknown field`.
+    if reason.starts_with("unknown ") {
         return LoadError::Newer {
             version,
             in_journal: journal_offset.is_some(),

@@ -375,8 +375,12 @@ impl StateStore {
     /// A future that resolves when every change made so far is durable (at once when
     /// nothing is queued). Await it before the side effect the changes protect.
     pub fn commit(&mut self) -> Commit {
+        self.await_writer(false)
+    }
+
+    fn await_writer(&mut self, compact: bool) -> Commit {
         let (done, rx) = oneshot::channel();
-        self.writer.submit(Vec::new(), Some(done));
+        self.writer.submit(Vec::new(), Some(done), compact);
         Commit {
             done: rx,
             file: self.journal.clone(),
@@ -396,12 +400,7 @@ impl StateStore {
     /// change is still durable in the journal as after a [`StateStore::commit`] (unless the
     /// error is the commit's own).
     pub fn compact(&mut self) -> Commit {
-        let (done, rx) = oneshot::channel();
-        self.writer.compact(done);
-        Commit {
-            done: rx,
-            file: self.file.clone(),
-        }
+        self.await_writer(true)
     }
 
     fn has_room(&self) -> Result<(), StateError> {
@@ -427,7 +426,7 @@ impl StateStore {
                 });
             }
         }
-        self.writer.submit(changes, None);
+        self.writer.submit(changes, None, false);
     }
 
     /// Applies `change` to a copy of the state; on success it becomes the state and the

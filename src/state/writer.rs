@@ -126,28 +126,20 @@ impl Writer {
     }
 
     /// Queues `changes` (possibly none: then `done` hears when everything queued before is
-    /// durable).
-    pub(crate) fn submit(&self, changes: Vec<Change>, done: Option<oneshot::Sender<Outcome>>) {
-        self.push(Queued {
+    /// durable; with `compact`, when it is also folded into the snapshot and the journal is
+    /// empty, or the error that stopped that: the journal then still holds every change).
+    pub(crate) fn submit(
+        &self,
+        changes: Vec<Change>,
+        done: Option<oneshot::Sender<Outcome>>,
+        compact: bool,
+    ) {
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        lock(&self.shared.queue).items.push(Queued {
             changes,
             done,
-            compact: false,
+            compact,
         });
-    }
-
-    /// `done` hears when everything queued before is durable and folded into the snapshot, the
-    /// journal empty (or the error that stopped it: the journal then still holds every change).
-    pub(crate) fn compact(&self, done: oneshot::Sender<Outcome>) {
-        self.push(Queued {
-            changes: Vec::new(),
-            done: Some(done),
-            compact: true,
-        });
-    }
-
-    fn push(&self, item: Queued) {
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        lock(&self.shared.queue).items.push(item);
         self.shared.wake.notify_one();
     }
 
