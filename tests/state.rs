@@ -100,7 +100,7 @@ fn state_is_a_versioned_json_snapshot_and_a_journal_both_mode_0600() {
     assert!(!root.path().join(TEMP_FILE).exists());
 }
 
-fn assert_refused_and_untouched(content: &[u8], expect_version_error: bool) {
+fn assert_refused_and_untouched(content: &[u8], expect_newer: bool) {
     let root = tempfile::tempdir().unwrap();
     let file = root.path().join(STATE_FILE);
     std::fs::write(&file, content).unwrap();
@@ -110,8 +110,8 @@ fn assert_refused_and_untouched(content: &[u8], expect_version_error: bool) {
         "{error}"
     );
     assert_eq!(
-        matches!(error, StateError::UnknownVersion { .. }),
-        expect_version_error,
+        matches!(error, StateError::NewerFormat { .. }),
+        expect_newer,
         "{error}"
     );
     assert_eq!(std::fs::read(&file).unwrap(), content);
@@ -141,10 +141,29 @@ fn unknown_version_is_refused_and_left_untouched() {
 }
 
 #[test]
-fn unknown_field_is_refused_and_left_untouched() {
+fn unknown_field_is_refused_as_from_a_newer_release_and_left_untouched() {
     let content =
         br#"{"version": 1, "connection_id": null, "payments": {}, "sales": {}, "extra": 1}"#;
-    assert_refused_and_untouched(content, false);
+    assert_refused_and_untouched(content, true);
+}
+
+#[test]
+fn an_error_about_a_newer_format_names_its_version_and_never_advises_moving_it_away() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join(STATE_FILE), br#"{"version": 7}"#).unwrap();
+    let error = StateStore::open(root.path()).unwrap_err().to_string();
+    assert!(
+        error.contains("written by a newer pos-agent (format version 7;"),
+        "{error}"
+    );
+    assert!(error.contains("do not move it away"), "{error}");
+    assert!(
+        !error.contains("move it away (") && !error.contains("empty state"),
+        "{error}"
+    );
+    // The same from the reader that takes nothing over.
+    let error = read_directory(root.path()).unwrap_err();
+    assert!(matches!(error, StateError::NewerFormat { .. }), "{error}");
 }
 
 #[test]

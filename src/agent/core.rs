@@ -1210,15 +1210,16 @@ impl Core {
             )
             .await;
         // Not waited for here: the writer commits them while the disconnect is under way, and
-        // the daemon waits for everything (`Core::flush_store`) before it exits.
+        // the daemon waits for everything (`Core::compact_store`) before it exits.
         summary
     }
 
-    /// Waits until every change made so far is durable.
-    pub(crate) async fn flush_store(&self) {
-        let commit = lock(&self.store).flush();
+    /// The state's last step at a stop: everything durable and folded into the snapshot
+    /// ([`StateStore::compact`]). A compaction that fails leaves the journal whole.
+    pub(crate) async fn compact_store(&self) {
+        let commit = lock(&self.store).compact();
         if let Err(e) = commit.durable().await {
-            error!("cannot write state: {e}");
+            error!("cannot compact state at stop: {e}");
         }
     }
 

@@ -365,7 +365,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
     {
         warn!("shutdown deadline reached before the terminal took every notification");
     }
-    core.flush_store().await;
+    core.compact_store().await;
     let pending = core.pending_count();
     info!(pending, "stopped with {pending} pending");
     ExitCode::SUCCESS
@@ -382,7 +382,7 @@ struct Events {
 }
 
 async fn interrupted(core: &Core) -> ExitCode {
-    core.flush_store().await;
+    core.compact_store().await;
     let left = core.pending_count();
     warn!(
         left,

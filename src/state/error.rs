@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use super::*;
-
 /// Why state could not be opened, read, changed or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -24,12 +22,13 @@ pub enum StateError {
         file.display()
     )]
     Unreadable { file: PathBuf, reason: String },
+    /// State only a newer release writes (docs/state.md, "Compatibility between releases").
     #[error(
-        "state file {} has format version {found}; this pos-agent reads version {FORMAT_VERSION}. \
-         It was left as it is: run the pos-agent that wrote it, or move the file away",
+        "state file {} was written by a newer pos-agent ({reason}). It was left as it is and may \
+         hold pending payments: do not move it away; start that release or a newer one again",
         file.display()
     )]
-    UnknownVersion { file: PathBuf, found: u64 },
+    NewerFormat { file: PathBuf, reason: String },
     #[error(
         "the state writer is behind: {queued} changes wait for the storage; this change was \
          refused"

@@ -118,8 +118,15 @@ pub struct Loaded {
 pub enum LoadError {
     #[error("the snapshot is not a pos-agent state file ({0})")]
     SnapshotNotState(String),
-    #[error("the snapshot has format version {0}")]
-    UnknownVersion(u64),
+    /// What only a newer release writes: a format version above this one's, or (with a version
+    /// this one knows) an unknown variant or field, in the snapshot or in a record whose checksum
+    /// holds. Never damage: the state must be kept for that release.
+    #[error("format version {version}; {reason}")]
+    Newer {
+        version: u64,
+        in_journal: bool,
+        reason: String,
+    },
     #[error("the snapshot has invalid content ({0})")]
     SnapshotInvalid(String),
     #[error("a journal exists without its snapshot (state.json is missing)")]
@@ -136,12 +143,12 @@ pub fn load_from_bytes(
     snapshot: Option<&[u8]>,
     journal: Option<&[u8]>,
 ) -> Result<Loaded, LoadError> {
-    let (mut state, migrate) = match snapshot {
+    let (mut state, version, migrate) = match snapshot {
         Some(bytes) => parse_snapshot(bytes)?,
         None if journal.is_some_and(|j| !j.is_empty()) => {
             return Err(LoadError::JournalWithoutSnapshot)
         }
-        None => (AgentState::default(), false),
+        None => (AgentState::default(), FORMAT_VERSION.into(), false),
     };
     let journal = journal.unwrap_or_default();
     let mut offset = 0;
@@ -163,6 +170,7 @@ pub fn load_from_bytes(
             Err(Damage::Corrupt(reason)) => {
                 return Err(LoadError::CorruptJournal { offset, reason })
             }
+            Err(Damage::Unparsed(e)) => return Err(unparsed(e, version, Some(offset))),
         }
     }
     Ok(Loaded {
@@ -174,28 +182,62 @@ pub fn load_from_bytes(
     })
 }
 
-fn parse_snapshot(bytes: &[u8]) -> Result<(AgentState, bool), LoadError> {
+/// The snapshot's state, the format version it had, and whether it is to be migrated.
+#[inline(never)]
+fn parse_snapshot(bytes: &[u8]) -> Result<(AgentState, u64, bool), LoadError> {
     #[derive(Deserialize)]
     struct Versioned {
         version: u64,
     }
     let versioned: Versioned =
         serde_json::from_slice(bytes).map_err(|e| LoadError::SnapshotNotState(e.to_string()))?;
-    let migrate = match versioned.version {
+    let version = versioned.version;
+    let migrate = match version {
         v if v == u64::from(FORMAT_VERSION) => false,
         v if v == u64::from(LEGACY_FORMAT_VERSION) => true,
-        other => return Err(LoadError::UnknownVersion(other)),
+        _ => {
+            return Err(LoadError::Newer {
+                version,
+                in_journal: false,
+                reason: "this one reads 1 and 2".into(),
+            })
+        }
     };
     let mut state: AgentState =
-        serde_json::from_slice(bytes).map_err(|e| LoadError::SnapshotInvalid(e.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|e| unparsed(e, version, None))?;
     state.version = FORMAT_VERSION;
-    Ok((state, migrate))
+    Ok((state, version, migrate))
+}
+
+/// Why whole JSON (the snapshot, or the record at `journal_offset` whose checksum holds) does not
+/// parse. A variant or a field this release does not know is what a newer writer adds
+/// (`docs/state.md`, "Compatibility between releases"), not what damage looks like.
+#[inline(never)]
+fn unparsed(e: serde_json::Error, version: u64, journal_offset: Option<usize>) -> LoadError {
+    let reason = e.to_string();
+    // serde's `unknown variant` and `unknown field`.
+    if reason.starts_with("unknown ") {
+        return LoadError::Newer {
+            version,
+            in_journal: journal_offset.is_some(),
+            reason,
+        };
+    }
+    match journal_offset {
+        Some(offset) => LoadError::CorruptJournal {
+            offset,
+            reason: format!("record with a valid checksum is invalid ({reason})"),
+        },
+        None => LoadError::SnapshotInvalid(reason),
+    }
 }
 
 enum Damage {
     /// What an interrupted append leaves: a record cut short, or sectors of it never written.
     TornTail,
     Corrupt(String),
+    /// A whole record (its checksum holds) that does not parse.
+    Unparsed(serde_json::Error),
 }
 
 /// The smallest unit a block device writes: a sector of an unsynced append either holds what
@@ -259,8 +301,7 @@ fn read_record(journal: &[u8], offset: usize) -> Result<(Record, usize), Damage>
             Err(Damage::Corrupt("record checksum mismatch".into()))
         };
     }
-    let record = serde_json::from_slice(payload)
-        .map_err(|e| Damage::Corrupt(format!("record with a valid checksum is invalid ({e})")))?;
+    let record = serde_json::from_slice(payload).map_err(Damage::Unparsed)?;
     Ok((record, offset + end))
 }
 
@@ -418,16 +459,71 @@ mod tests {
         ));
     }
 
+    /// `payload` framed as a record whose checksums hold.
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let len = (payload.len() as u32).to_le_bytes();
+        let mut out = len.to_vec();
+        out.extend(CRC32C.checksum(&len).to_le_bytes());
+        out.extend(CRC32C.checksum(payload).to_le_bytes());
+        out.extend(payload);
+        out
+    }
+
+    #[test]
+    fn a_whole_record_with_a_variant_or_field_this_release_does_not_know_is_from_a_newer_one() {
+        let mut bytes = journal(&[connection("a")]);
+        let offset = bytes.len();
+        bytes.extend(framed(br#"{"changes":[{"op":"put_ledger","entry":1}]}"#));
+        match load_from_bytes(Some(&snapshot()), Some(&bytes)) {
+            Err(LoadError::Newer {
+                version: 2,
+                in_journal: true,
+                reason,
+            }) => assert!(reason.contains("unknown variant `put_ledger`"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let mut bytes = journal(&[connection("a")]);
+        bytes.extend(framed(
+            br#"{"changes":[{"op":"connection_id","connection_id":"b","epoch":2}]}"#,
+        ));
+        assert!(matches!(
+            load_from_bytes(Some(&snapshot()), Some(&bytes)),
+            Err(LoadError::Newer { in_journal: true, reason, .. }) if reason.contains("unknown field `epoch`")
+        ));
+        // Whole but not JSON, or JSON of the wrong type: damage, as before.
+        for payload in [
+            &b"{\"changes\": [tru"[..],
+            br#"{"changes":[{"op":"connection_id","connection_id":5}]}"#,
+        ] {
+            let mut bytes = journal(&[connection("a")]);
+            bytes.extend(framed(payload));
+            assert!(matches!(
+                load_from_bytes(Some(&snapshot()), Some(&bytes)),
+                Err(LoadError::CorruptJournal { offset: at, ref reason }) if at == offset && reason.starts_with("record with a valid checksum is invalid")
+            ));
+        }
+        // In the snapshot: a stage this release does not know, under a version it knows.
+        let snapshot = br#"{"version":2,"connection_id":null,"payments":{},"sales":{"m":{"amount_minor":1,"currency_id":1,"since":"2026-12-01T10:00:00.000Z","stage":{"status":"settling"}}}}"#;
+        assert!(matches!(
+            load_from_bytes(Some(snapshot), None),
+            Err(LoadError::Newer { version: 2, in_journal: false, reason }) if reason.contains("unknown variant `settling`")
+        ));
+    }
+
     #[test]
     fn legacy_snapshot_is_read_for_migration_and_unknown_versions_are_refused() {
         let legacy = br#"{"version":1,"connection_id":"c","payments":{},"sales":{}}"#;
         let loaded = load_from_bytes(Some(legacy), None).unwrap();
         assert!(loaded.migrate);
         assert_eq!(loaded.state.version, FORMAT_VERSION);
-        assert_eq!(
+        assert!(matches!(
             load_from_bytes(Some(br#"{"version":9}"#), None),
-            Err(LoadError::UnknownVersion(9))
-        );
+            Err(LoadError::Newer {
+                version: 9,
+                in_journal: false,
+                ..
+            })
+        ));
         assert!(matches!(
             load_from_bytes(None, Some(&journal(&[connection("a")]))),
             Err(LoadError::JournalWithoutSnapshot)

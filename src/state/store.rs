@@ -266,27 +266,8 @@ impl StateStore {
         let journal = directory.join(JOURNAL_FILE);
         let snapshot = read_optional(&file)?;
         let journal_bytes = read_optional(&journal)?;
-        let loaded =
-            load_from_bytes(snapshot.as_deref(), journal_bytes.as_deref()).map_err(|error| {
-                match error {
-                    LoadError::UnknownVersion(found) => StateError::UnknownVersion {
-                        file: file.clone(),
-                        found,
-                    },
-                    LoadError::CorruptJournal { .. } | LoadError::JournalWithoutSnapshot => {
-                        StateError::Unreadable {
-                            file: journal.clone(),
-                            reason: error.to_string(),
-                        }
-                    }
-                    LoadError::SnapshotNotState(_) | LoadError::SnapshotInvalid(_) => {
-                        StateError::Unreadable {
-                            file: file.clone(),
-                            reason: error.to_string(),
-                        }
-                    }
-                }
-            })?;
+        let loaded = load_from_bytes(snapshot.as_deref(), journal_bytes.as_deref())
+            .map_err(|error| refusal(error, &file, &journal))?;
         if loaded.torn_tail {
             let dropped = journal_bytes
                 .as_ref()
@@ -394,8 +375,12 @@ impl StateStore {
     /// A future that resolves when every change made so far is durable (at once when
     /// nothing is queued). Await it before the side effect the changes protect.
     pub fn commit(&mut self) -> Commit {
+        self.await_writer(false)
+    }
+
+    fn await_writer(&mut self, compact: bool) -> Commit {
         let (done, rx) = oneshot::channel();
-        self.writer.submit(Vec::new(), Some(done));
+        self.writer.submit(Vec::new(), Some(done), compact);
         Commit {
             done: rx,
             file: self.journal.clone(),
@@ -406,6 +391,16 @@ impl StateStore {
     /// the end.
     pub fn flush(&mut self) -> Commit {
         self.commit()
+    }
+
+    /// The last step of a clean stop, whether it cancelled the pending payments or kept them: a
+    /// future that resolves when every change made so far is durable and folded into the
+    /// snapshot, with the journal empty and synced: the simplest form for whichever release
+    /// starts next (docs/state.md, "Compatibility between releases"). When it fails, every
+    /// change is still durable in the journal as after a [`StateStore::commit`] (unless the
+    /// error is the commit's own).
+    pub fn compact(&mut self) -> Commit {
+        self.await_writer(true)
     }
 
     fn has_room(&self) -> Result<(), StateError> {
@@ -431,7 +426,7 @@ impl StateStore {
                 });
             }
         }
-        self.writer.submit(changes, None);
+        self.writer.submit(changes, None, false);
     }
 
     /// Applies `change` to a copy of the state; on success it becomes the state and the
@@ -666,8 +661,28 @@ pub fn read_directory(directory: &Path) -> Result<AgentState, StateError> {
     let journal_bytes = read_optional(&journal)?;
     load_from_bytes(snapshot.as_deref(), journal_bytes.as_deref())
         .map(|loaded| loaded.state)
-        .map_err(|e| StateError::Unreadable {
+        .map_err(|error| refusal(error, &file, &journal))
+}
+
+/// Why the state in `snapshot` and `journal` is refused, naming the file at fault.
+fn refusal(error: LoadError, snapshot: &Path, journal: &Path) -> StateError {
+    let file = match error {
+        LoadError::CorruptJournal { .. }
+        | LoadError::JournalWithoutSnapshot
+        | LoadError::Newer {
+            in_journal: true, ..
+        } => journal,
+        _ => snapshot,
+    }
+    .to_owned();
+    match error {
+        LoadError::Newer { .. } => StateError::NewerFormat {
             file,
-            reason: e.to_string(),
-        })
+            reason: error.to_string(),
+        },
+        _ => StateError::Unreadable {
+            file,
+            reason: error.to_string(),
+        },
+    }
 }

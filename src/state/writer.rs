@@ -48,6 +48,8 @@ pub(crate) type Outcome = Result<(), (std::io::ErrorKind, String)>;
 struct Queued {
     changes: Vec<Change>,
     done: Option<oneshot::Sender<Outcome>>,
+    /// `done` waits for a compaction after the append, not for the append alone.
+    compact: bool,
 }
 
 #[derive(Default)]
@@ -124,12 +126,20 @@ impl Writer {
     }
 
     /// Queues `changes` (possibly none: then `done` hears when everything queued before is
-    /// durable).
-    pub(crate) fn submit(&self, changes: Vec<Change>, done: Option<oneshot::Sender<Outcome>>) {
+    /// durable; with `compact`, when it is also folded into the snapshot and the journal is
+    /// empty, or the error that stopped that: the journal then still holds every change).
+    pub(crate) fn submit(
+        &self,
+        changes: Vec<Change>,
+        done: Option<oneshot::Sender<Outcome>>,
+        compact: bool,
+    ) {
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        lock(&self.shared.queue)
-            .items
-            .push(Queued { changes, done });
+        lock(&self.shared.queue).items.push(Queued {
+            changes,
+            done,
+            compact,
+        });
         self.shared.wake.notify_one();
     }
 
@@ -240,10 +250,11 @@ impl Files {
     }
 
     /// Makes one group durable (one append and one `fdatasync`, or one snapshot), tells its
-    /// waiters, then compacts when the journal has outgrown the snapshot.
+    /// waiters, then compacts when the journal has outgrown the snapshot or a waiter asked for it.
     fn commit(&mut self, group: Vec<Queued>) {
         let count = group.len();
         let mut waiters = Vec::with_capacity(count);
+        let mut compact_waiters = Vec::new();
         let mut encoded = Ok(());
         let adding = self.backlog.len();
         for item in group {
@@ -258,7 +269,11 @@ impl Files {
                     change.apply(&mut self.replica);
                 }
             }
-            waiters.extend(item.done);
+            if item.compact {
+                compact_waiters.extend(item.done);
+            } else {
+                waiters.extend(item.done);
+            }
         }
         let added = self.backlog.len() > adding;
         let started = std::time::Instant::now();
@@ -276,15 +291,19 @@ impl Files {
         self.note_health(&result);
         let outcome: Outcome = result.map_err(|e| (e.kind(), e.to_string()));
         self.shared.queued.fetch_sub(count, Ordering::Relaxed);
-        for waiter in waiters {
-            let _ = waiter.send(outcome.clone());
-        }
-        if outcome.is_ok() && self.backlog.is_empty() && self.due_for_compaction() {
+        tell(waiters, &outcome);
+        let asked = !compact_waiters.is_empty();
+        let mut compacted = outcome;
+        let wanted = asked && !self.is_compact() || self.due_for_compaction();
+        if compacted.is_ok() && self.backlog.is_empty() && wanted {
             // The journal stays whole and readable if this fails; the next append retries it.
-            if self.compact().is_err() {
+            let result = self.compact();
+            if result.is_err() {
                 METRICS.state_write_errors.inc();
             }
+            compacted = result.map_err(|e| (e.kind(), e.to_string()));
         }
+        tell(compact_waiters, &compacted);
     }
 
     /// Records applied here but not durable yet: a failed write left them in the backlog, and
@@ -320,6 +339,11 @@ impl Files {
             }
             Ok(()) => {}
         }
+    }
+
+    /// The snapshot on disk holds the whole replica and the journal is empty.
+    fn is_compact(&self) -> bool {
+        self.journal_len == 0 && !self.journal_dirty && !self.need_snapshot
     }
 
     fn due_for_compaction(&self) -> bool {
@@ -432,6 +456,14 @@ pub(crate) fn write_snapshot(directory: &Path, bytes: &[u8]) -> std::io::Result<
     drop(out);
     std::fs::rename(&temp, &file)?;
     sync_directory(directory)
+}
+
+/// Sends `outcome` to each waiter (one copy of the code for both kinds of waiter).
+#[inline(never)]
+fn tell(waiters: Vec<oneshot::Sender<Outcome>>, outcome: &Outcome) {
+    for waiter in waiters {
+        let _ = waiter.send(outcome.clone());
+    }
 }
 
 fn sync_directory(directory: &Path) -> std::io::Result<()> {
