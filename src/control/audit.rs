@@ -58,6 +58,10 @@ pub(crate) fn record(request: &ControlRequest, response: &ControlResponse) -> Re
             record.checkout_id = Some(*id);
             record.resource = format!("checkout {id}");
         }
+        ControlRequest::StopKeepingPending { .. } => {
+            record.command = format!("{} --keep-pending", request.command_name());
+            record.resource = "the agent".into();
+        }
     }
     match &response.outcome {
         Ok(reply) => {
@@ -80,7 +84,9 @@ pub(crate) fn record(request: &ControlRequest, response: &ControlResponse) -> Re
                 | ControlReply::Metrics(_)
                 | ControlReply::ApmUnlink(_)
                 | ControlReply::MasterpassUnlink(_)
-                | ControlReply::CheckoutDeactivate(_) => &[],
+                | ControlReply::CheckoutDeactivate(_)
+                | ControlReply::Restart(_)
+                | ControlReply::Stop(_) => &[],
             };
             record.failed_payment_request_ids = failed
                 .iter()
