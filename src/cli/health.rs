@@ -1,12 +1,14 @@
-//! `pos-agent check-health [--wait DURATION]`: the health gate an update system asks before it
-//! keeps a new version (docs/operations.md, "Health check"; docs/deployment.md, "Updates that
-//! roll back by themselves").
+//! `pos-agent check-health [--wait DURATION] [--require CONDITIONS]`: the health gate an update
+//! system asks before it keeps a new version (docs/operations.md, "Health check";
+//! docs/deployment.md, "Updates that roll back by themselves").
 //!
-//! Healthy means: the daemon answers on its control socket (it only runs once its state was
-//! read: an unreadable state stops it with exit 74), the payment API connection is `connected`,
-//! the state directory is writable, and the terminal link is `up`. The command asks `status` until all three hold or the wait is
-//! over, then exits with the code of the last reason (the codes of docs/operations.md) and says
-//! that reason on one line.
+//! By default it judges the release, not the store's network: healthy means the daemon answers
+//! on its control socket (it only runs once its configuration was valid and its state was read),
+//! its state directory is writable and its serial device is open. The payment API connection
+//! being `connected` and the terminal link being `up` depend on things outside the release (the
+//! store's internet, a terminal switched off) and are required only when asked for. The command
+//! asks `status` until every required condition holds or the wait is over, then exits with the
+//! code of the last reasons (the codes of docs/operations.md) and says them on one line.
 
 use std::path::Path;
 use std::time::Duration;
@@ -25,6 +27,37 @@ pub(crate) struct CheckHealthArgs {
     /// Wait up to this long for the agent to become healthy (e.g. 90s, 2m) [default: 0, ask once].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) wait: Option<Duration>,
+    /// Also require conditions outside the release, comma-separated: `connection` (the payment
+    /// API connection is `connected`), `link` (the terminal link is `up`) [default: none].
+    #[arg(long, env = "POS_AGENT_HEALTH_REQUIRE", value_name = "CONDITIONS")]
+    pub(crate) require: Option<String>,
+}
+
+/// The opt-in conditions of `--require`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Required {
+    connection: bool,
+    link: bool,
+}
+
+impl Required {
+    /// `connection,link`, either alone, or nothing (an empty value, as the unit passes by
+    /// default).
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut required = Self::default();
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "connection" => required.connection = true,
+                "link" => required.link = true,
+                other => {
+                    return Err(format!(
+                        "unknown condition {other:?}; the conditions are connection, link"
+                    ))
+                }
+            }
+        }
+        Ok(required)
+    }
 }
 
 /// Why the agent is not healthy, with the exit code it maps to.
@@ -39,10 +72,12 @@ pub(crate) async fn run(args: CheckHealthArgs, socket: Option<&Path>) -> anyhow:
         || Path::new(control::DEFAULT_SOCKET).to_path_buf(),
         Path::to_path_buf,
     );
+    let required = Required::parse(args.require.as_deref().unwrap_or_default())
+        .map_err(|e| Failure::new(exit::USAGE, format!("--require: {e}")))?;
     let wait = args.wait.unwrap_or_default();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let unhealthy = match check(&socket).await {
+        let unhealthy = match check(&socket, required).await {
             Ok(healthy) => {
                 println!("healthy: {healthy}");
                 return Ok(());
@@ -66,7 +101,7 @@ pub(crate) async fn run(args: CheckHealthArgs, socket: Option<&Path>) -> anyhow:
 }
 
 /// One look at the daemon: what is healthy about it, or why it is not.
-async fn check(socket: &Path) -> Result<String, Unhealthy> {
+async fn check(socket: &Path, required: Required) -> Result<String, Unhealthy> {
     let response = control::call(socket, &ControlRequest::Status, STATUS_TIMEOUT)
         .await
         .map_err(|error| Unhealthy {
@@ -91,9 +126,38 @@ async fn check(socket: &Path) -> Result<String, Unhealthy> {
             })
         }
     };
+    // What holds, and what is wrong with the exit code it maps to.
+    let mut holds: Vec<String> = Vec::new();
+    let mut wrong: Vec<(u8, String)> = Vec::new();
+    // Sales are refused while the state cannot be written: a full or read-only disk.
+    let storage = &status.storage;
+    if storage.writable {
+        holds.push("state directory writable".into());
+    } else {
+        wrong.push((
+            exit::API_UNREACHABLE,
+            format!(
+                "state directory {} not writable ({})",
+                storage.directory,
+                storage.last_error.as_deref().unwrap_or("write failed")
+            ),
+        ));
+    }
+    match status.serial_port.open {
+        Some(true) => holds.push("serial device open".into()),
+        Some(false) => wrong.push((
+            exit::API_UNREACHABLE,
+            match &status.serial_port.last_error {
+                Some(error) => format!("serial device not open ({error})"),
+                None => "serial device not open".into(),
+            },
+        )),
+        // A daemon too old to say: judged by what it does say.
+        None => {}
+    }
     let connection = match status.connection {
-        ConnectionState::Connected => None,
-        ConnectionState::Rejected => Some((
+        ConnectionState::Connected => Ok("connection connected".to_owned()),
+        ConnectionState::Rejected => Err((
             exit::API_REFUSED,
             match &status.rejection {
                 Some(r) => format!(
@@ -103,7 +167,7 @@ async fn check(socket: &Path) -> Result<String, Unhealthy> {
                 None => "connection rejected".to_owned(),
             },
         )),
-        other => Some((
+        other => Err((
             exit::API_UNREACHABLE,
             match &status.connection_problem {
                 Some(problem) => format!("connection {other} ({problem})"),
@@ -111,31 +175,23 @@ async fn check(socket: &Path) -> Result<String, Unhealthy> {
             },
         )),
     };
-    let link =
-        (status.terminal_link != TerminalLinkStatus::Up).then(|| "terminal link down".to_owned());
-    // Sales are refused while the state cannot be written: a full or read-only disk.
-    let storage = Some(&status.storage)
-        .filter(|storage| !storage.writable)
-        .map(|storage| {
-            format!(
-                "state directory {} not writable ({})",
-                storage.directory,
-                storage.last_error.as_deref().unwrap_or("write failed")
-            )
-        });
+    let link = if status.terminal_link == TerminalLinkStatus::Up {
+        Ok("terminal link up".to_owned())
+    } else {
+        Err((exit::API_UNREACHABLE, "terminal link down".to_owned()))
+    };
+    for (condition, is_required) in [(connection, required.connection), (link, required.link)] {
+        match condition {
+            Ok(fine) => holds.push(fine),
+            Err(problem) if is_required => wrong.push(problem),
+            // Said, so that the gate's log shows it, but not judged.
+            Err((_, problem)) => holds.push(format!("{problem} (not required)")),
+        }
+    }
     // The running daemon's build, which an update's gate is judging.
     let build = format!("pos-agent {} (commit {})", status.version, status.commit);
-    let code = connection
-        .as_ref()
-        .map_or(exit::API_UNREACHABLE, |(code, _)| *code);
-    let reasons: Vec<String> = connection
-        .map(|(_, reason)| reason)
-        .into_iter()
-        .chain(storage)
-        .chain(link)
-        .collect();
-    if reasons.is_empty() {
-        let storage = &status.storage;
+    // A refusal of the agent's keys or URL (1) outranks what may pass by itself (75).
+    let Some(code) = wrong.iter().map(|(code, _)| *code).min() else {
         let low = if storage.free_space_low {
             format!(
                 "; free space low in {} ({} bytes)",
@@ -146,12 +202,40 @@ async fn check(socket: &Path) -> Result<String, Unhealthy> {
             String::new()
         };
         return Ok(format!(
-            "connection connected, terminal link up, {} pending{low}; {build}",
+            "{}, {} pending{low}; {build}",
+            holds.join(", "),
             status.pending.len()
         ));
-    }
+    };
+    let reasons: Vec<String> = wrong.into_iter().map(|(_, reason)| reason).collect();
     Err(Unhealthy {
         code,
         reason: format!("{}; {build}", reasons.join("; ")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Required;
+
+    #[test]
+    fn the_opt_in_conditions_are_read_from_a_comma_separated_list() {
+        let both = Required {
+            connection: true,
+            link: true,
+        };
+        assert_eq!(Required::parse(""), Ok(Required::default()));
+        assert_eq!(Required::parse("connection, link"), Ok(both));
+        assert_eq!(Required::parse("link,connection,"), Ok(both));
+        assert_eq!(
+            Required::parse("link"),
+            Ok(Required {
+                connection: false,
+                link: true
+            })
+        );
+        assert!(Required::parse("connected")
+            .unwrap_err()
+            .contains("\"connected\""));
+    }
 }
