@@ -76,7 +76,7 @@ fn unit_runs_the_daemon_as_a_notify_service_with_a_watchdog() {
         "/usr/bin/pos-agent run --config /etc/pos-agent/agent.toml"
     );
     assert_eq!(unit_setting(&unit, "RestartPreventExitStatus"), "78 74");
-    // `restart --keep-pending` (3) is restarted, `stop --keep-pending` (4) is not; neither
+    // `restart --keep-pending` (3) is restarted, with `--no-start` (4) it is not; neither
     // is a failure (docs/operations.md, "The daemon: `pos-agent run`").
     assert_eq!(unit_setting(&unit, "SuccessExitStatus"), "3 4");
     assert_eq!(unit_setting(&unit, "RestartForceExitStatus"), "3");

@@ -1,10 +1,10 @@
-//! `pos-agent restart --keep-pending` and `pos-agent stop --keep-pending` against the real
-//! daemon (docs/operations.md, "The daemon: `pos-agent run`"; docs/deployment.md, "Upgrade and
-//! rollback"): the daemon stops without cancelling its pending payments and without
-//! deactivating its connection, finishes the sales in flight, answers the operator, records who
-//! asked, and exits 3 (restart) or 4 (stay stopped); the next process on the same state takes the
-//! payments over and can still cancel them. Anything else sent as such a request is refused with
-//! a clear error and stops nothing.
+//! `pos-agent restart --keep-pending [--no-start]` against the real daemon (docs/operations.md,
+//! "The daemon: `pos-agent run`"; docs/deployment.md, "Upgrade and rollback"): the daemon stops
+//! without cancelling its pending payments and without deactivating its connection, finishes the
+//! sales in flight, answers the operator, records who asked, and exits 3 (to be started again) or
+//! 4 (`--no-start`: to stay stopped); the next process on the same state takes the payments over
+//! and can still cancel them. Anything else sent as such a request is refused with a clear error
+//! and stops nothing.
 
 mod support;
 
@@ -156,7 +156,7 @@ async fn a_sale_in_flight_gets_its_answer_before_a_restart_keep_pending_exits() 
     let stdout = String::from_utf8_lossy(&restart.stdout);
     assert_eq!(restart.status.code(), Some(0), "{restart:?}");
     assert!(
-        stdout.starts_with("stopped, 1 pending payment(s) kept for the next start; exit 3;"),
+        stdout.starts_with("stopped, 1 pending payment(s) kept for the next start\n"),
         "{stdout}"
     );
     assert!(stdout.contains(&id), "{stdout}");
@@ -167,20 +167,36 @@ async fn a_sale_in_flight_gets_its_answer_before_a_restart_keep_pending_exits() 
 }
 
 #[tokio::test]
-async fn stop_keep_pending_exits_4_and_the_payment_waits_for_the_next_start() {
-    let mut agent = Agent::connected(Setup::default()).await;
+async fn restart_keep_pending_no_start_exits_4_and_the_payment_waits_for_the_next_start() {
+    let mut agent = Agent::connected(Setup {
+        log_level: "info",
+        ..Setup::default()
+    })
+    .await;
     let id = agent.started(700).await;
     let connection = agent.status().await["connection_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let out = agent.cli(&["stop", "--keep-pending"]).await;
+    let out = agent
+        .cli(&["restart", "--keep-pending", "--no-start"])
+        .await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
-        out.stdout.starts_with(
-            "stopped, 1 pending payment(s) kept for the next start; exit 4; it stays stopped"
-        ),
+        out.stdout
+            .starts_with("stopped, 1 pending payment(s) kept for the next start\n"),
         "{out:?}"
+    );
+    assert!(out.stdout.contains(&id), "{out:?}");
+    let record = agent
+        .log()
+        .lines()
+        .find(|line| line.contains(" pos_agent::audit: ") && line.contains("origin=\"operator\""))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        record.contains("operator_command=\"restart --keep-pending --no-start\""),
+        "{record}"
     );
     assert_eq!(agent.wait_exit().await.code(), Some(4), "{}", agent.log());
     assert_eq!(cancels_and_disconnects(&agent), 0, "{}", agent.log());
@@ -209,8 +225,12 @@ async fn anything_but_a_keep_pending_request_is_refused_clearly_and_stops_nothin
             "`restart` needs `\"keep_pending\": true`",
         ),
         (
-            r#"{"command":"stop","keep_pending":null}"#,
-            "systemctl stop pos-agent",
+            r#"{"command":"restart","keep_pending":null,"start":false}"#,
+            "systemctl restart pos-agent",
+        ),
+        (
+            r#"{"command":"stop","keep_pending":true}"#,
+            "unknown command \"stop\"",
         ),
         (r#"{"command":"restart","keep_pending":"yes"}"#, "boolean"),
         (r#"{"command":"restart","keep_pending":1}"#, "boolean"),
@@ -219,8 +239,12 @@ async fn anything_but_a_keep_pending_request_is_refused_clearly_and_stops_nothin
             "unknown field `now`",
         ),
         (
-            r#"{"command":"stop","keep_pending":true,"all":true}"#,
+            r#"{"command":"restart","keep_pending":true,"all":true}"#,
             "does not take the field(s) all",
+        ),
+        (
+            r#"{"command":"restart","keep_pending":true,"start":"no"}"#,
+            "boolean",
         ),
         (
             r#"{"command":"reboot","keep_pending":true}"#,
@@ -243,7 +267,7 @@ async fn anything_but_a_keep_pending_request_is_refused_clearly_and_stops_nothin
     // The CLI checks its arguments before it sends anything: a usage error (exit 2).
     for args in [
         &["restart"][..],
-        &["stop"],
+        &["restart", "--no-start"],
         &["restart", "--keep-pending=no"],
     ] {
         let out = agent.cli(args).await;

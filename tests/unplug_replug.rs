@@ -62,7 +62,7 @@ async fn a_payment_pending_across_an_unplug_and_replug_stays_pending_and_the_lin
     let text = agent.cli(&["status"]).await;
     assert!(
         text.stdout
-            .contains("serial port    reopened 1 time; last error at "),
+            .contains("serial port    open, reopened 1 time; last error at "),
         "{text:?}"
     );
     let metrics = agent.cli(&["metrics"]).await;

@@ -42,8 +42,8 @@ pub(crate) const EXIT_STATE_UNREADABLE: u8 = 74;
 /// to be started again (the unit lists it in `SuccessExitStatus=` and
 /// `RestartForceExitStatus=`).
 pub(crate) const EXIT_RESTART_KEEPING_PENDING: u8 = 3;
-/// Exit code after `pos-agent stop --keep-pending`: stopped with the pending payments kept, to
-/// stay stopped (`SuccessExitStatus=` only).
+/// Exit code after `pos-agent restart --keep-pending --no-start`: stopped with the pending
+/// payments kept, to stay stopped (`SuccessExitStatus=` only).
 pub(crate) const EXIT_STOPPED_KEEPING_PENDING: u8 = 4;
 
 /// Runs the daemon until it is told to stop; returns the process exit code.
@@ -150,7 +150,7 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     let mut link_up = false;
     let mut last_status = String::new();
     let mut timer_hold = TimerHold::default();
-    // An operator's `restart`/`stop` with `keep_pending`, answered once the stop is done.
+    // An operator's `restart` with `keep_pending`, answered once the stop is done.
     let mut stop_call = None;
     loop {
         let status = status_line(&core, link_up, false);
@@ -170,8 +170,8 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
                 notifier.ready();
             }
             Some(call) = control_calls.recv() => {
-                if let ControlRequest::StopKeepingPending { restart } = call.request {
-                    stop_call = Some((restart, call));
+                if let ControlRequest::RestartKeepingPending { start } = call.request {
+                    stop_call = Some((start, call));
                     break;
                 }
                 let core = Arc::clone(&core);
@@ -223,8 +223,8 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     let keep_pending = stop_call.is_some();
     let mut code = shut_down(&core, &mut events, link_up, keep_pending).await;
     match stop_call {
-        Some((restart, call)) if code.is_none() => {
-            code = Some(answer_stop(&core, call, restart).await);
+        Some((start, call)) if code.is_none() => {
+            code = Some(answer_stop(&core, call, start).await);
         }
         // Cut short by a second signal: the operator's call is dropped unanswered (`internal`).
         _ => {}
@@ -234,32 +234,21 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     code.unwrap_or(ExitCode::SUCCESS)
 }
 
-/// The answer to an operator's `restart`/`stop` with `keep_pending`, once the stop is done; the
+/// The answer to an operator's `restart` with `keep_pending`, once the stop is done; the
 /// process ends only after the answer (and its audit record) went out, within a few seconds.
-async fn answer_stop(core: &Core, call: ControlCall, restart: bool) -> ExitCode {
-    let exit_status = if restart {
-        EXIT_RESTART_KEEPING_PENDING
-    } else {
-        EXIT_STOPPED_KEEPING_PENDING
-    };
-    let report = PendingReport {
+async fn answer_stop(core: &Core, call: ControlCall, start: bool) -> ExitCode {
+    let reply = ControlReply::Restart(PendingReport {
         pending: core.with_store(|s| PendingPaymentView::all(s.state())),
         abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
-    };
-    let reply = if restart {
-        ControlReply::Restart(report)
-    } else {
-        ControlReply::Stop(report)
-    };
+    });
     if call.reply.send(ControlResponse::ok(reply)).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(5), call.answered).await;
     }
-    let what = if restart { "a restart" } else { "good" };
-    info!(
-        exit_status,
-        "stopped for {what} at an operator's request, pending payments kept (exit {exit_status})"
-    );
-    ExitCode::from(exit_status)
+    ExitCode::from(if start {
+        EXIT_RESTART_KEEPING_PENDING
+    } else {
+        EXIT_STOPPED_KEEPING_PENDING
+    })
 }
 
 /// `SIGHUP` (docs/configuration.md (Reloading)): reads the configuration and the credentials
@@ -322,8 +311,8 @@ async fn resend_after_storage_recovery(core: Arc<Core>) {
 
 /// docs/architecture.md (Data flow of a shutdown): stop taking sales, cancel what is pending, disconnect, all within the
 /// deadline; a second signal ends it at once. State is written at every step, so whatever
-/// is cut short is finished at the next start. With `keep_pending` (an operator's `restart` or
-/// `stop --keep-pending`) nothing is cancelled and the connection stays active: the sales in
+/// is cut short is finished at the next start. With `keep_pending` (an operator's `restart
+/// --keep-pending`) nothing is cancelled and the connection stays active: the sales in
 /// flight end, the state is synced, and the next process takes the payments over.
 ///
 /// `None` when the stop ran its course; the exit code when a second signal cut it short.
@@ -688,7 +677,7 @@ async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlRes
             .map(|_| ControlReply::CheckoutDeactivate(UnlinkReport::default()))
             .map_err(|e| Refusal::from_api_error(&e)),
         // The main loop takes these itself and stops; one that reaches this is during a stop.
-        ControlRequest::StopKeepingPending { .. } => Err(Refusal::Busy),
+        ControlRequest::RestartKeepingPending { .. } => Err(Refusal::Busy),
     };
     match reply {
         Ok(reply) => ControlResponse::ok(reply),

@@ -126,92 +126,89 @@ async fn check(socket: &Path, required: Required) -> Result<String, Unhealthy> {
             })
         }
     };
-    // What holds, and what is wrong with the exit code it maps to.
-    let mut holds: Vec<String> = Vec::new();
-    let mut wrong: Vec<(u8, String)> = Vec::new();
+    // The healthy line's parts, and the reasons with the lowest of their codes: a refusal of the
+    // agent's keys or URL (1) outranks what may pass by itself (75).
+    let mut said = String::new();
+    let mut reasons = String::new();
+    let mut code = None;
+    let mut judge = |holds: bool, required: bool, text: &str, failure: u8| {
+        if holds || !required {
+            if !said.is_empty() {
+                said.push_str(", ");
+            }
+            said.push_str(text);
+            if !holds {
+                // Said, so that the gate's log shows it, but not judged.
+                said.push_str(" (not required)");
+            }
+        } else {
+            if !reasons.is_empty() {
+                reasons.push_str("; ");
+            }
+            reasons.push_str(text);
+            code = Some(code.map_or(failure, |code: u8| code.min(failure)));
+        }
+    };
     // Sales are refused while the state cannot be written: a full or read-only disk.
     let storage = &status.storage;
-    if storage.writable {
-        holds.push("state directory writable".into());
+    let text = if storage.writable {
+        "state directory writable".to_owned()
     } else {
-        wrong.push((
-            exit::API_UNREACHABLE,
-            format!(
-                "state directory {} not writable ({})",
-                storage.directory,
-                storage.last_error.as_deref().unwrap_or("write failed")
-            ),
-        ));
-    }
-    match status.serial_port.open {
-        Some(true) => holds.push("serial device open".into()),
-        Some(false) => wrong.push((
-            exit::API_UNREACHABLE,
-            match &status.serial_port.last_error {
-                Some(error) => format!("serial device not open ({error})"),
-                None => "serial device not open".into(),
-            },
-        )),
-        // A daemon too old to say: judged by what it does say.
-        None => {}
-    }
-    let connection = match status.connection {
-        ConnectionState::Connected => Ok("connection connected".to_owned()),
-        ConnectionState::Rejected => Err((
-            exit::API_REFUSED,
-            match &status.rejection {
-                Some(r) => format!(
-                    "connection rejected (HTTP {}: {})",
-                    r.http_status, r.message
-                ),
-                None => "connection rejected".to_owned(),
-            },
-        )),
-        other => Err((
-            exit::API_UNREACHABLE,
-            match &status.connection_problem {
-                Some(problem) => format!("connection {other} ({problem})"),
-                None => format!("connection {other}"),
-            },
-        )),
+        format!(
+            "state directory {} not writable ({})",
+            storage.directory,
+            storage.last_error.as_deref().unwrap_or("write failed")
+        )
     };
-    let link = if status.terminal_link == TerminalLinkStatus::Up {
-        Ok("terminal link up".to_owned())
+    judge(storage.writable, true, &text, exit::API_UNREACHABLE);
+    // `None`: a daemon too old to say, judged by what it does say.
+    if let Some(open) = status.serial_port.open {
+        let text = match (open, &status.serial_port.last_error) {
+            (true, _) => "serial device open".to_owned(),
+            (false, Some(error)) => format!("serial device not open ({error})"),
+            (false, None) => "serial device not open".to_owned(),
+        };
+        judge(open, true, &text, exit::API_UNREACHABLE);
+    }
+    let connected = status.connection == ConnectionState::Connected;
+    let text = match (&status.rejection, &status.connection_problem) {
+        (Some(r), _) if status.connection == ConnectionState::Rejected => format!(
+            "connection rejected (HTTP {}: {})",
+            r.http_status, r.message
+        ),
+        (_, Some(problem)) if !connected => format!("connection {} ({problem})", status.connection),
+        _ => format!("connection {}", status.connection),
+    };
+    let failure = if status.connection == ConnectionState::Rejected {
+        exit::API_REFUSED
     } else {
-        Err((exit::API_UNREACHABLE, "terminal link down".to_owned()))
+        exit::API_UNREACHABLE
     };
-    for (condition, is_required) in [(connection, required.connection), (link, required.link)] {
-        match condition {
-            Ok(fine) => holds.push(fine),
-            Err(problem) if is_required => wrong.push(problem),
-            // Said, so that the gate's log shows it, but not judged.
-            Err((_, problem)) => holds.push(format!("{problem} (not required)")),
-        }
-    }
+    judge(connected, required.connection, &text, failure);
+    let up = status.terminal_link == TerminalLinkStatus::Up;
+    let text = format!("terminal link {}", status.terminal_link);
+    judge(up, required.link, &text, exit::API_UNREACHABLE);
     // The running daemon's build, which an update's gate is judging.
     let build = format!("pos-agent {} (commit {})", status.version, status.commit);
-    // A refusal of the agent's keys or URL (1) outranks what may pass by itself (75).
-    let Some(code) = wrong.iter().map(|(code, _)| *code).min() else {
-        let low = if storage.free_space_low {
-            format!(
-                "; free space low in {} ({} bytes)",
-                storage.directory,
-                storage.free_bytes.unwrap_or(0)
-            )
-        } else {
-            String::new()
-        };
-        return Ok(format!(
-            "{}, {} pending{low}; {build}",
-            holds.join(", "),
-            status.pending.len()
-        ));
+    if let Some(code) = code {
+        return Err(Unhealthy {
+            code,
+            reason: format!("{reasons}; {build}"),
+        });
+    }
+    let low = if storage.free_space_low {
+        format!(
+            "; free space low in {} ({} bytes)",
+            storage.directory,
+            storage.free_bytes.unwrap_or(0)
+        )
+    } else {
+        String::new()
     };
-    let reasons: Vec<String> = wrong.into_iter().map(|(_, reason)| reason).collect();
-    Err(Unhealthy {
-        code,
-        reason: format!("{}; {build}", reasons.join("; ")),
-    })
+    Ok(format!(
+        "{said}, {} pending{low}; {build}",
+        status.pending.len()
+    ))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The operator commands of docs/operations.md (Operator commands) (`status`, `pending`, `cancel`, `disconnect`,
-//! `reconnect`, `apm-unlink`, `masterpass-unlink`, `checkout-deactivate`, `restart` and `stop`
-//! with `--keep-pending`): each turns its
+//! `reconnect`, `apm-unlink`, `masterpass-unlink`, `checkout-deactivate`, `restart
+//! --keep-pending`): each turns its
 //! arguments into one control request, asks the running daemon over its control socket, prints
 //! the answer for people or, with `--json`, for scripts, and maps the outcome to an exit code.
 
@@ -48,19 +48,18 @@ pub(crate) enum OperatorCommand {
     /// The next process takes the pending payments over. `systemctl restart pos-agent`
     /// cancels them instead.
     Restart(KeepPendingArgs),
-    /// Stop the agent without cancelling its pending payments or deactivating the connection;
-    /// it stays stopped (before a reboot into another system slot).
-    ///
-    /// `systemctl stop pos-agent` cancels them instead.
-    Stop(KeepPendingArgs),
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct KeepPendingArgs {
-    /// Keep the pending payments for the next process (required: the stop that cancels them is
-    /// systemd's).
+    /// Keep the pending payments for the next process (required: the restart that cancels them
+    /// is systemd's).
     #[arg(long, required = true)]
     pub(crate) keep_pending: bool,
+    /// Only the stop: the agent stays stopped until `systemctl start pos-agent` or the next boot
+    /// (before a reboot into another system slot).
+    #[arg(long)]
+    pub(crate) no_start: bool,
     #[command(flatten)]
     pub(crate) output: OutputArgs,
 }
@@ -177,11 +176,9 @@ impl OperatorCommand {
             ),
             Self::Metrics(output) => (ControlRequest::Metrics, output),
             Self::Restart(args) => (
-                ControlRequest::StopKeepingPending { restart: true },
-                args.output,
-            ),
-            Self::Stop(args) => (
-                ControlRequest::StopKeepingPending { restart: false },
+                ControlRequest::RestartKeepingPending {
+                    start: !args.no_start,
+                },
                 args.output,
             ),
         }
@@ -299,9 +296,9 @@ fn cancel_failures(reply: &ControlReply) -> &[CancelFailure] {
 fn reply_payload(reply: &ControlReply) -> serde_json::Value {
     let value = match reply {
         ControlReply::Status(report) => serde_json::to_value(report),
-        ControlReply::Pending(report)
-        | ControlReply::Restart(report)
-        | ControlReply::Stop(report) => serde_json::to_value(report),
+        ControlReply::Pending(report) | ControlReply::Restart(report) => {
+            serde_json::to_value(report)
+        }
         ControlReply::Cancel(report) => serde_json::to_value(report),
         ControlReply::Disconnect(report) => serde_json::to_value(report),
         ControlReply::Reconnect(report) => serde_json::to_value(report),
@@ -371,11 +368,7 @@ fn print_human(reply: &ControlReply) -> anyhow::Result<()> {
             unlink_text("checkout page deactivated", report)
         }
         ControlReply::Metrics(text) => text.clone(),
-        ControlReply::Restart(report) => stop_text(report, "3; systemd starts it again"),
-        ControlReply::Stop(report) => stop_text(
-            report,
-            "4; it stays stopped until `systemctl start pos-agent` or the next boot",
-        ),
+        ControlReply::Restart(report) => restart_text(report),
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
@@ -383,9 +376,10 @@ fn print_human(reply: &ControlReply) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stop_text(report: &control::PendingReport, exit: &str) -> String {
+/// What a `restart --keep-pending` kept for the next process.
+fn restart_text(report: &control::PendingReport) -> String {
     let mut text = format!(
-        "stopped, {} pending payment(s) kept for the next start; exit {exit}\n",
+        "stopped, {} pending payment(s) kept for the next start\n",
         report.pending.len()
     );
     if !report.pending.is_empty() {

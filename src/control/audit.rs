@@ -58,8 +58,13 @@ pub(crate) fn record(request: &ControlRequest, response: &ControlResponse) -> Re
             record.checkout_id = Some(*id);
             record.resource = format!("checkout {id}");
         }
-        ControlRequest::StopKeepingPending { .. } => {
-            record.command = format!("{} --keep-pending", request.command_name());
+        ControlRequest::RestartKeepingPending { start } => {
+            record.command = if *start {
+                "restart --keep-pending"
+            } else {
+                "restart --keep-pending --no-start"
+            }
+            .into();
             record.resource = "the agent".into();
         }
     }
@@ -85,8 +90,7 @@ pub(crate) fn record(request: &ControlRequest, response: &ControlResponse) -> Re
                 | ControlReply::ApmUnlink(_)
                 | ControlReply::MasterpassUnlink(_)
                 | ControlReply::CheckoutDeactivate(_)
-                | ControlReply::Restart(_)
-                | ControlReply::Stop(_) => &[],
+                | ControlReply::Restart(_) => &[],
             };
             record.failed_payment_request_ids = failed
                 .iter()

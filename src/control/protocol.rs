@@ -43,10 +43,10 @@ pub enum ControlRequest {
     CheckoutDeactivate { id: i64 },
     /// `metrics`: the counters and gauges in the OpenMetrics text format.
     Metrics,
-    /// `restart` (`restart: true`) or `stop`, both with `keep_pending`: the daemon stops without
-    /// cancelling its pending payments or deactivating the connection, and exits with the status
-    /// that makes the unit start it again (`restart`) or leave it stopped (`stop`).
-    StopKeepingPending { restart: bool },
+    /// `restart` with `keep_pending`: the daemon stops without cancelling its pending payments
+    /// or deactivating the connection, and exits with the status that makes the unit start it
+    /// again, or (`start: false`) leave it stopped.
+    RestartKeepingPending { start: bool },
 }
 
 /// Which pending payments a `cancel` is for.
@@ -78,8 +78,7 @@ impl ControlRequest {
             Self::MasterpassUnlink { .. } => "masterpass_unlink",
             Self::CheckoutDeactivate { .. } => "checkout_deactivate",
             Self::Metrics => "metrics",
-            Self::StopKeepingPending { restart: true } => "restart",
-            Self::StopKeepingPending { restart: false } => "stop",
+            Self::RestartKeepingPending { .. } => "restart",
         }
     }
 
@@ -121,6 +120,8 @@ struct WireRequest {
     id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     keep_pending: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start: Option<bool>,
 }
 
 impl WireRequest {
@@ -135,6 +136,7 @@ impl WireRequest {
             ("session_id", self.session_id.is_some()),
             ("id", self.id.is_some()),
             ("keep_pending", self.keep_pending.is_some()),
+            ("start", self.start.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -254,24 +256,25 @@ impl TryFrom<WireRequest> for ControlRequest {
                     id: positive(required(wire.id, c, "id")?, "id")?,
                 })
             }
-            "restart" | "stop" => {
-                wire.only(&["keep_pending"])?;
+            "restart" => {
+                wire.only(&["keep_pending", "start"])?;
                 match wire.keep_pending {
-                    Some(true) => Ok(Self::StopKeepingPending {
-                        restart: c == "restart",
+                    Some(true) => Ok(Self::RestartKeepingPending {
+                        start: wire.start != Some(false),
                     }),
-                    // Only the stop that keeps them goes through the socket: the one that
+                    // Only the restart that keeps them goes through the socket: the one that
                     // cancels is systemd's (SIGTERM).
-                    _ => Err(format!(
-                        "`{c}` needs `\"keep_pending\": true`; to {c} cancelling the pending \
-                         payments, use `systemctl {c} pos-agent`"
-                    )),
+                    _ => Err(
+                        "`restart` needs `\"keep_pending\": true`; to restart cancelling \
+                        the pending payments, use `systemctl restart pos-agent`"
+                            .into(),
+                    ),
                 }
             }
             other => Err(format!(
                 "unknown command {other:?}; the commands are status, pending, cancel, disconnect, \
                  reconnect, apm_unlink, masterpass_unlink, checkout_deactivate, metrics, \
-                 restart, stop"
+                 restart"
             )),
         }
     }
@@ -304,7 +307,10 @@ impl From<ControlRequest> for WireRequest {
                 wire.session_id = Some(session_id.to_string())
             }
             ControlRequest::CheckoutDeactivate { id } => wire.id = Some(id),
-            ControlRequest::StopKeepingPending { .. } => wire.keep_pending = Some(true),
+            ControlRequest::RestartKeepingPending { start } => {
+                wire.keep_pending = Some(true);
+                wire.start = (!start).then_some(false);
+            }
         }
         wire
     }
@@ -431,10 +437,9 @@ pub enum ControlReply {
     /// `metrics`: the exposition in the OpenMetrics text format, ending with `# EOF`, as one
     /// JSON string (a plain string costs the terminal's binary less than a wrapping object).
     Metrics(String),
-    /// `restart` and `stop` with `keep_pending`: what the next process takes over, sent once the
-    /// daemon has stopped its work and synced its state, right before it exits.
+    /// `restart` with `keep_pending`: what the next process takes over, sent once the daemon
+    /// has stopped its work and synced its state, right before it exits.
     Restart(PendingReport),
-    Stop(PendingReport),
 }
 
 impl ControlReply {
@@ -451,7 +456,6 @@ impl ControlReply {
             Self::CheckoutDeactivate(_) => "checkout_deactivate",
             Self::Metrics(_) => "metrics",
             Self::Restart(_) => "restart",
-            Self::Stop(_) => "stop",
         }
     }
 }
@@ -962,12 +966,12 @@ mod tests {
                 json!({"command":"checkout_deactivate","id":205334385}),
             ),
             (
-                ControlRequest::StopKeepingPending { restart: true },
+                ControlRequest::RestartKeepingPending { start: true },
                 json!({"command":"restart","keep_pending":true}),
             ),
             (
-                ControlRequest::StopKeepingPending { restart: false },
-                json!({"command":"stop","keep_pending":true}),
+                ControlRequest::RestartKeepingPending { start: false },
+                json!({"command":"restart","keep_pending":true,"start":false}),
             ),
         ];
         for (request, wire) in cases {
@@ -1038,23 +1042,28 @@ mod tests {
     }
 
     #[test]
-    fn restart_and_stop_through_the_socket_only_keep_the_pending_payments() {
-        for command in ["restart", "stop"] {
-            let told = format!("systemctl {command} pos-agent");
-            for wire in [
-                json!({"command":command}),
-                json!({"command":command,"keep_pending":false}),
-                json!({"command":command,"keep_pending":null}),
-            ] {
-                let message = refusal(wire);
-                assert!(message.contains("keep_pending"), "{message}");
-                assert!(message.contains(&told), "{message}");
-            }
-            assert!(refusal(json!({"command":command,"keep_pending":"yes"})).contains("bool"));
-            assert!(
-                refusal(json!({"command":command,"keep_pending":true,"all":true})).contains("all")
-            );
+    fn a_restart_through_the_socket_only_keeps_the_pending_payments() {
+        for wire in [
+            json!({"command":"restart"}),
+            json!({"command":"restart","keep_pending":false}),
+            json!({"command":"restart","keep_pending":null,"start":false}),
+        ] {
+            let message = refusal(wire);
+            assert!(message.contains("keep_pending"), "{message}");
+            assert!(message.contains("systemctl restart pos-agent"), "{message}");
         }
+        assert!(refusal(json!({"command":"restart","keep_pending":"yes"})).contains("bool"));
+        assert!(
+            refusal(json!({"command":"restart","keep_pending":true,"start":0})).contains("bool")
+        );
+        assert!(
+            refusal(json!({"command":"restart","keep_pending":true,"all":true})).contains("all")
+        );
+        assert!(refusal(json!({"command":"stop","keep_pending":true})).contains("\"stop\""));
+        assert_eq!(
+            parse(json!({"command":"restart","keep_pending":true,"start":true})).unwrap(),
+            ControlRequest::RestartKeepingPending { start: true }
+        );
     }
 
     #[test]
