@@ -25,6 +25,11 @@ fn cancels_and_disconnects(agent: &Agent) -> usize {
     agent.sim.requests_to("POST", CANCEL).len() + agent.sim.requests_to("POST", DISCONNECT).len()
 }
 
+async fn connection_id(agent: &mut Agent) -> String {
+    let status = agent.status().await;
+    status["connection_id"].as_str().unwrap().to_owned()
+}
+
 /// The daemon started again on the same state: it reconnected the same connection (no new
 /// one) and lists `pending`.
 async fn next_process_takes_over(agent: &mut Agent, connection: &str, pending: &[String]) {
@@ -57,10 +62,7 @@ async fn restart_keep_pending_exits_3_without_a_cancel_or_a_disconnect_and_the_n
     })
     .await;
     let id = agent.started(1250).await;
-    let connection = agent.status().await["connection_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let connection = connection_id(&mut agent).await;
 
     let out = agent.cli(&["restart", "--keep-pending", "--json"]).await;
     assert_eq!(out.code, Some(0), "{out:?}\nlog:\n{}", agent.log());
@@ -109,10 +111,7 @@ async fn restart_keep_pending_exits_3_without_a_cancel_or_a_disconnect_and_the_n
 #[tokio::test]
 async fn a_sale_in_flight_gets_its_answer_before_a_restart_keep_pending_exits() {
     let mut agent = Agent::connected(Setup::default()).await;
-    let connection = agent.status().await["connection_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let connection = connection_id(&mut agent).await;
     // The API takes its time with the sale: the restart comes while it is in flight.
     agent.sim.inject(
         Fault::new(
@@ -174,10 +173,7 @@ async fn restart_keep_pending_no_start_exits_4_and_the_payment_waits_for_the_nex
     })
     .await;
     let id = agent.started(700).await;
-    let connection = agent.status().await["connection_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let connection = connection_id(&mut agent).await;
     let out = agent
         .cli(&["restart", "--keep-pending", "--no-start"])
         .await;
