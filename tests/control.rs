@@ -166,6 +166,7 @@ fn status() -> StatusReport {
             firmware: Some("2.4.1".into()),
         }),
         serial_port: SerialPortView {
+            open: Some(true),
             reopens: 3,
             last_error: Some(
                 "/dev/serial/by-id/usb-T lost: Input/output error (os error 5)".into(),
@@ -208,7 +209,7 @@ fn status_prints_connection_link_version_and_the_pending_table() {
     );
     assert_eq!(
         lines[4],
-        "serial port    reopened 3 times; last error at 2026-11-21T13:02:11Z: \
+        "serial port    open, reopened 3 times; last error at 2026-11-21T13:02:11Z: \
          /dev/serial/by-id/usb-T lost: Input/output error (os error 5)"
     );
     assert_eq!(
@@ -246,6 +247,7 @@ fn status_json_prints_exactly_the_documented_object() {
             "terminal_link": "up",
             "terminal": {"protocol": 1, "model": "Acme T1", "firmware": "2.4.1"},
             "serial_port": {
+                "open": true,
                 "reopens": 3,
                 "last_error": "/dev/serial/by-id/usb-T lost: Input/output error (os error 5)",
                 "last_error_at": "2026-11-21T13:02:11Z"

@@ -76,6 +76,14 @@ fn unit_runs_the_daemon_as_a_notify_service_with_a_watchdog() {
         "/usr/bin/pos-agent run --config /etc/pos-agent/agent.toml"
     );
     assert_eq!(unit_setting(&unit, "RestartPreventExitStatus"), "78 74");
+    // `restart --keep-pending` (3) is restarted, with `--no-start` (4) it is not; neither
+    // is a failure (docs/operations.md, "The daemon: `pos-agent run`").
+    assert_eq!(unit_setting(&unit, "SuccessExitStatus"), "3 4");
+    assert_eq!(unit_setting(&unit, "RestartForceExitStatus"), "3");
+    assert!(
+        unit_setting(&unit, "ExecStopPost").contains("78|74|4)"),
+        "after exit 4 the socket is stopped too, so no command starts the agent again"
+    );
     let watchdog = humantime::parse_duration(&unit_setting(&unit, "WatchdogSec")).unwrap();
     assert!(
         watchdog >= Duration::from_secs(10),
@@ -229,12 +237,21 @@ fn the_health_gate_is_required_by_boot_complete_within_a_bounded_wait() {
         unit_setting(&unit, "ExecStart"),
         "/usr/bin/pos-agent check-health --wait ${POS_AGENT_HEALTH_WAIT}"
     );
-    let wait = unit_setting(&unit, "Environment");
-    let wait = humantime::parse_duration(
-        wait.strip_prefix("POS_AGENT_HEALTH_WAIT=")
-            .expect("the wait is POS_AGENT_HEALTH_WAIT"),
-    )
-    .unwrap();
+    let environment: Vec<&str> = unit
+        .lines()
+        .filter_map(|line| line.strip_prefix("Environment="))
+        .collect();
+    let wait = environment
+        .iter()
+        .find_map(|e| e.strip_prefix("POS_AGENT_HEALTH_WAIT="))
+        .expect("the wait is POS_AGENT_HEALTH_WAIT");
+    let wait = humantime::parse_duration(wait).unwrap();
+    // By default the gate judges the release, not the store's network: nothing outside it is
+    // required (docs/deployment.md, "Updates that roll back by themselves").
+    assert!(
+        environment.contains(&"POS_AGENT_HEALTH_REQUIRE="),
+        "{environment:?}"
+    );
     let timeout = humantime::parse_duration(&unit_setting(&unit, "TimeoutStartSec")).unwrap();
     assert!(
         timeout >= wait + Duration::from_secs(10),

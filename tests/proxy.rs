@@ -128,10 +128,17 @@ async fn a_dead_proxy_is_a_proxy_failure_naming_the_proxy() {
     assert!(human.stdout.contains(&named), "{human:?}");
     assert_no_password("status", &human.stdout);
 
-    let health = agent.cli(&["check-health"]).await;
+    // The connection required: unhealthy, the proxy named; by default healthy, still named.
+    let health = agent
+        .cli(&["check-health", "--require", "connection"])
+        .await;
     assert_eq!(health.code, Some(75), "{health:?}");
     assert!(health.stderr.contains(&named), "{health:?}");
     assert_no_password("check-health", &health.stderr);
+    let health = agent.cli(&["check-health"]).await;
+    assert_eq!(health.code, Some(0), "{health:?}");
+    assert!(health.stdout.contains(&named), "{health:?}");
+    assert_no_password("check-health", &health.stdout);
 
     agent.terminal.wait_until_up().await;
     let refused = agent.sale(Uuid::new_v4(), 500).await;

@@ -29,6 +29,7 @@ async fn a_payment_pending_across_an_unplug_and_replug_stays_pending_and_the_lin
         .status_until("the link up", |s| s["terminal_link"] == "up")
         .await;
     assert_eq!(port(&before)["reopens"], 0, "{before}");
+    assert_eq!(port(&before)["open"], true, "{before}");
     assert!(port(&before)["last_error"].is_null(), "{before}");
 
     agent.unplug();
@@ -40,6 +41,7 @@ async fn a_payment_pending_across_an_unplug_and_replug_stays_pending_and_the_lin
         .await;
     assert!(last_error(&unplugged).contains(&device), "{unplugged}");
     assert!(port(&unplugged)["last_error_at"].is_string(), "{unplugged}");
+    assert_eq!(port(&unplugged)["open"], false, "{unplugged}");
     assert_eq!(agent.pending_ids().await, vec![id.clone()]);
 
     agent.replug();
@@ -55,11 +57,12 @@ async fn a_payment_pending_across_an_unplug_and_replug_stays_pending_and_the_lin
         last_error(&replugged).starts_with("cannot open"),
         "{replugged}"
     );
+    assert_eq!(port(&replugged)["open"], true, "{replugged}");
     assert_eq!(agent.pending_ids().await, vec![id.clone()]);
     let text = agent.cli(&["status"]).await;
     assert!(
         text.stdout
-            .contains("serial port    reopened 1 time; last error at "),
+            .contains("serial port    open, reopened 1 time; last error at "),
         "{text:?}"
     );
     let metrics = agent.cli(&["metrics"]).await;

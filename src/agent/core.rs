@@ -44,6 +44,7 @@ struct CodeClaim<'a> {
 impl Drop for CodeClaim<'_> {
     fn drop(&mut self) {
         lock(&self.core.sales_in_flight).remove(&self.code);
+        self.core.sale_ended.notify_waiters();
     }
 }
 
@@ -111,6 +112,8 @@ pub(crate) struct Core {
     rejection: Mutex<Option<AgentRejection>>,
     stopping: watch::Sender<bool>,
     sales_in_flight: Mutex<HashMap<Uuid, watch::Receiver<Option<SaleOutcome>>>>,
+    /// Woken whenever a sale leaves `sales_in_flight`.
+    sale_ended: Notify,
     /// Abandoned sales a task is settling right now.
     settling: Mutex<HashSet<Uuid>>,
     /// Why the connection could not be brought up, while it is not (shown by `status`).
@@ -148,6 +151,7 @@ impl Core {
             rejection: Mutex::new(None),
             stopping: watch::channel(false).0,
             sales_in_flight: Mutex::new(HashMap::new()),
+            sale_ended: Notify::new(),
             settling: Mutex::new(HashSet::new()),
             connection_problem: Mutex::new(None),
             cancels_in_flight: Mutex::new(HashSet::new()),
@@ -328,6 +332,21 @@ impl Core {
     pub(crate) fn begin_stopping(&self) {
         self.stopping.send_replace(true);
         self.changed.notify_one();
+    }
+
+    /// Waits until no sale is in flight. Once the agent is stopping each one ends soon (the
+    /// terminal hears its outcome, or `busy`, or nothing while its outcome is unknown and the
+    /// intent stays in state), and within `[terminal] sale_reply_deadline` in any case.
+    pub(crate) async fn sales_ended(&self) {
+        loop {
+            let ended = self.sale_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if lock(&self.sales_in_flight).is_empty() {
+                return;
+            }
+            ended.await;
+        }
     }
 
     pub(crate) fn stopping_signal(&self) -> watch::Receiver<bool> {

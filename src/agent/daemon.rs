@@ -26,7 +26,7 @@ use crate::control::{
     self, AbandonedSaleView, ApmAccount, CancelFailure, CancelReport, CancelTarget,
     ConnectionReport, ControlCall, ControlError, ControlReply, ControlRequest, ControlResponse,
     DisconnectReport, PendingPaymentView, PendingReport, RejectionView, RetryAfterView,
-    StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
+    SerialPortView, StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
 };
 use crate::metrics::{self, METRICS};
 use crate::paywall::{ApmTarget, PaywallClient, RetryPolicy};
@@ -38,6 +38,13 @@ use crate::{build_info, logging, systemd};
 
 /// Exit code when the state file cannot be read (EX_IOERR): an operator must look at it.
 pub(crate) const EXIT_STATE_UNREADABLE: u8 = 74;
+/// Exit code after `pos-agent restart --keep-pending`: stopped with the pending payments kept,
+/// to be started again (the unit lists it in `SuccessExitStatus=` and
+/// `RestartForceExitStatus=`).
+pub(crate) const EXIT_RESTART_KEEPING_PENDING: u8 = 3;
+/// Exit code after `pos-agent restart --keep-pending --no-start`: stopped with the pending
+/// payments kept, to stay stopped (`SuccessExitStatus=` only).
+pub(crate) const EXIT_STOPPED_KEEPING_PENDING: u8 = 4;
 
 /// Runs the daemon until it is told to stop; returns the process exit code.
 pub(crate) async fn run(config_path: &Path) -> ExitCode {
@@ -143,8 +150,10 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
     let mut link_up = false;
     let mut last_status = String::new();
     let mut timer_hold = TimerHold::default();
+    // An operator's `restart` with `keep_pending`, answered once the stop is done.
+    let mut stop_call = None;
     loop {
-        let status = status_line(&core, link_up);
+        let status = status_line(&core, link_up, false);
         if status != last_status {
             notifier.status(&status);
             last_status = status;
@@ -161,6 +170,10 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
                 notifier.ready();
             }
             Some(call) = control_calls.recv() => {
+                if let ControlRequest::RestartKeepingPending { start } = call.request {
+                    stop_call = Some((start, call));
+                    break;
+                }
                 let core = Arc::clone(&core);
                 tokio::spawn(async move {
                     let response = handle_control(&core, call.request).await;
@@ -207,10 +220,35 @@ pub(crate) async fn run(config_path: &Path) -> ExitCode {
         link_events,
         notifier,
     };
-    let code = shut_down(&core, &mut events, link_up).await;
+    let keep_pending = stop_call.is_some();
+    let mut code = shut_down(&core, &mut events, link_up, keep_pending).await;
+    match stop_call {
+        Some((start, call)) if code.is_none() => {
+            code = Some(answer_stop(&core, call, start).await);
+        }
+        // Cut short by a second signal: the operator's call is dropped unanswered (`internal`).
+        _ => {}
+    }
     events.notifier.finish(Duration::from_secs(1));
     logging::flush_summaries();
-    code
+    code.unwrap_or(ExitCode::SUCCESS)
+}
+
+/// The answer to an operator's `restart` with `keep_pending`, once the stop is done; the
+/// process ends only after the answer (and its audit record) went out, within a few seconds.
+async fn answer_stop(core: &Core, call: ControlCall, start: bool) -> ExitCode {
+    let reply = ControlReply::Restart(PendingReport {
+        pending: core.with_store(|s| PendingPaymentView::all(s.state())),
+        abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
+    });
+    if call.reply.send(ControlResponse::ok(reply)).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), call.answered).await;
+    }
+    ExitCode::from(if start {
+        EXIT_RESTART_KEEPING_PENDING
+    } else {
+        EXIT_STOPPED_KEEPING_PENDING
+    })
 }
 
 /// `SIGHUP` (docs/configuration.md (Reloading)): reads the configuration and the credentials
@@ -273,14 +311,28 @@ async fn resend_after_storage_recovery(core: Arc<Core>) {
 
 /// docs/architecture.md (Data flow of a shutdown): stop taking sales, cancel what is pending, disconnect, all within the
 /// deadline; a second signal ends it at once. State is written at every step, so whatever
-/// is cut short is finished at the next start.
-async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> ExitCode {
-    let settings = core.config().shutdown.clone();
+/// is cut short is finished at the next start. With `keep_pending` (an operator's `restart
+/// --keep-pending`) nothing is cancelled and the connection stays active: the sales in
+/// flight end, the state is synced, and the next process takes the payments over.
+///
+/// `None` when the stop ran its course; the exit code when a second signal cut it short.
+async fn shut_down(
+    core: &Arc<Core>,
+    events: &mut Events,
+    mut link_up: bool,
+    keep_pending: bool,
+) -> Option<ExitCode> {
+    let mut settings = core.config().shutdown.clone();
+    if keep_pending {
+        settings.cancel_pending = false;
+        settings.disconnect = false;
+    }
     let pending = core.pending_count();
+    let what = if keep_pending { "to keep" } else { "to cancel" };
     info!(
         pending,
         deadline = ?settings.deadline,
-        "shutting down: {pending} pending to cancel within {:?}",
+        "shutting down: {pending} pending {what} within {:?}",
         settings.deadline
     );
     events.notifier.stopping();
@@ -292,6 +344,9 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
         core.tell_terminal(AgentRequest::stopping());
     }
     let work = async {
+        if keep_pending {
+            core.sales_ended().await;
+        }
         if settings.cancel_pending {
             let summary = core.cancel_all_for_shutdown(settings.concurrency).await;
             let (cancelled, failed) = (summary.cancelled.len(), summary.failed.len());
@@ -321,7 +376,7 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
     let mut last_status = String::new();
     loop {
         // STATUS= keeps saying what is left to cancel as the confirmations come in.
-        let status = status_line(core, link_up);
+        let status = status_line(core, link_up, settings.cancel_pending);
         if status != last_status {
             events.notifier.status(&status);
             last_status = status;
@@ -329,8 +384,8 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
         tokio::select! {
             biased;
             _ = tick(&mut events.watchdog) => events.notifier.watchdog(),
-            _ = events.signals.recv() => return interrupted(core).await,
-            _ = events.interrupts.recv() => return interrupted(core).await,
+            _ = events.signals.recv() => return Some(interrupted(core).await),
+            _ = events.interrupts.recv() => return Some(interrupted(core).await),
             Some(call) = events.control_calls.recv() => {
                 let response = match call.request {
                     request @ (ControlRequest::Status | ControlRequest::Pending | ControlRequest::Metrics) => handle_control(core, request).await,
@@ -365,10 +420,11 @@ async fn shut_down(core: &Arc<Core>, events: &mut Events, mut link_up: bool) -> 
     {
         warn!("shutdown deadline reached before the terminal took every notification");
     }
+    // Every clean stop, the keep-pending ones included, leaves a compact state.
     core.compact_store().await;
     let pending = core.pending_count();
     info!(pending, "stopped with {pending} pending");
-    ExitCode::SUCCESS
+    None
 }
 
 /// What the shutdown still listens to.
@@ -444,13 +500,13 @@ impl TimerHold {
     }
 }
 
-fn status_line(core: &Core, link_up: bool) -> String {
+/// systemd's `STATUS=`; `cancelling`: whether a shutdown under way cancels the pending payments.
+fn status_line(core: &Core, link_up: bool, cancelling: bool) -> String {
     let connection = core.connection_state();
     let terminal = if link_up { "up" } else { "down" };
     let pending = core.pending_count();
     if core.is_stopping() {
-        let to_cancel = core.config().shutdown.cancel_pending;
-        let left = if to_cancel {
+        let left = if cancelling {
             "left to cancel"
         } else {
             "pending"
@@ -614,6 +670,8 @@ async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlRes
             .await
             .map(|_| ControlReply::CheckoutDeactivate(UnlinkReport::default()))
             .map_err(|e| Refusal::from_api_error(&e)),
+        // The main loop takes these itself and stops; one that reaches this is during a stop.
+        ControlRequest::RestartKeepingPending { .. } => Err(Refusal::Busy),
     };
     match reply {
         Ok(reply) => ControlResponse::ok(reply),
@@ -645,7 +703,10 @@ fn status_report(core: &Core) -> StatusReport {
             TerminalLinkStatus::Down
         },
         terminal: core.terminal_identity(),
-        serial_port: core.link().port_stats().into(),
+        serial_port: SerialPortView {
+            open: Some(core.link().state() != serial::LinkState::Closed),
+            ..core.link().port_stats().into()
+        },
         pending: core.with_store(|s| PendingPaymentView::all(s.state())),
         abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
         terminal_last_answered: METRICS.terminal_last_answered().map(control::rfc3339),

@@ -1,5 +1,6 @@
 //! The operator commands of docs/operations.md (Operator commands) (`status`, `pending`, `cancel`, `disconnect`,
-//! `reconnect`, `apm-unlink`, `masterpass-unlink`, `checkout-deactivate`): each turns its
+//! `reconnect`, `apm-unlink`, `masterpass-unlink`, `checkout-deactivate`, `restart
+//! --keep-pending`): each turns its
 //! arguments into one control request, asks the running daemon over its control socket, prints
 //! the answer for people or, with `--json`, for scripts, and maps the outcome to an exit code.
 
@@ -41,6 +42,26 @@ pub(crate) enum OperatorCommand {
     CheckoutDeactivate(CheckoutDeactivateArgs),
     /// Print the agent's counters and gauges in the OpenMetrics text format.
     Metrics(OutputArgs),
+    /// Stop the agent without cancelling its pending payments or deactivating the connection,
+    /// and have systemd start it again (an upgrade, a changed setting).
+    ///
+    /// The next process takes the pending payments over. `systemctl restart pos-agent`
+    /// cancels them instead.
+    Restart(KeepPendingArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeepPendingArgs {
+    /// Keep the pending payments for the next process (required: the restart that cancels them
+    /// is systemd's).
+    #[arg(long, required = true)]
+    pub(crate) keep_pending: bool,
+    /// Only the stop: the agent stays stopped until `systemctl start pos-agent` or the next boot
+    /// (before a reboot into another system slot).
+    #[arg(long)]
+    pub(crate) no_start: bool,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
 }
 
 /// Options every operator command takes.
@@ -154,6 +175,12 @@ impl OperatorCommand {
                 args.output,
             ),
             Self::Metrics(output) => (ControlRequest::Metrics, output),
+            Self::Restart(args) => (
+                ControlRequest::RestartKeepingPending {
+                    start: !args.no_start,
+                },
+                args.output,
+            ),
         }
     }
 }
@@ -269,7 +296,9 @@ fn cancel_failures(reply: &ControlReply) -> &[CancelFailure] {
 fn reply_payload(reply: &ControlReply) -> serde_json::Value {
     let value = match reply {
         ControlReply::Status(report) => serde_json::to_value(report),
-        ControlReply::Pending(report) => serde_json::to_value(report),
+        ControlReply::Pending(report) | ControlReply::Restart(report) => {
+            serde_json::to_value(report)
+        }
         ControlReply::Cancel(report) => serde_json::to_value(report),
         ControlReply::Disconnect(report) => serde_json::to_value(report),
         ControlReply::Reconnect(report) => serde_json::to_value(report),
@@ -339,11 +368,28 @@ fn print_human(reply: &ControlReply) -> anyhow::Result<()> {
             unlink_text("checkout page deactivated", report)
         }
         ControlReply::Metrics(text) => text.clone(),
+        ControlReply::Restart(report) => restart_text(report),
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
     Ok(())
+}
+
+/// What a `restart --keep-pending` kept for the next process.
+fn restart_text(report: &control::PendingReport) -> String {
+    let mut text = format!(
+        "stopped, {} pending payment(s) kept for the next start\n",
+        report.pending.len()
+    );
+    if !report.pending.is_empty() {
+        text.push('\n');
+        text.push_str(&pending_table(&report.pending));
+    }
+    if !report.abandoned.is_empty() {
+        text.push_str(&abandoned_text(&report.abandoned));
+    }
+    text
 }
 
 fn unlink_text(done: &str, report: &control::UnlinkReport) -> String {
@@ -437,10 +483,15 @@ fn storage_text(storage: &StorageView) -> String {
     text
 }
 
-/// `reopened 2 times; last error at <when>: <what>`.
+/// `open, reopened 2 times; last error at <when>: <what>`.
 fn serial_port_text(port: &SerialPortView) -> String {
     let times = if port.reopens == 1 { "time" } else { "times" };
-    let mut text = format!("reopened {} {times}", port.reopens);
+    let open = match port.open {
+        Some(true) => "open, ",
+        Some(false) => "NOT OPEN, ",
+        None => "",
+    };
+    let mut text = format!("{open}reopened {} {times}", port.reopens);
     if let Some(error) = &port.last_error {
         let at = port.last_error_at.as_deref().unwrap_or("?");
         text.push_str(&format!("; last error at {at}: {error}"));

@@ -58,6 +58,15 @@ pub(crate) fn record(request: &ControlRequest, response: &ControlResponse) -> Re
             record.checkout_id = Some(*id);
             record.resource = format!("checkout {id}");
         }
+        ControlRequest::RestartKeepingPending { start } => {
+            record.command = if *start {
+                "restart --keep-pending"
+            } else {
+                "restart --keep-pending --no-start"
+            }
+            .into();
+            record.resource = "the agent".into();
+        }
     }
     match &response.outcome {
         Ok(reply) => {
@@ -80,7 +89,8 @@ pub(crate) fn record(request: &ControlRequest, response: &ControlResponse) -> Re
                 | ControlReply::Metrics(_)
                 | ControlReply::ApmUnlink(_)
                 | ControlReply::MasterpassUnlink(_)
-                | ControlReply::CheckoutDeactivate(_) => &[],
+                | ControlReply::CheckoutDeactivate(_)
+                | ControlReply::Restart(_) => &[],
             };
             record.failed_payment_request_ids = failed
                 .iter()

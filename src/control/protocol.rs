@@ -43,6 +43,10 @@ pub enum ControlRequest {
     CheckoutDeactivate { id: i64 },
     /// `metrics`: the counters and gauges in the OpenMetrics text format.
     Metrics,
+    /// `restart` with `keep_pending`: the daemon stops without cancelling its pending payments
+    /// or deactivating the connection, and exits with the status that makes the unit start it
+    /// again, or (`start: false`) leave it stopped.
+    RestartKeepingPending { start: bool },
 }
 
 /// Which pending payments a `cancel` is for.
@@ -74,6 +78,7 @@ impl ControlRequest {
             Self::MasterpassUnlink { .. } => "masterpass_unlink",
             Self::CheckoutDeactivate { .. } => "checkout_deactivate",
             Self::Metrics => "metrics",
+            Self::RestartKeepingPending { .. } => "restart",
         }
     }
 
@@ -113,6 +118,10 @@ struct WireRequest {
     session_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keep_pending: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start: Option<bool>,
 }
 
 impl WireRequest {
@@ -126,6 +135,8 @@ impl WireRequest {
             ("apm_connection_id", self.apm_connection_id.is_some()),
             ("session_id", self.session_id.is_some()),
             ("id", self.id.is_some()),
+            ("keep_pending", self.keep_pending.is_some()),
+            ("start", self.start.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -245,9 +256,25 @@ impl TryFrom<WireRequest> for ControlRequest {
                     id: positive(required(wire.id, c, "id")?, "id")?,
                 })
             }
+            "restart" => {
+                wire.only(&["keep_pending", "start"])?;
+                match wire.keep_pending {
+                    Some(true) => Ok(Self::RestartKeepingPending {
+                        start: wire.start != Some(false),
+                    }),
+                    // Only the restart that keeps them goes through the socket: the one that
+                    // cancels is systemd's (SIGTERM).
+                    _ => Err(
+                        "`restart` needs `\"keep_pending\": true`; to restart cancelling \
+                        the pending payments, use `systemctl restart pos-agent`"
+                            .into(),
+                    ),
+                }
+            }
             other => Err(format!(
                 "unknown command {other:?}; the commands are status, pending, cancel, disconnect, \
-                 reconnect, apm_unlink, masterpass_unlink, checkout_deactivate, metrics"
+                 reconnect, apm_unlink, masterpass_unlink, checkout_deactivate, metrics, \
+                 restart"
             )),
         }
     }
@@ -280,6 +307,10 @@ impl From<ControlRequest> for WireRequest {
                 wire.session_id = Some(session_id.to_string())
             }
             ControlRequest::CheckoutDeactivate { id } => wire.id = Some(id),
+            ControlRequest::RestartKeepingPending { start } => {
+                wire.keep_pending = Some(true);
+                wire.start = (!start).then_some(false);
+            }
         }
         wire
     }
@@ -406,6 +437,9 @@ pub enum ControlReply {
     /// `metrics`: the exposition in the OpenMetrics text format, ending with `# EOF`, as one
     /// JSON string (a plain string costs the terminal's binary less than a wrapping object).
     Metrics(String),
+    /// `restart` with `keep_pending`: what the next process takes over, sent once the daemon
+    /// has stopped its work and synced its state, right before it exits.
+    Restart(PendingReport),
 }
 
 impl ControlReply {
@@ -421,6 +455,7 @@ impl ControlReply {
             Self::MasterpassUnlink(_) => "masterpass_unlink",
             Self::CheckoutDeactivate(_) => "checkout_deactivate",
             Self::Metrics(_) => "metrics",
+            Self::Restart(_) => "restart",
         }
     }
 }
@@ -551,6 +586,10 @@ fn unknown_commit() -> String {
 /// The serial port's history since the agent started (`status`'s `serial_port`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SerialPortView {
+    /// Whether the device is open now (missing, unplugged or being reopened: not); `None` from
+    /// a daemon too old to say.
+    #[serde(default)]
+    pub open: Option<bool>,
     /// Times the device was opened again after it had been open (unplug/replug, EIO, hang-up).
     pub reopens: u64,
     /// The latest failure (device lost or could not be opened), kept after recovery.
@@ -568,6 +607,7 @@ impl From<crate::serial::PortStats> for SerialPortView {
             None => (None, None),
         };
         Self {
+            open: None,
             reopens: stats.reopens,
             last_error,
             last_error_at,
@@ -925,6 +965,14 @@ mod tests {
                 ControlRequest::CheckoutDeactivate { id: 205334385 },
                 json!({"command":"checkout_deactivate","id":205334385}),
             ),
+            (
+                ControlRequest::RestartKeepingPending { start: true },
+                json!({"command":"restart","keep_pending":true}),
+            ),
+            (
+                ControlRequest::RestartKeepingPending { start: false },
+                json!({"command":"restart","keep_pending":true,"start":false}),
+            ),
         ];
         for (request, wire) in cases {
             assert_eq!(serde_json::to_value(&request).unwrap(), wire);
@@ -994,6 +1042,31 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_through_the_socket_only_keeps_the_pending_payments() {
+        for wire in [
+            json!({"command":"restart"}),
+            json!({"command":"restart","keep_pending":false}),
+            json!({"command":"restart","keep_pending":null,"start":false}),
+        ] {
+            let message = refusal(wire);
+            assert!(message.contains("keep_pending"), "{message}");
+            assert!(message.contains("systemctl restart pos-agent"), "{message}");
+        }
+        assert!(refusal(json!({"command":"restart","keep_pending":"yes"})).contains("bool"));
+        assert!(
+            refusal(json!({"command":"restart","keep_pending":true,"start":0})).contains("bool")
+        );
+        assert!(
+            refusal(json!({"command":"restart","keep_pending":true,"all":true})).contains("all")
+        );
+        assert!(refusal(json!({"command":"stop","keep_pending":true})).contains("\"stop\""));
+        assert_eq!(
+            parse(json!({"command":"restart","keep_pending":true,"start":true})).unwrap(),
+            ControlRequest::RestartKeepingPending { start: true }
+        );
+    }
+
+    #[test]
     fn masterpass_and_checkout_fields_are_checked() {
         assert!(refusal(json!({"command":"masterpass_unlink","session_id":"x"})).contains("GUID"));
         assert!(refusal(json!({"command":"masterpass_unlink"})).contains("session_id"));
@@ -1027,6 +1100,7 @@ mod tests {
             terminal_link: TerminalLinkStatus::Up,
             terminal: None,
             serial_port: SerialPortView {
+                open: Some(false),
                 reopens: 2,
                 last_error: Some("/dev/ttyUSB0 lost: Input/output error (os error 5)".into()),
                 last_error_at: Some("2026-11-21T13:02:11Z".into()),
@@ -1071,6 +1145,7 @@ mod tests {
                     "terminal_link": "up",
                     "terminal": null,
                     "serial_port": {
+                        "open": false,
                         "reopens": 2,
                         "last_error": "/dev/ttyUSB0 lost: Input/output error (os error 5)",
                         "last_error_at": "2026-11-21T13:02:11Z"

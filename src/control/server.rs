@@ -30,6 +30,10 @@ pub const SOCKET_MODE: u32 = 0o660;
 pub struct ControlCall {
     pub request: ControlRequest,
     pub reply: oneshot::Sender<ControlResponse>,
+    /// Resolves (with an error: nothing is ever sent on it) once the connection is done with:
+    /// the answer written and its audit record made, or the client gone. A daemon that exits
+    /// after answering waits on it, so the answer is not lost with the process.
+    pub answered: oneshot::Receiver<()>,
 }
 
 /// The bounds that keep misbehaving clients from costing the daemon more than a little.
@@ -219,6 +223,8 @@ async fn handle_connection(
     _slot: OwnedSemaphorePermit,
 ) {
     let operator = Operator::of_peer(&stream).await;
+    // Dropped when this function returns: the core's `ControlCall::answered` then resolves.
+    let (_answered, answered) = oneshot::channel::<()>();
     let (read_half, mut write_half) = stream.split();
     let read = tokio::time::timeout(
         limits.request_timeout,
@@ -233,7 +239,8 @@ async fn handle_connection(
         Ok(Err(e)) => invalid(e),
         Ok(Ok(line)) => match ControlRequest::from_json(&line) {
             Ok(request) => {
-                let response = ask_core(request.clone(), &calls, limits.reply_timeout).await;
+                let response =
+                    ask_core(request.clone(), answered, &calls, limits.reply_timeout).await;
                 crate::audit::write_operator(&operator, &super::audit::record(&request, &response));
                 response
             }
@@ -294,13 +301,19 @@ async fn read_request(
 
 async fn ask_core(
     request: ControlRequest,
+    answered: oneshot::Receiver<()>,
     calls: &mpsc::Sender<ControlCall>,
     reply_timeout: Duration,
 ) -> ControlResponse {
     let command = request.command_name();
     let (reply, answer) = oneshot::channel();
     let exchange = async {
-        if calls.send(ControlCall { request, reply }).await.is_err() {
+        let call = ControlCall {
+            request,
+            reply,
+            answered,
+        };
+        if calls.send(call).await.is_err() {
             return ControlResponse::error(ControlError::new(
                 ControlErrorKind::Busy,
                 "the daemon is not taking requests (it is stopping)",

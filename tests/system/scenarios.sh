@@ -142,6 +142,8 @@ PY
 # enabled, it makes boot-complete.target wait for a healthy agent. Nothing in a plain Debian boot
 # pulls boot-complete.target in (an update system's unit does), so the scenarios start it the
 # way docs/deployment.md says to check by hand.
+gate_journal() { in_container journalctl -u pos-agent-healthy --no-pager -o cat; }
+
 scenario_health_gate() {
     in_container systemctl enable pos-agent-healthy.service >/dev/null 2>&1 ||
         fail "systemctl enable pos-agent-healthy failed"
@@ -150,10 +152,13 @@ scenario_health_gate() {
         fail "boot-complete.target not reached with a healthy agent: $(in_container systemctl status pos-agent-healthy --no-pager 2>&1 | tail -n 8)"
     expect_eq "boot-complete.target" "$(in_container systemctl is-active boot-complete.target)" active
     expect_eq "pos-agent-healthy.service" "$(in_container systemctl is-active pos-agent-healthy.service)" active
-    expect_contains "the gate's journal" \
-        "$(in_container journalctl -u pos-agent-healthy --no-pager -o cat)" "healthy: connection connected, terminal link up"
+    expect_contains "the gate's journal" "$(gate_journal)" \
+        "healthy: state directory writable, serial device open, connection connected, terminal link up"
 }
 
+# The gate judges the release, not the store's network: the payment API unreachable still
+# reaches boot-complete.target, unless a drop-in requires the connection; a serial device that
+# does not open fails it whatever is required.
 scenario_health_gate_unreachable() {
     in_container systemctl stop boot-complete.target pos-agent-healthy.service
     # The payment API unreachable: the agent pointed at a loopback port nobody listens on; the
@@ -163,21 +168,45 @@ scenario_health_gate_unreachable() {
         write_file /etc/systemd/system/pos-agent-healthy.service.d/50-test-wait.conf 0644
     in_container systemctl daemon-reload
     in_container systemctl restart pos-agent || fail "systemctl restart pos-agent failed"
+    in_container systemctl start boot-complete.target ||
+        fail "boot-complete.target not reached with the API unreachable and nothing required: $(in_container systemctl status pos-agent-healthy --no-pager 2>&1 | tail -n 8)"
+    expect_eq "pos-agent-healthy.service" "$(in_container systemctl is-active pos-agent-healthy.service)" active
+    expect_contains "the gate's journal" "$(gate_journal)" "(not required)"
+
+    # The connection required (the documented drop-in): the same agent fails the gate.
+    in_container systemctl stop boot-complete.target pos-agent-healthy.service
+    printf '[Service]\nEnvironment=POS_AGENT_HEALTH_REQUIRE=connection\n' |
+        write_file /etc/systemd/system/pos-agent-healthy.service.d/60-test-require.conf 0644
+    in_container systemctl daemon-reload
     ! in_container systemctl start boot-complete.target 2>/dev/null ||
-        fail "boot-complete.target was reached while the payment API is unreachable"
+        fail "boot-complete.target was reached while the payment API is unreachable and the connection required"
     expect_eq "boot-complete.target" "$(in_container systemctl is-active boot-complete.target)" inactive
     expect_eq "pos-agent-healthy.service" "$(in_container systemctl is-active pos-agent-healthy.service)" failed
     expect_eq "the gate's exit status" "$(unit_property pos-agent-healthy.service ExecMainStatus)" 75
-    expect_contains "the gate's journal" \
-        "$(in_container journalctl -u pos-agent-healthy --no-pager -o cat)" "unhealthy (waited 15s): connection "
-    # Back to a reachable API: the gate passes again.
+    expect_contains "the gate's journal" "$(gate_journal)" "unhealthy (waited 15s): connection "
+
+    # Nothing required, the API back, the serial device missing: the release's own failure.
+    in_container rm /etc/systemd/system/pos-agent-healthy.service.d/60-test-require.conf
+    agent_config | sed "s|/dev/ttyPOS|/dev/ttyPOS-missing|" | write_file /etc/pos-agent/agent.toml 0644
+    in_container systemctl daemon-reload
+    in_container systemctl reset-failed pos-agent-healthy.service
+    in_container systemctl restart pos-agent || fail "systemctl restart pos-agent failed"
+    ! in_container systemctl start boot-complete.target 2>/dev/null ||
+        fail "boot-complete.target was reached while the serial device is missing"
+    expect_eq "boot-complete.target" "$(in_container systemctl is-active boot-complete.target)" inactive
+    expect_eq "pos-agent-healthy.service" "$(in_container systemctl is-active pos-agent-healthy.service)" failed
+    expect_eq "the gate's exit status" "$(unit_property pos-agent-healthy.service ExecMainStatus)" 75
+    expect_contains "the gate's journal" "$(gate_journal)" \
+        "unhealthy (waited 15s): serial device not open (cannot open /dev/ttyPOS-missing"
+
+    # Back to a reachable API and the device: the gate passes again.
     agent_config | write_file /etc/pos-agent/agent.toml 0644
     in_container rm /etc/systemd/system/pos-agent-healthy.service.d/50-test-wait.conf
     in_container systemctl daemon-reload
     in_container systemctl reset-failed pos-agent-healthy.service
     in_container systemctl restart pos-agent || fail "systemctl restart pos-agent failed"
     in_container systemctl start boot-complete.target ||
-        fail "boot-complete.target not reached once the API is back: $(in_container systemctl status pos-agent-healthy --no-pager 2>&1 | tail -n 8)"
+        fail "boot-complete.target not reached once the API and the device are back: $(in_container systemctl status pos-agent-healthy --no-pager 2>&1 | tail -n 8)"
     wait_until "STATUS= says connected" 60 \
         sh -c "nsenter -t $C_PID1 -a systemctl show -P StatusText pos-agent | grep -q '^connected'"
 }
@@ -455,13 +484,9 @@ scenario_upgrade() {
 
 # ---- The restart that keeps pending payments (`pos-agent restart --keep-pending`,
 # docs/deployment.md, "Upgrade and rollback"): the payments of expect_carried pending before and
-# after, a new main process, no cancel sent, the connection kept. A build without the command
-# (`pos-agent restart --help` fails) skips this step, loudly, with a note in the results.
+# after, a new main process (the unit restarts it on exit status 3), no cancel sent, the
+# connection kept.
 restart_keep_pending() {
-    if ! in_container pos-agent restart --help >/dev/null 2>&1; then
-        note "SKIPPED the restart --keep-pending step: this build has no 'pos-agent restart' (its --help failed)"
-        return 0
-    fi
     local old mark out
     old=$(main_pid)
     mark=$(cancels)
