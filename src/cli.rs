@@ -52,7 +52,9 @@ pub(crate) enum Command {
     Conformance(crate::conformance::CommandArgs),
     /// The whole system on this machine with no hardware and no account, narrated.
     Demo(DemoArgs),
-    /// Exit 0 when the running agent is healthy (connected, terminal link up), else say why.
+    /// Exit 0 when the running agent is healthy (it answers, its state directory is writable, its
+    /// serial device is open; the connection and the terminal link only with --require), else say
+    /// why.
     ///
     /// The health gate of an update: pos-agent-healthy.service runs it before
     /// boot-complete.target (docs/deployment.md).
