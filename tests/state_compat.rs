@@ -62,14 +62,10 @@ async fn a_state_file_of_a_newer_format_version_stops_the_start_naming_it_and_is
     agent.finish().await;
 }
 
-/// `payload` framed as a journal record: length, CRC-32C of the length, CRC-32C of the payload.
+/// `payload` framed as a journal record (`pos_agent::state::frame_record`).
 fn record(payload: &[u8]) -> Vec<u8> {
-    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-    let len = (payload.len() as u32).to_le_bytes();
-    let mut out = len.to_vec();
-    out.extend(crc.checksum(&len).to_le_bytes());
-    out.extend(crc.checksum(payload).to_le_bytes());
-    out.extend(payload);
+    let mut out = Vec::new();
+    pos_agent::state::frame_record(payload, &mut out);
     out
 }
 

@@ -81,15 +81,21 @@ pub struct Record {
 
 /// Appends `record` to `out`, framed: header, then its JSON.
 pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-    let payload = serde_json::to_vec(record)?;
+    frame_record(&serde_json::to_vec(record)?, out);
+    Ok(())
+}
+
+/// Appends `payload` to `out` in the record framing: its length, the CRC-32C of the length,
+/// the CRC-32C of the payload, then the payload. Public for tests that write records this
+/// release would not (a newer release's).
+pub fn frame_record(payload: &[u8], out: &mut Vec<u8>) {
     let len = u32::try_from(payload.len())
         .unwrap_or(u32::MAX)
         .to_le_bytes();
     out.extend_from_slice(&len);
     out.extend_from_slice(&CRC32C.checksum(&len).to_le_bytes());
-    out.extend_from_slice(&CRC32C.checksum(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok(())
+    out.extend_from_slice(&CRC32C.checksum(payload).to_le_bytes());
+    out.extend_from_slice(payload);
 }
 
 /// The snapshot, serialised as written to `state.json`.
@@ -461,11 +467,8 @@ mod tests {
 
     /// `payload` framed as a record whose checksums hold.
     fn framed(payload: &[u8]) -> Vec<u8> {
-        let len = (payload.len() as u32).to_le_bytes();
-        let mut out = len.to_vec();
-        out.extend(CRC32C.checksum(&len).to_le_bytes());
-        out.extend(CRC32C.checksum(payload).to_le_bytes());
-        out.extend(payload);
+        let mut out = Vec::new();
+        frame_record(payload, &mut out);
         out
     }
 

@@ -8,8 +8,8 @@ mod journal;
 mod writer;
 
 pub use journal::{
-    encode_record, encode_snapshot, load_from_bytes, Change, LoadError, Loaded, Record,
-    LEGACY_FORMAT_VERSION, MAX_RECORD_LEN, RECORD_HEADER_LEN,
+    encode_record, encode_snapshot, frame_record, load_from_bytes, Change, LoadError, Loaded,
+    Record, LEGACY_FORMAT_VERSION, MAX_RECORD_LEN, RECORD_HEADER_LEN,
 };
 
 pub use writer::{
