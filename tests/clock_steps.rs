@@ -53,9 +53,7 @@ impl FakeClock {
     /// Sets the offset (`+2d`, `-2d`, `+0`); replaced by a rename, so that the daemon never
     /// reads half a file.
     fn set(&self, offset: &str) {
-        let staging = self.dir.path().join("faketime.new");
-        std::fs::write(&staging, format!("{offset}\n")).unwrap();
-        std::fs::rename(&staging, self.file()).unwrap();
+        support::preload::replace(&self.file(), &format!("{offset}\n"));
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {

@@ -41,12 +41,7 @@ impl Gate {
     /// is held.
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            (
-                "LD_PRELOAD",
-                support::preload::library("held-open-shim.c")
-                    .display()
-                    .to_string(),
-            ),
+            support::preload::env("held-open-shim.c"),
             ("HELD_OPEN_PREFIX", "/dev/pts/".into()),
             (self.holds, self.path().display().to_string()),
         ]

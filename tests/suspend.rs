@@ -48,22 +48,14 @@ impl Suspend {
 
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            (
-                "LD_PRELOAD",
-                support::preload::library("suspend-shim.c")
-                    .display()
-                    .to_string(),
-            ),
+            support::preload::env("suspend-shim.c"),
             ("SUSPENDED_SECONDS_FILE", self.file().display().to_string()),
         ]
     }
 }
 
-/// Writes `seconds` by a rename, so that the daemon never reads half a file.
 fn write_seconds(file: &Path, seconds: u64) {
-    let staging = file.with_extension("new");
-    std::fs::write(&staging, format!("{seconds}\n")).unwrap();
-    std::fs::rename(&staging, file).unwrap();
+    support::preload::replace(file, &format!("{seconds}\n"));
 }
 
 #[tokio::test]

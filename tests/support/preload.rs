@@ -48,3 +48,17 @@ pub fn library(source: &str) -> PathBuf {
     built.insert(source.to_owned(), out.clone());
     out
 }
+
+/// `LD_PRELOAD` for the daemon's environment: `tools/<source>`, built by [`library`].
+pub fn env(source: &str) -> (&'static str, String) {
+    ("LD_PRELOAD", library(source).display().to_string())
+}
+
+/// Replaces `file` with `text` by a rename, so that a preloaded library re-reading it in the
+/// daemon never reads half of it.
+pub fn replace(file: &std::path::Path, text: &str) {
+    let mut staging = file.as_os_str().to_owned();
+    staging.push(".new");
+    std::fs::write(&staging, text).unwrap();
+    std::fs::rename(&staging, file).unwrap();
+}
