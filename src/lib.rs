@@ -34,7 +34,7 @@
     clippy::unnested_or_patterns
 )]
 
-pub mod agent;
+mod agent;
 mod audit;
 mod boot_clock;
 pub mod build_info;
@@ -48,11 +48,13 @@ mod demo;
 mod later;
 mod logging;
 mod metrics;
+pub mod outcome;
 pub mod paywall;
 mod retry;
 pub mod serial;
 #[cfg(feature = "simulators")]
 pub mod simulator;
 pub mod state;
+mod sync;
 pub mod systemd;
 mod thread;

@@ -47,6 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::boot_clock::{self, BootMillis};
+use crate::sync::lock;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -471,16 +472,14 @@ impl RepeatLimiter {
         if summaries.is_empty() {
             return;
         }
-        if let Ok(mut due) = self.shared.due.lock() {
-            due.extend(summaries);
-        }
+        lock(&self.shared.due).extend(summaries);
         self.shared.wake.notify_one();
     }
 
     /// Writes the summaries as they fall due, for as long as the process runs.
     pub(crate) async fn write_summaries(self) {
         loop {
-            let next = self.shared.repeats.lock().ok().and_then(|r| r.next_due());
+            let next = lock(&self.shared.repeats).next_due();
             let timer = async {
                 match next {
                     Some(at) => boot_clock::sleep_until(at).await,
@@ -506,13 +505,8 @@ impl RepeatLimiter {
     }
 
     fn write(&self, take: impl FnOnce(&mut Repeats, BootMillis) -> Vec<Summary>) {
-        let mut summaries = match self.shared.due.lock() {
-            Ok(mut due) => std::mem::take(&mut *due),
-            Err(_) => return,
-        };
-        if let Ok(mut repeats) = self.shared.repeats.lock() {
-            summaries.extend(take(&mut repeats, boot_clock::now()));
-        }
+        let mut summaries = std::mem::take(&mut *lock(&self.shared.due));
+        summaries.extend(take(&mut lock(&self.shared.repeats), boot_clock::now()));
         for summary in summaries {
             write_summary(&summary);
         }
@@ -543,10 +537,8 @@ impl<S: Subscriber> Layer<S> for RepeatLimiter {
             return true;
         }
         if level == Level::INFO {
-            let summaries = match self.shared.repeats.lock() {
-                Ok(mut repeats) => repeats.recovered(metadata.target(), boot_clock::now()),
-                Err(_) => return true,
-            };
+            let summaries =
+                lock(&self.shared.repeats).recovered(metadata.target(), boot_clock::now());
             self.queue(summaries);
             return true;
         }
@@ -559,16 +551,13 @@ impl<S: Subscriber> Layer<S> for RepeatLimiter {
             callsite: std::ptr::from_ref(metadata) as usize,
             keys: fields.keys,
         };
-        let (write, summary) = match self.shared.repeats.lock() {
-            Ok(mut repeats) => repeats.admit(
-                key,
-                metadata.target(),
-                level == Level::ERROR,
-                fields.message,
-                boot_clock::now(),
-            ),
-            Err(_) => return true,
-        };
+        let (write, summary) = lock(&self.shared.repeats).admit(
+            key,
+            metadata.target(),
+            level == Level::ERROR,
+            fields.message,
+            boot_clock::now(),
+        );
         self.queue(summary.into_iter().collect());
         if !write {
             // A repeat held back may be the first of its window: the writer's timer is set

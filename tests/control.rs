@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 
-use pos_agent::agent::ConnectionState;
 use pos_agent::control::{
     self, AbandonedSaleView, CancelFailure, CancelReason, CancelReport, CancelTarget,
     ConnectionReport, ControlCall, ControlError, ControlErrorKind, ControlReply, ControlRequest,
     ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, SerialPortView,
     StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
 };
+use pos_agent::outcome::ConnectionState;
 use pos_agent::serial::TerminalIdentity;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pos_agent::agent::ConnectionState;
 use pos_agent::control::{
     self, ControlCall, ControlErrorKind, ControlReply, ControlRequest, ControlResponse,
     SerialPortView, ServeLimits, StatusReport, StorageView, TerminalLinkStatus,
 };
+use pos_agent::outcome::ConnectionState;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;

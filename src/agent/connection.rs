@@ -2,15 +2,13 @@
 //! establish one, keep trying in the background while the API is unreachable, and the
 //! operator's `disconnect` / `reconnect`.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
 use super::core::{CancelSummary, Core};
-use super::Refusal;
+use crate::outcome::{ConnectionState, Refusal};
 use crate::paywall::CLOCK_PROBLEM;
 use crate::retry::RetryPolicy;
 use crate::state::CancelReason;
@@ -18,29 +16,6 @@ use crate::state::CancelReason;
 /// How long the agent waits before trying again while the API rejects it (HTTP 401/403/404):
 /// nothing changes until an operator fixes the configuration, so at most once a minute.
 pub(crate) const REJECTED_RETRY_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The state of the payment API connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectionState {
-    Connected,
-    Disconnected,
-    Connecting,
-    /// The API refuses the agent's keys or has no such endpoint (HTTP 401, 403, 404): nothing
-    /// works until the configuration is fixed; the agent tries again at most once a minute.
-    Rejected,
-}
-
-impl fmt::Display for ConnectionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Connected => "connected",
-            Self::Disconnected => "disconnected",
-            Self::Connecting => "connecting",
-            Self::Rejected => "rejected",
-        })
-    }
-}
 
 /// Keeps the connection up for the daemon's life: reconnects the known Id (configuration, else
 /// state) or establishes a new one and makes its Id durable. Transport failures are retried

@@ -17,11 +17,11 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::ages::Ages;
-use super::{ConnectionState, Refusal};
 use crate::boot_clock::{self, BootMillis};
 use crate::config::Config;
 use crate::metrics::{CancelOutcome, METRICS};
-use crate::paywall::{AgentRejection, ApiError, Endpoint, PaywallClient, SaleRequest};
+use crate::outcome::{AgentRejection, ConnectionState, Refusal};
+use crate::paywall::{ApiError, Endpoint, PaywallClient, SaleRequest};
 use crate::retry::RetryPolicy;
 use crate::serial::message::{
     AgentReadiness, AgentRequest, Reply, SaleOrder, TerminalIdentity, PROTOCOL_VERSION,
@@ -31,6 +31,7 @@ use crate::state::{
     CancelReason, Commit, PaymentOutcome, PaymentSource, PendingPayment, SaleRecord, SaleStage,
     StateError, StateStore, StorageHealth,
 };
+use crate::sync::{lock, read, write};
 
 /// A merchant code claimed by one task; released when dropped (also when the task is
 /// cancelled). Its `outcome` reaches the tasks that wanted the same code meanwhile; a claim
@@ -1484,23 +1485,6 @@ fn is_duplicate_code(error: &ApiError) -> bool {
             ..
         }
     )
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,6 @@ use tracing::{error, info, warn};
 
 use super::connection;
 use super::core::{canonical_payment_id, Core, SaleOutcome};
-use super::{ConnectionState, Refusal};
 use crate::boot_clock::{self, BootMillis};
 use crate::cli::exit;
 use crate::config;
@@ -29,6 +28,7 @@ use crate::control::{
     SerialPortView, StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
 };
 use crate::metrics::{self, METRICS};
+use crate::outcome::{ConnectionState, Refusal};
 use crate::paywall::{ApmTarget, PaywallClient, RetryPolicy};
 use crate::serial::message::{AgentRequest, PaymentResultStatus, Reply, TerminalRequest};
 use crate::serial::{self, IncomingRequest, LinkEvent};

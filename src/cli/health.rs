@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{exit, operator, Failure};
-use crate::agent::ConnectionState;
 use crate::control::{self, ClientError, ControlReply, ControlRequest, TerminalLinkStatus};
+use crate::outcome::ConnectionState;
 
 /// How often `status` is asked while waiting.
 const POLL: Duration = Duration::from_millis(500);

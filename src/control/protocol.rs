@@ -12,9 +12,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::agent::ConnectionState;
-use crate::agent::Refusal;
-use crate::paywall::AgentRejection;
+use crate::outcome::{AgentRejection, ConnectionState, Refusal};
 use crate::state::{AgentState, SaleStage};
 
 /// What an operator asks the running daemon (docs/operations.md (Operator commands)).

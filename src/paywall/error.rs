@@ -8,6 +8,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::outcome::AgentRejection;
+
 /// Why a [`crate::paywall::PaywallClient`] could not be built from `[paywall]`. Messages name the
 /// configuration key and never its value.
 #[derive(Debug, thiserror::Error)]
@@ -252,21 +254,6 @@ impl ApiError {
 
 /// The one operation whose path comes from an unofficial source (`docs/payment-api.md`).
 pub(crate) const UNDOCUMENTED_PATH_OPERATION: &str = "payment query";
-
-/// The API refuses the agent itself (see [`ApiError::agent_rejection`]): `status` shows it as
-/// `connection: rejected`, with this HTTP status and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentRejection {
-    pub http_status: u16,
-    /// For people: what the API said and which setting to check. Never a key's value.
-    pub message: String,
-}
-
-impl fmt::Display for AgentRejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
 
 const UNKNOWN_OUTCOME_NOTE: &str =
     "; the request may have been carried out: its outcome is unknown and must be resolved, not resent";

@@ -6,7 +6,9 @@
 // A received value enters time arithmetic: docs/architecture.md, "Lint policy".
 #![warn(clippy::arithmetic_side_effects)]
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 use std::time::{Duration, SystemTime};
 
 use crate::boot_clock::{self, BootMillis};
@@ -115,7 +117,7 @@ impl SharedHold {
     /// The API asked to wait `wait` from now. A hold already running that ends later stays.
     pub(crate) fn hold(&self, http_status: u16, wait: Duration) {
         let until = boot_clock::after(boot_clock::now(), wait);
-        let mut current = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = lock(&self.0);
         if current.is_some_and(|c| c.until >= until) {
             return;
         }
@@ -128,7 +130,7 @@ impl SharedHold {
 
     /// The hold, while it lasts.
     pub(crate) fn current(&self) -> Option<Hold> {
-        let mut current = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = lock(&self.0);
         if current.is_some_and(|c| c.remaining().is_zero()) {
             *current = None;
         }

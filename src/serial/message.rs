@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-use crate::agent::Refusal;
+use crate::outcome::Refusal;
 
 /// Longest `display_code` a `sale` may carry (§3).
 pub const MAX_DISPLAY_CODE_CHARS: usize = 25;

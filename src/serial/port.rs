@@ -23,6 +23,7 @@ use super::message::{AgentRequest, LinkMessage, TerminalRequest};
 use crate::config::{self, SerialConfig};
 use crate::later::Later;
 use crate::retry::RetryPolicy;
+use crate::sync::lock;
 
 /// First wait before reopening a device that is gone.
 pub const REOPEN_BACKOFF_MIN: Duration = RetryPolicy::SERIAL_REOPEN.min_delay;
@@ -56,13 +57,11 @@ pub(crate) struct SharedPortStats(Arc<Mutex<PortStats>>);
 
 impl SharedPortStats {
     pub(crate) fn snapshot(&self) -> PortStats {
-        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+        lock(&self.0).clone()
     }
 
     fn update(&self, change: impl FnOnce(&mut PortStats)) {
-        if let Ok(mut stats) = self.0.lock() {
-            change(&mut stats);
-        }
+        change(&mut lock(&self.0));
     }
 
     fn reopened(&self) {

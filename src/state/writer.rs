@@ -6,12 +6,13 @@
 //! number of pending payments.
 
 use crate::metrics::METRICS;
+use crate::sync::{lock, wait, wait_timeout};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use tokio::sync::{oneshot, watch};
@@ -223,18 +224,12 @@ impl Files {
                 let mut queue = lock(&self.shared.queue);
                 while queue.items.is_empty() && !queue.closing {
                     if !self.unwritten() {
-                        queue = match self.shared.wake.wait(queue) {
-                            Ok(guard) => guard,
-                            Err(poisoned) => poisoned.into_inner(),
-                        };
+                        queue = wait(&self.shared.wake, queue);
                         continue;
                     }
-                    let (guard, waited) = match self.shared.wake.wait_timeout(queue, WRITE_RETRY) {
-                        Ok(woken) => woken,
-                        Err(poisoned) => poisoned.into_inner(),
-                    };
+                    let (guard, timed_out) = wait_timeout(&self.shared.wake, queue, WRITE_RETRY);
                     queue = guard;
-                    if waited.timed_out() {
+                    if timed_out {
                         break;
                     }
                 }
@@ -468,11 +463,4 @@ fn tell(waiters: Vec<oneshot::Sender<Outcome>>, outcome: &Outcome) {
 
 fn sync_directory(directory: &Path) -> std::io::Result<()> {
     File::open(directory).and_then(|dir| dir.sync_all())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
