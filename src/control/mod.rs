@@ -3,7 +3,8 @@
 //! and the PaymentAPI unlink operations. The daemon holds the API keys; nothing secret crosses
 //! this channel.
 //!
-//! - [`protocol`]: the request and response messages (one JSON line each way).
+//! - [`protocol`]: the request and response messages (one JSON line each way), the views of the
+//!   agent's state they carry and the protocol's own enums.
 //! - [`server`]: binding the socket and serving it; each request reaches the daemon core as a
 //!   [`ControlCall`] on a channel, and the core answers on the call's oneshot.
 //! - [`client`]: one request, one answer, for the CLI.
@@ -18,9 +19,10 @@ pub mod server;
 pub use client::{call, ClientError};
 pub use protocol::{
     rfc3339, AbandonedSaleView, ApmAccount, CancelFailure, CancelReason, CancelReport,
-    CancelTarget, ConnectionReport, ControlError, ControlErrorKind, ControlReply, ControlRequest,
-    ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, RejectionView,
-    RetryAfterView, SerialPortView, StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
+    CancelTarget, ConnectionReport, ConnectionStatus, ControlError, ControlErrorKind, ControlReply,
+    ControlRequest, ControlResponse, DisconnectReport, PendingPaymentView, PendingReport,
+    RejectionView, RetryAfterView, SerialPortView, StatusReport, StorageView, TerminalLinkStatus,
+    UnlinkReport,
 };
 pub use server::{adopt, bind, serve, serve_with_limits, ControlCall, ServeLimits, SOCKET_MODE};
 
