@@ -6,8 +6,6 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
 /// Why a request could not be carried out: one vocabulary for the terminal (`error` codes of
 /// docs/serial-protocol.md §3) and the operator (control socket error kinds) understand.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,8 +35,7 @@ pub enum Refusal {
 }
 
 /// The state of the payment API connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
     Connected,
     Disconnected,

@@ -9,11 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use pos_agent::control::{
     self, AbandonedSaleView, CancelFailure, CancelReason, CancelReport, CancelTarget,
-    ConnectionReport, ControlCall, ControlError, ControlErrorKind, ControlReply, ControlRequest,
-    ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, SerialPortView,
-    StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
+    ConnectionReport, ConnectionStatus, ControlCall, ControlError, ControlErrorKind, ControlReply,
+    ControlRequest, ControlResponse, DisconnectReport, PendingPaymentView, PendingReport,
+    SerialPortView, StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
 };
-use pos_agent::outcome::ConnectionState;
 use pos_agent::serial::TerminalIdentity;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -156,7 +155,7 @@ fn status() -> StatusReport {
         version: "9.8.7".into(),
         commit: "0123456789ab".into(),
         connection_id: Some(CONNECTION.into()),
-        connection: ConnectionState::Connected,
+        connection: ConnectionStatus::Connected,
         rejection: None,
         connection_problem: None,
         terminal_link: TerminalLinkStatus::Up,
@@ -462,14 +461,14 @@ fn disconnect_and_reconnect_print_the_connection_and_its_state() {
         Some(match request {
             ControlRequest::Disconnect => ControlReply::Disconnect(DisconnectReport {
                 connection_id: Some(CONNECTION.into()),
-                connection: ConnectionState::Disconnected,
+                connection: ConnectionStatus::Disconnected,
                 cancelled: vec![PAYMENT.into()],
                 failed: vec![],
             })
             .into(),
             _ => ControlReply::Reconnect(ConnectionReport {
                 connection_id: Some(CONNECTION.into()),
-                connection: ConnectionState::Connected,
+                connection: ConnectionStatus::Connected,
             })
             .into(),
         })

@@ -11,10 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pos_agent::control::{
-    self, ControlCall, ControlErrorKind, ControlReply, ControlRequest, ControlResponse,
-    SerialPortView, ServeLimits, StatusReport, StorageView, TerminalLinkStatus,
+    self, ConnectionStatus, ControlCall, ControlErrorKind, ControlReply, ControlRequest,
+    ControlResponse, SerialPortView, ServeLimits, StatusReport, StorageView, TerminalLinkStatus,
 };
-use pos_agent::outcome::ConnectionState;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -27,7 +26,7 @@ fn status_report() -> StatusReport {
         version: "test".into(),
         commit: "0123456789ab".into(),
         connection_id: Some("70b2190b-2f1e-4a8e-9d59-0d1f1c7b1a11".into()),
-        connection: ConnectionState::Connected,
+        connection: ConnectionStatus::Connected,
         rejection: None,
         connection_problem: None,
         terminal_link: TerminalLinkStatus::Up,

@@ -630,7 +630,7 @@ async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlRes
                 .map(|(id, summary)| {
                     ControlReply::Disconnect(DisconnectReport {
                         connection_id: Some(id),
-                        connection: core.connection_state(),
+                        connection: core.connection_state().into(),
                         cancelled: summary.cancelled,
                         failed: failures(summary.failed),
                     })
@@ -639,7 +639,7 @@ async fn handle_control(core: &Arc<Core>, request: ControlRequest) -> ControlRes
         ControlRequest::Reconnect => connection::operator_reconnect(core).await.map(|id| {
             ControlReply::Reconnect(ConnectionReport {
                 connection_id: Some(id),
-                connection: core.connection_state(),
+                connection: core.connection_state().into(),
             })
         }),
         ControlRequest::ApmUnlink { phone, account } => {
@@ -694,7 +694,7 @@ fn status_report(core: &Core) -> StatusReport {
         version: build_info::VERSION.to_owned(),
         commit: build_info::COMMIT.to_owned(),
         connection_id: core.connection_id(),
-        connection: core.connection_state(),
+        connection: core.connection_state().into(),
         rejection: core.rejection().map(RejectionView::from),
         connection_problem: core.connection_problem(),
         terminal_link: if core.link().state() == serial::LinkState::Up {

@@ -14,8 +14,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{exit, operator, Failure};
-use crate::control::{self, ClientError, ControlReply, ControlRequest, TerminalLinkStatus};
-use crate::outcome::ConnectionState;
+use crate::control::{
+    self, ClientError, ConnectionStatus, ControlReply, ControlRequest, TerminalLinkStatus,
+};
 
 /// How often `status` is asked while waiting.
 const POLL: Duration = Duration::from_millis(500);
@@ -170,16 +171,16 @@ async fn check(socket: &Path, required: Required) -> Result<String, Unhealthy> {
         };
         judge(open, true, &text, exit::API_UNREACHABLE);
     }
-    let connected = status.connection == ConnectionState::Connected;
+    let connected = status.connection == ConnectionStatus::Connected;
     let text = match (&status.rejection, &status.connection_problem) {
-        (Some(r), _) if status.connection == ConnectionState::Rejected => format!(
+        (Some(r), _) if status.connection == ConnectionStatus::Rejected => format!(
             "connection rejected (HTTP {}: {})",
             r.http_status, r.message
         ),
         (_, Some(problem)) if !connected => format!("connection {} ({problem})", status.connection),
         _ => format!("connection {}", status.connection),
     };
-    let failure = if status.connection == ConnectionState::Rejected {
+    let failure = if status.connection == ConnectionStatus::Rejected {
         exit::API_REFUSED
     } else {
         exit::API_UNREACHABLE

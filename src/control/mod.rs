@@ -3,26 +3,29 @@
 //! and the PaymentAPI unlink operations. The daemon holds the API keys; nothing secret crosses
 //! this channel.
 //!
-//! - [`protocol`]: the request and response messages (one JSON line each way).
-//! - [`server`]: binding the socket and serving it; each request reaches the daemon core as a
+//! - `protocol`: the request and response messages (one JSON line each way), the views of the
+//!   agent's state they carry and the protocol's own enums.
+//! - `server`: binding the socket and serving it; each request reaches the daemon core as a
 //!   [`ControlCall`] on a channel, and the core answers on the call's oneshot.
-//! - [`client`]: one request, one answer, for the CLI.
+//! - `client`: one request, one answer, for the CLI.
 //!
-//! The wire format and the exit codes are documented for operators in `docs/operations.md`.
+//! The modules are private: the public surface is the list re-exported below. The wire format
+//! and the exit codes are documented for operators in `docs/operations.md`.
 
 mod audit;
-pub mod client;
-pub mod protocol;
-pub mod server;
+mod client;
+mod protocol;
+mod server;
 
 pub use client::{call, ClientError};
 pub use protocol::{
     rfc3339, AbandonedSaleView, ApmAccount, CancelFailure, CancelReason, CancelReport,
-    CancelTarget, ConnectionReport, ControlError, ControlErrorKind, ControlReply, ControlRequest,
-    ControlResponse, DisconnectReport, PendingPaymentView, PendingReport, RejectionView,
-    RetryAfterView, SerialPortView, StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
+    CancelTarget, ConnectionReport, ConnectionStatus, ControlError, ControlErrorKind, ControlReply,
+    ControlRequest, ControlResponse, DisconnectReport, PendingPaymentView, PendingReport,
+    RejectionView, RetryAfterView, SerialPortView, StatusReport, StorageView, TerminalLinkStatus,
+    UnlinkReport,
 };
-pub use server::{adopt, bind, serve, serve_with_limits, ControlCall, ServeLimits, SOCKET_MODE};
+pub use server::{adopt, bind, serve, serve_with_limits, ControlCall, ServeLimits};
 
 /// Where operators' commands look for the daemon when neither `--socket` nor
 /// `POS_AGENT_SOCKET` says otherwise (docs/operations.md (Operator commands)).

@@ -22,7 +22,7 @@ use super::protocol::{ControlError, ControlErrorKind, ControlRequest, ControlRes
 use crate::audit::Operator;
 
 /// Mode of the socket file: the daemon's user and group may connect, nobody else.
-pub const SOCKET_MODE: u32 = 0o660;
+const SOCKET_MODE: u32 = 0o660;
 
 /// One operator request handed to the daemon core. The core answers through `reply`; dropping
 /// `reply` unanswered makes the client see an `internal` error.
