@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
-use super::core::{CancelSummary, Core};
-use crate::outcome::{ConnectionState, Refusal};
-use crate::paywall::CLOCK_PROBLEM;
+use super::cancel::CancelSummary;
+use super::core::Core;
+use crate::outcome::{ConnectionState, Refusal, UnavailableKind};
 use crate::retry::RetryPolicy;
 use crate::state::CancelReason;
 
@@ -53,11 +53,11 @@ pub(crate) async fn maintain(core: Arc<Core>) {
                 REJECTED_RETRY_INTERVAL
             }
             Err(Refusal::AgentRejected(_)) => REJECTED_RETRY_INTERVAL,
-            Err(Refusal::ApiUnavailable(why)) => {
+            Err(Refusal::ApiUnavailable { kind, detail: why }) => {
                 let wait = waits
                     .next_honouring(core.api_hold())
                     .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
-                if !why.contains(CLOCK_PROBLEM) {
+                if kind != UnavailableKind::ClockProblem {
                     warn!("payment API not reachable yet ({why}); trying again in {wait:?}");
                 } else if !clock_problem_logged {
                     // Once: a terminal without RTC may take minutes to get the time.

@@ -1,7 +1,7 @@
 //! The refusal a failed payment API call amounts to: the one place where the client's errors
 //! become the agent's [`Refusal`] (defined with the other outcomes in [`crate::outcome`]).
 
-use crate::outcome::Refusal;
+use crate::outcome::{Refusal, UnavailableKind};
 use crate::paywall::ApiError;
 
 impl Refusal {
@@ -23,7 +23,14 @@ impl Refusal {
             },
             // Refused before it was sent, for its content: the request, not the API, is at fault.
             ApiError::InvalidRequest { .. } => Refusal::InvalidRequest(error.to_string()),
-            other => Refusal::ApiUnavailable(other.to_string()),
+            other => Refusal::ApiUnavailable {
+                kind: if other.is_clock_problem() {
+                    UnavailableKind::ClockProblem
+                } else {
+                    UnavailableKind::Other
+                },
+                detail: other.to_string(),
+            },
         }
     }
 }
