@@ -10,6 +10,7 @@
 #![warn(clippy::arithmetic_side_effects)]
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::boot_clock::{self, BootMillis};
 use crate::config::Config;
 use crate::outcome::{AgentRejection, ConnectionState, Refusal};
 use crate::paywall::{ApiError, PaywallClient};
+use crate::retry::{retry, Attempt, Ended, Pacing, RetryPolicy};
 use crate::serial::message::TerminalIdentity;
 use crate::serial::LinkHandle;
 use crate::state::{StateError, StateStore, StorageHealth};
@@ -283,6 +285,29 @@ impl Core {
     /// lasts: every retry loop waits at least this long (docs/payment-api.md, "Retry-After").
     pub(crate) fn api_hold(&self) -> Option<Duration> {
         self.client().held().map(|hold| hold.remaining())
+    }
+
+    /// Runs `attempt` (see [`retry`]) while the payment API is out of reach: the common outage
+    /// policy, each wait at least what is left of a `Retry-After` hold, on the boot clock,
+    /// until the attempt is done or gives up, or the agent stops.
+    pub(super) async fn retry_while_unreachable<T, E, A, F>(
+        &self,
+        attempt: A,
+        waiting: impl FnMut(&E, Duration),
+    ) -> Result<T, Ended<E>>
+    where
+        A: FnMut() -> F,
+        F: Future<Output = Attempt<T, E>>,
+    {
+        let mut waits = RetryPolicy::API_OUTAGE.backoff();
+        let mut stopping = self.stopping_signal();
+        let pacing = Pacing {
+            waits: &mut waits,
+            hold: || self.api_hold(),
+            stop: &mut stopping,
+            sleep: boot_clock::sleep,
+        };
+        retry(pacing, attempt, waiting).await
     }
 
     pub(crate) fn connection_id(&self) -> Option<String> {

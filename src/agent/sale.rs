@@ -6,7 +6,7 @@
 // Time and count arithmetic: docs/architecture.md, "Lint policy".
 #![warn(clippy::arithmetic_side_effects)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -19,7 +19,7 @@ use crate::boot_clock::{self, BootMillis};
 use crate::metrics::METRICS;
 use crate::outcome::{AgentRejection, ConnectionState, Refusal};
 use crate::paywall::{ApiError, Endpoint, SaleRequest};
-use crate::retry::RetryPolicy;
+use crate::retry::{retry, Attempt, Ended, Pacing, RetryPolicy};
 use crate::serial::message::SaleOrder;
 use crate::state::{CancelReason, PaymentOutcome, SaleRecord, SaleStage};
 use crate::sync::lock;
@@ -263,7 +263,6 @@ impl Core {
         maybe_sent: &AtomicBool,
     ) -> Settled {
         let code = order.merchant_unique_code;
-        let key = code.to_string();
         if maybe_sent.load(Ordering::Relaxed) {
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => return Settled::Created(id),
@@ -277,69 +276,99 @@ impl Core {
         let mut stopping = self.stopping_signal();
         // A send happens only while the API is known not to hold the code, so it is never a
         // blind repeat; the API also rejects a repeated MerchantUniqueCode.
-        let mut unknown_sends_left = 2u32;
-        loop {
-            if self.is_stopping() {
-                return Settled::Stopping;
-            }
-            maybe_sent.store(true, Ordering::Relaxed);
-            let error = match self.client().sale(&request).await {
-                Ok(accepted) => return Settled::Created(accepted.payment_request_id.to_string()),
-                Err(error) => error,
-            };
-            if let Some(rejection) = error.agent_rejection() {
-                // Refused before it was carried out (the keys or the path): nothing exists.
-                maybe_sent.store(false, Ordering::Relaxed);
-                self.note_rejection(rejection.clone());
-                self.forget_intent(code).await;
-                return Settled::Outcome(refused(Refusal::AgentRejected(rejection)));
-            }
-            if error.is_rejection() && !is_duplicate_code(&error) {
-                maybe_sent.store(false, Ordering::Relaxed);
-                warn!(merchant_unique_code = %code, "sale {code} refused by the payment API: {error}");
-                if let Err(e) = self
-                    .mutate_store(|s| {
-                        s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now())
-                    })
-                    .await
-                {
-                    error!(merchant_unique_code = %code, "cannot record the refused sale {code}: {e}");
-                }
-                return Settled::Outcome(refused(Refusal::from_api_error(&error)));
-            }
-            if error.was_not_sent() {
-                maybe_sent.store(false, Ordering::Relaxed);
-                let Some(wait) = not_sent_waits.next().filter(|_| error.is_retryable()) else {
-                    warn!(merchant_unique_code = %code, "sale {code} not sent: {error}; nothing was created");
-                    self.forget_intent(code).await;
-                    return Settled::Outcome(refused(Refusal::api_unavailable(format!(
-                        "{error}; no payment was created"
-                    ))));
-                };
+        let unknown_sends_left = AtomicU32::new(2);
+        let sent = retry(
+            Pacing {
+                waits: &mut not_sent_waits,
+                hold: || None,
+                stop: &mut stopping,
+                sleep: boot_clock::sleep,
+            },
+            || self.send_sale_once(code, &request, since, maybe_sent, &unknown_sends_left),
+            |error, wait| {
                 warn!(merchant_unique_code = %code, retry_in_ms = wait.as_millis() as u64, "sale {code} not sent: {error}; trying again");
-                tokio::select! {
-                    _ = boot_clock::sleep(wait) => {}
-                    _ = stopping.wait_for(|s| *s) => return Settled::Stopping,
-                }
-                continue;
+            },
+        )
+        .await;
+        match sent {
+            Ok(settled) => settled,
+            Err(Ended::Stopped) => Settled::Stopping,
+            Err(Ended::GaveUp(error)) => {
+                warn!(merchant_unique_code = %code, "sale {code} not sent: {error}; nothing was created");
+                self.forget_intent(code).await;
+                Settled::Outcome(refused(Refusal::api_unavailable(format!(
+                    "{error}; no payment was created"
+                ))))
             }
-            unknown_sends_left = unknown_sends_left.saturating_sub(1);
-            warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
-            match self.resolve_sale(code, since).await {
-                Resolution::Found(id) => return Settled::Created(id),
-                Resolution::Absent if unknown_sends_left > 0 => {
-                    maybe_sent.store(false, Ordering::Relaxed);
-                }
-                Resolution::Absent => {
-                    self.forget_intent(code).await;
-                    return Settled::Outcome(refused(Refusal::api_unavailable(format!(
-                        "{error}; the payment API holds no payment from it"
-                    ))));
-                }
-                // The API refuses the agent itself: the outcome stays unknown.
-                Resolution::Rejected(rejection) => return Settled::Rejected(rejection),
-                Resolution::Unknown => return Settled::Stopping,
+        }
+    }
+
+    /// One send of the sale, for [`Core::send_sale`]: done with its outcome; again when the
+    /// request was provably not sent and may be sent again, given up when it may not; at once
+    /// when a lookup showed the API holds no payment from a send whose outcome was unknown.
+    async fn send_sale_once(
+        &self,
+        code: Uuid,
+        request: &SaleRequest,
+        since: SystemTime,
+        maybe_sent: &AtomicBool,
+        unknown_sends_left: &AtomicU32,
+    ) -> Attempt<Settled, ApiError> {
+        let key = code.to_string();
+        if self.is_stopping() {
+            return Attempt::Done(Settled::Stopping);
+        }
+        maybe_sent.store(true, Ordering::Relaxed);
+        let error = match self.client().sale(request).await {
+            Ok(accepted) => {
+                return Attempt::Done(Settled::Created(accepted.payment_request_id.to_string()))
             }
+            Err(error) => error,
+        };
+        if let Some(rejection) = error.agent_rejection() {
+            // Refused before it was carried out (the keys or the path): nothing exists.
+            maybe_sent.store(false, Ordering::Relaxed);
+            self.note_rejection(rejection.clone());
+            self.forget_intent(code).await;
+            return Attempt::Done(Settled::Outcome(refused(Refusal::AgentRejected(rejection))));
+        }
+        if error.is_rejection() && !is_duplicate_code(&error) {
+            maybe_sent.store(false, Ordering::Relaxed);
+            warn!(merchant_unique_code = %code, "sale {code} refused by the payment API: {error}");
+            if let Err(e) = self
+                .mutate_store(|s| s.finish_sale(&key, PaymentOutcome::Rejected, SystemTime::now()))
+                .await
+            {
+                error!(merchant_unique_code = %code, "cannot record the refused sale {code}: {e}");
+            }
+            return Attempt::Done(Settled::Outcome(refused(Refusal::from_api_error(&error))));
+        }
+        if error.was_not_sent() {
+            maybe_sent.store(false, Ordering::Relaxed);
+            return if error.is_retryable() {
+                Attempt::Again(error)
+            } else {
+                Attempt::GiveUp(error)
+            };
+        }
+        let left = unknown_sends_left.load(Ordering::Relaxed).saturating_sub(1);
+        unknown_sends_left.store(left, Ordering::Relaxed);
+        warn!(merchant_unique_code = %code, "outcome of sale {code} unknown ({error}); looking the payment up");
+        match self.resolve_sale(code, since).await {
+            Resolution::Found(id) => Attempt::Done(Settled::Created(id)),
+            Resolution::Absent if left > 0 => {
+                maybe_sent.store(false, Ordering::Relaxed);
+                Attempt::Now
+            }
+            Resolution::Absent => {
+                self.forget_intent(code).await;
+                Attempt::Done(Settled::Outcome(refused(Refusal::api_unavailable(
+                    format!("{error}; the payment API holds no payment from it"),
+                ))))
+            }
+            // The API refuses the agent itself: the outcome stays unknown.
+            Resolution::Rejected(rejection) => Attempt::Done(Settled::Rejected(rejection)),
+            Resolution::Unknown => Attempt::Done(Settled::Stopping),
         }
     }
 
@@ -377,79 +406,79 @@ impl Core {
     /// shows absent ends final, still refused for a new sale.
     pub(crate) async fn settle_abandoned(self: &Arc<Self>, code: Uuid) {
         let key = code.to_string();
-        let mut waits = RetryPolicy::API_OUTAGE.backoff();
-        let mut stopping = self.stopping_signal();
         let Some(_settling) = InFlight::enter(&self.settling, code) else {
             return;
         };
-        while let Some(sale) = self.with_store(|s| s.sale(&key).cloned()) {
-            if !matches!(sale.stage, SaleStage::Abandoned { .. }) {
-                break;
-            }
-            let tracked: Option<String> = self.with_store(|s| {
-                s.pending()
-                    .iter()
-                    .find(|(_, p)| p.merchant_unique_code.as_deref() == Some(key.as_str()))
-                    .map(|(id, _)| id.clone())
-            });
-            let done = match tracked {
-                // A refusal is final for this loop (the payment stays pending, and
-                // payment_timeout still applies); a transport failure is tried again.
-                Some(id) => !matches!(
-                    self.cancel(&id, CancelReason::Abandoned).await,
-                    Err(Refusal::ApiUnavailable { .. } | Refusal::Internal(_))
-                ),
-                None => match boot_clock::timeout(
-                    SETTLE_LOOKUP_DEADLINE,
-                    self.client()
-                        .find_payment_by_merchant_code(code, sale.since.to_system_time()),
-                )
-                .await
-                .unwrap_or_else(|| Err(lookup_overran()))
-                {
-                    Ok(Some(found)) => {
-                        let id = found.payment_request_id.to_string();
-                        warn!(merchant_unique_code = %code, payment_request_id = id, "abandoned sale {code} found at the payment API as payment {id}: cancelling it");
-                        if let Err(e) = self
-                            .mutate_store(|s| {
-                                s.update(|state| {
-                                    state.abandoned_sale_found(&key, &id, SystemTime::now())
-                                })
+        // Ends settled, given up for this run, or at the stop: the sale stays abandoned in state
+        // until it is settled.
+        let _ = self
+            .retry_while_unreachable(|| self.settle_step(code, &key), |_: &(), _| {})
+            .await;
+    }
+
+    /// One step of [`Core::settle_abandoned`]: done once the sale is no longer abandoned or
+    /// its cancel was answered; at once when the lookup found its payment (to cancel it next);
+    /// again after a transport failure.
+    async fn settle_step(self: &Arc<Self>, code: Uuid, key: &str) -> Attempt<(), ()> {
+        let Some(sale) = self.with_store(|s| s.sale(key).cloned()) else {
+            return Attempt::Done(());
+        };
+        if !matches!(sale.stage, SaleStage::Abandoned { .. }) {
+            return Attempt::Done(());
+        }
+        let tracked: Option<String> = self.with_store(|s| {
+            s.pending()
+                .iter()
+                .find(|(_, p)| p.merchant_unique_code.as_deref() == Some(key))
+                .map(|(id, _)| id.clone())
+        });
+        match tracked {
+            // A refusal is final for this loop (the payment stays pending, and
+            // payment_timeout still applies); a transport failure is tried again.
+            Some(id) => match self.cancel(&id, CancelReason::Abandoned).await {
+                Err(Refusal::ApiUnavailable { .. } | Refusal::Internal(_)) => Attempt::Again(()),
+                _ => Attempt::Done(()),
+            },
+            None => match boot_clock::timeout(
+                SETTLE_LOOKUP_DEADLINE,
+                self.client()
+                    .find_payment_by_merchant_code(code, sale.since.to_system_time()),
+            )
+            .await
+            .unwrap_or_else(|| Err(lookup_overran()))
+            {
+                Ok(Some(found)) => {
+                    let id = found.payment_request_id.to_string();
+                    warn!(merchant_unique_code = %code, payment_request_id = id, "abandoned sale {code} found at the payment API as payment {id}: cancelling it");
+                    if let Err(e) = self
+                        .mutate_store(|s| {
+                            s.update(|state| {
+                                state.abandoned_sale_found(key, &id, SystemTime::now())
                             })
-                            .await
-                        {
-                            error!(merchant_unique_code = %code, payment_request_id = id, "cannot record payment {id} of the abandoned sale {code}: {e}");
-                        }
-                        continue;
+                        })
+                        .await
+                    {
+                        error!(merchant_unique_code = %code, payment_request_id = id, "cannot record payment {id} of the abandoned sale {code}: {e}");
                     }
-                    Ok(None) => {
-                        info!(merchant_unique_code = %code, "abandoned sale {code} settled: the payment API holds no payment with its code");
-                        if let Err(e) = self
-                            .mutate_store(|s| {
-                                s.finish_sale(&key, PaymentOutcome::Abandoned, SystemTime::now())
-                            })
-                            .await
-                        {
-                            error!(merchant_unique_code = %code, "cannot record the settled sale {code}: {e}");
-                        }
-                        true
+                    Attempt::Now
+                }
+                Ok(None) => {
+                    info!(merchant_unique_code = %code, "abandoned sale {code} settled: the payment API holds no payment with its code");
+                    if let Err(e) = self
+                        .mutate_store(|s| {
+                            s.finish_sale(key, PaymentOutcome::Abandoned, SystemTime::now())
+                        })
+                        .await
+                    {
+                        error!(merchant_unique_code = %code, "cannot record the settled sale {code}: {e}");
                     }
-                    Err(e) => {
-                        warn!(merchant_unique_code = %code, "cannot settle the abandoned sale {code} yet: {e}");
-                        false
-                    }
-                },
-            };
-            if done || self.is_stopping() {
-                break;
-            }
-            let delay = waits
-                .next_honouring(self.api_hold())
-                .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
-            tokio::select! {
-                _ = boot_clock::sleep(delay) => {}
-                _ = stopping.wait_for(|s| *s) => break,
-            }
+                    Attempt::Done(())
+                }
+                Err(e) => {
+                    warn!(merchant_unique_code = %code, "cannot settle the abandoned sale {code} yet: {e}");
+                    Attempt::Again(())
+                }
+            },
         }
     }
 
@@ -536,35 +565,32 @@ impl Core {
     /// Establishes whether the API holds a payment with this merchant code, through the
     /// payments list, retried with the common [`RetryPolicy`] until it answers or the agent stops.
     async fn resolve_sale(&self, code: Uuid, since: SystemTime) -> Resolution {
-        let mut waits = RetryPolicy::API_OUTAGE.backoff();
-        let mut stopping = self.stopping_signal();
-        loop {
-            match self
-                .client()
-                .find_payment_by_merchant_code(code, since)
-                .await
-            {
-                Ok(Some(found)) => return Resolution::Found(found.payment_request_id.to_string()),
-                Ok(None) => return Resolution::Absent,
-                Err(e) => {
-                    if let Some(rejection) = e.agent_rejection() {
-                        self.note_rejection(rejection.clone());
-                        return Resolution::Rejected(rejection);
+        let looked_up = self
+            .retry_while_unreachable(
+                || async {
+                    match self
+                        .client()
+                        .find_payment_by_merchant_code(code, since)
+                        .await
+                    {
+                        Ok(Some(found)) => Attempt::Done(Resolution::Found(
+                            found.payment_request_id.to_string(),
+                        )),
+                        Ok(None) => Attempt::Done(Resolution::Absent),
+                        Err(e) => {
+                            if let Some(rejection) = e.agent_rejection() {
+                                self.note_rejection(rejection.clone());
+                                return Attempt::Done(Resolution::Rejected(rejection));
+                            }
+                            warn!(merchant_unique_code = %code, "cannot look sale {code} up yet: {e}");
+                            Attempt::Again(())
+                        }
                     }
-                    warn!(merchant_unique_code = %code, "cannot look sale {code} up yet: {e}")
-                }
-            }
-            if self.is_stopping() {
-                return Resolution::Unknown;
-            }
-            let delay = waits
-                .next_honouring(self.api_hold())
-                .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
-            tokio::select! {
-                _ = boot_clock::sleep(delay) => {}
-                _ = stopping.wait_for(|s| *s) => return Resolution::Unknown,
-            }
-        }
+                },
+                |_, _| {},
+            )
+            .await;
+        looked_up.unwrap_or(Resolution::Unknown)
     }
 
     /// Whenever the connection comes up (at start, by the background reconnects, and by the

@@ -13,7 +13,7 @@ use tracing::{error, info};
 use super::core::Core;
 use crate::boot_clock::{self, BootMillis};
 use crate::outcome::Refusal;
-use crate::retry::RetryPolicy;
+use crate::retry::Attempt;
 use crate::state::{CancelReason, Commit, StateError};
 use crate::sync::lock;
 
@@ -95,21 +95,21 @@ impl Core {
                         payment_request_id = id,
                         "payment {id} pending longer than payment_timeout; cancelling it"
                     );
-                    let mut stopping = core.stopping_signal();
-                    let mut waits = RetryPolicy::API_OUTAGE.backoff();
-                    loop {
-                        match core.cancel(&id, CancelReason::Timeout).await {
-                            Err(Refusal::ApiUnavailable { .. }) if core.is_pending(&id) => {}
-                            _ => return,
-                        }
-                        let delay = waits
-                            .next_honouring(core.api_hold())
-                            .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
-                        tokio::select! {
-                            _ = boot_clock::sleep(delay) => {}
-                            _ = stopping.wait_for(|s| *s) => return,
-                        }
-                    }
+                    // Ends once the API answered the cancel, or at the stop (the shutdown
+                    // then sends it).
+                    let _ = core
+                        .retry_while_unreachable(
+                            || async {
+                                match core.cancel(&id, CancelReason::Timeout).await {
+                                    Err(Refusal::ApiUnavailable { .. }) if core.is_pending(&id) => {
+                                        Attempt::Again(())
+                                    }
+                                    _ => Attempt::Done(()),
+                                }
+                            },
+                            |_: &(), _| {},
+                        )
+                        .await;
                 }
             })
             .await;
