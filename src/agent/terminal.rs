@@ -1,6 +1,9 @@
 //! The terminal outside a sale: the payments it reports (started elsewhere, final), the
 //! notifications the agent sends it, and who it said it is.
 
+// Time and count arithmetic: docs/architecture.md, "Lint policy".
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
