@@ -9,6 +9,7 @@
 //! must also watch for a shutdown.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -150,15 +151,19 @@ pub(crate) enum Ended<E> {
     GaveUp(E),
 }
 
-/// How a [`retry`] loop waits: the back-off it draws from (the caller's, so that it can
-/// [`FullJitter::reset`] it between loops), the `Retry-After` hold each back-off wait is
+/// A sleep of a [`retry`] loop's clock (the agent's is the boot clock), boxed so that the
+/// waiting is one copy in the binary, not one per loop.
+pub(crate) type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How a [`retry`] loop waits: the back-off it draws from (kept from one loop to the next
+/// until the caller [`FullJitter::reset`]s it), the `Retry-After` hold each back-off wait is
 /// lengthened to, the signal that ends a wait and the loop, and the clock that sleeps.
-pub(crate) struct Pacing<'a, H, S> {
-    pub(crate) waits: &'a mut FullJitter,
+pub(crate) struct Pacing<H> {
+    pub(crate) waits: FullJitter,
     /// What is left of a wait the payment API asked for, read before each back-off wait.
     pub(crate) hold: H,
-    pub(crate) stop: &'a mut watch::Receiver<bool>,
-    pub(crate) sleep: S,
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) sleep: fn(Duration) -> Sleep,
 }
 
 /// Runs `attempt` until it is done or gives up, or `stop` turns true while it waits. After an
@@ -166,15 +171,13 @@ pub(crate) struct Pacing<'a, H, S> {
 /// hold), first telling `waiting` the error and the wait (for its log line); after an
 /// [`Attempt::After`], the fixed wait. The stop signal is only looked at around waits: an
 /// attempt that must not start while stopping checks it itself.
-pub(crate) async fn retry<T, E, H, S, SF, A, AF>(
-    pacing: Pacing<'_, H, S>,
+pub(crate) async fn retry<T, E, H, A, AF>(
+    pacing: &mut Pacing<H>,
     mut attempt: A,
     mut waiting: impl FnMut(&E, Duration),
 ) -> Result<T, Ended<E>>
 where
     H: Fn() -> Option<Duration>,
-    S: Fn(Duration) -> SF,
-    SF: Future<Output = ()>,
     A: FnMut() -> AF,
     AF: Future<Output = Attempt<T, E>>,
 {
@@ -191,20 +194,27 @@ where
             Attempt::Now => continue,
             Attempt::After(wait) => wait,
             Attempt::Again(error) => {
-                let Some(wait) = waits.next_honouring(hold()) else {
+                let Some(wait) = waits.next_honouring((*hold)()) else {
                     return Err(Ended::GaveUp(error));
                 };
                 waiting(&error, wait);
                 wait
             }
         };
-        if *stop.borrow() {
+        if !sleep_unless_stopped((*sleep)(wait), stop).await {
             return Err(Ended::Stopped);
         }
-        tokio::select! {
-            _ = sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return Err(Ended::Stopped),
-        }
+    }
+}
+
+/// Sleeps `sleep` out, unless `stop` is or turns true: then false.
+async fn sleep_unless_stopped(sleep: Sleep, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = sleep => true,
+        _ = stop.wait_for(|s| *s) => false,
     }
 }
 
@@ -296,26 +306,30 @@ mod loop_tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
+    thread_local! {
+        /// The waits a test's loop slept (each test runs on a thread of its own).
+        static SLEPT: RefCell<Vec<Duration>> = const { RefCell::new(Vec::new()) };
+    }
+
     /// A retry loop whose sleeps are recorded instead of slept.
     async fn run<T, E>(
         policy: RetryPolicy,
         hold: Option<Duration>,
         script: Vec<Attempt<T, E>>,
     ) -> (Result<T, Ended<E>>, Vec<Duration>, Vec<Duration>, usize) {
-        let (_stop_tx, mut stop) = watch::channel(false);
-        let mut waits = policy.backoff();
-        let slept = RefCell::new(Vec::new());
+        let (_stop_tx, stop) = watch::channel(false);
+        SLEPT.with(|slept| slept.borrow_mut().clear());
         let mut told = Vec::new();
         let script = RefCell::new(script.into_iter());
         let attempts = RefCell::new(0usize);
         let result = retry(
-            Pacing {
-                waits: &mut waits,
+            &mut Pacing {
+                waits: policy.backoff(),
                 hold: || hold,
-                stop: &mut stop,
+                stop,
                 sleep: |wait| {
-                    slept.borrow_mut().push(wait);
-                    async {}
+                    SLEPT.with(|slept| slept.borrow_mut().push(wait));
+                    Box::pin(async {})
                 },
             },
             || {
@@ -330,7 +344,8 @@ mod loop_tests {
         )
         .await;
         let attempts = *attempts.borrow();
-        (result, slept.into_inner(), told, attempts)
+        let slept = SLEPT.with(|slept| slept.take());
+        (result, slept, told, attempts)
     }
 
     #[tokio::test]
@@ -407,8 +422,13 @@ mod loop_tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_stop_signal_ends_a_wait_and_is_looked_at_before_one() {
-        let (stop_tx, mut stop) = watch::channel(false);
-        let mut waits = RetryPolicy::API_OUTAGE.backoff();
+        let (stop_tx, stop) = watch::channel(false);
+        let mut pacing = Pacing {
+            waits: RetryPolicy::API_OUTAGE.backoff(),
+            hold: || None,
+            stop,
+            sleep: |wait| Box::pin(tokio::time::sleep(wait)),
+        };
         let stopper = tokio::spawn(async move {
             tokio::time::sleep(SECOND).await;
             stop_tx.send_replace(true);
@@ -417,12 +437,7 @@ mod loop_tests {
         let started = tokio::time::Instant::now();
         let attempts = RefCell::new(0);
         let result: Result<(), Ended<()>> = retry(
-            Pacing {
-                waits: &mut waits,
-                hold: || None,
-                stop: &mut stop,
-                sleep: tokio::time::sleep,
-            },
+            &mut pacing,
             || {
                 *attempts.borrow_mut() += 1;
                 async { Attempt::After(SECOND * 60) }
@@ -435,17 +450,9 @@ mod loop_tests {
         assert!(started.elapsed() < SECOND * 2, "{:?}", started.elapsed());
         // Already stopped: the next failure ends the loop without a wait or another attempt.
         let _stop_tx = stopper.await.unwrap();
-        let result: Result<(), Ended<&str>> = retry(
-            Pacing {
-                waits: &mut waits,
-                hold: || None,
-                stop: &mut stop,
-                sleep: |_| std::future::pending::<()>(),
-            },
-            || async { Attempt::Again("down") },
-            |_, _| {},
-        )
-        .await;
+        pacing.sleep = |_| Box::pin(std::future::pending());
+        let result: Result<(), Ended<&str>> =
+            retry(&mut pacing, || async { Attempt::Again("down") }, |_, _| {}).await;
         assert_eq!(result, Err(Ended::Stopped));
     }
 }

@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 use super::cancel::CancelSummary;
 use super::core::Core;
 use crate::outcome::{ConnectionState, Refusal, UnavailableKind};
-use crate::retry::{retry, Attempt, Ended, Pacing, RetryPolicy};
+use crate::retry::{retry, Attempt, Ended};
 use crate::state::CancelReason;
 
 /// How long the agent waits before trying again while the API rejects it (HTTP 401/403/404):
@@ -19,13 +19,12 @@ pub(crate) const REJECTED_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Keeps the connection up for the daemon's life: reconnects the known Id (configuration, else
 /// state) or establishes a new one and makes its Id durable. Transport failures are retried
-/// with the common [`RetryPolicy`], never sooner than a `Retry-After` asked; a rejection of the agent itself (HTTP 401/403/404) is tried again at most once
+/// with the common [`RetryPolicy`](crate::retry::RetryPolicy), never sooner than a `Retry-After` asked; a rejection of the agent itself (HTTP 401/403/404) is tried again at most once
 /// a minute, also when a later call meets one; an envelope refusal ends the attempts (the
 /// operator sees it in `status` and the log, and can `reconnect`). Whenever the connection comes
 /// up, the cancels not seen confirmed are sent again and the sale intents left are resolved.
 pub(crate) async fn maintain(core: Arc<Core>) {
-    let mut waits = RetryPolicy::API_OUTAGE.backoff();
-    let mut stopping = core.stopping_signal();
+    let mut pacing = core.outage_pacing();
     let mut connection = core.connection_signal();
     let mut clock_problem_logged = false;
     // Whether the next round's first attempt looks for a connection an operator's `reconnect`
@@ -70,20 +69,14 @@ pub(crate) async fn maintain(core: Arc<Core>) {
             }
             core.set_connection_problem(Some(why.clone()));
         };
-        let pacing = Pacing {
-            waits: &mut waits,
-            hold: || core.api_hold(),
-            stop: &mut stopping,
-            sleep: crate::boot_clock::sleep,
-        };
-        match retry(pacing, attempt, waiting).await {
+        match retry(&mut pacing, attempt, waiting).await {
             Ok(Round::Up(id)) => {
                 info!(connection_id = id, "payment API connection {id} active");
                 core.set_connection_problem(None);
                 core.clear_rejection();
                 core.set_connection_state(ConnectionState::Connected);
                 core.settle_all_abandoned();
-                waits.reset();
+                pacing.waits.reset();
                 core.resend_requested_cancels().await;
                 core.resolve_leftover_intents().await;
                 look_for_reconnect = true;
@@ -102,11 +95,11 @@ pub(crate) async fn maintain(core: Arc<Core>) {
         // Up until a call meets a rejection of the agent; then wait and try again.
         tokio::select! {
             _ = connection.wait_for(|c| *c == ConnectionState::Rejected) => {}
-            _ = stopping.wait_for(|s| *s) => return,
+            _ = pacing.stop.wait_for(|s| *s) => return,
         }
         tokio::select! {
             _ = crate::boot_clock::sleep(REJECTED_RETRY_INTERVAL) => {}
-            _ = stopping.wait_for(|s| *s) => return,
+            _ = pacing.stop.wait_for(|s| *s) => return,
         }
     }
 }

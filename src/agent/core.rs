@@ -10,7 +10,6 @@
 #![warn(clippy::arithmetic_side_effects)]
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use crate::boot_clock::{self, BootMillis};
 use crate::config::Config;
 use crate::outcome::{AgentRejection, ConnectionState, Refusal};
 use crate::paywall::{ApiError, PaywallClient};
-use crate::retry::{retry, Attempt, Ended, Pacing, RetryPolicy};
+use crate::retry::{Pacing, RetryPolicy};
 use crate::serial::message::TerminalIdentity;
 use crate::serial::LinkHandle;
 use crate::state::{StateError, StateStore, StorageHealth};
@@ -287,27 +286,16 @@ impl Core {
         self.client().held().map(|hold| hold.remaining())
     }
 
-    /// Runs `attempt` (see [`retry`]) while the payment API is out of reach: the common outage
-    /// policy, each wait at least what is left of a `Retry-After` hold, on the boot clock,
-    /// until the attempt is done or gives up, or the agent stops.
-    pub(super) async fn retry_while_unreachable<T, E, A, F>(
-        &self,
-        attempt: A,
-        waiting: impl FnMut(&E, Duration),
-    ) -> Result<T, Ended<E>>
-    where
-        A: FnMut() -> F,
-        F: Future<Output = Attempt<T, E>>,
-    {
-        let mut waits = RetryPolicy::API_OUTAGE.backoff();
-        let mut stopping = self.stopping_signal();
-        let pacing = Pacing {
-            waits: &mut waits,
+    /// How a loop waits while the payment API is out of reach (see [`crate::retry::retry`]):
+    /// the common outage policy, each wait at least what is left of a `Retry-After` hold, on
+    /// the boot clock, until the agent stops.
+    pub(super) fn outage_pacing(&self) -> Pacing<impl Fn() -> Option<Duration> + '_> {
+        Pacing {
+            waits: RetryPolicy::API_OUTAGE.backoff(),
             hold: || self.api_hold(),
-            stop: &mut stopping,
-            sleep: boot_clock::sleep,
-        };
-        retry(pacing, attempt, waiting).await
+            stop: self.stopping_signal(),
+            sleep: |wait| Box::pin(boot_clock::sleep(wait)),
+        }
     }
 
     pub(crate) fn connection_id(&self) -> Option<String> {

@@ -272,17 +272,15 @@ impl Core {
             }
         }
         let request = self.sale_request(order);
-        let mut not_sent_waits = RetryPolicy::API_CALL.backoff();
-        let mut stopping = self.stopping_signal();
         // A send happens only while the API is known not to hold the code, so it is never a
         // blind repeat; the API also rejects a repeated MerchantUniqueCode.
         let unknown_sends_left = AtomicU32::new(2);
         let sent = retry(
-            Pacing {
-                waits: &mut not_sent_waits,
+            &mut Pacing {
+                waits: RetryPolicy::API_CALL.backoff(),
                 hold: || None,
-                stop: &mut stopping,
-                sleep: boot_clock::sleep,
+                stop: self.stopping_signal(),
+                sleep: |wait| Box::pin(boot_clock::sleep(wait)),
             },
             || self.send_sale_once(code, &request, since, maybe_sent, &unknown_sends_left),
             |error, wait| {
@@ -411,9 +409,12 @@ impl Core {
         };
         // Ends settled, given up for this run, or at the stop: the sale stays abandoned in state
         // until it is settled.
-        let _ = self
-            .retry_while_unreachable(|| self.settle_step(code, &key), |_: &(), _| {})
-            .await;
+        let _ = retry(
+            &mut self.outage_pacing(),
+            || self.settle_step(code, &key),
+            |_: &(), _| {},
+        )
+        .await;
     }
 
     /// One step of [`Core::settle_abandoned`]: done once the sale is no longer abandoned or
@@ -565,31 +566,31 @@ impl Core {
     /// Establishes whether the API holds a payment with this merchant code, through the
     /// payments list, retried with the common [`RetryPolicy`] until it answers or the agent stops.
     async fn resolve_sale(&self, code: Uuid, since: SystemTime) -> Resolution {
-        let looked_up = self
-            .retry_while_unreachable(
-                || async {
-                    match self
-                        .client()
-                        .find_payment_by_merchant_code(code, since)
-                        .await
-                    {
-                        Ok(Some(found)) => Attempt::Done(Resolution::Found(
-                            found.payment_request_id.to_string(),
-                        )),
-                        Ok(None) => Attempt::Done(Resolution::Absent),
-                        Err(e) => {
-                            if let Some(rejection) = e.agent_rejection() {
-                                self.note_rejection(rejection.clone());
-                                return Attempt::Done(Resolution::Rejected(rejection));
-                            }
-                            warn!(merchant_unique_code = %code, "cannot look sale {code} up yet: {e}");
-                            Attempt::Again(())
-                        }
+        let looked_up = retry(
+            &mut self.outage_pacing(),
+            || async {
+                match self
+                    .client()
+                    .find_payment_by_merchant_code(code, since)
+                    .await
+                {
+                    Ok(Some(found)) => {
+                        Attempt::Done(Resolution::Found(found.payment_request_id.to_string()))
                     }
-                },
-                |_, _| {},
-            )
-            .await;
+                    Ok(None) => Attempt::Done(Resolution::Absent),
+                    Err(e) => {
+                        if let Some(rejection) = e.agent_rejection() {
+                            self.note_rejection(rejection.clone());
+                            return Attempt::Done(Resolution::Rejected(rejection));
+                        }
+                        warn!(merchant_unique_code = %code, "cannot look sale {code} up yet: {e}");
+                        Attempt::Again(())
+                    }
+                }
+            },
+            |_, _| {},
+        )
+        .await;
         looked_up.unwrap_or(Resolution::Unknown)
     }
 

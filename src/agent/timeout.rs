@@ -13,7 +13,7 @@ use tracing::{error, info};
 use super::core::Core;
 use crate::boot_clock::{self, BootMillis};
 use crate::outcome::Refusal;
-use crate::retry::Attempt;
+use crate::retry::{retry, Attempt};
 use crate::state::{CancelReason, Commit, StateError};
 use crate::sync::lock;
 
@@ -97,19 +97,19 @@ impl Core {
                     );
                     // Ends once the API answered the cancel, or at the stop (the shutdown
                     // then sends it).
-                    let _ = core
-                        .retry_while_unreachable(
-                            || async {
-                                match core.cancel(&id, CancelReason::Timeout).await {
-                                    Err(Refusal::ApiUnavailable { .. }) if core.is_pending(&id) => {
-                                        Attempt::Again(())
-                                    }
-                                    _ => Attempt::Done(()),
+                    let _ = retry(
+                        &mut core.outage_pacing(),
+                        || async {
+                            match core.cancel(&id, CancelReason::Timeout).await {
+                                Err(Refusal::ApiUnavailable { .. }) if core.is_pending(&id) => {
+                                    Attempt::Again(())
                                 }
-                            },
-                            |_: &(), _| {},
-                        )
-                        .await;
+                                _ => Attempt::Done(()),
+                            }
+                        },
+                        |_: &(), _| {},
+                    )
+                    .await;
                 }
             })
             .await;
