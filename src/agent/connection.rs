@@ -81,8 +81,8 @@ pub(crate) async fn maintain(core: Arc<Core>) {
                 core.resolve_leftover_intents().await;
                 look_for_reconnect = true;
             }
-            // Up by an operator's `reconnect` during the last wait: after this round's wait,
-            // tried again at once.
+            // Up by an operator's `reconnect` during the last wait: watched like a connection of
+            // this task's, then, after its minute, tried again without looking for another.
             Ok(Round::UpByOperator) => look_for_reconnect = false,
             Ok(Round::Stopping) | Err(Ended::Stopped) => return,
             Err(Ended::GaveUp(refusal)) => {
