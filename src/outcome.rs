@@ -24,14 +24,39 @@ pub enum Refusal {
         client_message: Option<String>,
         error_code: Option<i64>,
     },
-    #[error("the payment API could not be reached: {0}")]
-    ApiUnavailable(String),
+    #[error("the payment API could not be reached: {detail}")]
+    ApiUnavailable {
+        /// What kept the API out of reach, for the code that reacts to it.
+        kind: UnavailableKind,
+        /// For people: what failed.
+        detail: String,
+    },
     /// The API refuses the agent itself (its keys, or its base URL): see
     /// `paywall::ApiError::agent_rejection`.
     #[error("{0}")]
     AgentRejected(AgentRejection),
     #[error("{0}")]
     Internal(String),
+}
+
+impl Refusal {
+    /// The payment API could not be reached, for no reason the agent reacts to by itself.
+    pub fn api_unavailable(detail: impl Into<String>) -> Self {
+        Refusal::ApiUnavailable {
+            kind: UnavailableKind::Other,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Why the payment API could not be reached, as far as the agent acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnavailableKind {
+    /// The API's certificate is not valid at this machine's clock: retried until the clock is
+    /// right, and logged once rather than at every attempt.
+    ClockProblem,
+    /// Anything else: the network, a timeout, a 5xx, a `Retry-After` hold.
+    Other,
 }
 
 /// The state of the payment API connection.

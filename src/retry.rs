@@ -5,10 +5,14 @@
 //! uniformly between zero and its ceiling ("full jitter"). After a Paywall outage, a fleet of
 //! terminals that failed at the same moment then comes back spread over the whole window rather
 //! than in lockstep. The waits are a [`backon::Backoff`] (an iterator of durations), so the same
-//! sequence drives `backon`'s `Retryable` and the hand-written loops that must also watch for a
-//! shutdown.
+//! sequence drives `backon`'s `Retryable` and [`retry`], the one loop of the agent's tasks that
+//! must also watch for a shutdown.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 /// How a failed operation is tried again: up to `max_retries` more attempts (`usize::MAX`:
 /// until it succeeds or the caller gives up), the n-th wait drawn from `0 ..= min(max_delay,
@@ -122,6 +126,98 @@ impl Iterator for FullJitter {
     }
 }
 
+/// What one attempt of a [`retry`] loop came to.
+#[derive(Debug)]
+pub(crate) enum Attempt<T, E> {
+    /// Finished: the loop ends with this value.
+    Done(T),
+    /// Failed in a way worth trying again after the next wait of the back-off.
+    Again(E),
+    /// Try again at once, without a wait (what stood in the way is known to be gone).
+    Now,
+    /// Try again after this fixed wait, outside the back-off (the payment API rejecting the
+    /// agent: once a minute).
+    After(Duration),
+    /// Failed for good: the loop ends with this error.
+    GiveUp(E),
+}
+
+/// Why a [`retry`] loop ended without a [`Attempt::Done`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ended<E> {
+    /// The stop signal came before or during a wait.
+    Stopped,
+    /// An attempt gave up, or the back-off ran out of waits after this error.
+    GaveUp(E),
+}
+
+/// A sleep of a [`retry`] loop's clock (the agent's is the boot clock), boxed so that the
+/// waiting is one copy in the binary, not one per loop.
+pub(crate) type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How a [`retry`] loop waits: the back-off it draws from (kept from one loop to the next
+/// until the caller [`FullJitter::reset`]s it), the `Retry-After` hold each back-off wait is
+/// lengthened to, the signal that ends a wait and the loop, and the clock that sleeps.
+pub(crate) struct Pacing<H> {
+    pub(crate) waits: FullJitter,
+    /// What is left of a wait the payment API asked for, read before each back-off wait.
+    pub(crate) hold: H,
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) sleep: fn(Duration) -> Sleep,
+}
+
+/// Runs `attempt` until it is done or gives up, or `stop` turns true while it waits. After an
+/// [`Attempt::Again`] it waits the next wait of the back-off (at least what is left of the
+/// hold), first telling `waiting` the error and the wait (for its log line); after an
+/// [`Attempt::After`], the fixed wait. The stop signal is only looked at around waits: an
+/// attempt that must not start while stopping checks it itself.
+pub(crate) async fn retry<T, E, H, A, AF>(
+    pacing: &mut Pacing<H>,
+    mut attempt: A,
+    mut waiting: impl FnMut(&E, Duration),
+) -> Result<T, Ended<E>>
+where
+    H: Fn() -> Option<Duration>,
+    A: FnMut() -> AF,
+    AF: Future<Output = Attempt<T, E>>,
+{
+    let Pacing {
+        waits,
+        hold,
+        stop,
+        sleep,
+    } = pacing;
+    loop {
+        let wait = match attempt().await {
+            Attempt::Done(value) => return Ok(value),
+            Attempt::GiveUp(error) => return Err(Ended::GaveUp(error)),
+            Attempt::Now => continue,
+            Attempt::After(wait) => wait,
+            Attempt::Again(error) => {
+                let Some(wait) = waits.next_honouring((*hold)()) else {
+                    return Err(Ended::GaveUp(error));
+                };
+                waiting(&error, wait);
+                wait
+            }
+        };
+        if !sleep_unless_stopped((*sleep)(wait), stop).await {
+            return Err(Ended::Stopped);
+        }
+    }
+}
+
+/// Sleeps `sleep` out, unless `stop` is or turns true: then false.
+async fn sleep_unless_stopped(sleep: Sleep, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = sleep => true,
+        _ = stop.wait_for(|s| *s) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +295,164 @@ mod tests {
         for _ in 0..10_000 {
             assert!(waits.next().unwrap() <= Duration::from_secs(30));
         }
+    }
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    thread_local! {
+        /// The waits a test's loop slept (each test runs on a thread of its own).
+        static SLEPT: RefCell<Vec<Duration>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A retry loop whose sleeps are recorded instead of slept.
+    async fn run<T, E>(
+        policy: RetryPolicy,
+        hold: Option<Duration>,
+        script: Vec<Attempt<T, E>>,
+    ) -> (Result<T, Ended<E>>, Vec<Duration>, Vec<Duration>, usize) {
+        let (_stop_tx, stop) = watch::channel(false);
+        SLEPT.with(|slept| slept.borrow_mut().clear());
+        let mut told = Vec::new();
+        let script = RefCell::new(script.into_iter());
+        let attempts = RefCell::new(0usize);
+        let result = retry(
+            &mut Pacing {
+                waits: policy.backoff(),
+                hold: || hold,
+                stop,
+                sleep: |wait| {
+                    SLEPT.with(|slept| slept.borrow_mut().push(wait));
+                    Box::pin(async {})
+                },
+            },
+            || {
+                *attempts.borrow_mut() += 1;
+                let next = script
+                    .borrow_mut()
+                    .next()
+                    .expect("attempted past the script");
+                async move { next }
+            },
+            |_, wait| told.push(wait),
+        )
+        .await;
+        let attempts = *attempts.borrow();
+        let slept = SLEPT.with(|slept| slept.take());
+        (result, slept, told, attempts)
+    }
+
+    #[tokio::test]
+    async fn each_wait_comes_from_the_back_off_and_is_told_before_it_is_slept() {
+        let policy = RetryPolicy {
+            max_retries: 10,
+            min_delay: SECOND,
+            max_delay: SECOND * 4,
+        };
+        let script = vec![
+            Attempt::Again("a"),
+            Attempt::Again("b"),
+            Attempt::Again("c"),
+            Attempt::Done(7),
+        ];
+        let (result, slept, told, attempts) = run(policy, None, script).await;
+        assert_eq!(result, Ok(7));
+        assert_eq!(attempts, 4);
+        assert_eq!(slept, told);
+        assert_eq!(slept.len(), 3);
+        for (n, wait) in slept.iter().enumerate() {
+            assert!(*wait <= policy.ceiling(n), "wait {n}: {wait:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hold_lengthens_every_back_off_wait() {
+        let hold = SECOND * 20;
+        let script = vec![Attempt::Again(()), Attempt::Again(()), Attempt::Done(())];
+        let (result, slept, _, _) = run(RetryPolicy::API_CALL, Some(hold), script).await;
+        assert_eq!(result, Ok(()));
+        assert!(
+            slept.iter().all(|w| *w >= hold && *w <= hold * 5 / 4),
+            "{slept:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn now_and_after_do_not_draw_from_the_back_off() {
+        let policy = RetryPolicy {
+            max_retries: 1,
+            min_delay: SECOND,
+            max_delay: SECOND,
+        };
+        let script = vec![
+            Attempt::Now,
+            Attempt::After(SECOND * 60),
+            Attempt::After(SECOND * 60),
+            Attempt::Again("once"),
+            Attempt::Done(()),
+        ];
+        let (result, slept, told, attempts) = run(policy, None, script).await;
+        assert_eq!(result, Ok(()));
+        assert_eq!(attempts, 5);
+        assert_eq!(&slept[..2], &[SECOND * 60, SECOND * 60]);
+        assert_eq!(slept.len(), 3);
+        assert_eq!(told.len(), 1, "a fixed wait is not told");
+    }
+
+    #[tokio::test]
+    async fn a_give_up_or_a_back_off_that_ran_out_ends_with_the_error() {
+        let script = vec![Attempt::Again("first"), Attempt::GiveUp("refused")];
+        let (result, _, _, _) = run::<(), _>(RetryPolicy::API_CALL, None, script).await;
+        assert_eq!(result, Err(Ended::GaveUp("refused")));
+        let script = vec![Attempt::Again("first"), Attempt::Again("second")];
+        let once = RetryPolicy {
+            max_retries: 1,
+            ..RetryPolicy::API_CALL
+        };
+        let (result, slept, _, attempts) = run::<(), _>(once, None, script).await;
+        assert_eq!(result, Err(Ended::GaveUp("second")));
+        assert_eq!((slept.len(), attempts), (1, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stop_signal_ends_a_wait_and_is_looked_at_before_one() {
+        let (stop_tx, stop) = watch::channel(false);
+        let mut pacing = Pacing {
+            waits: RetryPolicy::API_OUTAGE.backoff(),
+            hold: || None,
+            stop,
+            sleep: |wait| Box::pin(tokio::time::sleep(wait)),
+        };
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(SECOND).await;
+            stop_tx.send_replace(true);
+            stop_tx
+        });
+        let started = tokio::time::Instant::now();
+        let attempts = RefCell::new(0);
+        let result: Result<(), Ended<()>> = retry(
+            &mut pacing,
+            || {
+                *attempts.borrow_mut() += 1;
+                async { Attempt::After(SECOND * 60) }
+            },
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(result, Err(Ended::Stopped));
+        assert_eq!(*attempts.borrow(), 1);
+        assert!(started.elapsed() < SECOND * 2, "{:?}", started.elapsed());
+        // Already stopped: the next failure ends the loop without a wait or another attempt.
+        let _stop_tx = stopper.await.unwrap();
+        pacing.sleep = |_| Box::pin(std::future::pending());
+        let result: Result<(), Ended<&str>> =
+            retry(&mut pacing, || async { Attempt::Again("down") }, |_, _| {}).await;
+        assert_eq!(result, Err(Ended::Stopped));
     }
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
-use super::core::{CancelSummary, Core};
-use crate::outcome::{ConnectionState, Refusal};
-use crate::paywall::CLOCK_PROBLEM;
-use crate::retry::RetryPolicy;
+use super::cancel::CancelSummary;
+use super::core::Core;
+use crate::outcome::{ConnectionState, Refusal, UnavailableKind};
+use crate::retry::{retry, Attempt, Ended};
 use crate::state::CancelReason;
 
 /// How long the agent waits before trying again while the API rejects it (HTTP 401/403/404):
@@ -19,82 +19,98 @@ pub(crate) const REJECTED_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Keeps the connection up for the daemon's life: reconnects the known Id (configuration, else
 /// state) or establishes a new one and makes its Id durable. Transport failures are retried
-/// with the common [`RetryPolicy`], never sooner than a `Retry-After` asked; a rejection of the agent itself (HTTP 401/403/404) is tried again at most once
+/// with the common [`RetryPolicy`](crate::retry::RetryPolicy), never sooner than a `Retry-After` asked; a rejection of the agent itself (HTTP 401/403/404) is tried again at most once
 /// a minute, also when a later call meets one; an envelope refusal ends the attempts (the
 /// operator sees it in `status` and the log, and can `reconnect`). Whenever the connection comes
 /// up, the cancels not seen confirmed are sent again and the sale intents left are resolved.
 pub(crate) async fn maintain(core: Arc<Core>) {
-    let mut waits = RetryPolicy::API_OUTAGE.backoff();
-    let mut stopping = core.stopping_signal();
+    let mut pacing = core.outage_pacing();
     let mut connection = core.connection_signal();
     let mut clock_problem_logged = false;
+    // Whether the next round's first attempt looks for a connection an operator's `reconnect`
+    // brought up during the wait before it (every wait does but the one after such a
+    // connection was seen rejected).
+    let mut look_for_reconnect = false;
     loop {
-        if core.is_stopping() {
-            return;
-        }
-        if core.connection_state() != ConnectionState::Rejected {
-            core.set_connection_state(ConnectionState::Connecting);
-        }
-        let wait = match connect_once(&core).await {
-            Ok(id) => {
+        let core = &core;
+        let attempt = || {
+            let look = std::mem::replace(&mut look_for_reconnect, true);
+            async move {
+                if look && core.connection_state() == ConnectionState::Connected {
+                    return Attempt::Done(Round::UpByOperator);
+                }
+                if core.is_stopping() {
+                    return Attempt::Done(Round::Stopping);
+                }
+                if core.connection_state() != ConnectionState::Rejected {
+                    core.set_connection_state(ConnectionState::Connecting);
+                }
+                match connect_once(core).await {
+                    Ok(id) => Attempt::Done(Round::Up(id)),
+                    Err(Refusal::AgentRejected(_)) => Attempt::After(REJECTED_RETRY_INTERVAL),
+                    Err(refusal @ Refusal::ApiUnavailable { .. }) => Attempt::Again(refusal),
+                    Err(refusal) => Attempt::GiveUp(refusal),
+                }
+            }
+        };
+        let waiting = |refusal: &Refusal, wait: Duration| {
+            let Refusal::ApiUnavailable { kind, detail: why } = refusal else {
+                return;
+            };
+            if *kind != UnavailableKind::ClockProblem {
+                warn!("payment API not reachable yet ({why}); trying again in {wait:?}");
+            } else if !clock_problem_logged {
+                // Once: a terminal without RTC may take minutes to get the time.
+                clock_problem_logged = true;
+                let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+                warn!("clock problem: the payment API's certificate is not valid at the system time {now}; the connection is retried until the clock is right ({why})");
+            } else {
+                debug!("payment API connection: still the clock problem; trying again in {wait:?}");
+            }
+            core.set_connection_problem(Some(why.clone()));
+        };
+        match retry(&mut pacing, attempt, waiting).await {
+            Ok(Round::Up(id)) => {
                 info!(connection_id = id, "payment API connection {id} active");
                 core.set_connection_problem(None);
                 core.clear_rejection();
                 core.set_connection_state(ConnectionState::Connected);
                 core.settle_all_abandoned();
-                waits.reset();
+                pacing.waits.reset();
                 core.resend_requested_cancels().await;
                 core.resolve_leftover_intents().await;
-                // Up until a call meets a rejection of the agent; then wait and try again.
-                tokio::select! {
-                    _ = connection.wait_for(|c| *c == ConnectionState::Rejected) => {}
-                    _ = stopping.wait_for(|s| *s) => return,
-                }
-                REJECTED_RETRY_INTERVAL
+                look_for_reconnect = true;
             }
-            Err(Refusal::AgentRejected(_)) => REJECTED_RETRY_INTERVAL,
-            Err(Refusal::ApiUnavailable(why)) => {
-                let wait = waits
-                    .next_honouring(core.api_hold())
-                    .unwrap_or(RetryPolicy::API_OUTAGE.max_delay);
-                if !why.contains(CLOCK_PROBLEM) {
-                    warn!("payment API not reachable yet ({why}); trying again in {wait:?}");
-                } else if !clock_problem_logged {
-                    // Once: a terminal without RTC may take minutes to get the time.
-                    clock_problem_logged = true;
-                    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-                    warn!("clock problem: the payment API's certificate is not valid at the system time {now}; the connection is retried until the clock is right ({why})");
-                } else {
-                    debug!(
-                        "payment API connection: still the clock problem; trying again in {wait:?}"
-                    );
-                }
-                core.set_connection_problem(Some(why));
-                wait
-            }
-            Err(refusal) => {
+            // Up by an operator's `reconnect` during the last wait: watched like a connection of
+            // this task's, then, after its minute, tried again without looking for another.
+            Ok(Round::UpByOperator) => look_for_reconnect = false,
+            Ok(Round::Stopping) | Err(Ended::Stopped) => return,
+            Err(Ended::GaveUp(refusal)) => {
                 core.set_connection_problem(Some(refusal.to_string()));
                 error!("the payment API connection could not be activated: {refusal}");
                 core.set_connection_state(ConnectionState::Disconnected);
                 return;
             }
-        };
-        tokio::select! {
-            _ = crate::boot_clock::sleep(wait) => {}
-            _ = stopping.wait_for(|s| *s) => return,
         }
-        // An operator's `reconnect` may have brought it up meanwhile.
-        if core.connection_state() == ConnectionState::Connected {
-            tokio::select! {
-                _ = connection.wait_for(|c| *c == ConnectionState::Rejected) => {}
-                _ = stopping.wait_for(|s| *s) => return,
-            }
-            tokio::select! {
-                _ = crate::boot_clock::sleep(REJECTED_RETRY_INTERVAL) => {}
-                _ = stopping.wait_for(|s| *s) => return,
-            }
+        // Up until a call meets a rejection of the agent; then wait and try again.
+        tokio::select! {
+            _ = connection.wait_for(|c| *c == ConnectionState::Rejected) => {}
+            _ = pacing.stop.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            _ = crate::boot_clock::sleep(REJECTED_RETRY_INTERVAL) => {}
+            _ = pacing.stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// How one round of [`maintain`]'s attempts ended.
+enum Round {
+    /// This task brought the connection up, with this Id.
+    Up(String),
+    /// An operator's `reconnect` brought it up meanwhile.
+    UpByOperator,
+    Stopping,
 }
 
 async fn connect_once(core: &Core) -> Result<String, Refusal> {

@@ -4,9 +4,13 @@
 
 mod ages;
 mod audit;
+mod cancel;
 mod connection;
 mod core;
 mod daemon;
 mod refusal;
+mod sale;
+mod terminal;
+mod timeout;
 
 pub(crate) use daemon::run;

@@ -26,10 +26,6 @@ pub enum ClientSetupError {
     NoTrustAnchors { reason: String },
 }
 
-/// How every message about a certificate that is not valid at this machine's clock begins, so
-/// that a caller holding only the message can still tell the clock problem apart.
-pub const CLOCK_PROBLEM: &str = "clock problem";
-
 /// How the connection to the API failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {

@@ -13,7 +13,7 @@ mod types;
 pub use crate::retry::RetryPolicy;
 pub use client::{system_trust_anchors, PaywallClient, CA_BUNDLES};
 pub use endpoint::{Answer, Endpoint};
-pub use error::{ApiError, ClientSetupError, TransportKind, CLOCK_PROBLEM};
+pub use error::{ApiError, ClientSetupError, TransportKind};
 pub use retry_after::{Hold, MAX_RETRY_AFTER};
 pub use types::{
     amount, ApmTarget, ApmUnlinked, CancelAccepted, ConnectionInfo, MasterpassUnlinked, Page,

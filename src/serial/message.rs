@@ -322,7 +322,7 @@ impl Reply {
             Refusal::NotConnected => ErrorCode::NotConnected,
             Refusal::NotFound(_) => ErrorCode::NotFound,
             Refusal::ApiRejected { .. } | Refusal::AgentRejected(_) => ErrorCode::ApiRejected,
-            Refusal::ApiUnavailable(_) | Refusal::Internal(_) => ErrorCode::ApiUnavailable,
+            Refusal::ApiUnavailable { .. } | Refusal::Internal(_) => ErrorCode::ApiUnavailable,
         };
         let message = match refusal {
             Refusal::ApiRejected { message, .. } => message.clone(),
