@@ -26,7 +26,7 @@ use crate::retry::RetryPolicy;
 use crate::serial::message::{
     AgentReadiness, AgentRequest, Reply, SaleOrder, TerminalIdentity, PROTOCOL_VERSION,
 };
-use crate::serial::LinkHandle;
+use crate::serial::{LinkHandle, PortStats, SerialHandle};
 use crate::state::{
     CancelReason, Commit, PaymentOutcome, PaymentSource, PendingPayment, SaleRecord, SaleStage,
     StateError, StateStore, StorageHealth,
@@ -107,7 +107,8 @@ pub(crate) struct Core {
     store: Mutex<StateStore>,
     /// How long each pending payment has been pending, on the boot clock; follows `store`.
     ages: Mutex<Ages>,
-    link: LinkHandle,
+    /// The link to the terminal, and what its serial port went through.
+    serial: SerialHandle,
     connection: watch::Sender<ConnectionState>,
     /// Why the API refuses the agent, while `connection` is `Rejected`.
     rejection: Mutex<Option<AgentRejection>>,
@@ -134,7 +135,7 @@ impl Core {
         config: Arc<Config>,
         client: PaywallClient,
         store: StateStore,
-        link: LinkHandle,
+        serial: SerialHandle,
     ) -> Arc<Self> {
         let ages = Ages::load(
             store.directory(),
@@ -147,7 +148,7 @@ impl Core {
             client: RwLock::new(client),
             store: Mutex::new(store),
             ages: Mutex::new(ages),
-            link,
+            serial,
             connection: watch::channel(ConnectionState::Connecting).0,
             rejection: Mutex::new(None),
             stopping: watch::channel(false).0,
@@ -187,7 +188,12 @@ impl Core {
     }
 
     pub(crate) fn link(&self) -> &LinkHandle {
-        &self.link
+        &self.serial.link
+    }
+
+    /// What the serial port has been through (reopens, last error).
+    pub(crate) fn port_stats(&self) -> PortStats {
+        self.serial.port_stats()
     }
 
     /// Reads the state store. The lock is never held across an await.
@@ -1123,7 +1129,7 @@ impl Core {
     /// and a terminal speaking a newer protocol than this build is still spoken to in this
     /// build's version, with a warning.
     pub(crate) fn tell_terminal(&self, request: AgentRequest) {
-        let link = self.link.clone();
+        let link = self.serial.link.clone();
         let greeting = matches!(
             request,
             AgentRequest::AgentState {

@@ -21,4 +21,6 @@ pub use message::{
     AgentReadiness, AgentRequest, CancelReason, ErrorCode, PaymentResultStatus, Reply, SaleOrder,
     TerminalIdentity, TerminalRequest, PROTOCOL_VERSION,
 };
-pub use port::{open_port, spawn_link, spawn_port_link, PortError, PortStats};
+pub use port::{
+    open_port, spawn_link, spawn_port_link, PortError, PortStats, PortStatsHandle, SerialHandle,
+};
