@@ -82,3 +82,17 @@ impl Default for LinkSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_target_is_the_link_modules_path() {
+        assert_eq!(
+            module_path!(),
+            format!("{LOG_TARGET}::settings::tests"),
+            "LOG_TARGET must name the module holding the link's files"
+        );
+    }
+}
