@@ -166,7 +166,7 @@ impl<Out: LinkMessage> LinkHandle<Out> {
     }
 
     /// Sends a request or notification and waits up to `timeout` for its reply (the wait for
-    /// room in a full [`COMMAND_QUEUE`](super::COMMAND_QUEUE) included).
+    /// room in a full [`COMMAND_QUEUE`](super::settings::COMMAND_QUEUE) included).
     pub async fn request_with_timeout(
         &self,
         body: Out,

@@ -31,7 +31,7 @@ pub const COMMAND_QUEUE: usize = 64;
 pub const MAX_QUEUED_FRAMES: usize = 64;
 /// Events waiting for the application: one per request in progress, and room for the up/down
 /// changes. An up/down event that finds it full is dropped (the state is in
-/// [`LinkHandle::state`](super::LinkHandle::state) all the same).
+/// `LinkHandle::state` all the same).
 pub(super) const EVENT_QUEUE: usize = MAX_REQUESTS_IN_PROGRESS + 16;
 
 /// The timers and limits of one link.
@@ -47,7 +47,7 @@ pub struct LinkSettings {
     pub missed_pings_for_down: u32,
     /// T1.
     pub inter_byte_timeout: Duration,
-    /// How long [`LinkHandle::request`](super::LinkHandle::request) waits for the reply (counted from the call: the wait
+    /// How long `LinkHandle::request` waits for the reply (counted from the call: the wait
     /// for the line and both frames' time on the wire are part of it).
     pub reply_timeout: Duration,
     /// How long a character takes on the line: where T3 and the other send deadlines start.
