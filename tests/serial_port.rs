@@ -5,7 +5,7 @@ mod support;
 use std::path::Path;
 
 use pos_agent::config::SerialConfig;
-use pos_agent::serial::{open_port, LinkEvent, LinkState, Reply, TerminalRequest};
+use pos_agent::serial::{open_port, LinkEvent, LinkState, Reply, SerialHandle, TerminalRequest};
 use pos_agent::simulator::terminal::TerminalSimulator;
 use pos_agent::simulator::virtual_serial::VirtualSerial;
 use support::serial::*;
@@ -66,7 +66,7 @@ async fn link_recovers_when_the_device_vanishes_and_a_new_one_appears_at_the_sym
     let first = VirtualSerial::open().unwrap();
     repoint(&by_id, first.slave_path());
 
-    let (agent, mut events) = agent_on(&by_id, quick_settings());
+    let (SerialHandle { link: agent, port }, mut events) = agent_on_port(&by_id, quick_settings());
     let terminal = TerminalSimulator::over(first, quick_settings());
     assert!(matches!(next_event(&mut events).await, LinkEvent::Up));
 
@@ -80,7 +80,7 @@ async fn link_recovers_when_the_device_vanishes_and_a_new_one_appears_at_the_sym
     let terminal = TerminalSimulator::over(second, quick_settings());
     assert!(matches!(next_event(&mut events).await, LinkEvent::Up));
     assert_eq!(agent.state(), LinkState::Up);
-    let stats = agent.port_stats();
+    let stats = port.snapshot();
     assert_eq!(stats.reopens, 1, "{stats:?}");
     let error = stats.last_error.expect("the loss is recorded").message;
     assert!(error.contains("usb-Terminal_1234-if00"), "{error}");
@@ -98,13 +98,13 @@ async fn link_recovers_when_the_device_vanishes_and_a_new_one_appears_at_the_sym
 async fn missing_device_is_retried_until_it_appears() {
     let dir = tempfile::tempdir().unwrap();
     let by_id = dir.path().join("usb-Terminal_5678-if00");
-    let (agent, mut events) = agent_on(&by_id, quick_settings());
+    let (SerialHandle { link: agent, port }, mut events) = agent_on_port(&by_id, quick_settings());
     assert_eq!(agent.state(), LinkState::Closed);
     let request = agent.request(pos_agent::serial::AgentRequest::Ping).await;
     assert_eq!(request, Err(pos_agent::serial::LinkError::Closed));
     // The device opens on a thread of its own: the link answers before the open has failed.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while agent.port_stats().last_error.is_none() {
+    while port.snapshot().last_error.is_none() {
         assert!(tokio::time::Instant::now() < deadline, "no open refused");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -114,7 +114,7 @@ async fn missing_device_is_retried_until_it_appears() {
     let _terminal = TerminalSimulator::over(line, quick_settings());
     assert!(matches!(next_event(&mut events).await, LinkEvent::Up));
     // The first open is no reopen, however many attempts it took; the refusal is remembered.
-    let stats = agent.port_stats();
+    let stats = port.snapshot();
     assert_eq!(stats.reopens, 0, "{stats:?}");
     let error = stats
         .last_error

@@ -104,7 +104,7 @@ impl Core {
                 if reason != CancelReason::Terminal {
                     self.tell_terminal(AgentRequest::PaymentCancelled {
                         payment_request_id: id.to_owned(),
-                        reason,
+                        reason: reason.into(),
                     });
                 }
                 Ok(())

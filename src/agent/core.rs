@@ -25,7 +25,7 @@ use crate::outcome::{AgentRejection, ConnectionState, Refusal};
 use crate::paywall::{ApiError, PaywallClient};
 use crate::retry::{Pacing, RetryPolicy};
 use crate::serial::message::TerminalIdentity;
-use crate::serial::LinkHandle;
+use crate::serial::{LinkHandle, PortStats, SerialHandle};
 use crate::state::{StateError, StateStore, StorageHealth};
 use crate::sync::{lock, read, write};
 
@@ -71,7 +71,8 @@ pub(crate) struct Core {
     store: Mutex<StateStore>,
     /// How long each pending payment has been pending, on the boot clock; follows `store`.
     pub(super) ages: Mutex<Ages>,
-    pub(super) link: LinkHandle,
+    /// The link to the terminal, and what its serial port went through.
+    pub(super) serial: SerialHandle,
     connection: watch::Sender<ConnectionState>,
     /// Why the API refuses the agent, while `connection` is `Rejected`.
     rejection: Mutex<Option<AgentRejection>>,
@@ -98,7 +99,7 @@ impl Core {
         config: Arc<Config>,
         client: PaywallClient,
         store: StateStore,
-        link: LinkHandle,
+        serial: SerialHandle,
     ) -> Arc<Self> {
         let ages = Ages::load(
             store.directory(),
@@ -111,7 +112,7 @@ impl Core {
             client: RwLock::new(client),
             store: Mutex::new(store),
             ages: Mutex::new(ages),
-            link,
+            serial,
             connection: watch::channel(ConnectionState::Connecting).0,
             rejection: Mutex::new(None),
             stopping: watch::channel(false).0,
@@ -151,7 +152,12 @@ impl Core {
     }
 
     pub(crate) fn link(&self) -> &LinkHandle {
-        &self.link
+        &self.serial.link
+    }
+
+    /// What the serial port has been through (reopens, last error).
+    pub(crate) fn port_stats(&self) -> PortStats {
+        self.serial.port_stats()
     }
 
     /// Reads the state store. The lock is never held across an await.

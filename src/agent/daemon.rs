@@ -705,7 +705,7 @@ fn status_report(core: &Core) -> StatusReport {
         terminal: core.terminal_identity(),
         serial_port: SerialPortView {
             open: Some(core.link().state() != serial::LinkState::Closed),
-            ..core.link().port_stats().into()
+            ..core.port_stats().into()
         },
         pending: core.with_store(|s| PendingPaymentView::all(s.state())),
         abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
@@ -778,7 +778,7 @@ pub(crate) fn gauges(core: &Core) -> metrics::Gauges {
         abandoned: core.with_store(|s| s.state().abandoned_sales().count()),
         connected: core.connection_state() == ConnectionState::Connected,
         link_up: core.link().state() == serial::LinkState::Up,
-        port_reopens: core.link().port_stats().reopens,
+        port_reopens: core.port_stats().reopens,
         terminal: core.terminal_identity(),
     }
 }

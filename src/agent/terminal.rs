@@ -69,7 +69,7 @@ impl Core {
     /// and a terminal speaking a newer protocol than this build is still spoken to in this
     /// build's version, with a warning.
     pub(crate) fn tell_terminal(&self, request: AgentRequest) {
-        let link = self.link.clone();
+        let link = self.serial.link.clone();
         let greeting = matches!(
             request,
             AgentRequest::AgentState {

@@ -1,5 +1,5 @@
-//! The frame codec (docs/serial-protocol.md §2) as a `tokio_util::codec` Decoder/Encoder: turns the raw
-//! byte stream of the line into frames, ACKs and NAKs and back. It has no clock: the link layer
+//! The frame codec (docs/serial-protocol.md §2) as a `tokio_util::codec` Decoder: turns the raw
+//! byte stream of the line into frames, ACKs and NAKs (`serial::frame` writes them). It has no clock: the link layer
 //! enforces T1 by calling [`FrameCodec::abandon_partial`] when the line goes quiet mid-frame.
 //!
 //! The decoder never fails and never panics on input: every byte sequence becomes frames,
@@ -7,9 +7,9 @@
 //! [`MAX_APDU`] bytes of a partial frame.
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
-use super::frame::{encode_frame, frame_crc, ACK, DLE, ETX, MAX_APDU, NAK, STX};
+use super::frame::{frame_crc, ACK, DLE, ETX, MAX_APDU, NAK, STX};
 
 /// What the decoder found on the line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,15 +33,6 @@ pub enum FrameFault {
     TooLong,
     /// `DLE` followed by something other than `DLE`, `ETX` or `STX`.
     BadEscape,
-}
-
-/// What the encoder writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outbound<'a> {
-    /// A frame carrying this APDU.
-    Frame(&'a [u8]),
-    Ack,
-    Nak,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +62,7 @@ pub struct DecoderStats {
     pub rejected_frames: u64,
 }
 
-/// The frame codec: decodes [`Inbound`] items, encodes [`Outbound`] items.
+/// The frame codec: decodes [`Inbound`] items.
 #[derive(Debug)]
 pub struct FrameCodec {
     state: State,
@@ -257,25 +248,6 @@ impl Decoder for FrameCodec {
     }
 }
 
-impl Encoder<Outbound<'_>> for FrameCodec {
-    type Error = std::io::Error;
-
-    fn encode(&mut self, item: Outbound<'_>, dst: &mut BytesMut) -> Result<(), Self::Error> {
-        match item {
-            Outbound::Frame(apdu) => encode_frame(apdu, dst)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e)),
-            Outbound::Ack => {
-                dst.extend_from_slice(&[ACK]);
-                Ok(())
-            }
-            Outbound::Nak => {
-                dst.extend_from_slice(&[NAK]);
-                Ok(())
-            }
-        }
-    }
-}
-
 /// Decodes every item in `bytes` at once (tests, fuzzing, benchmarks).
 pub fn decode_all(codec: &mut FrameCodec, bytes: &[u8]) -> Vec<Inbound> {
     let mut buf = BytesMut::from(bytes);
@@ -422,23 +394,5 @@ mod tests {
         assert!(codec.abandon_partial());
         assert!(decode_all(&mut codec, &bytes[4..]).is_empty());
         assert!(!codec.in_frame());
-    }
-
-    #[test]
-    fn encoder_writes_frames_and_control_bytes() {
-        let mut codec = FrameCodec::new();
-        let mut out = BytesMut::new();
-        codec.encode(Outbound::Ack, &mut out).unwrap();
-        codec
-            .encode(Outbound::Frame(&[0x80, 0, 0]), &mut out)
-            .unwrap();
-        codec.encode(Outbound::Nak, &mut out).unwrap();
-        assert_eq!(
-            &out[..],
-            &[ACK, 0x10, 0x02, 0x80, 0, 0, 0x10, 0x03, 0xF5, 0x1F, NAK]
-        );
-        assert!(codec
-            .encode(Outbound::Frame(&[0; MAX_APDU + 1]), &mut out)
-            .is_err());
     }
 }

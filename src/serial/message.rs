@@ -198,8 +198,60 @@ impl std::fmt::Display for TerminalIdentity {
     }
 }
 
-/// Why a payment was cancelled (`payment_cancelled.reason`): the same type the state records.
-pub use crate::state::CancelReason;
+/// Why a payment was cancelled, as the terminal hears it (`payment_cancelled.reason`, §3
+/// "Agent → terminal"): the protocol's own values, converted from the state's reason by the
+/// one `From` below, so a reason the state file learns reaches no terminal by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// An operator's `cancel` or `disconnect`.
+    Operator,
+    /// The terminal's own `cancel`.
+    Terminal,
+    /// The agent's shutdown.
+    Shutdown,
+    /// The payment was pending longer than `[terminal] payment_timeout`.
+    Timeout,
+    /// The sale's outcome was unknown when its reply was due; the terminal was told it failed,
+    /// and the payment turned up later.
+    Abandoned,
+}
+
+impl CancelReason {
+    /// The value on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Terminal => "terminal",
+            Self::Shutdown => "shutdown",
+            Self::Timeout => "timeout",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl std::fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the terminal is told of a cancel the agent recorded. A new reason in the state needs a
+/// line here, and a value of §3 if the terminal is to hear it.
+impl From<crate::state::CancelReason> for CancelReason {
+    fn from(reason: crate::state::CancelReason) -> Self {
+        use crate::state::CancelReason as Recorded;
+        match reason {
+            Recorded::Operator => Self::Operator,
+            // The agent does not tell the terminal of a cancel the terminal asked for (it knows);
+            // the value stays in the protocol all the same.
+            Recorded::Terminal => Self::Terminal,
+            Recorded::Shutdown => Self::Shutdown,
+            Recorded::Timeout => Self::Timeout,
+            Recorded::Abandoned => Self::Abandoned,
+        }
+    }
+}
 
 /// A reply, in either direction; its `re` is added by the link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -731,6 +783,62 @@ mod tests {
         let long_error = Reply::error(ErrorCode::ApiUnavailable, "x".repeat(10_000));
         let apdu = encode_reply_within(2, &long_error, MAX_APDU).unwrap();
         assert!(apdu.len() <= MAX_APDU && apdu.len() > MAX_APDU - 10);
+    }
+
+    /// The values docs/serial-protocol.md gives `payment_cancelled.reason` (§3 "Agent →
+    /// terminal").
+    fn documented_cancel_reasons() -> Vec<String> {
+        let doc = include_str!("../../docs/serial-protocol.md");
+        let row = doc
+            .lines()
+            .find(|line| line.starts_with("| `payment_cancelled` |"))
+            .expect("the payment_cancelled row of the protocol");
+        let values = row
+            .split("`reason`:")
+            .nth(1)
+            .and_then(|rest| rest.split('|').next())
+            .expect("the reasons in the payment_cancelled row");
+        values
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_recorded_cancel_reason_reaches_the_terminal_as_a_documented_value() {
+        use crate::state::CancelReason as Recorded;
+        let documented = documented_cancel_reasons();
+        assert!(documented.len() >= 5, "{documented:?}");
+        // The protocol's enum takes every documented value, and writes it back the same.
+        for value in &documented {
+            let reason: CancelReason = serde_json::from_value(json!(value)).unwrap();
+            assert_eq!(reason.as_str(), value);
+        }
+        for recorded in [
+            Recorded::Operator,
+            Recorded::Terminal,
+            Recorded::Shutdown,
+            Recorded::Timeout,
+            Recorded::Abandoned,
+        ] {
+            let told = CancelReason::from(recorded);
+            let wire = serde_json::to_value(told).unwrap();
+            let value = wire.as_str().unwrap();
+            assert!(
+                documented.iter().any(|d| d == value),
+                "{recorded:?} reaches the terminal as {value:?}, which docs/serial-protocol.md does not list"
+            );
+            assert_eq!(value, told.as_str());
+            // The same value the state file records: the wire did not change.
+            assert_eq!(wire, serde_json::to_value(recorded).unwrap());
+            assert_eq!(
+                serde_json::from_value::<CancelReason>(wire.clone()).unwrap(),
+                told,
+                "{value} reads back"
+            );
+        }
     }
 
     #[test]

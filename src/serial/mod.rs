@@ -12,13 +12,15 @@ pub mod link;
 pub mod message;
 pub mod port;
 
+// What the rest of the crate, the tests and the benches name from here; the rest is reached
+// through its module (`serial::message::AgentReadiness`, `serial::port::PortError`, ...).
 pub use line::LineTiming;
 pub use link::{
-    AgentLink, IncomingRequest, Link, LinkError, LinkEvent, LinkHandle, LinkSettings, LinkState,
+    AgentLink, IncomingRequest, LinkError, LinkEvent, LinkHandle, LinkSettings, LinkState,
     TerminalLink,
 };
 pub use message::{
-    AgentReadiness, AgentRequest, CancelReason, ErrorCode, PaymentResultStatus, Reply, SaleOrder,
-    TerminalIdentity, TerminalRequest, PROTOCOL_VERSION,
+    AgentRequest, CancelReason, ErrorCode, Reply, SaleOrder, TerminalIdentity, TerminalRequest,
+    PROTOCOL_VERSION,
 };
-pub use port::{open_port, spawn_link, spawn_port_link, PortError, PortStats};
+pub use port::{open_port, spawn_link, spawn_port_link, PortStats, SerialHandle};

@@ -3,7 +3,8 @@
 //! EIO, unplugged) closes it and reopens it with the common retry policy (waits up to 5 s), following the path again
 //! each time so a `/dev/serial/by-id/...` symlink that now points elsewhere is honoured.
 //! What it went through (how often the device was reopened, the last error and when) is kept
-//! in [`PortStats`], which `status` and the metrics read through [`LinkHandle::port_stats`].
+//! in [`PortStats`], which `status` and the metrics read through the [`SerialHandle`] the port
+//! hands out beside the link's handle: the port drives the link, the link knows nothing of it.
 
 // Time and count arithmetic: docs/architecture.md, "Lint policy". The bare § below cite
 // docs/serial-protocol.md.
@@ -25,8 +26,6 @@ use crate::later::Later;
 use crate::retry::RetryPolicy;
 use crate::sync::lock;
 
-/// First wait before reopening a device that is gone.
-pub const REOPEN_BACKOFF_MIN: Duration = RetryPolicy::SERIAL_REOPEN.min_delay;
 /// Longest wait between two attempts to reopen (§4).
 pub const REOPEN_BACKOFF_MAX: Duration = RetryPolicy::SERIAL_REOPEN.max_delay;
 
@@ -50,13 +49,13 @@ pub struct PortError {
     pub at: SystemTime,
 }
 
-/// The port's [`PortStats`], written by the port task and read by anyone holding the link's
-/// handle.
+/// The port's [`PortStats`], written by the port task and read by anyone holding a clone.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SharedPortStats(Arc<Mutex<PortStats>>);
+pub struct PortStatsHandle(Arc<Mutex<PortStats>>);
 
-impl SharedPortStats {
-    pub(crate) fn snapshot(&self) -> PortStats {
+impl PortStatsHandle {
+    /// What the port has been through until now.
+    pub fn snapshot(&self) -> PortStats {
         lock(&self.0).clone()
     }
 
@@ -75,6 +74,23 @@ impl SharedPortStats {
                 at: SystemTime::now(),
             })
         });
+    }
+}
+
+/// A link on a real device, as [`spawn_link`] hands it out: the link's handle, and what the
+/// port under it has been through. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SerialHandle<Out = AgentRequest> {
+    /// Send requests, watch the state, shut the link (and the port) down.
+    pub link: LinkHandle<Out>,
+    /// Reopens and the last error of the device.
+    pub port: PortStatsHandle,
+}
+
+impl<Out> SerialHandle<Out> {
+    /// What the serial port has been through (reopens, last error).
+    pub fn port_stats(&self) -> PortStats {
+        self.port.snapshot()
     }
 }
 
@@ -218,7 +234,7 @@ async fn device_done<In: LinkMessage, Out: LinkMessage>(
 pub fn spawn_link(
     config: SerialConfig,
 ) -> (
-    LinkHandle<AgentRequest>,
+    SerialHandle<AgentRequest>,
     mpsc::Receiver<LinkEvent<TerminalRequest>>,
 ) {
     let settings = LinkSettings::from_config(&config);
@@ -229,16 +245,17 @@ pub fn spawn_link(
 pub fn spawn_port_link<In: LinkMessage, Out: LinkMessage>(
     config: SerialConfig,
     settings: LinkSettings,
-) -> (LinkHandle<Out>, mpsc::Receiver<LinkEvent<In>>) {
-    let (handle, events, core) = LinkCore::<In, Out>::new(settings);
-    tokio::spawn(supervise(core, config, handle.port_stats_shared()));
-    (handle, events)
+) -> (SerialHandle<Out>, mpsc::Receiver<LinkEvent<In>>) {
+    let (link, events, core) = LinkCore::<In, Out>::new(settings);
+    let port = PortStatsHandle::default();
+    tokio::spawn(supervise(core, config, port.clone()));
+    (SerialHandle { link, port }, events)
 }
 
 async fn supervise<In: LinkMessage, Out: LinkMessage>(
     mut core: LinkCore<In, Out>,
     config: SerialConfig,
-    stats: SharedPortStats,
+    stats: PortStatsHandle,
 ) {
     let mut waits = RetryPolicy::SERIAL_REOPEN.backoff();
     let mut last_error: Option<String> = None;

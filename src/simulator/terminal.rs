@@ -46,8 +46,8 @@ impl TerminalSimulator {
     /// A terminal on a serial device (opened with `config`'s line settings, reopened when it
     /// goes away, like the agent does).
     pub fn open(config: SerialConfig, settings: LinkSettings) -> Self {
-        let (link, events) = spawn_port_link::<AgentRequest, TerminalRequest>(config, settings);
-        Self::start(link, events)
+        let (serial, events) = spawn_port_link::<AgentRequest, TerminalRequest>(config, settings);
+        Self::start(serial.link, events)
     }
 
     fn start(

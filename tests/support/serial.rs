@@ -9,7 +9,8 @@ use pos_agent::config::SerialConfig;
 use pos_agent::serial::codec::{FrameCodec, Inbound};
 use pos_agent::serial::frame::{frame_bytes, ACK};
 use pos_agent::serial::{
-    spawn_port_link, AgentRequest, LinkEvent, LinkHandle, LinkSettings, TerminalRequest,
+    spawn_port_link, AgentRequest, LinkEvent, LinkHandle, LinkSettings, SerialHandle,
+    TerminalRequest,
 };
 use pos_agent::simulator::virtual_serial::VirtualSerial;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,6 +33,15 @@ pub type AgentEvents = mpsc::Receiver<LinkEvent<TerminalRequest>>;
 
 /// The agent's link on `device`, through the real port code (tokio-serial, reopen).
 pub fn agent_on(device: &Path, settings: LinkSettings) -> (LinkHandle<AgentRequest>, AgentEvents) {
+    let (serial, events) = agent_on_port(device, settings);
+    (serial.link, events)
+}
+
+/// [`agent_on`], with what the port went through beside the link.
+pub fn agent_on_port(
+    device: &Path,
+    settings: LinkSettings,
+) -> (SerialHandle<AgentRequest>, AgentEvents) {
     let config = SerialConfig {
         device: device.to_path_buf(),
         ..SerialConfig::default()

@@ -63,7 +63,7 @@ impl ControlError {
                     Refusal::Busy => ControlErrorKind::Busy,
                     Refusal::NotConnected => ControlErrorKind::NotConnected,
                     Refusal::NotFound(_) => ControlErrorKind::NotFound,
-                    Refusal::ApiUnavailable(_) => ControlErrorKind::ApiUnavailable,
+                    Refusal::ApiUnavailable { .. } => ControlErrorKind::ApiUnavailable,
                     Refusal::ApiRejected { .. }
                     | Refusal::AgentRejected(_)
                     | Refusal::Internal(_) => ControlErrorKind::Internal,

@@ -1,15 +1,8 @@
-//! The link layer (docs/serial-protocol.md §2–§4): stop-and-wait sending with T3 and `max_sends`, ACK/NAK
-//! for every received frame, T1, the replay cache of §3, `ping` liveness and the up/down state.
-//!
-//! One task owns the transport and all link state; the application talks to it through a
-//! [`LinkHandle`] (send a request, await its reply) and a stream of [`LinkEvent`]s (link up/down,
-//! requests from the peer). The layer is role-agnostic: the agent runs
-//! `Link<TerminalRequest, AgentRequest>` ([`AgentLink`]), the terminal simulator the mirror
-//! image ([`TerminalLink`]). It runs over any `AsyncRead + AsyncWrite`: a serial port, a pty
-//! master, or `tokio::io::duplex` in unit tests. Time is tokio time.
-//!
-//! Link up/down: the link is *up* from the first sign of life of the peer (a good frame or an
-//! ACK) until a frame fails after `max_sends` sends or three `ping`s in a row go unanswered.
+//! A link session, and the task that runs them: [`Link::over`] spawns it on a transport, and
+//! [`LinkCore`] holds all link state and runs the stop-and-wait loop of docs/serial-protocol.md
+//! §2–§4 over one transport at a time (sending with T3 and `max_sends`, ACK/NAK for every
+//! received frame, T1, `ping` liveness, up/down); `serial::port` runs it over one opening of the
+//! device after another. The bare § below cite docs/serial-protocol.md.
 //!
 //! Time on the wire (`serial::line`): a frame handed to the device is still on its way for as
 //! long as the line takes to carry it (seconds at 9600 baud), so T3, the output stall limit, the
@@ -19,12 +12,7 @@
 //! peer (an older request id coming back, see `ReplayCache`); the replay cache lives for one
 //! session.
 
-// Time and count arithmetic: docs/architecture.md, "Lint policy". The bare § below cite
-// docs/serial-protocol.md.
-#![warn(clippy::arithmetic_side_effects)]
-
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -34,306 +22,23 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::Decoder;
 
-use super::codec::{FrameCodec, Inbound};
-use super::frame::{frame_bytes, ACK, MAX_APDU, MAX_FRAME, NAK};
-use super::line::{LineClock, LineTiming};
-use super::message::{
+use super::handle::{
+    Command, IncomingRequest, LinkError, LinkEvent, LinkHandle, LinkState, ReplyCommand,
+};
+use super::replay::{fingerprint, ReplayCache, Seen};
+use super::settings::{
+    LinkSettings, COMMAND_QUEUE, EVENT_QUEUE, LOG_TARGET, MAX_QUEUED_FRAMES,
+    MAX_REQUESTS_IN_PROGRESS,
+};
+use crate::later::Later;
+use crate::metrics::METRICS;
+use crate::serial::codec::{FrameCodec, Inbound};
+use crate::serial::frame::{frame_bytes, ACK, MAX_APDU, MAX_FRAME, NAK};
+use crate::serial::line::LineClock;
+use crate::serial::message::{
     encode_reply_within, encode_request, parse_incoming, AgentRequest, ErrorCode, Incoming,
     LinkMessage, Reply, TerminalRequest,
 };
-use super::port::{PortStats, SharedPortStats};
-use crate::config::SerialConfig;
-use crate::later::Later;
-use crate::metrics::METRICS;
-
-/// T1 (§2): the longest pause between two bytes inside a frame.
-pub const INTER_BYTE_TIMEOUT: Duration = Duration::from_millis(200);
-/// Unanswered `ping`s in a row after which the link is down (§4).
-pub const MISSED_PINGS_FOR_DOWN: u32 = 3;
-/// Requests from the peer handed to the application and not answered yet. Beyond it a new
-/// request is answered at once with `error busy` (nothing was done; the peer may send it again,
-/// and it is then taken anew, not answered from the replay cache). This bounds the event and
-/// reply queues and the application's work a chatty or broken peer can cause, and still
-/// answers every request.
-pub const MAX_REQUESTS_IN_PROGRESS: usize = 32;
-/// The application's requests waiting for the link task; a sender waits for room (within its
-/// reply timeout).
-pub const COMMAND_QUEUE: usize = 64;
-/// Frames queued for sending. At the bound the link stops taking the application's requests
-/// (they wait in [`COMMAND_QUEUE`]) and drops repeated replies to duplicate requests (the peer
-/// asks again).
-pub const MAX_QUEUED_FRAMES: usize = 64;
-/// Events waiting for the application: one per request in progress, and room for the up/down
-/// changes. An up/down event that finds it full is dropped (the state is in
-/// [`LinkHandle::state`] all the same).
-const EVENT_QUEUE: usize = MAX_REQUESTS_IN_PROGRESS + 16;
-/// Answered request ids remembered per link session (§3).
-pub const REPLAY_CACHE_SIZE: usize = 64;
-
-/// The timers and limits of one link.
-#[derive(Debug, Clone)]
-pub struct LinkSettings {
-    /// T3: how long a sent frame waits for ACK/NAK.
-    pub ack_timeout: Duration,
-    /// Sends of one frame in total before it fails and the link is down.
-    pub max_sends: u32,
-    /// Idle time after which a `ping` is sent.
-    pub ping_interval: Duration,
-    /// Unanswered pings in a row that mean the link is down.
-    pub missed_pings_for_down: u32,
-    /// T1.
-    pub inter_byte_timeout: Duration,
-    /// How long [`LinkHandle::request`] waits for the reply (counted from the call: the wait
-    /// for the line and both frames' time on the wire are part of it).
-    pub reply_timeout: Duration,
-    /// How long a character takes on the line: where T3 and the other send deadlines start.
-    pub line: LineTiming,
-}
-
-impl LinkSettings {
-    /// The link timers of the `[serial]` section; the rest as docs/serial-protocol.md fixes them.
-    pub fn from_config(config: &SerialConfig) -> Self {
-        // Floors keep a mistyped configuration from turning the link into a busy loop.
-        Self {
-            ack_timeout: config.ack_timeout.max(Duration::from_millis(10)),
-            max_sends: config.max_sends.max(1),
-            ping_interval: config.ping_interval.max(Duration::from_millis(100)),
-            line: LineTiming::from_config(config),
-            ..Self::default()
-        }
-    }
-}
-
-impl Default for LinkSettings {
-    fn default() -> Self {
-        let config = SerialConfig::default();
-        Self {
-            ack_timeout: config.ack_timeout,
-            max_sends: config.max_sends,
-            ping_interval: config.ping_interval,
-            missed_pings_for_down: MISSED_PINGS_FOR_DOWN,
-            inter_byte_timeout: INTER_BYTE_TIMEOUT,
-            reply_timeout: Duration::from_secs(30),
-            line: LineTiming::from_config(&config),
-        }
-    }
-}
-
-/// The state of the link, as the agent reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
-    /// The device is not open (missing, unplugged, being reopened) or the link was shut down.
-    Closed,
-    /// The device is open but the peer has not answered (yet, or any more).
-    Down,
-    /// The peer answers.
-    Up,
-}
-
-impl LinkState {
-    /// The state as the log and `status` name it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Down => "down",
-            Self::Up => "up",
-        }
-    }
-}
-
-/// Why a request got no reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
-    #[error("the peer did not acknowledge the frame after the configured number of sends")]
-    NotAcknowledged,
-    #[error("the link went down before the frame was sent")]
-    LinkDown,
-    #[error("no reply within {0:?}")]
-    Timeout(Duration),
-    #[error("the serial device is not open or the link was shut down")]
-    Closed,
-    #[error("the message does not fit in one frame ({0} bytes, limit {MAX_APDU})")]
-    TooLong(usize),
-    #[error("the peer's reply is not one this side understands: {0}")]
-    UnreadableReply(String),
-}
-
-/// What the link reports to the application.
-#[derive(Debug)]
-pub enum LinkEvent<In = TerminalRequest> {
-    /// The peer answers (again).
-    Up,
-    /// The peer stopped answering or the device went away.
-    Down,
-    /// A request from the peer, delivered once per id and link session; answer it with
-    /// [`IncomingRequest::reply`].
-    Request(IncomingRequest<In>),
-}
-
-struct ReplyCommand {
-    id: u32,
-    session: u64,
-    /// `None`: the application dropped the request without answering.
-    reply: Option<Reply>,
-}
-
-/// A request from the peer waiting for the application's answer.
-///
-/// Dropping it without [`reply`](Self::reply) sends nothing and forgets the id, so the peer's
-/// next retransmission of the same request is delivered again. (An `error` would be wrong for a
-/// sale whose payment exists, so the link never invents one.)
-#[derive(Debug)]
-pub struct IncomingRequest<In = TerminalRequest> {
-    id: u32,
-    session: u64,
-    request: In,
-    replies: mpsc::Sender<ReplyCommand>,
-    answered: bool,
-}
-
-impl std::fmt::Debug for ReplyCommand {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplyCommand")
-            .field("id", &self.id)
-            .finish()
-    }
-}
-
-impl<In> IncomingRequest<In> {
-    /// The request's `id`.
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
-    /// The typed request.
-    pub fn request(&self) -> &In {
-        &self.request
-    }
-
-    /// Sends `reply` (with `re` = this request's id) and remembers it for duplicates.
-    pub fn reply(mut self, reply: Reply) {
-        self.answered = true;
-        // Never full: it has room for every request in progress, and each sends one command.
-        let _ = self.replies.try_send(ReplyCommand {
-            id: self.id,
-            session: self.session,
-            reply: Some(reply),
-        });
-    }
-}
-
-impl<In> Drop for IncomingRequest<In> {
-    fn drop(&mut self) {
-        if !self.answered {
-            let _ = self.replies.try_send(ReplyCommand {
-                id: self.id,
-                session: self.session,
-                reply: None,
-            });
-        }
-    }
-}
-
-enum Command<Out> {
-    Request {
-        body: Out,
-        reply: oneshot::Sender<Result<Reply, LinkError>>,
-    },
-    Shutdown,
-}
-
-/// The application's side of a link: send requests, watch the state, shut it down. Cheap to
-/// clone. The link runs until [`shutdown`](Self::shutdown) or until every handle is dropped.
-pub struct LinkHandle<Out = AgentRequest> {
-    commands: mpsc::Sender<Command<Out>>,
-    state: watch::Receiver<LinkState>,
-    reply_timeout: Duration,
-    port_stats: SharedPortStats,
-}
-
-impl<Out> Clone for LinkHandle<Out> {
-    fn clone(&self) -> Self {
-        Self {
-            commands: self.commands.clone(),
-            state: self.state.clone(),
-            reply_timeout: self.reply_timeout,
-            port_stats: self.port_stats.clone(),
-        }
-    }
-}
-
-impl<Out> std::fmt::Debug for LinkHandle<Out> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkHandle")
-            .field("state", &*self.state.borrow())
-            .finish()
-    }
-}
-
-impl<Out: LinkMessage> LinkHandle<Out> {
-    /// Sends a request or notification and waits for its reply (the settings' reply timeout).
-    pub async fn request(&self, body: Out) -> Result<Reply, LinkError> {
-        self.request_with_timeout(body, self.reply_timeout).await
-    }
-
-    /// Sends a request or notification and waits up to `timeout` for its reply (the wait for
-    /// room in a full [`COMMAND_QUEUE`] included).
-    pub async fn request_with_timeout(
-        &self,
-        body: Out,
-        timeout: Duration,
-    ) -> Result<Reply, LinkError> {
-        let exchange = async {
-            let (reply, answer) = oneshot::channel();
-            self.commands
-                .send(Command::Request { body, reply })
-                .await
-                .map_err(|_| LinkError::Closed)?;
-            answer.await.map_err(|_| LinkError::Closed)?
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or(Err(LinkError::Timeout(timeout)))
-    }
-
-    /// The current state.
-    pub fn state(&self) -> LinkState {
-        *self.state.borrow()
-    }
-
-    /// What the serial port has been through (reopens, last error); all zero for a link over
-    /// another transport, which is never reopened.
-    pub fn port_stats(&self) -> PortStats {
-        self.port_stats.snapshot()
-    }
-
-    pub(crate) fn port_stats_shared(&self) -> SharedPortStats {
-        self.port_stats.clone()
-    }
-
-    /// A receiver that sees every state change.
-    pub fn watch_state(&self) -> watch::Receiver<LinkState> {
-        self.state.clone()
-    }
-
-    /// Waits until the link is in `state`.
-    pub async fn wait_for_state(&self, state: LinkState) {
-        let mut watch = self.state.clone();
-        let _ = watch.wait_for(|s| *s == state).await;
-    }
-
-    /// Stops the link and closes the transport. Frames already queued (a reply just given) are
-    /// still sent, for at most their time on the wire and T3, `max_sends` times over (after
-    /// what the line still carries); requests still waiting fail with `Closed`.
-    pub fn shutdown(&self) {
-        if let Err(mpsc::error::TrySendError::Full(command)) =
-            self.commands.try_send(Command::Shutdown)
-        {
-            let commands = self.commands.clone();
-            tokio::spawn(async move { commands.send(command).await });
-        }
-    }
-}
 
 /// Spawns links over arbitrary transports. `In` is what the peer sends us, `Out` what we send.
 pub struct Link<In = TerminalRequest, Out = AgentRequest>(PhantomData<(In, Out)>);
@@ -357,7 +62,7 @@ impl<In: LinkMessage, Out: LinkMessage> Link<In, Out> {
         tokio::spawn(async move {
             let mut transport = Box::pin(transport);
             let end = core.run_session(&mut transport, &|| None).await;
-            tracing::debug!(?end, "serial link over transport ended");
+            tracing::debug!(target: LOG_TARGET, ?end, "serial link over transport ended");
             core.close();
         });
         (handle, events)
@@ -416,98 +121,6 @@ impl Stage {
 /// How long to wait before asking the device again when it still holds output though the line
 /// settings say it should be out (at least this, so a line of no known speed never spins).
 const OUTPUT_QUEUE_RECHECK: Duration = Duration::from_millis(10);
-
-/// What the replay cache knows about a received request id.
-enum Seen {
-    New,
-    /// New, and the peer evidently restarted: everything remembered before was emptied.
-    PeerRestarted,
-    InProgress,
-    Answered(Bytes),
-}
-
-/// The replay cache of §3. An entry remembers a fingerprint of the request, so the same id with
-/// different content (a peer that restarted and counts from 1 again) is a new request, not a
-/// duplicate: a replayed `sale_started` for the wrong sale would be far worse than a second
-/// delivery, which the application handles idempotently.
-///
-/// Only the peer's latest request can be a duplicate: its link is stop-and-wait (§2), so it
-/// sends the next request only once the frame of the previous one was acknowledged (or failed).
-/// An *older* id coming back therefore means the peer's counter started over (the other
-/// process restarted while the line stayed open, or the counter wrapped): the cache is
-/// emptied and the request is new, even if its content matches, so the restarted peer's
-/// `agent_state` or `status` is heard instead of being answered from the previous process's
-/// conversation.
-#[derive(Default)]
-struct ReplayCache {
-    in_progress: HashMap<u32, u64>,
-    answered: VecDeque<(u32, u64, Bytes)>,
-    /// The id of the last request received.
-    latest: Option<u32>,
-}
-
-fn fingerprint(apdu: &[u8]) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    apdu.hash(&mut hasher);
-    hasher.finish()
-}
-
-impl ReplayCache {
-    fn check(&mut self, id: u32, print: u64) -> Seen {
-        let latest = self.latest.replace(id);
-        let known =
-            self.in_progress.contains_key(&id) || self.answered.iter().any(|(i, _, _)| *i == id);
-        if known && latest != Some(id) {
-            self.clear();
-            self.latest = Some(id);
-            return Seen::PeerRestarted;
-        }
-        if let Some(&known) = self.in_progress.get(&id) {
-            if known == print {
-                return Seen::InProgress;
-            }
-            tracing::warn!(
-                serial_request_id = id,
-                "serial request id {id} reused with different content; treated as new"
-            );
-            self.in_progress.remove(&id);
-        }
-        if let Some(pos) = self.answered.iter().position(|(i, _, _)| *i == id) {
-            if self.answered[pos].1 == print {
-                return Seen::Answered(self.answered[pos].2.clone());
-            }
-            tracing::warn!(
-                serial_request_id = id,
-                "serial request id {id} reused with different content; treated as new"
-            );
-            self.answered.remove(pos);
-        }
-        Seen::New
-    }
-
-    fn start(&mut self, id: u32, print: u64) {
-        self.in_progress.insert(id, print);
-    }
-
-    fn answer(&mut self, id: u32, reply_frame: Bytes) {
-        if let Some(print) = self.in_progress.remove(&id) {
-            if self.answered.len() >= REPLAY_CACHE_SIZE {
-                self.answered.pop_front();
-            }
-            self.answered.push_back((id, print, reply_frame));
-        }
-    }
-
-    fn forget(&mut self, id: u32) {
-        self.in_progress.remove(&id);
-    }
-
-    fn clear(&mut self) {
-        self.in_progress.clear();
-        self.answered.clear();
-        self.latest = None;
-    }
-}
 
 /// All link state; survives reopenings of the port (ids keep counting, channels stay).
 pub(crate) struct LinkCore<In, Out> {
@@ -568,7 +181,6 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             commands: command_tx,
             state: state_rx,
             reply_timeout: settings.reply_timeout,
-            port_stats: SharedPortStats::default(),
         };
         let core = Self {
             settings,
@@ -593,7 +205,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             return;
         }
         let link_state = new.as_str();
-        tracing::info!(
+        tracing::info!(target: LOG_TARGET,
             link_state,
             "serial link {link_state} (was {})",
             old.as_str()
@@ -765,7 +377,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 }
                 _ = sleep_until(t1.unwrap_or(now)), if t1.is_some() => {
                     if io.codec.abandon_partial() {
-                        tracing::debug!("partial frame dropped after the inter-byte timeout (T1)");
+                        tracing::debug!(target: LOG_TARGET, "partial frame dropped after the inter-byte timeout (T1)");
                     }
                 },
                 _ = sleep_until(idle), if closing.is_none() => self.on_idle(&mut io),
@@ -782,7 +394,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             .await;
         }
         let stats = io.codec.stats();
-        tracing::debug!(?stats, "serial link session ended");
+        tracing::debug!(target: LOG_TARGET, ?stats, "serial link session ended");
         if let Some(flight) = io.in_flight.take() {
             self.fail_message(flight.message, LinkError::Closed);
         }
@@ -872,7 +484,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             && *self.state.borrow() == LinkState::Up
         {
             let pings = io.unanswered_pings;
-            tracing::warn!(pings, "serial link down: no answer to {pings} pings");
+            tracing::warn!(target: LOG_TARGET, pings, "serial link down: no answer to {pings} pings");
             self.link_down(io);
         }
         self.send_ping(io);
@@ -895,7 +507,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         if flight.sends < self.settings.max_sends {
             flight.sends = flight.sends.saturating_add(1);
             METRICS.serial_resends.inc();
-            tracing::debug!(
+            tracing::debug!(target: LOG_TARGET,
                 sends = flight.sends,
                 why,
                 "resending frame (send {}: {why})",
@@ -907,7 +519,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
             io.in_flight = Some(flight);
         } else {
             let sends = flight.sends;
-            tracing::warn!(
+            tracing::warn!(target: LOG_TARGET,
                 sends,
                 why,
                 "serial link down: no ACK after {sends} sends ({why})"
@@ -999,7 +611,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     fn on_write_stall(&mut self, io: &mut Io) {
         io.last_write_progress = Instant::now();
         let pending_bytes = io.out.len();
-        tracing::warn!(
+        tracing::warn!(target: LOG_TARGET,
             pending_bytes,
             "serial link down: the serial device accepted no output for {:?} ({pending_bytes} bytes waiting)",
             self.stall_limit()
@@ -1040,10 +652,10 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 self.resend_or_fail(io, "NAK")
             }
             Inbound::Ack | Inbound::Nak => {
-                tracing::debug!(?item, "ACK/NAK with no frame awaiting it; ignored")
+                tracing::debug!(target: LOG_TARGET, ?item, "ACK/NAK with no frame awaiting it; ignored")
             }
             Inbound::Rejected(fault) => {
-                tracing::debug!(?fault, "bad frame: NAK");
+                tracing::debug!(target: LOG_TARGET, ?fault, "bad frame: NAK");
                 METRICS.serial_naks_sent.inc();
                 io.append(&[NAK]);
             }
@@ -1060,10 +672,10 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
     fn on_frame(&mut self, io: &mut Io, apdu: Bytes) {
         match parse_incoming::<In>(&apdu) {
             Incoming::Unreadable { reason } => {
-                tracing::warn!(%reason, apdu_len = apdu.len(), "unreadable serial message ({} bytes) dropped: {reason}", apdu.len())
+                tracing::warn!(target: LOG_TARGET, %reason, apdu_len = apdu.len(), "unreadable serial message ({} bytes) dropped: {reason}", apdu.len())
             }
             Incoming::Anonymous { reason } => {
-                tracing::warn!(%reason, "serial request without a usable id dropped: {reason}")
+                tracing::warn!(target: LOG_TARGET, %reason, "serial request without a usable id dropped: {reason}")
             }
             Incoming::Reply { re, body } => match body {
                 Ok(reply) => match self.waiting.remove(&re) {
@@ -1071,13 +683,13 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         let _ = waiter.send(Ok(reply));
                     }
                     None if io.last_ping_id == Some(re) => {}
-                    None => tracing::debug!(
+                    None => tracing::debug!(target: LOG_TARGET,
                         serial_request_id = re,
                         "serial reply to {re}, which no request awaits, dropped"
                     ),
                 },
                 Err(reason) => {
-                    tracing::warn!(serial_request_id = re, %reason, "unreadable serial reply to {re}: {reason}");
+                    tracing::warn!(target: LOG_TARGET, serial_request_id = re, %reason, "unreadable serial reply to {re}: {reason}");
                     if let Some(waiter) = self.waiting.remove(&re) {
                         let _ = waiter.send(Err(LinkError::UnreadableReply(reason)));
                     }
@@ -1087,14 +699,14 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 let print = fingerprint(&apdu);
                 match self.cache.check(id, print) {
                     Seen::Answered(_) if io.queue.len() >= MAX_QUEUED_FRAMES => {
-                        tracing::debug!(
+                        tracing::debug!(target: LOG_TARGET,
                             id,
                             "duplicate request while the output queue is full: ignored"
                         );
                         return;
                     }
                     Seen::Answered(frame) => {
-                        tracing::debug!(
+                        tracing::debug!(target: LOG_TARGET,
                             serial_request_id = id,
                             "duplicate serial request {id}: stored reply repeated"
                         );
@@ -1106,14 +718,14 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         return;
                     }
                     Seen::InProgress => {
-                        tracing::debug!(
+                        tracing::debug!(target: LOG_TARGET,
                             serial_request_id = id,
                             "duplicate of serial request {id}, still being handled: ignored"
                         );
                         return;
                     }
                     Seen::PeerRestarted => {
-                        tracing::info!(
+                        tracing::info!(target: LOG_TARGET,
                             serial_request_id = id,
                             "peer reused the older serial request id {id} (it restarted): replay cache emptied"
                         );
@@ -1125,7 +737,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                 self.cache.start(id, print);
                 match body {
                     Err(reason) => {
-                        tracing::warn!(serial_request_id = id, %reason, "invalid serial request {id}: {reason}");
+                        tracing::warn!(target: LOG_TARGET, serial_request_id = id, %reason, "invalid serial request {id}: {reason}");
                         let reply = Reply::error(ErrorCode::InvalidRequest, reason);
                         self.send_reply(io, id, self.session, &reply);
                     }
@@ -1133,7 +745,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                         self.send_reply(io, id, self.session, &Reply::Pong);
                     }
                     Ok(_) if self.in_progress >= MAX_REQUESTS_IN_PROGRESS => {
-                        tracing::warn!(
+                        tracing::warn!(target: LOG_TARGET,
                             serial_request_id = id,
                             "{MAX_REQUESTS_IN_PROGRESS} requests in progress; serial request {id} answered busy, nothing done"
                         );
@@ -1154,7 +766,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
                                 | mpsc::error::TrySendError::Closed(LinkEvent::Request(mut lost)),
                             ) => {
                                 lost.answered = true;
-                                tracing::warn!(
+                                tracing::warn!(target: LOG_TARGET,
                                     serial_request_id = id,
                                     "link events not taken (queue full or nobody receives); serial request {id} answered busy, nothing done"
                                 );
@@ -1201,7 +813,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
         {
             Some(frame) => frame.freeze(),
             None => {
-                tracing::error!(
+                tracing::error!(target: LOG_TARGET,
                     serial_request_id = re,
                     "serial reply to {re} does not fit in one frame; not sent"
                 );
@@ -1223,6 +835,7 @@ impl<In: LinkMessage, Out: LinkMessage> LinkCore<In, Out> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serial::line::LineTiming;
     use crate::serial::message::CancelReason;
     use tokio::io::DuplexStream;
 
@@ -1650,44 +1263,5 @@ mod tests {
             next_request(&mut events).await.request(),
             TerminalRequest::PaymentStarted { .. }
         ));
-    }
-
-    #[test]
-    fn replay_cache_keeps_the_last_64_answers() {
-        let mut cache = ReplayCache::default();
-        for id in 0..70u32 {
-            assert!(matches!(cache.check(id, 1), Seen::New));
-            cache.start(id, 1);
-            assert!(matches!(cache.check(id, 1), Seen::InProgress));
-            cache.answer(id, Bytes::from(id.to_string()));
-            match cache.check(id, 1) {
-                Seen::Answered(reply) => assert_eq!(reply, Bytes::from(id.to_string())),
-                _ => panic!("id {id} not answered from the cache"),
-            }
-        }
-        let kept: Vec<u32> = cache.answered.iter().map(|(id, _, _)| *id).collect();
-        assert_eq!(kept, (6..70).collect::<Vec<_>>());
-        assert!(matches!(cache.check(69, 2), Seen::New), "content differs");
-    }
-
-    #[test]
-    fn an_older_request_id_coming_back_means_the_peer_restarted() {
-        let mut cache = ReplayCache::default();
-        for id in 1..=3u32 {
-            assert!(matches!(cache.check(id, 7), Seen::New));
-            cache.start(id, 7);
-            cache.answer(id, Bytes::from(id.to_string()));
-        }
-        // The latest request may come again (our ACK was lost): its stored reply.
-        assert!(matches!(cache.check(3, 7), Seen::Answered(_)));
-        // An older one cannot (stop-and-wait): the peer counts from 1 again, same content or not.
-        assert!(matches!(cache.check(1, 7), Seen::PeerRestarted));
-        cache.start(1, 7);
-        cache.answer(1, Bytes::from_static(b"new"));
-        assert!(matches!(cache.check(1, 7), Seen::Answered(reply) if reply == "new"));
-        assert!(
-            matches!(cache.check(2, 7), Seen::New),
-            "the previous process's answers are gone"
-        );
     }
 }
