@@ -18,7 +18,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::endpoint::{self, Api, Auth, Endpoint};
+use super::answer;
+use super::endpoint::{Api, Auth, Endpoint};
 use super::error::{ApiError, ClientSetupError, TransportKind};
 use super::retry_after::{self, Hold, SharedHold};
 use super::types::*;
@@ -138,14 +139,14 @@ fn certificate_problem(error: &rustls::Error) -> Option<(TransportKind, String)>
 }
 
 fn transport_error(
-    operation: &'static str,
+    endpoint: Endpoint,
     idempotent: bool,
     proxy: Option<&str>,
     e: &reqwest::Error,
 ) -> ApiError {
     if let Some((kind, detail)) = tls_error(e).and_then(certificate_problem) {
         return ApiError::Transport {
-            operation,
+            endpoint,
             kind,
             detail,
             // The handshake failed: nothing was sent.
@@ -173,7 +174,7 @@ fn transport_error(
         detail = format!("proxy {proxy}: {detail}");
     }
     ApiError::Transport {
-        operation,
+        endpoint,
         kind,
         detail,
         // Nothing was sent when the connection could not be made.
@@ -287,7 +288,7 @@ impl PaywallClient {
         &self,
         establish: &EstablishConfig,
     ) -> Result<String, ApiError> {
-        const OP: &str = Endpoint::EstablishConnection.operation();
+        const OP: Endpoint = Endpoint::EstablishConnection;
         let body = self.connection_body(OP, None, establish)?;
         let result: Value = self
             .run(Call::new(
@@ -296,12 +297,12 @@ impl PaywallClient {
                 Some(body),
             ))
             .await?;
-        endpoint::establish_id(result)
+        answer::establish_id(result)
     }
 
     /// `GET /api/connection/{id}/detail`.
     pub async fn connection_detail(&self, connection_id: &str) -> Result<ConnectionInfo, ApiError> {
-        const OP: &str = Endpoint::ConnectionDetail.operation();
+        const OP: Endpoint = Endpoint::ConnectionDetail;
         let path = format!(
             "/api/connection/{}/detail",
             path_segment(OP, connection_id)?
@@ -331,7 +332,7 @@ impl PaywallClient {
         connection_id: &str,
         establish: &EstablishConfig,
     ) -> Result<(), ApiError> {
-        const OP: &str = Endpoint::UpdateConnection.operation();
+        const OP: Endpoint = Endpoint::UpdateConnection;
         let body = self.connection_body(OP, Some(connection_id), establish)?;
         let _: IgnoredAny = self
             .run(Call::new(
@@ -388,9 +389,9 @@ impl PaywallClient {
     /// `POST /api/payment/async/sale`. Sent exactly once, never retried: when the error says
     /// [`ApiError::outcome_unknown`], resolve it with [`Self::find_payment_by_merchant_code`].
     pub async fn sale(&self, sale: &SaleRequest) -> Result<SaleAccepted, ApiError> {
-        const OP: &str = Endpoint::Sale.operation();
+        const OP: Endpoint = Endpoint::Sale;
         let invalid = |reason: String| ApiError::InvalidRequest {
-            operation: OP,
+            endpoint: OP,
             reason,
         };
         let mut body = Map::new();
@@ -512,7 +513,7 @@ impl PaywallClient {
             }
         }
         Err(ApiError::Undecodable {
-            operation: Endpoint::ListPayments.operation(),
+            endpoint: Endpoint::ListPayments,
             reason: format!(
                 "the payments list went on past {MAX_LOOKUP_PAGES} pages without its end; the \
                  sale's outcome stays unknown"
@@ -531,10 +532,10 @@ impl PaywallClient {
         phone: &str,
         target: ApmTarget,
     ) -> Result<ApmUnlinked, ApiError> {
-        const OP: &str = Endpoint::ApmUnlink.operation();
+        const OP: Endpoint = Endpoint::ApmUnlink;
         if phone.trim().is_empty() {
             return Err(ApiError::InvalidRequest {
-                operation: OP,
+                endpoint: OP,
                 reason: "the phone number is empty".into(),
             });
         }
@@ -551,7 +552,7 @@ impl PaywallClient {
                 Some(body),
             ))
             .await?;
-        Ok(endpoint::apm_unlinked(body))
+        Ok(answer::apm_unlinked(body))
     }
 
     /// `DELETE /api/paywall/masterpass/merchant/unlink` with the private pair and
@@ -592,7 +593,7 @@ impl PaywallClient {
     ) -> Result<(), ApiError> {
         if connection_id.trim().is_empty() {
             return Err(ApiError::InvalidRequest {
-                operation: endpoint.operation(),
+                endpoint,
                 reason: "the connection id is empty".into(),
             });
         }
@@ -608,12 +609,12 @@ impl PaywallClient {
 
     fn connection_body(
         &self,
-        operation: &'static str,
+        endpoint: Endpoint,
         id: Option<&str>,
         e: &EstablishConfig,
     ) -> Result<Value, ApiError> {
         let invalid = |reason: &str| ApiError::InvalidRequest {
-            operation,
+            endpoint,
             reason: reason.into(),
         };
         // The name's and display name's lengths are checked when the configuration is loaded.
@@ -695,7 +696,7 @@ impl PaywallClient {
                 Some(pair) => (pair, ("apikeypublic", "apiclientpublic")),
                 None => {
                     return Err(ApiError::NotConfigured {
-                        operation: call.operation(),
+                        endpoint: call.endpoint,
                         key: "paywall.api_key_public / paywall.api_client_public",
                     })
                 }
@@ -718,7 +719,7 @@ impl PaywallClient {
     async fn exchange(&self, call: &Call) -> Result<(StatusCode, Vec<u8>, Instant), ApiError> {
         if let Some(hold) = self.hold.current() {
             return Err(ApiError::Held {
-                operation: call.operation(),
+                endpoint: call.endpoint,
                 http_status: hold.http_status,
                 remaining: hold.remaining(),
             });
@@ -730,7 +731,7 @@ impl PaywallClient {
                 .payment_base
                 .as_ref()
                 .ok_or(ApiError::NotConfigured {
-                    operation: call.operation(),
+                    endpoint: call.endpoint,
                     key: "paywall.payment_api_url",
                 })?,
         };
@@ -764,7 +765,7 @@ impl PaywallClient {
             Ok(answer) => answer,
             Err(e) => {
                 let error = transport_error(
-                    call.operation(),
+                    call.endpoint,
                     call.endpoint.idempotent(),
                     self.inner.proxy.as_deref(),
                     &e,
@@ -780,7 +781,7 @@ impl PaywallClient {
         }
         let failed = match bytes {
             None => ApiError::Undecodable {
-                operation: call.operation(),
+                endpoint: call.endpoint,
                 reason: format!(
                     "the answer is longer than {} MiB; not read",
                     MAX_RESPONSE_BYTES >> 20
@@ -790,7 +791,7 @@ impl PaywallClient {
             },
             Some(bytes) if status.is_success() => return Ok((status, bytes, started)),
             Some(bytes) => {
-                endpoint::status_error(call.endpoint, &self.secrets(), status, &bytes, retry_after)
+                answer::status_error(call.endpoint, &self.secrets(), status, &bytes, retry_after)
             }
         };
         record(call.endpoint, &Err(&failed), started.elapsed());
@@ -803,7 +804,7 @@ impl PaywallClient {
         status: StatusCode,
         body: &[u8],
     ) -> Result<T, ApiError> {
-        endpoint::decode(call.endpoint, &self.secrets(), status, body)
+        answer::decode(call.endpoint, &self.secrets(), status, body)
     }
 
     /// The key values, to scrub out of body excerpts.
@@ -863,7 +864,7 @@ fn page_body(page: PageRequest) -> Value {
 }
 
 /// An id that goes into a URL path must not change the path.
-fn path_segment<'a>(operation: &'static str, id: &'a str) -> Result<&'a str, ApiError> {
+fn path_segment<'a>(endpoint: Endpoint, id: &'a str) -> Result<&'a str, ApiError> {
     let id = id.trim();
     if id.is_empty()
         || !id
@@ -871,7 +872,7 @@ fn path_segment<'a>(operation: &'static str, id: &'a str) -> Result<&'a str, Api
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(ApiError::InvalidRequest {
-            operation,
+            endpoint,
             reason: "the id must be non-empty and contain only letters, digits, '-' and '_'".into(),
         });
     }
