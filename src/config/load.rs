@@ -309,8 +309,9 @@ fn load_text(
             }
         }
     }
-    for name in SECRET_KEYS {
-        if config.paywall.secret(name).is_some() {
+    for key in SecretKey::ALL {
+        let name = key.name();
+        if config.paywall.secret(key).is_some() {
             let source = match overrides.get(&format!("paywall.{name}")) {
                 Some(var) => Source::Environment(var.clone()),
                 None => Source::File,
@@ -328,11 +329,12 @@ fn load_text(
                 problems.push(problem);
             }
         }
-        for name in SECRET_KEYS {
+        for key in SecretKey::ALL {
+            let name = key.name();
             match credentials.read(name) {
                 Ok(None) => {}
                 Ok(Some((secret, file))) => {
-                    *config.paywall.secret_mut(name) = Some(secret);
+                    *config.paywall.secret_mut(key) = Some(secret);
                     provenance.secrets.insert(name, Source::Credentials(file));
                 }
                 Err((message, file)) => {

@@ -38,8 +38,8 @@ pub fn reloaded(running: &Config, loaded: Config) -> Reloaded {
         .collect();
 
     let mut config = running.clone();
-    for name in SECRET_KEYS {
-        *config.file.paywall.secret_mut(name) = loaded.paywall.secret(name).cloned();
+    for key in SecretKey::ALL {
+        *config.file.paywall.secret_mut(key) = loaded.paywall.secret(key).cloned();
     }
     config.paywall_settings.private = loaded.paywall_settings.private.clone();
     config.paywall_settings.public = loaded.paywall_settings.public.clone();

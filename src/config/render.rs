@@ -51,8 +51,9 @@ pub fn render_effective(config: &Config) -> String {
     out.section("paywall");
     out.string("physical_api_url", &paywall.physical_api_url);
     out.opt_string("payment_api_url", paywall.payment_api_url.as_deref());
-    for name in SECRET_KEYS {
-        match (paywall.secret(name), provenance.secrets.get(name)) {
+    for key in SecretKey::ALL {
+        let name = key.name();
+        match (paywall.secret(key), provenance.secrets.get(name)) {
             (Some(_), Some(source)) => {
                 out.line(&format!("{name} = {}  # from {source}", quote(REDACTED)))
             }
