@@ -842,7 +842,7 @@ fn record(endpoint: Endpoint, result: &Result<(), &ApiError>, elapsed: Duration)
         Err(ApiError::Undecodable { .. }) => ApiOutcome::Undecodable,
         Err(_) => ApiOutcome::Transport,
     };
-    METRICS.api_request(endpoint as usize, outcome, elapsed);
+    METRICS.api_request(endpoint.index(), outcome, elapsed);
 }
 
 impl Call {
@@ -1002,10 +1002,10 @@ mod tests {
 
     #[test]
     fn ids_cannot_escape_their_path_segment() {
-        assert!(path_segment("x", "../payment").is_err());
-        assert!(path_segment("x", "a/b").is_err());
+        assert!(path_segment(Endpoint::ConnectionDetail, "../payment").is_err());
+        assert!(path_segment(Endpoint::ConnectionDetail, "a/b").is_err());
         assert_eq!(
-            path_segment("x", " 70b2190b-e47b ").unwrap(),
+            path_segment(Endpoint::ConnectionDetail, " 70b2190b-e47b ").unwrap(),
             "70b2190b-e47b"
         );
     }

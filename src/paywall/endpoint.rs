@@ -88,6 +88,15 @@ impl Endpoint {
         }
     }
 
+    /// Its place in [`ALL`](Self::ALL): its row of counters in the metrics, whose `operation`
+    /// labels (`metrics::API_OPERATIONS`) follow that list.
+    pub(crate) fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|endpoint| *endpoint == self)
+            .unwrap_or_default()
+    }
+
     /// Safe to repeat: retried, and an unreadable answer leaves no unknown outcome. A sale and
     /// establishing a connection are not: a lost answer may have created something.
     pub const fn idempotent(self) -> bool {
