@@ -864,7 +864,7 @@ fn page_body(page: PageRequest) -> Value {
 }
 
 /// An id that goes into a URL path must not change the path.
-fn path_segment<'a>(endpoint: Endpoint, id: &'a str) -> Result<&'a str, ApiError> {
+fn path_segment(endpoint: Endpoint, id: &str) -> Result<&str, ApiError> {
     let id = id.trim();
     if id.is_empty()
         || !id

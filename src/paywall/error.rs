@@ -123,10 +123,7 @@ pub enum ApiError {
     },
     /// The request was refused by the client before it was sent (e.g. a zero amount or a tag
     /// code longer than the API allows).
-    InvalidRequest {
-        endpoint: Endpoint,
-        reason: String,
-    },
+    InvalidRequest { endpoint: Endpoint, reason: String },
 }
 
 impl ApiError {
@@ -421,14 +418,9 @@ mod tests {
                 .http_status,
             403
         );
-        let wrong_url = status(Endpoint::Reconnect, 404)
-            .agent_rejection()
-            .unwrap();
+        let wrong_url = status(Endpoint::Reconnect, 404).agent_rejection().unwrap();
         assert!(wrong_url.message.contains("paywall.physical_api_url"));
-        assert_eq!(
-            status(Endpoint::QueryPayment, 404).agent_rejection(),
-            None
-        );
+        assert_eq!(status(Endpoint::QueryPayment, 404).agent_rejection(), None);
         assert_eq!(status(Endpoint::Sale, 500).agent_rejection(), None);
         assert_eq!(status(Endpoint::Sale, 400).agent_rejection(), None);
     }

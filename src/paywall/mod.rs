@@ -12,8 +12,8 @@ pub mod retry_after;
 mod types;
 
 pub use crate::retry::RetryPolicy;
-pub use client::{system_trust_anchors, PaywallClient, CA_BUNDLES};
 pub use answer::Answer;
+pub use client::{system_trust_anchors, PaywallClient, CA_BUNDLES};
 pub use endpoint::Endpoint;
 pub use error::{ApiError, ClientSetupError, TransportKind, CLOCK_PROBLEM};
 pub use retry_after::{Hold, MAX_RETRY_AFTER};

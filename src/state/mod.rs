@@ -25,7 +25,7 @@ mod tests;
 pub use error::StateError;
 pub use model::{
     AgentState, CancelReason, CancelRefused, CancelRequest, PaymentOutcome, PaymentSource,
-    PendingPayment, SaleRecord, SaleStage, Timestamp, FORMAT_VERSION,
+    PendingPayment, SaleRecord, SaleStage, Timestamp, FORMAT_VERSION, MAX_FINAL_SALES,
 };
 pub use store::{read_directory, Commit, StateStore, JOURNAL_FILE, STATE_FILE, TEMP_FILE};
 

@@ -16,7 +16,7 @@ pub const FORMAT_VERSION: u32 = 2;
 pub(crate) const FINAL_SALE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// ...and at most this many (the newest), so that a snapshot stays small on flash.
 /// Intents and started sales are never dropped.
-pub(crate) const MAX_FINAL_SALES: usize = 1_000;
+pub const MAX_FINAL_SALES: usize = 1_000;
 
 /// The latest instant RFC 3339 can write with a four-digit year.
 const MAX_UNIX_MILLIS: u64 = 253_402_300_799_999;
