@@ -288,8 +288,7 @@ impl PaywallClient {
         &self,
         establish: &EstablishConfig,
     ) -> Result<String, ApiError> {
-        const OP: Endpoint = Endpoint::EstablishConnection;
-        let body = self.connection_body(OP, None, establish)?;
+        let body = self.connection_body(establish);
         let result: Value = self
             .run(Call::new(
                 Endpoint::EstablishConnection,
@@ -298,56 +297,6 @@ impl PaywallClient {
             ))
             .await?;
         answer::establish_id(result)
-    }
-
-    /// `GET /api/connection/{id}/detail`.
-    pub async fn connection_detail(&self, connection_id: &str) -> Result<ConnectionInfo, ApiError> {
-        const OP: Endpoint = Endpoint::ConnectionDetail;
-        let path = format!(
-            "/api/connection/{}/detail",
-            path_segment(OP, connection_id)?
-        );
-        self.run(Call::new(Endpoint::ConnectionDetail, path, None))
-            .await
-    }
-
-    /// `POST /api/connection/list` with `{pageIndex, pageSize}`.
-    pub async fn list_connections(
-        &self,
-        page: PageRequest,
-    ) -> Result<Page<ConnectionInfo>, ApiError> {
-        let wire: PageWire<ConnectionInfo> = self
-            .run(Call::new(
-                Endpoint::ListConnections,
-                "/api/connection/list".into(),
-                Some(page_body(page)),
-            ))
-            .await?;
-        Ok(wire.into())
-    }
-
-    /// `PUT /api/connection`: the establish body plus `Id`.
-    pub async fn update_connection(
-        &self,
-        connection_id: &str,
-        establish: &EstablishConfig,
-    ) -> Result<(), ApiError> {
-        const OP: Endpoint = Endpoint::UpdateConnection;
-        let body = self.connection_body(OP, Some(connection_id), establish)?;
-        let _: IgnoredAny = self
-            .run(Call::new(
-                Endpoint::UpdateConnection,
-                "/api/connection".into(),
-                Some(body),
-            ))
-            .await?;
-        Ok(())
-    }
-
-    /// `DELETE /api/connection` with `{"Id"}`.
-    pub async fn delete_connection(&self, connection_id: &str) -> Result<(), ApiError> {
-        self.connection_command(Endpoint::DeleteConnection, "/api/connection", connection_id)
-            .await
     }
 
     /// `PUT /api/connection/reconnect` with `{"Id"}`: re-activates a disconnected connection.
@@ -368,20 +317,6 @@ impl PaywallClient {
             connection_id,
         )
         .await
-    }
-
-    // ---- PhysicalAPI: terminal (docs/payment-api.md (Methods)) ----
-
-    /// `POST /api/terminal/list` with `{pageIndex, pageSize}`.
-    pub async fn list_terminals(&self, page: PageRequest) -> Result<Page<TerminalInfo>, ApiError> {
-        let wire: PageWire<TerminalInfo> = self
-            .run(Call::new(
-                Endpoint::ListTerminals,
-                "/api/terminal/list".into(),
-                Some(page_body(page)),
-            ))
-            .await?;
-        Ok(wire.into())
     }
 
     // ---- PhysicalAPI: payment (docs/payment-api.md (Methods)) ----
@@ -458,16 +393,6 @@ impl PaywallClient {
             ))
             .await?;
         Ok(wire.into())
-    }
-
-    /// `GET /api/payment/inquiry/{paymentRequestId}` (path per the unofficial SDK; a gap).
-    pub async fn query_payment(
-        &self,
-        payment_request_id: Uuid,
-    ) -> Result<PaymentSummary, ApiError> {
-        let path = format!("/api/payment/inquiry/{payment_request_id}");
-        self.run(Call::new(Endpoint::QueryPayment, path, None))
-            .await
     }
 
     /// Resolves a sale whose answer was lost (docs/state.md): pages through the payments list over
@@ -607,16 +532,7 @@ impl PaywallClient {
         Ok(())
     }
 
-    fn connection_body(
-        &self,
-        endpoint: Endpoint,
-        id: Option<&str>,
-        e: &EstablishConfig,
-    ) -> Result<Value, ApiError> {
-        let invalid = |reason: &str| ApiError::InvalidRequest {
-            endpoint,
-            reason: reason.into(),
-        };
+    fn connection_body(&self, e: &EstablishConfig) -> Value {
         // The name's and display name's lengths are checked when the configuration is loaded.
         let service_parameters: Map<String, Value> = e
             .service_parameters
@@ -624,12 +540,6 @@ impl PaywallClient {
             .map(|(k, v)| (k.clone(), Value::String(v.expose_secret().to_owned())))
             .collect();
         let mut body = Map::new();
-        if let Some(id) = id {
-            if id.trim().is_empty() {
-                return Err(invalid("the connection id is empty"));
-            }
-            body.insert("Id".into(), json!(id.trim()));
-        }
         body.insert("Name".into(), json!(e.name));
         body.insert("DisplayName".into(), json!(e.display_name));
         body.insert("BrandId".into(), json!(e.brand_id));
@@ -644,7 +554,7 @@ impl PaywallClient {
             "ServiceParameters".into(),
             Value::Object(service_parameters),
         );
-        Ok(Value::Object(body))
+        Value::Object(body)
     }
 
     /// Runs a call (retried when it is idempotent) and reads its payload as `T`. Only the
@@ -859,26 +769,6 @@ impl Call {
     }
 }
 
-fn page_body(page: PageRequest) -> Value {
-    json!({ "pageIndex": page.index, "pageSize": page.size })
-}
-
-/// An id that goes into a URL path must not change the path.
-fn path_segment(endpoint: Endpoint, id: &str) -> Result<&str, ApiError> {
-    let id = id.trim();
-    if id.is_empty()
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ApiError::InvalidRequest {
-            endpoint,
-            reason: "the id must be non-empty and contain only letters, digits, '-' and '_'".into(),
-        });
-    }
-    Ok(id)
-}
-
 /// Where Linux distributions keep the PEM bundle of trusted CAs (Debian, Fedora, Alpine/others).
 pub const CA_BUNDLES: [&str; 3] = [
     "/etc/ssl/certs/ca-certificates.crt",
@@ -998,15 +888,5 @@ mod tests {
     fn dates_are_utc_days() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_735_000_000);
         assert_eq!(utc_date(t), "2024-12-24");
-    }
-
-    #[test]
-    fn ids_cannot_escape_their_path_segment() {
-        assert!(path_segment(Endpoint::ConnectionDetail, "../payment").is_err());
-        assert!(path_segment(Endpoint::ConnectionDetail, "a/b").is_err());
-        assert_eq!(
-            path_segment(Endpoint::ConnectionDetail, " 70b2190b-e47b ").unwrap(),
-            "70b2190b-e47b"
-        );
     }
 }
