@@ -116,6 +116,24 @@ pub enum CancelReason {
 }
 
 impl CancelReason {
+    /// Every reason: the rows of the metrics' `reason` label (`metrics::CANCEL_REASONS`) follow
+    /// this list.
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Operator,
+        Self::Terminal,
+        Self::Shutdown,
+        Self::Timeout,
+        Self::Abandoned,
+    ];
+
+    /// Its place in [`ALL`](Self::ALL): its row of counters in the metrics.
+    pub(crate) fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|reason| *reason == self)
+            .unwrap_or_default()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Operator => "operator",
