@@ -107,7 +107,8 @@ pub(crate) const REFUSAL_CODES: [&str; 6] = [
     "api_unavailable",
 ];
 
-/// The `reason` label of cancels, in the order of [`crate::state::CancelReason`].
+/// The `reason` label of cancels, in the order of `state::CancelReason::ALL` (a leaf cannot name
+/// the enum; the unit test checks the order).
 pub(crate) const CANCEL_REASONS: [&str; 5] =
     ["operator", "terminal", "shutdown", "timeout", "abandoned"];
 
@@ -115,41 +116,86 @@ pub(crate) const CANCEL_REASONS: [&str; 5] =
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CancelOutcome {
     /// The API confirmed the cancel.
-    Confirmed = 0,
+    Confirmed,
     /// The API refused it (the payment final there, or another refusal).
-    Refused = 1,
+    Refused,
     /// No confirmation (unreachable, 5xx, unreadable): the cancel stays marked.
-    Unconfirmed = 2,
+    Unconfirmed,
 }
-const CANCEL_OUTCOMES: [&str; 3] = ["confirmed", "refused", "unconfirmed"];
+
+impl CancelOutcome {
+    /// Every outcome, in the order the exposition lists them.
+    pub(crate) const ALL: [Self; 3] = [Self::Confirmed, Self::Refused, Self::Unconfirmed];
+
+    /// The `outcome` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Refused => "refused",
+            Self::Unconfirmed => "unconfirmed",
+        }
+    }
+
+    /// Its place in [`ALL`](Self::ALL), which is its counter's place in a row.
+    fn index(self) -> usize {
+        position(&Self::ALL, self)
+    }
+}
 
 /// The `outcome` label of payment API requests (each attempt counts, retries included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ApiOutcome {
     /// A 2xx answer whose envelope says the request succeeded.
-    Ok = 0,
+    Ok,
     /// A 2xx answer whose envelope refuses the request.
-    Rejected = 1,
+    Rejected,
     /// HTTP 4xx.
-    ClientError = 2,
+    ClientError,
     /// HTTP 5xx.
-    ServerError = 3,
+    ServerError,
     /// No connection could be made: the request never left.
-    NotSent = 4,
+    NotSent,
     /// The exchange broke off or timed out after the request may have left.
-    Transport = 5,
+    Transport,
     /// An answer that could not be read.
-    Undecodable = 6,
+    Undecodable,
 }
-const API_OUTCOMES: [&str; 7] = [
-    "ok",
-    "rejected",
-    "http_4xx",
-    "http_5xx",
-    "not_sent",
-    "transport_error",
-    "undecodable",
-];
+
+impl ApiOutcome {
+    /// Every outcome, in the order the exposition lists them.
+    pub(crate) const ALL: [Self; 7] = [
+        Self::Ok,
+        Self::Rejected,
+        Self::ClientError,
+        Self::ServerError,
+        Self::NotSent,
+        Self::Transport,
+        Self::Undecodable,
+    ];
+
+    /// The `outcome` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Rejected => "rejected",
+            Self::ClientError => "http_4xx",
+            Self::ServerError => "http_5xx",
+            Self::NotSent => "not_sent",
+            Self::Transport => "transport_error",
+            Self::Undecodable => "undecodable",
+        }
+    }
+
+    /// Its place in [`ALL`](Self::ALL), which is its counter's place in a row.
+    fn index(self) -> usize {
+        position(&Self::ALL, self)
+    }
+}
+
+/// Where `value` is in `all` (an enum's list of every value, so it is there).
+fn position<T: PartialEq>(all: &[T], value: T) -> usize {
+    all.iter().position(|v| *v == value).unwrap_or_default()
+}
 
 /// The `operation` label of payment API requests, in the order of
 /// [`crate::paywall::Endpoint::ALL`].
@@ -176,8 +222,8 @@ pub(crate) struct Metrics {
     pub(crate) sales_started: Counter,
     pub(crate) sales_refused: [Counter; REFUSAL_CODES.len()],
     pub(crate) sales_abandoned: Counter,
-    cancels: [[Counter; CANCEL_OUTCOMES.len()]; CANCEL_REASONS.len()],
-    api_requests: [[Counter; API_OUTCOMES.len()]; API_OPERATIONS.len()],
+    cancels: [[Counter; CancelOutcome::ALL.len()]; CANCEL_REASONS.len()],
+    api_requests: [[Counter; ApiOutcome::ALL.len()]; API_OPERATIONS.len()],
     pub(crate) api_latency: Histogram,
     /// Unix milliseconds of the last HTTP answer below 500 from the payment API; 0: never.
     api_answered_ms: AtomicU64,
@@ -195,9 +241,9 @@ pub(crate) struct Metrics {
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const CANCEL_ROW: [Counter; CANCEL_OUTCOMES.len()] = [Counter::ZERO; CANCEL_OUTCOMES.len()];
+const CANCEL_ROW: [Counter; CancelOutcome::ALL.len()] = [Counter::ZERO; CancelOutcome::ALL.len()];
 #[allow(clippy::declare_interior_mutable_const)]
-const API_ROW: [Counter; API_OUTCOMES.len()] = [Counter::ZERO; API_OUTCOMES.len()];
+const API_ROW: [Counter; ApiOutcome::ALL.len()] = [Counter::ZERO; ApiOutcome::ALL.len()];
 
 /// The agent's metrics.
 pub(crate) static METRICS: Metrics = Metrics {
@@ -238,7 +284,7 @@ impl Metrics {
     /// One payment API request: its operation (index in [`API_OPERATIONS`]), outcome and time.
     pub(crate) fn api_request(&self, operation: usize, outcome: ApiOutcome, elapsed: Duration) {
         if let Some(row) = self.api_requests.get(operation) {
-            row[outcome as usize].inc();
+            row[outcome.index()].inc();
         }
         self.api_latency.observe(elapsed);
         if matches!(
@@ -253,7 +299,7 @@ impl Metrics {
     /// One cancel sent to the payment API, by reason (index in [`CANCEL_REASONS`]).
     pub(crate) fn cancel(&self, reason: usize, outcome: CancelOutcome) {
         if let Some(row) = self.cancels.get(reason) {
-            row[outcome as usize].inc();
+            row[outcome.index()].inc();
         }
     }
 
@@ -521,10 +567,10 @@ pub(crate) fn render(gauges: &Gauges, format: Format) -> String {
         "Cancels sent to the payment API, by reason and outcome.",
     );
     for (reason, row) in CANCEL_REASONS.iter().zip(&m.cancels) {
-        for (outcome, counter) in CANCEL_OUTCOMES.iter().zip(row) {
+        for (outcome, counter) in CancelOutcome::ALL.iter().zip(row) {
             out.sample(
                 "pos_agent_cancels_total",
-                &[("reason", reason), ("outcome", outcome)],
+                &[("reason", reason), ("outcome", outcome.label())],
                 counter.get(),
             );
         }
@@ -535,12 +581,12 @@ pub(crate) fn render(gauges: &Gauges, format: Format) -> String {
         "Payment API requests (every attempt), by operation and outcome; only those seen.",
     );
     for (operation, row) in API_OPERATIONS.iter().zip(&m.api_requests) {
-        for (outcome, counter) in API_OUTCOMES.iter().zip(row) {
+        for (outcome, counter) in ApiOutcome::ALL.iter().zip(row) {
             let value = counter.get();
             if value > 0 {
                 out.sample(
                     "pos_agent_api_requests_total",
-                    &[("operation", operation), ("outcome", outcome)],
+                    &[("operation", operation), ("outcome", outcome.label())],
                     value,
                 );
             }
@@ -646,22 +692,12 @@ mod tests {
                 serde_json::json!(REFUSAL_CODES[i])
             );
         }
-        use crate::state::CancelReason;
-        for (i, reason) in [
-            CancelReason::Operator,
-            CancelReason::Terminal,
-            CancelReason::Shutdown,
-            CancelReason::Timeout,
-            CancelReason::Abandoned,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            assert_eq!(reason as usize, i);
+        for (i, reason) in crate::state::CancelReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i);
             assert_eq!(reason.as_str(), CANCEL_REASONS[i]);
         }
         for (i, endpoint) in crate::paywall::Endpoint::ALL.into_iter().enumerate() {
-            assert_eq!(endpoint as usize, i, "{endpoint:?}");
+            assert_eq!(endpoint.index(), i, "{endpoint:?}");
         }
     }
 

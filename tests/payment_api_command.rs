@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use pos_agent::paywall::{ApiError, PaywallClient, RetryPolicy};
 use pos_agent::simulator::api::*;
 use support::payment_api::*;
+use uuid::Uuid;
 
 #[tokio::test]
 async fn simulate_api_prints_its_url_serves_and_stops_on_sigterm() {
@@ -30,8 +31,18 @@ async fn simulate_api_prints_its_url_serves_and_stops_on_sigterm() {
         .unwrap()
         .with_retry_policy(RetryPolicy::NONE);
     c.disconnect(DEMO_CONNECTION_ID).await.unwrap();
-    let detail = c.connection_detail(DEMO_CONNECTION_ID).await.unwrap();
-    assert_eq!(detail.is_connected, Some(false));
+    // The simulator process holds the connection disconnected: a sale is refused.
+    let refused = c.sale(&sale(Uuid::new_v4())).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ApiError::Rejected {
+                error_code: Some(codes::PROVIDER_NOT_CONNECTED),
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
 
     let injected = reqwest::Client::new()
         .post(format!("{url}/_sim/fault"))

@@ -7,9 +7,68 @@ use std::time::{Duration, SystemTime};
 
 use pos_agent::paywall::*;
 use pos_agent::simulator::api::*;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
 use support::payment_api::*;
 use uuid::Uuid;
+
+/// One call of the simulator as a plain HTTP request with the private key pair, its answer read
+/// as the client reads it: the endpoints the agent never calls stay covered here.
+async fn plain_call(
+    sim: &ApiSimulator,
+    endpoint: Endpoint,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Answer, ApiError> {
+    let config = config(&sim.url());
+    let secret = |s: Option<SecretString>| s.unwrap().expose_secret().to_owned();
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", sim.url()))
+        .header("apikeyprivate", secret(config.api_key_private))
+        .header("apiclientprivate", secret(config.api_client_private));
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let answer = request.send().await.unwrap();
+    let status = answer.status().as_u16();
+    let bytes = answer.bytes().await.unwrap();
+    endpoint.read_answer(status, &bytes, &[])
+}
+
+async fn query_payment(sim: &ApiSimulator, id: Uuid) -> PaymentSummary {
+    let path = format!("/api/payment/inquiry/{id}");
+    match plain_call(
+        sim,
+        Endpoint::QueryPayment,
+        reqwest::Method::GET,
+        &path,
+        None,
+    )
+    .await
+    {
+        Ok(Answer::Payment(payment)) => payment,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn connection_detail(sim: &ApiSimulator, id: &str) -> Result<ConnectionInfo, ApiError> {
+    let path = format!("/api/connection/{id}/detail");
+    match plain_call(
+        sim,
+        Endpoint::ConnectionDetail,
+        reqwest::Method::GET,
+        &path,
+        None,
+    )
+    .await?
+    {
+        Answer::Connection(info) => Ok(info),
+        other => panic!("{other:?}"),
+    }
+}
 
 #[tokio::test]
 async fn wrong_keys_get_http_401_with_the_failure_message_and_no_retry() {
@@ -96,7 +155,7 @@ async fn cancel_changes_the_status_that_list_and_query_report() {
     let code = Uuid::new_v4();
     let payment = c.sale(&sale(code)).await.unwrap();
     assert_eq!(payment.payment_status, Some(PaymentStatus::CREATED));
-    let before = c.query_payment(payment.payment_request_id).await.unwrap();
+    let before = query_payment(&sim, payment.payment_request_id).await;
     assert_eq!(before.status, Some(PaymentStatus::CREATED));
 
     let cancelled = c.cancel(payment.payment_request_id).await.unwrap();
@@ -107,7 +166,7 @@ async fn cancel_changes_the_status_that_list_and_query_report() {
         sim.payment(payment.payment_request_id).unwrap().status,
         PaymentStatus::CANCELLED
     );
-    let after = c.query_payment(payment.payment_request_id).await.unwrap();
+    let after = query_payment(&sim, payment.payment_request_id).await;
     assert_eq!(after.status, Some(PaymentStatus::CANCELLED));
     let now = SystemTime::now();
     let listed = c
@@ -185,7 +244,7 @@ async fn sale_on_a_disconnected_connection_is_rejected_until_reconnect() {
     let sim = start();
     let c = client(&sim);
     c.disconnect(DEMO_CONNECTION_ID).await.unwrap();
-    let detail = c.connection_detail(DEMO_CONNECTION_ID).await.unwrap();
+    let detail = connection_detail(&sim, DEMO_CONNECTION_ID).await.unwrap();
     assert_eq!(detail.is_connected, Some(false));
     let err = c.sale(&sale(Uuid::new_v4())).await.unwrap_err();
     assert!(
@@ -252,23 +311,73 @@ async fn connection_lifecycle_without_a_starting_connection() {
     );
     c.sale(&sale(Uuid::new_v4())).await.unwrap();
 
-    let mut renamed = establish_config();
-    renamed.name = "renamed".into();
-    c.update_connection(&id, &renamed).await.unwrap();
-    let detail = c.connection_detail(&id).await.unwrap();
-    assert_eq!(detail.name.as_deref(), Some("renamed"));
-    assert_eq!(
-        c.list_connections(PageRequest::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
+    let establish = establish_config();
+    let renamed = json!({
+        "Id": id, "Name": "renamed", "DisplayName": establish.display_name,
+        "BrandId": establish.brand_id, "ProviderId": establish.provider_id,
+        "RegionId": establish.region_id, "EndOfDayId": establish.end_of_day_id,
+        "IsProd": establish.is_prod, "IsReporting": establish.is_reporting,
+        "IsAsyncPayment": establish.is_async_payment,
+        "IsSocketPayment": establish.is_socket_payment, "ServiceParameters": {},
+    });
+    let put = reqwest::Method::PUT;
+    let updated = plain_call(
+        &sim,
+        Endpoint::UpdateConnection,
+        put,
+        "/api/connection",
+        Some(renamed),
     );
+    assert_eq!(updated.await.unwrap(), Answer::Done);
+    let detail = connection_detail(&sim, &id).await.unwrap();
+    assert_eq!(detail.name.as_deref(), Some("renamed"));
+    let page = Some(json!({ "pageIndex": 0, "pageSize": 10 }));
+    let post = reqwest::Method::POST;
+    match plain_call(
+        &sim,
+        Endpoint::ListConnections,
+        post.clone(),
+        "/api/connection/list",
+        page.clone(),
+    )
+    .await
+    {
+        Ok(Answer::Connections(connections)) => assert_eq!(connections.items.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    match plain_call(
+        &sim,
+        Endpoint::ListTerminals,
+        post,
+        "/api/terminal/list",
+        page,
+    )
+    .await
+    {
+        Ok(Answer::Terminals(terminals)) => {
+            assert_eq!(terminals.items[0].id, DEMO_TERMINAL_ID);
+            assert_eq!(
+                terminals.items[0].tag_code.as_deref(),
+                Some(DEMO_TERMINAL_TAG_CODE)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 
-    c.delete_connection(&id).await.unwrap();
+    let delete = reqwest::Method::DELETE;
+    let deleted = plain_call(
+        &sim,
+        Endpoint::DeleteConnection,
+        delete,
+        "/api/connection",
+        Some(json!({ "Id": id })),
+    );
+    assert_eq!(deleted.await.unwrap(), Answer::Done);
     assert!(sim.connections().is_empty());
-    assert!(c.connection_detail(&id).await.unwrap_err().is_rejection());
+    assert!(connection_detail(&sim, &id)
+        .await
+        .unwrap_err()
+        .is_rejection());
 }
 
 #[tokio::test]
@@ -418,11 +527,7 @@ async fn a_rate_limit_set_through_the_admin_endpoint_holds_the_client() {
     let hold = c.held().expect("the client holds");
     assert_eq!(hold.http_status, 503);
     // Until it ends, nothing is sent, whichever call and whichever clone.
-    let held = c
-        .clone()
-        .list_terminals(PageRequest::default())
-        .await
-        .unwrap_err();
+    let held = c.clone().disconnect(DEMO_CONNECTION_ID).await.unwrap_err();
     assert!(
         matches!(
             held,

@@ -106,7 +106,7 @@ pub fn check(data: &[u8]) {
             }
         }
         Err(error) => {
-            assert_eq!(error.operation(), endpoint.operation());
+            assert_eq!(error.endpoint(), endpoint);
             let unknown = error.outcome_unknown();
             match &error {
                 ApiError::Status { status: seen, .. } => {

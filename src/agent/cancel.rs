@@ -66,7 +66,7 @@ impl Core {
         };
         let sent = self.client().cancel(payment_request_id).await;
         METRICS.cancel(
-            reason as usize,
+            reason.index(),
             match &sent {
                 Ok(_) => CancelOutcome::Confirmed,
                 Err(error)

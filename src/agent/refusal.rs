@@ -43,7 +43,7 @@ mod tests {
 
     fn transport(kind: TransportKind) -> ApiError {
         ApiError::Transport {
-            operation: Endpoint::Reconnect.operation(),
+            endpoint: Endpoint::Reconnect,
             kind,
             detail: "handshake failed".into(),
             outcome_unknown: false,

@@ -46,7 +46,7 @@ const SETTLE_LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_se
 
 fn lookup_overran() -> ApiError {
     ApiError::Transport {
-        operation: crate::paywall::Endpoint::ListPayments.operation(),
+        endpoint: crate::paywall::Endpoint::ListPayments,
         kind: crate::paywall::TransportKind::Timeout,
         detail: format!(
             "the lookup took longer than {} s",
@@ -190,7 +190,7 @@ impl Core {
                 // reply deadline, and nothing is recorded or sent.
                 if let Some(hold) = self.client().held() {
                     let held = ApiError::Held {
-                        operation: Endpoint::Sale.operation(),
+                        endpoint: Endpoint::Sale,
                         http_status: hold.http_status,
                         remaining: hold.remaining(),
                     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{PaywallConfig, Problem, TerminalConfig, SECRET_KEYS};
+use super::{PaywallConfig, Problem, SecretKey, TerminalConfig};
 
 /// The API's limit on `TerminalTagCode`.
 const MAX_TAG_CODE_CHARS: usize = 25;
@@ -157,8 +157,9 @@ impl PaywallSettings {
             .payment_api_url
             .as_deref()
             .and_then(|url| base_url("paywall.payment_api_url", url));
-        for name in ["api_key_private", "api_client_private"] {
-            if paywall.secret(name).is_none() {
+        for key in [SecretKey::ApiKeyPrivate, SecretKey::ApiClientPrivate] {
+            let name = key.name();
+            if paywall.secret(key).is_none() {
                 problems.push(Problem::invalid(
                     &format!("paywall.{name}"),
                     format!(
@@ -180,10 +181,11 @@ impl PaywallSettings {
             )),
             _ => {}
         }
-        // The four keys in the order of SECRET_KEYS, each checked as a header value.
+        // The four keys in the order of SecretKey::ALL, each checked as a header value.
         let mut headers: [Option<HeaderValue>; 4] = Default::default();
-        for (header, name) in headers.iter_mut().zip(SECRET_KEYS) {
-            if let Some(secret) = paywall.secret(name) {
+        for (header, key) in headers.iter_mut().zip(SecretKey::ALL) {
+            let name = key.name();
+            if let Some(secret) = paywall.secret(key) {
                 match header_value(secret.expose_secret(), true) {
                     Ok(value) => *header = Some(value),
                     Err(message) => {
@@ -221,9 +223,9 @@ impl PaywallSettings {
                 locale,
                 request_timeout: paywall.request_timeout,
                 allow_insecure_http: paywall.allow_insecure_http,
-                secrets: SECRET_KEYS
+                secrets: SecretKey::ALL
                     .into_iter()
-                    .filter_map(|name| paywall.secret(name).cloned())
+                    .filter_map(|key| paywall.secret(key).cloned())
                     .collect(),
                 proxy: None,
             }),

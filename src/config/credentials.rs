@@ -14,12 +14,12 @@ pub const SERVICE_PARAMETERS_CREDENTIAL: &str = "service_parameters";
 /// Where systemd looks up a credential the unit names without a path
 /// (`LoadCredential=ID:pos-agent.ID`), in this order; the encrypted ones
 /// (`LoadCredentialEncrypted=`) are the same directories with `.encrypted` appended.
-pub const CREDENTIAL_STORES: [&str; 3] = ["/etc/credstore", "/run/credstore", "/usr/lib/credstore"];
+const CREDENTIAL_STORES: [&str; 3] = ["/etc/credstore", "/run/credstore", "/usr/lib/credstore"];
 /// The file name prefix the shipped unit gives its credentials in the stores.
 pub const CREDENTIAL_STORE_PREFIX: &str = "pos-agent.";
 /// Replaces [`CREDENTIAL_STORES`] for `check-config` (colon-separated directories): for tests
 /// and terminals whose drop-in points elsewhere.
-pub const CREDENTIAL_STORES_ENV: &str = "POS_AGENT_CREDENTIAL_STORES";
+const CREDENTIAL_STORES_ENV: &str = "POS_AGENT_CREDENTIAL_STORES";
 
 /// Where the credentials come from: the service's `$CREDENTIALS_DIRECTORY`, or (for
 /// `check-config` run as root on the terminal) the stores systemd reads them from.

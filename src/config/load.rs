@@ -11,13 +11,13 @@ use super::*;
 
 /// Where the daemon looks for its configuration file when neither `--config` nor
 /// [`PATH_ENV`] says otherwise (docs/operations.md (Operator commands)).
-pub const DEFAULT_PATH: &str = "/etc/pos-agent/agent.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/pos-agent/agent.toml";
 /// The environment variable naming the configuration file (docs/operations.md (Operator commands)).
-pub const PATH_ENV: &str = "POS_AGENT_CONFIG";
+pub(crate) const PATH_ENV: &str = "POS_AGENT_CONFIG";
 /// Environment overrides are `POS_AGENT__SECTION__KEY` (docs/configuration.md).
-pub const ENV_PREFIX: &str = "POS_AGENT";
+const ENV_PREFIX: &str = "POS_AGENT";
 /// Separates the prefix, the section and the key of an environment override.
-pub const ENV_SEPARATOR: &str = "__";
+const ENV_SEPARATOR: &str = "__";
 
 /// The process environment as the loader sees it, captured once so that loading is a pure
 /// function of (file, environment) and tests need not touch the real environment.
@@ -180,7 +180,7 @@ pub fn load_with(path: &Path, env: &EnvSnapshot) -> Result<Config, ConfigError> 
 /// Loads the configuration the way `run` sees it under the unit: as [`load_with`], except that
 /// when run as root without `$CREDENTIALS_DIRECTORY` (an operator on the terminal), the
 /// credentials come from the stores systemd would read them from for the unit.
-pub fn load_as_under_unit(path: &Path, env: &EnvSnapshot) -> Result<Config, ConfigError> {
+pub(crate) fn load_as_under_unit(path: &Path, env: &EnvSnapshot) -> Result<Config, ConfigError> {
     let credentials = match Credentials::of_service(env) {
         None if nix::unistd::geteuid().is_root() => Some(Credentials::stores(env)),
         other => other,
@@ -309,8 +309,9 @@ fn load_text(
             }
         }
     }
-    for name in SECRET_KEYS {
-        if config.paywall.secret(name).is_some() {
+    for key in SecretKey::ALL {
+        let name = key.name();
+        if config.paywall.secret(key).is_some() {
             let source = match overrides.get(&format!("paywall.{name}")) {
                 Some(var) => Source::Environment(var.clone()),
                 None => Source::File,
@@ -328,11 +329,12 @@ fn load_text(
                 problems.push(problem);
             }
         }
-        for name in SECRET_KEYS {
+        for key in SecretKey::ALL {
+            let name = key.name();
             match credentials.read(name) {
                 Ok(None) => {}
                 Ok(Some((secret, file))) => {
-                    *config.paywall.secret_mut(name) = Some(secret);
+                    *config.paywall.secret_mut(key) = Some(secret);
                     provenance.secrets.insert(name, Source::Credentials(file));
                 }
                 Err((message, file)) => {

@@ -23,14 +23,23 @@ mod tests;
 mod validate;
 
 pub use checked::{BaseUrl, KeyPair, PaywallSettings, TagCode, TerminalId, TerminalRef};
-pub use credentials::*;
-pub use error::*;
-pub use load::*;
+pub use credentials::{CREDENTIAL_STORE_PREFIX, SERVICE_PARAMETERS_CREDENTIAL};
+pub use error::{ConfigError, Problem, ProblemKind};
+pub use load::{load, load_contents_with, load_with, EnvSnapshot, Provenance, Source};
 pub use proxy::{ProxySetting, PROXY_CREDENTIAL};
-pub use reload::*;
-pub use render::*;
-pub use schema::*;
-pub use validate::*;
+pub use render::render_effective;
+pub use schema::{
+    defaults, Config, ConfigFile, ConnectionConfig, ControlConfig, EstablishConfig, FlowControl,
+    LogConfig, MetricsConfig, Parity, PaywallConfig, SecretKey, SerialConfig, ShutdownConfig,
+    StateConfig, TerminalConfig, SECRET_KEYS,
+};
+pub use validate::{
+    start_problems, MAX_CALLBACK_URL_CHARS, MAX_DISPLAY_NAME_CHARS, MAX_ESTABLISH_NAME_CHARS,
+};
+
+pub(crate) use load::{load_as_under_unit, DEFAULT_PATH, PATH_ENV};
+pub(crate) use reload::reloaded;
+pub(crate) use render::{check_config_command, ConfigArgs, REDACTED};
 
 use credentials::{parse_service_parameters, Credentials};
 use error::problem_from_config_error;

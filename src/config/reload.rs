@@ -11,14 +11,14 @@ use std::collections::BTreeMap;
 use super::*;
 
 /// The configuration a reload goes on with, and the keys whose new value needs a restart.
-pub struct Reloaded {
+pub(crate) struct Reloaded {
     pub config: Config,
     pub needs_restart: Vec<String>,
 }
 
 /// `running` with the secrets of `loaded` (the four API keys, the service parameters); the keys
 /// whose value differs otherwise are listed, their running value kept.
-pub fn reloaded(running: &Config, loaded: Config) -> Reloaded {
+pub(crate) fn reloaded(running: &Config, loaded: Config) -> Reloaded {
     let (before, after) = (
         keyed(&render_effective(running)),
         keyed(&render_effective(&loaded)),
@@ -38,8 +38,8 @@ pub fn reloaded(running: &Config, loaded: Config) -> Reloaded {
         .collect();
 
     let mut config = running.clone();
-    for name in SECRET_KEYS {
-        *config.file.paywall.secret_mut(name) = loaded.paywall.secret(name).cloned();
+    for key in SecretKey::ALL {
+        *config.file.paywall.secret_mut(key) = loaded.paywall.secret(key).cloned();
     }
     config.paywall_settings.private = loaded.paywall_settings.private.clone();
     config.paywall_settings.public = loaded.paywall_settings.public.clone();

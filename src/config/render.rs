@@ -8,11 +8,11 @@ use std::time::Duration;
 use super::*;
 
 /// What `check-config` prints in place of a secret value.
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// `--config PATH`, shared by the commands that read the configuration.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ConfigArgs {
+pub(crate) struct ConfigArgs {
     /// The configuration file.
     #[arg(long, value_name = "PATH", env = PATH_ENV, default_value = DEFAULT_PATH)]
     pub config: PathBuf,
@@ -20,7 +20,7 @@ pub struct ConfigArgs {
 
 /// `pos-agent check-config`: prints the effective configuration (secrets redacted) or fails
 /// with the [`ConfigError`] (the command line exits 78).
-pub fn check_config_command(args: &ConfigArgs) -> Result<(), ConfigError> {
+pub(crate) fn check_config_command(args: &ConfigArgs) -> Result<(), ConfigError> {
     let env = EnvSnapshot::capture();
     let config = load_as_under_unit(&args.config, &env)?;
     let problems = start_problems(&config, &env);
@@ -51,8 +51,9 @@ pub fn render_effective(config: &Config) -> String {
     out.section("paywall");
     out.string("physical_api_url", &paywall.physical_api_url);
     out.opt_string("payment_api_url", paywall.payment_api_url.as_deref());
-    for name in SECRET_KEYS {
-        match (paywall.secret(name), provenance.secrets.get(name)) {
+    for key in SecretKey::ALL {
+        let name = key.name();
+        match (paywall.secret(key), provenance.secrets.get(name)) {
             (Some(_), Some(source)) => {
                 out.line(&format!("{name} = {}  # from {source}", quote(REDACTED)))
             }

@@ -344,35 +344,64 @@ pub mod defaults {
     }
 }
 
+/// One of the four secrets of `[paywall]`: a closed set, so no name outside it can select (and
+/// overwrite) a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecretKey {
+    ApiKeyPrivate,
+    ApiClientPrivate,
+    ApiKeyPublic,
+    ApiClientPublic,
+}
+
+impl SecretKey {
+    /// Every secret, in the order of [`SECRET_KEYS`].
+    pub const ALL: [SecretKey; 4] = [
+        SecretKey::ApiKeyPrivate,
+        SecretKey::ApiClientPrivate,
+        SecretKey::ApiKeyPublic,
+        SecretKey::ApiClientPublic,
+    ];
+
+    /// Its key in `[paywall]`, and the name of its file in `$CREDENTIALS_DIRECTORY`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SecretKey::ApiKeyPrivate => "api_key_private",
+            SecretKey::ApiClientPrivate => "api_client_private",
+            SecretKey::ApiKeyPublic => "api_key_public",
+            SecretKey::ApiClientPublic => "api_client_public",
+        }
+    }
+}
+
 /// The secrets of `[paywall]`; each may come from a file of this name in
 /// `$CREDENTIALS_DIRECTORY` (docs/configuration.md).
 pub const SECRET_KEYS: [&str; 4] = [
-    "api_key_private",
-    "api_client_private",
-    "api_key_public",
-    "api_client_public",
+    SecretKey::ApiKeyPrivate.name(),
+    SecretKey::ApiClientPrivate.name(),
+    SecretKey::ApiKeyPublic.name(),
+    SecretKey::ApiClientPublic.name(),
 ];
 
 const DEFAULT_STATE_DIRECTORY: &str = "/var/lib/pos-agent";
 
 impl PaywallConfig {
-    /// One of the four API keys by its name in [`SECRET_KEYS`].
-    pub fn secret(&self, name: &str) -> Option<&SecretString> {
-        match name {
-            "api_key_private" => self.api_key_private.as_ref(),
-            "api_client_private" => self.api_client_private.as_ref(),
-            "api_key_public" => self.api_key_public.as_ref(),
-            "api_client_public" => self.api_client_public.as_ref(),
-            _ => None,
+    /// One of the four API keys.
+    pub fn secret(&self, key: SecretKey) -> Option<&SecretString> {
+        match key {
+            SecretKey::ApiKeyPrivate => self.api_key_private.as_ref(),
+            SecretKey::ApiClientPrivate => self.api_client_private.as_ref(),
+            SecretKey::ApiKeyPublic => self.api_key_public.as_ref(),
+            SecretKey::ApiClientPublic => self.api_client_public.as_ref(),
         }
     }
 
-    pub(super) fn secret_mut(&mut self, name: &str) -> &mut Option<SecretString> {
-        match name {
-            "api_key_private" => &mut self.api_key_private,
-            "api_client_private" => &mut self.api_client_private,
-            "api_key_public" => &mut self.api_key_public,
-            _ => &mut self.api_client_public,
+    pub(super) fn secret_mut(&mut self, key: SecretKey) -> &mut Option<SecretString> {
+        match key {
+            SecretKey::ApiKeyPrivate => &mut self.api_key_private,
+            SecretKey::ApiClientPrivate => &mut self.api_client_private,
+            SecretKey::ApiKeyPublic => &mut self.api_key_public,
+            SecretKey::ApiClientPublic => &mut self.api_client_public,
         }
     }
 }
@@ -400,5 +429,35 @@ impl ConfigFile {
             .and_then(|dirs| dirs.split(':').find(|d| !d.is_empty()))
             .map(|dir| Path::new(dir).join("control.sock"))
             .unwrap_or_else(|| PathBuf::from(crate::control::DEFAULT_SOCKET))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn each_secret_key_reads_and_writes_its_own_field_only() {
+        for key in SecretKey::ALL {
+            let mut paywall: PaywallConfig =
+                serde_json::from_value(serde_json::json!({ "physical_api_url": "https://x" }))
+                    .unwrap();
+            *paywall.secret_mut(key) = Some(SecretString::from(key.name()));
+            for other in SecretKey::ALL {
+                let read = paywall.secret(other).map(|s| s.expose_secret().to_owned());
+                let expected = (other == key).then(|| key.name().to_owned());
+                assert_eq!(read, expected, "wrote {key:?}, read {other:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_secret_names_are_the_four_distinct_keys_of_paywall() {
+        assert_eq!(SecretKey::ALL.map(SecretKey::name), SECRET_KEYS);
+        let mut names = SECRET_KEYS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SecretKey::ALL.len());
     }
 }

@@ -311,7 +311,11 @@ fn a_reload_takes_new_keys_and_nothing_needs_a_restart() {
     );
     let private = &reloaded.config.paywall_settings.private;
     assert_eq!(private.key.to_str().unwrap(), "new-key");
-    let secret = reloaded.config.paywall.secret("api_key_private").unwrap();
+    let secret = reloaded
+        .config
+        .paywall
+        .secret(SecretKey::ApiKeyPrivate)
+        .unwrap();
     assert_eq!(secret.expose_secret(), "new-key");
 }
 

@@ -18,7 +18,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::endpoint::{self, Api, Auth, Endpoint};
+use super::answer;
+use super::endpoint::{Api, Auth, Endpoint};
 use super::error::{ApiError, ClientSetupError, TransportKind};
 use super::retry_after::{self, Hold, SharedHold};
 use super::types::*;
@@ -138,14 +139,14 @@ fn certificate_problem(error: &rustls::Error) -> Option<(TransportKind, String)>
 }
 
 fn transport_error(
-    operation: &'static str,
+    endpoint: Endpoint,
     idempotent: bool,
     proxy: Option<&str>,
     e: &reqwest::Error,
 ) -> ApiError {
     if let Some((kind, detail)) = tls_error(e).and_then(certificate_problem) {
         return ApiError::Transport {
-            operation,
+            endpoint,
             kind,
             detail,
             // The handshake failed: nothing was sent.
@@ -173,7 +174,7 @@ fn transport_error(
         detail = format!("proxy {proxy}: {detail}");
     }
     ApiError::Transport {
-        operation,
+        endpoint,
         kind,
         detail,
         // Nothing was sent when the connection could not be made.
@@ -287,8 +288,7 @@ impl PaywallClient {
         &self,
         establish: &EstablishConfig,
     ) -> Result<String, ApiError> {
-        const OP: &str = Endpoint::EstablishConnection.operation();
-        let body = self.connection_body(OP, None, establish)?;
+        let body = self.connection_body(establish);
         let result: Value = self
             .run(Call::new(
                 Endpoint::EstablishConnection,
@@ -296,57 +296,7 @@ impl PaywallClient {
                 Some(body),
             ))
             .await?;
-        endpoint::establish_id(result)
-    }
-
-    /// `GET /api/connection/{id}/detail`.
-    pub async fn connection_detail(&self, connection_id: &str) -> Result<ConnectionInfo, ApiError> {
-        const OP: &str = Endpoint::ConnectionDetail.operation();
-        let path = format!(
-            "/api/connection/{}/detail",
-            path_segment(OP, connection_id)?
-        );
-        self.run(Call::new(Endpoint::ConnectionDetail, path, None))
-            .await
-    }
-
-    /// `POST /api/connection/list` with `{pageIndex, pageSize}`.
-    pub async fn list_connections(
-        &self,
-        page: PageRequest,
-    ) -> Result<Page<ConnectionInfo>, ApiError> {
-        let wire: PageWire<ConnectionInfo> = self
-            .run(Call::new(
-                Endpoint::ListConnections,
-                "/api/connection/list".into(),
-                Some(page_body(page)),
-            ))
-            .await?;
-        Ok(wire.into())
-    }
-
-    /// `PUT /api/connection`: the establish body plus `Id`.
-    pub async fn update_connection(
-        &self,
-        connection_id: &str,
-        establish: &EstablishConfig,
-    ) -> Result<(), ApiError> {
-        const OP: &str = Endpoint::UpdateConnection.operation();
-        let body = self.connection_body(OP, Some(connection_id), establish)?;
-        let _: IgnoredAny = self
-            .run(Call::new(
-                Endpoint::UpdateConnection,
-                "/api/connection".into(),
-                Some(body),
-            ))
-            .await?;
-        Ok(())
-    }
-
-    /// `DELETE /api/connection` with `{"Id"}`.
-    pub async fn delete_connection(&self, connection_id: &str) -> Result<(), ApiError> {
-        self.connection_command(Endpoint::DeleteConnection, "/api/connection", connection_id)
-            .await
+        answer::establish_id(result)
     }
 
     /// `PUT /api/connection/reconnect` with `{"Id"}`: re-activates a disconnected connection.
@@ -369,28 +319,14 @@ impl PaywallClient {
         .await
     }
 
-    // ---- PhysicalAPI: terminal (docs/payment-api.md (Methods)) ----
-
-    /// `POST /api/terminal/list` with `{pageIndex, pageSize}`.
-    pub async fn list_terminals(&self, page: PageRequest) -> Result<Page<TerminalInfo>, ApiError> {
-        let wire: PageWire<TerminalInfo> = self
-            .run(Call::new(
-                Endpoint::ListTerminals,
-                "/api/terminal/list".into(),
-                Some(page_body(page)),
-            ))
-            .await?;
-        Ok(wire.into())
-    }
-
     // ---- PhysicalAPI: payment (docs/payment-api.md (Methods)) ----
 
     /// `POST /api/payment/async/sale`. Sent exactly once, never retried: when the error says
     /// [`ApiError::outcome_unknown`], resolve it with [`Self::find_payment_by_merchant_code`].
     pub async fn sale(&self, sale: &SaleRequest) -> Result<SaleAccepted, ApiError> {
-        const OP: &str = Endpoint::Sale.operation();
+        const OP: Endpoint = Endpoint::Sale;
         let invalid = |reason: String| ApiError::InvalidRequest {
-            operation: OP,
+            endpoint: OP,
             reason,
         };
         let mut body = Map::new();
@@ -459,16 +395,6 @@ impl PaywallClient {
         Ok(wire.into())
     }
 
-    /// `GET /api/payment/inquiry/{paymentRequestId}` (path per the unofficial SDK; a gap).
-    pub async fn query_payment(
-        &self,
-        payment_request_id: Uuid,
-    ) -> Result<PaymentSummary, ApiError> {
-        let path = format!("/api/payment/inquiry/{payment_request_id}");
-        self.run(Call::new(Endpoint::QueryPayment, path, None))
-            .await
-    }
-
     /// Resolves a sale whose answer was lost (docs/state.md): pages through the payments list over
     /// the UTC days from one day before to one day after `created_around`, and returns the
     /// payment with this `MerchantUniqueCode`, or `None` when the whole window has been read
@@ -512,7 +438,7 @@ impl PaywallClient {
             }
         }
         Err(ApiError::Undecodable {
-            operation: Endpoint::ListPayments.operation(),
+            endpoint: Endpoint::ListPayments,
             reason: format!(
                 "the payments list went on past {MAX_LOOKUP_PAGES} pages without its end; the \
                  sale's outcome stays unknown"
@@ -531,10 +457,10 @@ impl PaywallClient {
         phone: &str,
         target: ApmTarget,
     ) -> Result<ApmUnlinked, ApiError> {
-        const OP: &str = Endpoint::ApmUnlink.operation();
+        const OP: Endpoint = Endpoint::ApmUnlink;
         if phone.trim().is_empty() {
             return Err(ApiError::InvalidRequest {
-                operation: OP,
+                endpoint: OP,
                 reason: "the phone number is empty".into(),
             });
         }
@@ -551,7 +477,7 @@ impl PaywallClient {
                 Some(body),
             ))
             .await?;
-        Ok(endpoint::apm_unlinked(body))
+        Ok(answer::apm_unlinked(body))
     }
 
     /// `DELETE /api/paywall/masterpass/merchant/unlink` with the private pair and
@@ -592,7 +518,7 @@ impl PaywallClient {
     ) -> Result<(), ApiError> {
         if connection_id.trim().is_empty() {
             return Err(ApiError::InvalidRequest {
-                operation: endpoint.operation(),
+                endpoint,
                 reason: "the connection id is empty".into(),
             });
         }
@@ -606,16 +532,7 @@ impl PaywallClient {
         Ok(())
     }
 
-    fn connection_body(
-        &self,
-        operation: &'static str,
-        id: Option<&str>,
-        e: &EstablishConfig,
-    ) -> Result<Value, ApiError> {
-        let invalid = |reason: &str| ApiError::InvalidRequest {
-            operation,
-            reason: reason.into(),
-        };
+    fn connection_body(&self, e: &EstablishConfig) -> Value {
         // The name's and display name's lengths are checked when the configuration is loaded.
         let service_parameters: Map<String, Value> = e
             .service_parameters
@@ -623,12 +540,6 @@ impl PaywallClient {
             .map(|(k, v)| (k.clone(), Value::String(v.expose_secret().to_owned())))
             .collect();
         let mut body = Map::new();
-        if let Some(id) = id {
-            if id.trim().is_empty() {
-                return Err(invalid("the connection id is empty"));
-            }
-            body.insert("Id".into(), json!(id.trim()));
-        }
         body.insert("Name".into(), json!(e.name));
         body.insert("DisplayName".into(), json!(e.display_name));
         body.insert("BrandId".into(), json!(e.brand_id));
@@ -643,7 +554,7 @@ impl PaywallClient {
             "ServiceParameters".into(),
             Value::Object(service_parameters),
         );
-        Ok(Value::Object(body))
+        Value::Object(body)
     }
 
     /// Runs a call (retried when it is idempotent) and reads its payload as `T`. Only the
@@ -695,7 +606,7 @@ impl PaywallClient {
                 Some(pair) => (pair, ("apikeypublic", "apiclientpublic")),
                 None => {
                     return Err(ApiError::NotConfigured {
-                        operation: call.operation(),
+                        endpoint: call.endpoint,
                         key: "paywall.api_key_public / paywall.api_client_public",
                     })
                 }
@@ -718,7 +629,7 @@ impl PaywallClient {
     async fn exchange(&self, call: &Call) -> Result<(StatusCode, Vec<u8>, Instant), ApiError> {
         if let Some(hold) = self.hold.current() {
             return Err(ApiError::Held {
-                operation: call.operation(),
+                endpoint: call.endpoint,
                 http_status: hold.http_status,
                 remaining: hold.remaining(),
             });
@@ -730,7 +641,7 @@ impl PaywallClient {
                 .payment_base
                 .as_ref()
                 .ok_or(ApiError::NotConfigured {
-                    operation: call.operation(),
+                    endpoint: call.endpoint,
                     key: "paywall.payment_api_url",
                 })?,
         };
@@ -764,7 +675,7 @@ impl PaywallClient {
             Ok(answer) => answer,
             Err(e) => {
                 let error = transport_error(
-                    call.operation(),
+                    call.endpoint,
                     call.endpoint.idempotent(),
                     self.inner.proxy.as_deref(),
                     &e,
@@ -780,7 +691,7 @@ impl PaywallClient {
         }
         let failed = match bytes {
             None => ApiError::Undecodable {
-                operation: call.operation(),
+                endpoint: call.endpoint,
                 reason: format!(
                     "the answer is longer than {} MiB; not read",
                     MAX_RESPONSE_BYTES >> 20
@@ -790,7 +701,7 @@ impl PaywallClient {
             },
             Some(bytes) if status.is_success() => return Ok((status, bytes, started)),
             Some(bytes) => {
-                endpoint::status_error(call.endpoint, &self.secrets(), status, &bytes, retry_after)
+                answer::status_error(call.endpoint, &self.secrets(), status, &bytes, retry_after)
             }
         };
         record(call.endpoint, &Err(&failed), started.elapsed());
@@ -803,7 +714,7 @@ impl PaywallClient {
         status: StatusCode,
         body: &[u8],
     ) -> Result<T, ApiError> {
-        endpoint::decode(call.endpoint, &self.secrets(), status, body)
+        answer::decode(call.endpoint, &self.secrets(), status, body)
     }
 
     /// The key values, to scrub out of body excerpts.
@@ -841,7 +752,7 @@ fn record(endpoint: Endpoint, result: &Result<(), &ApiError>, elapsed: Duration)
         Err(ApiError::Undecodable { .. }) => ApiOutcome::Undecodable,
         Err(_) => ApiOutcome::Transport,
     };
-    METRICS.api_request(endpoint as usize, outcome, elapsed);
+    METRICS.api_request(endpoint.index(), outcome, elapsed);
 }
 
 impl Call {
@@ -856,26 +767,6 @@ impl Call {
     fn operation(&self) -> &'static str {
         self.endpoint.operation()
     }
-}
-
-fn page_body(page: PageRequest) -> Value {
-    json!({ "pageIndex": page.index, "pageSize": page.size })
-}
-
-/// An id that goes into a URL path must not change the path.
-fn path_segment<'a>(operation: &'static str, id: &'a str) -> Result<&'a str, ApiError> {
-    let id = id.trim();
-    if id.is_empty()
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ApiError::InvalidRequest {
-            operation,
-            reason: "the id must be non-empty and contain only letters, digits, '-' and '_'".into(),
-        });
-    }
-    Ok(id)
 }
 
 /// Where Linux distributions keep the PEM bundle of trusted CAs (Debian, Fedora, Alpine/others).
@@ -997,15 +888,5 @@ mod tests {
     fn dates_are_utc_days() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_735_000_000);
         assert_eq!(utc_date(t), "2024-12-24");
-    }
-
-    #[test]
-    fn ids_cannot_escape_their_path_segment() {
-        assert!(path_segment("x", "../payment").is_err());
-        assert!(path_segment("x", "a/b").is_err());
-        assert_eq!(
-            path_segment("x", " 70b2190b-e47b ").unwrap(),
-            "70b2190b-e47b"
-        );
     }
 }

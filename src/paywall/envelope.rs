@@ -11,6 +11,7 @@
 
 use serde_json::{Map, Value};
 
+use super::endpoint::Endpoint;
 use super::error::ApiError;
 
 /// Returns `value` with every object key lower-cased, recursively. Values are left alone.
@@ -28,7 +29,7 @@ pub(crate) fn lowercase_keys(value: Value) -> Value {
 
 /// What the decoder needs to know about the call whose answer it reads.
 pub(crate) struct DecodeContext<'a> {
-    pub operation: &'static str,
+    pub endpoint: Endpoint,
     /// The call is not safe to repeat, so an unreadable answer leaves its outcome unknown.
     pub outcome_unknown_on_failure: bool,
     /// Values that must never appear in an excerpt (the client's keys).
@@ -80,7 +81,7 @@ impl DecodeContext<'_> {
     /// which may quote the body.
     pub(crate) fn undecodable(&self, reason: impl Into<String>, body: &[u8]) -> ApiError {
         ApiError::Undecodable {
-            operation: self.operation,
+            endpoint: self.endpoint,
             reason: self.without_secrets(reason.into()),
             excerpt: self.excerpt(body),
             outcome_unknown: self.outcome_unknown_on_failure,
@@ -190,7 +191,7 @@ pub(crate) fn physical_result(ctx: &DecodeContext<'_>, body: &[u8]) -> Result<Va
     let ok = succeeded == Some(true) && failed != Some(true) && error_code.unwrap_or(0) == 0;
     if !ok {
         return Err(ApiError::Rejected {
-            operation: ctx.operation,
+            endpoint: ctx.endpoint,
             message: ctx.scrub(text(object.get("message"))),
             client_message: ctx.scrub(text(object.get("clientmessage"))),
             error_code,
@@ -214,7 +215,7 @@ pub(crate) fn payment_body(ctx: &DecodeContext<'_>, body: &[u8]) -> Result<Value
             .filter(|m| !m.is_empty())
             .or_else(|| text(object.get("errormessage")));
         return Err(ApiError::Rejected {
-            operation: ctx.operation,
+            endpoint: ctx.endpoint,
             message: ctx.scrub(message),
             client_message: None,
             error_code,
@@ -241,7 +242,7 @@ pub(crate) fn masterpass_body(ctx: &DecodeContext<'_>, body: &[u8]) -> Result<Va
         let message = text(exception.and_then(|e| e.get("message")))
             .or_else(|| text(masterpass.get("message")));
         return Err(ApiError::Rejected {
-            operation: ctx.operation,
+            endpoint: ctx.endpoint,
             message: ctx.scrub(message),
             client_message: ctx.scrub(text(exception.and_then(|e| e.get("code")))),
             error_code: Some(status_code),
@@ -257,7 +258,7 @@ mod tests {
 
     fn ctx() -> DecodeContext<'static> {
         DecodeContext {
-            operation: "test",
+            endpoint: Endpoint::Sale,
             outcome_unknown_on_failure: false,
             secrets: &["very-secret-key-value"],
         }

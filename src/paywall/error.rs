@@ -8,6 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::endpoint::Endpoint;
 use crate::outcome::AgentRejection;
 
 /// Why a [`crate::paywall::PaywallClient`] could not be built from `[paywall]`. Messages name the
@@ -69,7 +70,7 @@ pub enum ApiError {
     /// repeat (a sale, establishing a connection) `outcome_unknown` says the request may have
     /// been carried out: resolve it (for a sale: `find_payment_by_merchant_code`), never resend.
     Transport {
-        operation: &'static str,
+        endpoint: Endpoint,
         kind: TransportKind,
         detail: String,
         outcome_unknown: bool,
@@ -77,7 +78,7 @@ pub enum ApiError {
     /// The API answered with a non-2xx HTTP status. `message`/`client_message` are taken from a
     /// failure envelope when the body holds one.
     Status {
-        operation: &'static str,
+        endpoint: Endpoint,
         status: u16,
         message: Option<String>,
         client_message: Option<String>,
@@ -89,7 +90,7 @@ pub enum ApiError {
     /// Not sent: the API asked the agent to wait (a `Retry-After`), and `remaining` of that
     /// wait is left. Not retried by the client; the agent's loops wait it out.
     Held {
-        operation: &'static str,
+        endpoint: Endpoint,
         http_status: u16,
         remaining: Duration,
     },
@@ -97,7 +98,7 @@ pub enum ApiError {
     /// `Failed: true`, `Result: false`, `ErrorCode` ≠ 0, or for Masterpass unlink
     /// `Body.Masterpass.StatusCode` outside 2xx). Not retried.
     Rejected {
-        operation: &'static str,
+        endpoint: Endpoint,
         message: Option<String>,
         client_message: Option<String>,
         error_code: Option<i64>,
@@ -105,7 +106,7 @@ pub enum ApiError {
     /// The answer could not be read. `excerpt` is the start of the body, cut short and with the
     /// client's own key values replaced by `***`.
     Undecodable {
-        operation: &'static str,
+        endpoint: Endpoint,
         reason: String,
         excerpt: String,
         outcome_unknown: bool,
@@ -113,15 +114,12 @@ pub enum ApiError {
     /// The call needs a setting that `[paywall]` does not have (the PaymentAPI address or the
     /// public key pair).
     NotConfigured {
-        operation: &'static str,
+        endpoint: Endpoint,
         key: &'static str,
     },
     /// The request was refused by the client before it was sent (e.g. a zero amount or a tag
     /// code longer than the API allows).
-    InvalidRequest {
-        operation: &'static str,
-        reason: String,
-    },
+    InvalidRequest { endpoint: Endpoint, reason: String },
 }
 
 impl ApiError {
@@ -201,7 +199,7 @@ impl ApiError {
     /// until the configuration is fixed. The mapping is in `docs/payment-api.md`.
     pub fn agent_rejection(&self) -> Option<AgentRejection> {
         let ApiError::Status {
-            operation,
+            endpoint,
             status,
             message,
             client_message,
@@ -222,9 +220,10 @@ impl ApiError {
             ),
             // The payment query's path is not documented (a gap): a 404 there may mean the
             // payment is unknown, not that the base URL is wrong.
-            404 if *operation != UNDOCUMENTED_PATH_OPERATION => format!(
-                "the payment API has no {operation} endpoint at the configured address \
-                 (HTTP 404{said}); check paywall.physical_api_url"
+            404 if *endpoint != Endpoint::QueryPayment => format!(
+                "the payment API has no {} endpoint at the configured address \
+                 (HTTP 404{said}); check paywall.physical_api_url",
+                endpoint.operation()
             ),
             _ => return None,
         };
@@ -234,22 +233,19 @@ impl ApiError {
         })
     }
 
-    /// The name of the failed operation (e.g. `async sale`).
-    pub fn operation(&self) -> &'static str {
+    /// The call that failed (its name in messages: [`Endpoint::operation`], e.g. `async sale`).
+    pub fn endpoint(&self) -> Endpoint {
         match self {
-            ApiError::Transport { operation, .. }
-            | ApiError::Status { operation, .. }
-            | ApiError::Held { operation, .. }
-            | ApiError::Rejected { operation, .. }
-            | ApiError::Undecodable { operation, .. }
-            | ApiError::NotConfigured { operation, .. }
-            | ApiError::InvalidRequest { operation, .. } => operation,
+            ApiError::Transport { endpoint, .. }
+            | ApiError::Status { endpoint, .. }
+            | ApiError::Held { endpoint, .. }
+            | ApiError::Rejected { endpoint, .. }
+            | ApiError::Undecodable { endpoint, .. }
+            | ApiError::NotConfigured { endpoint, .. }
+            | ApiError::InvalidRequest { endpoint, .. } => *endpoint,
         }
     }
 }
-
-/// The one operation whose path comes from an unofficial source (`docs/payment-api.md`).
-pub(crate) const UNDOCUMENTED_PATH_OPERATION: &str = "payment query";
 
 const UNKNOWN_OUTCOME_NOTE: &str =
     "; the request may have been carried out: its outcome is unknown and must be resolved, not resent";
@@ -271,9 +267,10 @@ fn api_messages(
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let operation = self.endpoint().operation();
         match self {
             ApiError::Transport {
-                operation,
+                endpoint: _,
                 kind,
                 detail,
                 outcome_unknown,
@@ -291,7 +288,7 @@ impl fmt::Display for ApiError {
                 Ok(())
             }
             ApiError::Status {
-                operation,
+                endpoint: _,
                 status,
                 message,
                 client_message,
@@ -309,7 +306,7 @@ impl fmt::Display for ApiError {
                 Ok(())
             }
             ApiError::Held {
-                operation,
+                endpoint: _,
                 http_status,
                 remaining,
             } => write!(
@@ -321,7 +318,7 @@ impl fmt::Display for ApiError {
                     .saturating_add(u64::from(remaining.subsec_nanos() > 0))
             ),
             ApiError::Rejected {
-                operation,
+                endpoint: _,
                 message,
                 client_message,
                 error_code,
@@ -334,7 +331,7 @@ impl fmt::Display for ApiError {
                 Ok(())
             }
             ApiError::Undecodable {
-                operation,
+                endpoint: _,
                 reason,
                 excerpt,
                 outcome_unknown,
@@ -348,10 +345,10 @@ impl fmt::Display for ApiError {
                 }
                 Ok(())
             }
-            ApiError::NotConfigured { operation, key } => {
+            ApiError::NotConfigured { key, .. } => {
                 write!(f, "{operation}: {key} is not configured")
             }
-            ApiError::InvalidRequest { operation, reason } => {
+            ApiError::InvalidRequest { reason, .. } => {
                 write!(f, "{operation}: not sent: {reason}")
             }
         }
@@ -367,7 +364,7 @@ mod tests {
     #[test]
     fn rejection_display_carries_message_client_message_and_code() {
         let e = ApiError::Rejected {
-            operation: "async cancel",
+            endpoint: Endpoint::Cancel,
             message: Some("Payment not found".into()),
             client_message: Some("PaymentNotFound".into()),
             error_code: Some(-1),
@@ -382,7 +379,7 @@ mod tests {
     #[test]
     fn only_server_side_statuses_are_retryable() {
         let status = |status| ApiError::Status {
-            operation: "x",
+            endpoint: Endpoint::Reconnect,
             status,
             message: None,
             client_message: None,
@@ -398,41 +395,36 @@ mod tests {
 
     #[test]
     fn keys_and_base_url_refusals_reject_the_agent_other_statuses_do_not() {
-        let status = |operation, status| ApiError::Status {
-            operation,
+        let status = |endpoint, status| ApiError::Status {
+            endpoint,
             status,
             message: Some("Unauthorized".into()),
             client_message: None,
             outcome_unknown: false,
             retry_after: None,
         };
-        let rejection = status("async sale", 401).agent_rejection().unwrap();
+        let rejection = status(Endpoint::Sale, 401).agent_rejection().unwrap();
         assert_eq!(rejection.http_status, 401);
         assert!(rejection.message.contains("HTTP 401: Unauthorized"));
         assert!(rejection.message.contains("paywall.api_key_private"));
         assert_eq!(
-            status("async cancel", 403)
+            status(Endpoint::Cancel, 403)
                 .agent_rejection()
                 .unwrap()
                 .http_status,
             403
         );
-        let wrong_url = status("connection reconnect", 404)
-            .agent_rejection()
-            .unwrap();
+        let wrong_url = status(Endpoint::Reconnect, 404).agent_rejection().unwrap();
         assert!(wrong_url.message.contains("paywall.physical_api_url"));
-        assert_eq!(
-            status(UNDOCUMENTED_PATH_OPERATION, 404).agent_rejection(),
-            None
-        );
-        assert_eq!(status("async sale", 500).agent_rejection(), None);
-        assert_eq!(status("async sale", 400).agent_rejection(), None);
+        assert_eq!(status(Endpoint::QueryPayment, 404).agent_rejection(), None);
+        assert_eq!(status(Endpoint::Sale, 500).agent_rejection(), None);
+        assert_eq!(status(Endpoint::Sale, 400).agent_rejection(), None);
     }
 
     #[test]
     fn unknown_outcome_is_spelled_out_for_operators() {
         let e = ApiError::Transport {
-            operation: "async sale",
+            endpoint: Endpoint::Sale,
             kind: TransportKind::Timeout,
             detail: "operation timed out".into(),
             outcome_unknown: true,

@@ -22,6 +22,11 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use error::*;
-pub use model::*;
-pub use store::*;
+pub use error::StateError;
+pub use model::{
+    AgentState, CancelReason, CancelRefused, CancelRequest, PaymentOutcome, PaymentSource,
+    PendingPayment, SaleRecord, SaleStage, Timestamp, FORMAT_VERSION, MAX_FINAL_SALES,
+};
+pub use store::{read_directory, Commit, StateStore, JOURNAL_FILE, STATE_FILE, TEMP_FILE};
+
+pub(crate) use store::stored_connection_id;

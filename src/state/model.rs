@@ -13,7 +13,7 @@ use super::*;
 /// (`state.json` alone) is read and migrated.
 pub const FORMAT_VERSION: u32 = 2;
 /// Final sales are kept this long for idempotency...
-pub const FINAL_SALE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const FINAL_SALE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// ...and at most this many (the newest), so that a snapshot stays small on flash.
 /// Intents and started sales are never dropped.
 pub const MAX_FINAL_SALES: usize = 1_000;
@@ -116,6 +116,24 @@ pub enum CancelReason {
 }
 
 impl CancelReason {
+    /// Every reason: the rows of the metrics' `reason` label (`metrics::CANCEL_REASONS`) follow
+    /// this list.
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Operator,
+        Self::Terminal,
+        Self::Shutdown,
+        Self::Timeout,
+        Self::Abandoned,
+    ];
+
+    /// Its place in [`ALL`](Self::ALL): its row of counters in the metrics.
+    pub(crate) fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|reason| *reason == self)
+            .unwrap_or_default()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Operator => "operator",

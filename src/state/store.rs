@@ -21,7 +21,7 @@ pub const JOURNAL_FILE: &str = "state.journal";
 /// The file a snapshot goes to before it is renamed over [`STATE_FILE`].
 pub const TEMP_FILE: &str = "state.json.tmp";
 /// The file whose `flock` says which process owns the directory.
-pub const LOCK_FILE: &str = "state.lock";
+pub(crate) const LOCK_FILE: &str = "state.lock";
 
 /// The state directory, owned by this process (an exclusive `flock`), and the state in it.
 ///
@@ -387,12 +387,6 @@ impl StateStore {
         }
     }
 
-    /// Same as [`StateStore::commit`]: kept for callers that batch changes and write them at
-    /// the end.
-    pub fn flush(&mut self) -> Commit {
-        self.commit()
-    }
-
     /// The last step of a clean stop, whether it cancelled the pending payments or kept them: a
     /// future that resolves when every change made so far is durable and folded into the
     /// snapshot, with the journal empty and synced: the simplest form for whichever release
@@ -648,7 +642,7 @@ fn read_optional(file: &Path) -> Result<Option<Vec<u8>>, StateError> {
 
 /// The connection Id in a state directory, read without taking the lock (the running agent
 /// may hold it): what `check-config` needs to tell whether `run` has an Id.
-pub fn stored_connection_id(directory: &Path) -> Result<Option<String>, StateError> {
+pub(crate) fn stored_connection_id(directory: &Path) -> Result<Option<String>, StateError> {
     Ok(read_directory(directory)?.connection_id)
 }
 

@@ -1,5 +1,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::model::FINAL_SALE_RETENTION;
 use super::*;
 
 fn at(seconds: u64) -> SystemTime {
