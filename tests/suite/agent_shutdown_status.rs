@@ -40,4 +40,5 @@ async fn status_counts_down_what_is_left_to_cancel_during_the_shutdown() {
         .filter(|n| n.starts_with("STATUS=stopping"))
         .collect();
     assert!(statuses.len() >= 3, "{statuses:?}");
+    agent.finish().await;
 }

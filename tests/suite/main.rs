@@ -26,6 +26,7 @@ mod control;
 mod control_socket;
 mod demo;
 mod fuzz_corpus;
+mod harness;
 mod health;
 mod log_lines;
 mod metrics;

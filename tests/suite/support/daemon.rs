@@ -108,6 +108,9 @@ pub struct Agent {
     incoming: mpsc::UnboundedReceiver<String>,
     notifications: Vec<String>,
     outputs: Vec<String>,
+    /// Set by [`Agent::finish`] (or [`Agent::abandon`]); an agent dropped without it fails its
+    /// test, so no test skips the secret scan by forgetting it.
+    finished: bool,
 }
 
 impl Agent {
@@ -200,6 +203,7 @@ impl Agent {
             incoming,
             notifications: Vec::new(),
             outputs: Vec::new(),
+            finished: false,
         };
         agent.spawn();
         if agent.socket_activation {
@@ -575,8 +579,10 @@ impl Agent {
         }
     }
 
-    /// Asserts that no secret reached any output of this test, then tears everything down.
+    /// Asserts that no secret reached any output of this test, then tears everything down. Every
+    /// test ends with it (or with [`Agent::abandon`]): dropping an agent otherwise fails the test.
     pub async fn finish(mut self) {
+        self.finished = true;
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
         }
@@ -590,6 +596,13 @@ impl Agent {
         for secret in SECRETS {
             assert!(!everything.contains(secret), "a secret reached the output");
         }
+    }
+
+    /// Tears everything down without the secret scan of [`Agent::finish`], for a test that must
+    /// not scan; `why` says why, and is printed with the test's output.
+    pub fn abandon(mut self, why: &str) {
+        eprintln!("agent abandoned without the secret scan: {why}");
+        self.finished = true;
     }
 
     /// Sends a sale from the terminal and returns the agent's reply.
@@ -678,6 +691,19 @@ impl Agent {
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// The drop check: an agent must end with [`Agent::finish`] (or [`Agent::abandon`]). A test that
+/// is already failing is not failed again here.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if !self.finished && !std::thread::panicking() {
+            panic!(
+                "an Agent was dropped without Agent::finish (the secret scan of its output) or \
+                 Agent::abandon"
+            );
         }
     }
 }
