@@ -10,7 +10,8 @@
  * bytes:
  *   open FD FLAGS PATH | write FD OFFSET LEN \n BYTES | ftruncate FD LEN | fsync FD |
  *   fdatasync FD | close FD | rename OLD NEW | unlink PATH | mkdir PATH
- * The daemon has no hook for it; tests/suite/support/power_cut.rs builds it with the host's cc.
+ * The daemon has no hook for it; tests/suite/power_cut.rs builds it with the host's cc
+ * (tests/suite/support/preload.rs).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
