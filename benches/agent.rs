@@ -9,7 +9,9 @@
 //! `fsync`/`fdatasync` 0, 20 or 100 ms longer (an SD card, one under write pressure); the
 //! daemon's code has no hook for it.
 
-#[path = "../tests/support/mod.rs"]
+// The test suite's support code; a benchmark uses only part of it.
+#[allow(dead_code)]
+#[path = "../tests/suite/support/mod.rs"]
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -22,7 +22,9 @@
 //! each with a bad CRC (NAKed, logged at debug only), JSON the agent cannot read, and a request
 //! without an id.
 
-#[path = "../tests/support/mod.rs"]
+// The test suite's support code; a benchmark uses only part of it.
+#[allow(dead_code)]
+#[path = "../tests/suite/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, SystemTime};

@@ -7,7 +7,9 @@
 //! Run: `cargo bench --bench serial` (prints the figures; no assertions); `-- line` runs only
 //! the line-speed figures.
 
-#[path = "../tests/support/mod.rs"]
+// The test suite's support code; a benchmark uses only part of it.
+#[allow(dead_code)]
+#[path = "../tests/suite/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

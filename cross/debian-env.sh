@@ -19,7 +19,7 @@ export CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
 
 # Running foreign binaries (cargo test/run) through user-mode emulation; the tests start the
-# real pos-agent binary through POS_AGENT_TEST_RUNNER (tests/support/mod.rs).
+# real pos-agent binary through POS_AGENT_TEST_RUNNER (tests/suite/support/mod.rs).
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUNNER="qemu-arm-static -L /usr/arm-linux-gnueabihf"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER="qemu-aarch64-static"

@@ -3,7 +3,7 @@
 # are missing, builds every target once, then runs each for a bounded time from its committed
 # corpus. Fails on the first crash, printing the input (base64) and where libFuzzer saved it:
 # add that file to fuzz/corpus/<target>/ as regression-<what>, fix the bug, and the stable suite
-# (tests/fuzz_corpus.rs) guards it from then on.
+# (tests/suite/fuzz_corpus.rs) guards it from then on.
 #
 #   FUZZ_SECONDS  seconds per target (default 60)
 set -euo pipefail

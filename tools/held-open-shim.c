@@ -5,8 +5,8 @@
  * that takes seconds to answer, or to drain its output, holds the thread that opens or closes
  * it. The calling thread is the one held, in open or close itself. While a call is held,
  * <gate>.held exists (created, never removed), so a test knows the daemon is inside it. The
- * daemon has no hook for it; tests/serial_device_threads.rs builds it
- * (tests/support/preload.rs).
+ * daemon has no hook for it; tests/suite/serial_device_threads.rs builds it
+ * (tests/suite/support/preload.rs).
  */
 #undef _FORTIFY_SOURCE
 #define _GNU_SOURCE

@@ -1,7 +1,7 @@
 /*
  * Test only: an LD_PRELOAD library that records what a process does to the files of one
  * directory, in call order, so that a test can rebuild every state a power cut could leave
- * (tests/power_cut.rs). POWER_CUT_DIR names the directory (absolute path, as the process
+ * (tests/suite/power_cut.rs). POWER_CUT_DIR names the directory (absolute path, as the process
  * names it); POWER_CUT_LOG the log, appended to with O_APPEND so that the test can add its own
  * lines (what the terminal was told) between the daemon's.
  *
@@ -10,7 +10,8 @@
  * bytes:
  *   open FD FLAGS PATH | write FD OFFSET LEN \n BYTES | ftruncate FD LEN | fsync FD |
  *   fdatasync FD | close FD | rename OLD NEW | unlink PATH | mkdir PATH
- * The daemon has no hook for it; tests/support/power_cut.rs builds it with the host's cc.
+ * The daemon has no hook for it; tests/suite/power_cut.rs builds it with the host's cc
+ * (tests/suite/support/preload.rs).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>

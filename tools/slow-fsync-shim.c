@@ -3,8 +3,8 @@
  * SLOW_FSYNC_MS milliseconds longer (0 or unset: no delay), as on a terminal's SD card or
  * eMMC under write pressure, and fail with EIO while the file named by FAIL_FSYNC_WHILE
  * exists, as a failing card does. The daemon has no hook for it; `cargo bench --bench agent`,
- * tests/agent.rs and tests/storage_health.rs build it with the host's cc
- * (tests/support/slow_fsync.rs).
+ * tests/suite/agent_recovery.rs and tests/suite/storage_health.rs build it with the host's cc
+ * (tests/suite/support/slow_fsync.rs).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>

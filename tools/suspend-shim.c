@@ -3,8 +3,8 @@
  * file named by SUSPENDED_SECONDS_FILE holds a number N, every read of CLOCK_BOOTTIME (and
  * CLOCK_BOOTTIME_ALARM) comes out N seconds later, as after a suspend of N seconds, while
  * CLOCK_MONOTONIC, which stops during a suspend, and the wall clock are left as they are. The
- * file is read at every such read, so a test changes N while the daemon runs (tests/suspend.rs
- * builds it with the host's cc through tests/support/preload.rs).
+ * file is read at every such read, so a test changes N while the daemon runs (tests/suite/suspend.rs
+ * builds it with the host's cc through tests/suite/support/preload.rs).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>

@@ -1,5 +1,5 @@
 //! Fuzz target: the properties are in fuzz/checks/decoder.rs (the stable suite replays the
-//! corpus through the same checks: tests/fuzz_corpus.rs).
+//! corpus through the same checks: tests/suite/fuzz_corpus.rs).
 #![no_main]
 
 #[path = "../checks/decoder.rs"]

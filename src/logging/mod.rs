@@ -11,7 +11,7 @@
 //! `tracing::info!(payment_request_id = %id, "payment {id} final: succeeded")`. Field names are
 //! stable (operators search by them): `payment_request_id`, `merchant_unique_code`,
 //! `connection_id`, `serial_request_id` (the id of a frame on the serial line), `link_state`,
-//! `command`, `reason`. tests/log_lines.rs checks both halves on a sale-to-stop run. In the
+//! `command`, `reason`. tests/suite/log_lines.rs checks both halves on a sale-to-stop run. In the
 //! journal, `tracing-journald` (with its field prefix switched off here) upper-cases the names and
 //! turns `.` into `_`: the fields arrive as `PAYMENT_REQUEST_ID=` and `CONNECTION_ID=`, so
 //! `journalctl -u pos-agent PAYMENT_REQUEST_ID=...` finds every line about one payment. Fields of

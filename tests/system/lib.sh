@@ -107,7 +107,7 @@ kill_tree() {
 # root: no fsync per unpacked file (a throw-away root has no power cut to survive), no manual
 # pages or translations, and on a foreign architecture no CA certificate files, whose hashing by
 # `update-ca-certificates` takes minutes under qemu-user (the system test's API is plain http on
-# loopback; the CA bundle only matters for an https API, which the suite's tests/tls.rs covers).
+# loopback; the CA bundle only matters for an https API, which the suite's tests/suite/tls.rs covers).
 make_root() {
     local arch=$1 dir=$2 host_arch
     host_arch=$(dpkg --print-architecture)
