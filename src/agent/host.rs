@@ -30,7 +30,7 @@ pub(crate) type GaugeReader = Box<dyn Fn() -> metrics::Gauges + Send>;
 
 /// The process around the daemon; each is asked for at the point of the start-up where the
 /// daemon needs it.
-pub(crate) trait Host {
+pub(crate) trait Host: Send {
     /// The clock the deadlines are measured on (set for the daemon's runtime thread).
     fn clock(&self) -> Clock;
     /// Once the configuration has loaded: the process's logging at its level, and the

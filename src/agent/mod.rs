@@ -11,6 +11,8 @@ mod core;
 mod daemon;
 mod dispatch;
 mod host;
+#[cfg(all(test, feature = "simulators"))]
+mod in_process_tests;
 mod notify;
 mod preflight;
 mod refusal;
