@@ -177,6 +177,6 @@ pub(super) async fn answer_stop(core: &Core, call: ControlCall, start: bool) -> 
     if start {
         Stopped::RestartKeepingPending
     } else {
-        Stopped::StoppedKeepingPending
+        Stopped::HaltKeepingPending
     }
 }

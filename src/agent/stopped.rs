@@ -11,7 +11,7 @@ pub(crate) enum Stopped {
     RestartKeepingPending,
     /// After `pos-agent restart --keep-pending --no-start`: the pending payments kept, to stay
     /// stopped.
-    StoppedKeepingPending,
+    HaltKeepingPending,
 }
 
 /// Why `run` ended otherwise.

@@ -27,7 +27,7 @@ fn exit_code(outcome: Result<Stopped, RunError>) -> u8 {
     match outcome {
         Ok(Stopped::Clean) => exit::OK,
         Ok(Stopped::RestartKeepingPending) => exit::RESTART_KEEPING_PENDING,
-        Ok(Stopped::StoppedKeepingPending) => exit::STOPPED_KEEPING_PENDING,
+        Ok(Stopped::HaltKeepingPending) => exit::STOPPED_KEEPING_PENDING,
         Err(RunError::Configuration) => exit::CONFIG,
         Err(RunError::StateUnreadable) => exit::STATE_UNREADABLE,
         Err(RunError::Setup | RunError::Interrupted) => exit::FAILURE,
