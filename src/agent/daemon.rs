@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 use super::connection;
 use super::core::Core;
 use super::dispatch::{gauges, handle_control, handle_terminal};
-use super::host::{Host, Signal};
+use super::host::{next_signal, Host, Signal};
 use super::notify::{status_line, tick};
 use super::preflight::preflight;
 use super::shutdown::{answer_stop, shut_down, Events};
@@ -146,7 +146,7 @@ pub(crate) async fn run(config_path: &Path, host: &mut dyn Host) -> Result<Stopp
         tokio::select! {
             biased;
             _ = tick(&mut watchdog) => notifier.watchdog(),
-            Some(signal) = signals.recv() => match signal {
+            signal = next_signal(&mut *signals) => match signal {
                 Signal::Terminate | Signal::Interrupt => break,
                 Signal::Reload => {
                     notifier.reloading();

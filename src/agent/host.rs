@@ -5,9 +5,8 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::task::{Context, Poll};
 use std::time::Duration;
-
-use tokio::sync::mpsc;
 
 use crate::boot_clock::Clock;
 use crate::config::Config;
@@ -25,6 +24,21 @@ pub(crate) enum Signal {
     Reload,
 }
 
+/// Where the daemon hears its signals: the process's handlers, or a test's channel. Polled,
+/// not a task: nothing runs between a signal and the main loop.
+pub(crate) trait SignalSource: Send {
+    /// The next signal, if one came; `Ready(None)` once none can come.
+    fn poll_signal(&mut self, cx: &mut Context<'_>) -> Poll<Option<Signal>>;
+}
+
+/// The next signal from `source`; never, once none can come.
+pub(crate) async fn next_signal(source: &mut dyn SignalSource) -> Signal {
+    match std::future::poll_fn(|cx| source.poll_signal(cx)).await {
+        Some(signal) => signal,
+        None => std::future::pending().await,
+    }
+}
+
 /// The reading of the metrics at the moment of an exposition.
 pub(crate) type GaugeReader = Box<dyn Fn() -> metrics::Gauges + Send>;
 
@@ -37,7 +51,7 @@ pub(crate) trait Host: Send {
     /// metrics' start time.
     fn init_process(&mut self, config: &Config) -> Result<(), LoggingError>;
     /// The signals, from here on (after the control socket is open, before `READY=1`).
-    fn signals(&mut self) -> io::Result<mpsc::UnboundedReceiver<Signal>>;
+    fn signals(&mut self) -> io::Result<Box<dyn SignalSource>>;
     /// `[metrics] textfile`: rewritten every `interval` with `gauges`' reading while the
     /// process lives.
     fn start_metrics_textfile(&mut self, gauges: GaugeReader, path: PathBuf, interval: Duration);

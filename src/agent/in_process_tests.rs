@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{run, GaugeReader, Host, RunError, Signal, Stopped};
+use super::{run, GaugeReader, Host, RunError, Signal, SignalSource, Stopped};
 use crate::boot_clock::Clock;
 use crate::config::Config;
 use crate::control::{self, ControlReply, ControlRequest, PendingPaymentView};
@@ -93,14 +93,22 @@ impl Host for TestHost {
         Ok(())
     }
 
-    fn signals(&mut self) -> std::io::Result<mpsc::UnboundedReceiver<Signal>> {
-        self.signals
-            .take()
-            .ok_or_else(|| std::io::Error::other("signals asked for twice"))
+    fn signals(&mut self) -> std::io::Result<Box<dyn SignalSource>> {
+        match self.signals.take() {
+            Some(signals) => Ok(Box::new(signals)),
+            None => Err(std::io::Error::other("signals asked for twice")),
+        }
     }
 
     fn start_metrics_textfile(&mut self, _: GaugeReader, _: PathBuf, _: Duration) {
         unreachable!("the tests configure no metrics textfile")
+    }
+}
+
+/// The test's signals: sent on a channel.
+impl SignalSource for mpsc::UnboundedReceiver<Signal> {
+    fn poll_signal(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Signal>> {
+        self.poll_recv(cx)
     }
 }
 

@@ -20,6 +20,6 @@ mod shutdown;
 mod stopped;
 
 pub(crate) use daemon::run;
-pub(crate) use host::{GaugeReader, Host, Signal};
+pub(crate) use host::{GaugeReader, Host, Signal, SignalSource};
 pub(crate) use preflight::preflight;
 pub(crate) use stopped::{RunError, Stopped};

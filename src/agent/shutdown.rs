@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::core::Core;
 use super::dispatch::{handle_control, handle_terminal};
-use super::host::Signal;
+use super::host::{next_signal, Signal, SignalSource};
 use super::notify::{status_line, tick};
 use super::stopped::{RunError, Stopped};
 use crate::control::{
@@ -101,7 +101,7 @@ pub(super) async fn shut_down(
             biased;
             _ = tick(&mut events.watchdog) => events.notifier.watchdog(),
             // A reload waits for the next start.
-            Some(Signal::Terminate | Signal::Interrupt) = events.signals.recv() => {
+            Signal::Terminate | Signal::Interrupt = next_signal(&mut *events.signals) => {
                 return Err(interrupted(core).await);
             }
             Some(call) = events.control_calls.recv() => {
@@ -147,7 +147,7 @@ pub(super) async fn shut_down(
 
 /// What the shutdown still listens to.
 pub(super) struct Events {
-    pub(super) signals: mpsc::UnboundedReceiver<Signal>,
+    pub(super) signals: Box<dyn SignalSource>,
     pub(super) watchdog: Option<tokio::time::Interval>,
     pub(super) control_calls: mpsc::Receiver<ControlCall>,
     pub(super) link_events: mpsc::Receiver<LinkEvent>,

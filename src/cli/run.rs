@@ -4,14 +4,14 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::exit;
-use crate::agent::{self, GaugeReader, Host, RunError, Signal, Stopped};
+use crate::agent::{self, GaugeReader, Host, RunError, Signal, SignalSource, Stopped};
 use crate::boot_clock::Clock;
 use crate::config::Config;
 use crate::logging::{self, LoggingError};
@@ -49,30 +49,39 @@ impl Host for Process {
         Ok(())
     }
 
-    fn signals(&mut self) -> io::Result<mpsc::UnboundedReceiver<Signal>> {
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut hangup = signal(SignalKind::hangup())?;
-        let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                let signal = tokio::select! {
-                    biased;
-                    Some(()) = terminate.recv() => Signal::Terminate,
-                    Some(()) = interrupt.recv() => Signal::Interrupt,
-                    Some(()) = hangup.recv() => Signal::Reload,
-                    else => return,
-                };
-                if sender.send(signal).is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(receiver)
+    fn signals(&mut self) -> io::Result<Box<dyn SignalSource>> {
+        Ok(Box::new(ProcessSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        }))
     }
 
     fn start_metrics_textfile(&mut self, gauges: GaugeReader, path: PathBuf, interval: Duration) {
         start_metrics_textfile(gauges, path, interval);
+    }
+}
+
+/// The handlers of `SIGTERM`, `SIGINT` and `SIGHUP`, installed for the rest of the process.
+struct ProcessSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl SignalSource for ProcessSignals {
+    fn poll_signal(&mut self, cx: &mut Context<'_>) -> Poll<Option<Signal>> {
+        let handlers = [
+            (&mut self.terminate, Signal::Terminate),
+            (&mut self.interrupt, Signal::Interrupt),
+            (&mut self.hangup, Signal::Reload),
+        ];
+        for (handler, signal) in handlers {
+            if let Poll::Ready(Some(())) = handler.poll_recv(cx) {
+                return Poll::Ready(Some(signal));
+            }
+        }
+        Poll::Pending
     }
 }
 
