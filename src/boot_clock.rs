@@ -6,10 +6,15 @@
 //! tokio's timers run on `CLOCK_MONOTONIC`, which stops during a suspend, so a wait here sleeps
 //! on tokio's clock for at most [`RECHECK`] at a time and reads this clock again: a deadline
 //! that fell due during a suspend is seen at most that long after the resume.
+//!
+//! Which clock `now` reads is the caller's choice, per thread ([`use_clock`]): the daemon's
+//! runtime thread reads `CLOCK_BOOTTIME` (the default, every thread); an in-process test of the
+//! main loop reads tokio's clock ([`Clock::Runtime`]), which a paused runtime moves.
 
 // Time arithmetic: docs/architecture.md, "Lint policy".
 #![warn(clippy::arithmetic_side_effects)]
 
+use std::cell::Cell;
 use std::future::Future;
 use std::time::Duration;
 
@@ -20,10 +25,49 @@ pub(crate) type BootMillis = i64;
 /// The longest a wait sleeps on tokio's clock before it reads the boot clock again.
 pub(crate) const RECHECK: Duration = Duration::from_secs(1);
 
+/// Where [`now`] reads the time on one thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Clock {
+    /// `CLOCK_BOOTTIME`: the daemon's clock, and every thread's unless told otherwise.
+    Boottime,
+    /// tokio's clock (`tokio::time::Instant`), counted from the moment it was chosen: a paused
+    /// runtime's clock, for in-process tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Runtime,
+}
+
+/// The running thread's clock: `None` for `CLOCK_BOOTTIME`, else tokio's clock's reading at the
+/// choice and the boot-clock instant it stands for.
+type Source = Option<(tokio::time::Instant, BootMillis)>;
+
+thread_local! {
+    static SOURCE: Cell<Source> = const { Cell::new(None) };
+}
+
+/// Makes [`now`] read `clock` on the calling thread from here on. [`Clock::Runtime`] goes on
+/// from the boot clock's present reading, so instants already taken stay comparable; call it
+/// within a tokio runtime.
+pub(crate) fn use_clock(clock: Clock) {
+    let source = match clock {
+        Clock::Boottime => None,
+        Clock::Runtime => Some((tokio::time::Instant::now(), boottime())),
+    };
+    SOURCE.with(|cell| cell.set(source));
+}
+
+/// Now, on the thread's [`Clock`].
+#[inline(never)]
+pub(crate) fn now() -> BootMillis {
+    match SOURCE.with(Cell::get) {
+        None => boottime(),
+        Some((chosen, at)) => after(at, tokio::time::Instant::now().duration_since(chosen)),
+    }
+}
+
 /// Now, on `CLOCK_BOOTTIME`; `CLOCK_MONOTONIC` (which stops during suspend) on a kernel
 /// without it.
 #[inline(never)]
-pub(crate) fn now() -> BootMillis {
+fn boottime() -> BootMillis {
     use nix::time::ClockId;
     let now = ClockId::CLOCK_BOOTTIME
         .now()
@@ -109,5 +153,21 @@ mod tests {
         let before = now();
         sleep(Duration::from_millis(30)).await;
         assert!(elapsed(before, now()) >= Duration::from_millis(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_runtime_clock_moves_with_a_paused_runtime_and_the_boot_clock_does_not() {
+        use_clock(Clock::Runtime);
+        let before = now();
+        tokio::time::advance(10 * MINUTE).await;
+        assert_eq!(elapsed(before, now()), 10 * MINUTE);
+        // A boot-clock wait ends on the paused clock too.
+        assert_eq!(timeout(MINUTE, std::future::pending::<()>()).await, None);
+        assert_eq!(elapsed(before, now()), 11 * MINUTE);
+
+        use_clock(Clock::Boottime);
+        let before = now();
+        tokio::time::advance(10 * MINUTE).await;
+        assert!(elapsed(before, now()) < MINUTE);
     }
 }

@@ -7,15 +7,28 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod check_config;
 mod health;
 mod operator;
+mod run;
 
-/// Exit codes of docs/operations.md (Operator commands).
+/// Exit codes of docs/operations.md (Operator commands) and of the daemon (The daemon:
+/// `pos-agent run`).
 pub(crate) mod exit {
     pub(crate) const OK: u8 = 0;
     pub(crate) const API_REFUSED: u8 = 1;
+    /// The daemon could not set itself up, or a second signal cut its shutdown short.
+    pub(crate) const FAILURE: u8 = 1;
     pub(crate) const USAGE: u8 = 2;
+    /// After `pos-agent restart --keep-pending`: stopped with the pending payments kept, to be
+    /// started again (the unit lists it in `SuccessExitStatus=` and `RestartForceExitStatus=`).
+    pub(crate) const RESTART_KEEPING_PENDING: u8 = 3;
+    /// After `pos-agent restart --keep-pending --no-start`: stopped with the pending payments
+    /// kept, to stay stopped (`SuccessExitStatus=` only).
+    pub(crate) const STOPPED_KEEPING_PENDING: u8 = 4;
     pub(crate) const DAEMON_UNREACHABLE: u8 = 69;
+    /// The state file cannot be read (EX_IOERR): an operator must look at it.
+    pub(crate) const STATE_UNREADABLE: u8 = 74;
     pub(crate) const API_UNREACHABLE: u8 = 75;
     pub(crate) const CONFIG: u8 = 78;
 }
@@ -111,11 +124,9 @@ pub fn main() -> ExitCode {
     runtime.block_on(async {
         let outcome = match cli.command {
             // These two report their own outcome (the daemon's and the demo's exit codes).
-            Command::Run(args) => return crate::agent::run(&args.config).await,
+            Command::Run(args) => return ExitCode::from(run::run(&args.config).await),
             Command::Demo(args) => return demo(args).await,
-            Command::CheckConfig(args) => {
-                crate::config::check_config_command(&args).map_err(Into::into)
-            }
+            Command::CheckConfig(args) => check_config::run(&args).map_err(Into::into),
             #[cfg(feature = "simulators")]
             Command::SimulateApi(args) => crate::simulator::api::run_command(args).await,
             #[cfg(feature = "simulators")]

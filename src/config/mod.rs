@@ -39,7 +39,7 @@ pub use validate::{
 
 pub(crate) use load::{load_as_under_unit, DEFAULT_PATH, PATH_ENV};
 pub(crate) use reload::reloaded;
-pub(crate) use render::{check_config_command, ConfigArgs, REDACTED};
+pub(crate) use render::{ConfigArgs, REDACTED};
 
 use credentials::{parse_service_parameters, Credentials};
 use error::problem_from_config_error;

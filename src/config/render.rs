@@ -18,24 +18,6 @@ pub(crate) struct ConfigArgs {
     pub config: PathBuf,
 }
 
-/// `pos-agent check-config`: prints the effective configuration (secrets redacted) or fails
-/// with the [`ConfigError`] (the command line exits 78).
-pub(crate) fn check_config_command(args: &ConfigArgs) -> Result<(), ConfigError> {
-    let env = EnvSnapshot::capture();
-    let config = load_as_under_unit(&args.config, &env)?;
-    let problems = start_problems(&config, &env);
-    if !problems.is_empty() {
-        return Err(ConfigError {
-            file: args.config.clone(),
-            problems,
-        });
-    }
-    use std::io::Write as _;
-    // A closed stdout (`| head`) is not a configuration error.
-    let _ = std::io::stdout().write_all(render_effective(&config).as_bytes());
-    Ok(())
-}
-
 /// The effective configuration as TOML: every key, defaults filled in, unset optional keys as
 /// comments, secrets as `"<redacted>"` with where they came from.
 pub fn render_effective(config: &Config) -> String {

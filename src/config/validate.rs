@@ -286,14 +286,12 @@ fn check(problems: &mut Vec<Problem>, ok: bool, key: &str, message: &str) {
     }
 }
 
-/// What `run` checks beyond the file before it starts (each makes it exit 78): the payment API
-/// client can be built (its CA bundle included), and a connection Id is known (configured, in
-/// state, or to be established). `run` and `check-config` both ask this.
+/// What `run` checks of the configuration beyond the file before it starts (each makes it
+/// exit 78): a connection Id is known (configured, in state, or to be established). The
+/// agent's pre-flight asks this for `run` and `check-config`, after building the payment API
+/// client.
 pub fn start_problems(config: &Config, env: &EnvSnapshot) -> Vec<Problem> {
     let mut problems = Vec::new();
-    if let Err(e) = crate::paywall::PaywallClient::new(&config.paywall_settings) {
-        problems.push(Problem::invalid("paywall", e.to_string()));
-    }
     if config.connection.id.is_none() && config.connection.establish.is_none() {
         let directory = config.state_directory(env);
         match crate::state::stored_connection_id(&directory) {
