@@ -337,7 +337,17 @@ pub(crate) struct Gauges {
     /// How often the serial device was opened again since the agent started.
     pub(crate) port_reopens: u64,
     /// Who the terminal said it is, once it did.
-    pub(crate) terminal: Option<crate::serial::TerminalIdentity>,
+    pub(crate) terminal: Option<TerminalInfo>,
+}
+
+/// Who the terminal said it is, as the `pos_agent_terminal_info` labels show it (the agent
+/// fills it from the serial protocol's `TerminalIdentity`; metrics names no protocol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TerminalInfo {
+    /// The protocol version it speaks (the version a terminal that did not say speaks).
+    pub(crate) protocol: u32,
+    pub(crate) model: Option<String>,
+    pub(crate) firmware: Option<String>,
 }
 
 /// Which text format.
@@ -486,7 +496,7 @@ pub(crate) fn render(gauges: &Gauges, format: Format) -> String {
             "Who the terminal said it is when it last answered agent_state ready: protocol \
              version, model, firmware (unknown: it did not say).",
         );
-        let protocol = terminal.protocol_version().to_string();
+        let protocol = terminal.protocol.to_string();
         out.sample(
             "pos_agent_terminal_info",
             &[

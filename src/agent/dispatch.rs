@@ -254,6 +254,12 @@ pub(super) fn gauges(core: &Core) -> metrics::Gauges {
         connected: core.connection_state() == ConnectionState::Connected,
         link_up: core.link().state() == serial::LinkState::Up,
         port_reopens: core.port_stats().reopens,
-        terminal: core.terminal_identity(),
+        terminal: core
+            .terminal_identity()
+            .map(|terminal| metrics::TerminalInfo {
+                protocol: terminal.protocol_version(),
+                model: terminal.model,
+                firmware: terminal.firmware,
+            }),
     }
 }

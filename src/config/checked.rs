@@ -194,7 +194,7 @@ impl PaywallSettings {
                 }
             }
         }
-        super::validate::check_duration(
+        check_duration(
             &mut problems,
             "paywall.request_timeout",
             paywall.request_timeout,
@@ -323,5 +323,60 @@ impl TerminalRef {
             (None, Some(Ok(tag_code))) if problems.is_empty() => Ok(Self::TagCode(tag_code)),
             _ => Err(problems),
         }
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(60 * 60);
+
+/// Every duration key with the shortest and the longest value it may take
+/// (docs/configuration.md, "Validation"). The upper bounds keep all time arithmetic on them far
+/// from overflowing, and are longer than anyone would set on a terminal.
+const DURATION_BOUNDS: [(&str, Duration, Duration); 8] = [
+    (
+        "paywall.request_timeout",
+        Duration::from_millis(1),
+        Duration::from_secs(10 * 60),
+    ),
+    (
+        "terminal.payment_timeout",
+        Duration::from_millis(1),
+        Duration::from_secs(24 * 60 * 60),
+    ),
+    (
+        "terminal.sale_reply_deadline",
+        Duration::from_millis(1),
+        Duration::from_secs(10 * 60),
+    ),
+    ("serial.ack_timeout", Duration::from_millis(1), MINUTE),
+    ("serial.ping_interval", Duration::from_millis(1), HOUR),
+    ("shutdown.deadline", Duration::from_millis(1), HOUR),
+    ("log.repeat_window", Duration::ZERO, HOUR),
+    (
+        "metrics.interval",
+        SECOND,
+        Duration::from_secs(24 * 60 * 60),
+    ),
+];
+
+/// A duration within its bounds in [`DURATION_BOUNDS`].
+pub(super) fn check_duration(problems: &mut Vec<Problem>, key: &str, value: Duration) {
+    let Some(&(_, min, max)) = DURATION_BOUNDS.iter().find(|(k, _, _)| *k == key) else {
+        return;
+    };
+    let shown = |d: Duration| humantime::format_duration(d).to_string();
+    if value < min {
+        let message = if min == Duration::from_millis(1) {
+            "must be longer than zero".to_owned()
+        } else {
+            format!("must be at least {}", shown(min))
+        };
+        problems.push(Problem::invalid(key, message));
+    } else if value > max {
+        problems.push(Problem::invalid(
+            key,
+            format!("must be at most {}", shown(max)),
+        ));
     }
 }

@@ -36,7 +36,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub(super) fn new(kind: ProblemKind, key: Option<&str>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ProblemKind, key: Option<&str>, message: impl Into<String>) -> Self {
         Self {
             kind,
             key: key.map(str::to_owned),

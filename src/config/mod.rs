@@ -31,11 +31,9 @@ pub use render::render_effective;
 pub use schema::{
     defaults, Config, ConfigFile, ConnectionConfig, ControlConfig, EstablishConfig, FlowControl,
     LogConfig, MetricsConfig, Parity, PaywallConfig, SecretKey, SerialConfig, ShutdownConfig,
-    StateConfig, TerminalConfig, SECRET_KEYS,
+    StateConfig, TerminalConfig, DEFAULT_SOCKET, SECRET_KEYS,
 };
-pub use validate::{
-    start_problems, MAX_CALLBACK_URL_CHARS, MAX_DISPLAY_NAME_CHARS, MAX_ESTABLISH_NAME_CHARS,
-};
+pub use validate::{MAX_CALLBACK_URL_CHARS, MAX_DISPLAY_NAME_CHARS, MAX_ESTABLISH_NAME_CHARS};
 
 pub(crate) use load::{load_as_under_unit, DEFAULT_PATH, PATH_ENV};
 pub(crate) use reload::reloaded;

@@ -385,6 +385,11 @@ pub const SECRET_KEYS: [&str; 4] = [
 
 const DEFAULT_STATE_DIRECTORY: &str = "/var/lib/pos-agent";
 
+/// The control socket when `[control] socket` is not set, and where operators' commands look
+/// for the daemon when neither `--socket` nor `POS_AGENT_SOCKET` says otherwise
+/// (docs/operations.md (Operator commands)).
+pub const DEFAULT_SOCKET: &str = "/run/pos-agent/control.sock";
+
 impl PaywallConfig {
     /// One of the four API keys.
     pub fn secret(&self, key: SecretKey) -> Option<&SecretString> {
@@ -428,7 +433,7 @@ impl ConfigFile {
         env.get("RUNTIME_DIRECTORY")
             .and_then(|dirs| dirs.split(':').find(|d| !d.is_empty()))
             .map(|dir| Path::new(dir).join("control.sock"))
-            .unwrap_or_else(|| PathBuf::from(crate::control::DEFAULT_SOCKET))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
     }
 }
 

@@ -1,47 +1,10 @@
-//! Validation: every rule the schema's types cannot express, and what `run` checks beyond the
-//! file before it starts.
+//! Validation: every rule the schema's types cannot express.
 
-use std::time::Duration;
-
-use super::checked::{check_url, is_guid};
+use super::checked::{check_duration, check_url, is_guid};
 use super::*;
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH_BYTES: usize = 107;
-
-const SECOND: Duration = Duration::from_secs(1);
-const MINUTE: Duration = Duration::from_secs(60);
-const HOUR: Duration = Duration::from_secs(60 * 60);
-
-/// Every duration key with the shortest and the longest value it may take
-/// (docs/configuration.md, "Validation"). The upper bounds keep all time arithmetic on them far
-/// from overflowing, and are longer than anyone would set on a terminal.
-const DURATION_BOUNDS: [(&str, Duration, Duration); 8] = [
-    (
-        "paywall.request_timeout",
-        Duration::from_millis(1),
-        Duration::from_secs(10 * 60),
-    ),
-    (
-        "terminal.payment_timeout",
-        Duration::from_millis(1),
-        Duration::from_secs(24 * 60 * 60),
-    ),
-    (
-        "terminal.sale_reply_deadline",
-        Duration::from_millis(1),
-        Duration::from_secs(10 * 60),
-    ),
-    ("serial.ack_timeout", Duration::from_millis(1), MINUTE),
-    ("serial.ping_interval", Duration::from_millis(1), HOUR),
-    ("shutdown.deadline", Duration::from_millis(1), HOUR),
-    ("log.repeat_window", Duration::ZERO, HOUR),
-    (
-        "metrics.interval",
-        SECOND,
-        Duration::from_secs(24 * 60 * 60),
-    ),
-];
 
 /// The payment API's length limits on what the configuration sends (docs/payment-api.md).
 pub const MAX_CALLBACK_URL_CHARS: usize = 150;
@@ -259,58 +222,8 @@ impl ConfigFile {
     }
 }
 
-/// A duration within its bounds in [`DURATION_BOUNDS`].
-pub(super) fn check_duration(problems: &mut Vec<Problem>, key: &str, value: Duration) {
-    let Some(&(_, min, max)) = DURATION_BOUNDS.iter().find(|(k, _, _)| *k == key) else {
-        return;
-    };
-    let shown = |d: Duration| humantime::format_duration(d).to_string();
-    if value < min {
-        let message = if min == Duration::from_millis(1) {
-            "must be longer than zero".to_owned()
-        } else {
-            format!("must be at least {}", shown(min))
-        };
-        problems.push(Problem::invalid(key, message));
-    } else if value > max {
-        problems.push(Problem::invalid(
-            key,
-            format!("must be at most {}", shown(max)),
-        ));
-    }
-}
-
 fn check(problems: &mut Vec<Problem>, ok: bool, key: &str, message: &str) {
     if !ok {
         problems.push(Problem::invalid(key, message));
     }
-}
-
-/// What `run` checks of the configuration beyond the file before it starts (each makes it
-/// exit 78): a connection Id is known (configured, in state, or to be established). The
-/// agent's pre-flight asks this for `run` and `check-config`, after building the payment API
-/// client.
-pub fn start_problems(config: &Config, env: &EnvSnapshot) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    if config.connection.id.is_none() && config.connection.establish.is_none() {
-        let directory = config.state_directory(env);
-        match crate::state::stored_connection_id(&directory) {
-            Ok(Some(_)) => {}
-            Ok(None) => problems.push(Problem::new(
-                ProblemKind::MissingKey,
-                Some("connection.id"),
-                format!(
-                    "no connection Id in [connection].id or in the state in {}, and no \
-                     [connection.establish] to create one",
-                    directory.display()
-                ),
-            )),
-            Err(e) => problems.push(Problem::new(
-                ProblemKind::Unreadable,
-                Some("state.directory"),
-                e.to_string(),
-            )),
-        }
-    }
-    problems
 }

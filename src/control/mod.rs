@@ -28,5 +28,6 @@ pub use protocol::{
 pub use server::{adopt, bind, serve, serve_with_limits, ControlCall, ServeLimits};
 
 /// Where operators' commands look for the daemon when neither `--socket` nor
-/// `POS_AGENT_SOCKET` says otherwise (docs/operations.md (Operator commands)).
-pub const DEFAULT_SOCKET: &str = "/run/pos-agent/control.sock";
+/// `POS_AGENT_SOCKET` says otherwise: the default of `[control] socket`, which the
+/// configuration owns.
+pub use crate::config::DEFAULT_SOCKET;

@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{AgentState, PendingPayment, SaleRecord, FORMAT_VERSION};
 
+/// The snapshot in the state directory.
+pub const STATE_FILE: &str = "state.json";
+/// The journal of changes since the snapshot.
+pub const JOURNAL_FILE: &str = "state.journal";
+/// The file a snapshot goes to before it is renamed over [`STATE_FILE`].
+pub const TEMP_FILE: &str = "state.json.tmp";
+/// The file whose `flock` says which process owns the directory.
+pub(crate) const LOCK_FILE: &str = "state.lock";
+
 /// The snapshot format this build migrates from (a `state.json` without a journal).
 pub const LEGACY_FORMAT_VERSION: u32 = 1;
 /// A record's header: payload length, CRC-32C of the length, CRC-32C of the payload (all u32,

@@ -7,9 +7,11 @@
 mod journal;
 mod writer;
 
+pub(crate) use journal::LOCK_FILE;
 pub use journal::{
     encode_record, encode_snapshot, frame_record, load_from_bytes, Change, LoadError, Loaded,
-    Record, LEGACY_FORMAT_VERSION, MAX_RECORD_LEN, RECORD_HEADER_LEN,
+    Record, JOURNAL_FILE, LEGACY_FORMAT_VERSION, MAX_RECORD_LEN, RECORD_HEADER_LEN, STATE_FILE,
+    TEMP_FILE,
 };
 
 pub use writer::{
@@ -27,6 +29,6 @@ pub use model::{
     AgentState, CancelReason, CancelRefused, CancelRequest, PaymentOutcome, PaymentSource,
     PendingPayment, SaleRecord, SaleStage, Timestamp, FORMAT_VERSION, MAX_FINAL_SALES,
 };
-pub use store::{read_directory, Commit, StateStore, JOURNAL_FILE, STATE_FILE, TEMP_FILE};
+pub use store::{read_directory, Commit, StateStore};
 
 pub(crate) use store::stored_connection_id;

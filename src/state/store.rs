@@ -14,15 +14,6 @@ use tokio::sync::oneshot;
 use super::writer::Writer;
 use super::*;
 
-/// The snapshot in the state directory.
-pub const STATE_FILE: &str = "state.json";
-/// The journal of changes since the snapshot.
-pub const JOURNAL_FILE: &str = "state.journal";
-/// The file a snapshot goes to before it is renamed over [`STATE_FILE`].
-pub const TEMP_FILE: &str = "state.json.tmp";
-/// The file whose `flock` says which process owns the directory.
-pub(crate) const LOCK_FILE: &str = "state.lock";
-
 /// The state directory, owned by this process (an exclusive `flock`), and the state in it.
 ///
 /// A change is applied in memory at once and queued, as one journal record, for the state

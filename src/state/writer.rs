@@ -17,8 +17,10 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{oneshot, watch};
 
-use super::journal::{encode_record, encode_snapshot, Change, Record};
-use super::{AgentState, JOURNAL_FILE, STATE_FILE, TEMP_FILE};
+use super::journal::{
+    encode_record, encode_snapshot, Change, Record, JOURNAL_FILE, STATE_FILE, TEMP_FILE,
+};
+use super::AgentState;
 
 /// The most operations whose changes may wait for the writer; beyond it a change is refused
 /// (`StateError::WriterBehind`) before it is applied. Every operation waits for its own change,

@@ -65,9 +65,10 @@ fn sources() -> Vec<Source> {
     let mut files = Vec::new();
     walk(&src, &mut files);
     files.sort();
+    let test_only = test_only_files(&files);
     files
         .into_iter()
-        .filter(|path| !path.ends_with("main.rs"))
+        .filter(|path| !path.ends_with("main.rs") && !test_only.contains(path))
         .map(|path| {
             let relative = path.strip_prefix(&src).unwrap().with_extension("");
             let mut module: Vec<String> = relative
@@ -86,6 +87,33 @@ fn sources() -> Vec<Source> {
         .collect()
 }
 
+/// The files of unit tests that are modules of their own (`#[cfg(test)] mod name;`, or a
+/// `cfg(all(test, ...))`): like a test module inside a file, they may use any layer.
+fn test_only_files(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut test_only = BTreeSet::new();
+    for path in files {
+        let text = std::fs::read_to_string(path).unwrap();
+        let dir = match path.file_name().and_then(|n| n.to_str()) {
+            Some("mod.rs" | "lib.rs") => path.parent().unwrap().to_path_buf(),
+            _ => path.with_extension(""),
+        };
+        let mut previous = "";
+        for line in text.lines().map(str::trim) {
+            if previous.starts_with("#[cfg(") && previous.contains("test") {
+                if let Some(name) = line
+                    .strip_prefix("mod ")
+                    .and_then(|rest| rest.strip_suffix(';'))
+                {
+                    test_only.insert(dir.join(format!("{name}.rs")));
+                    test_only.insert(dir.join(name).join("mod.rs"));
+                }
+            }
+            previous = line;
+        }
+    }
+    test_only
+}
+
 /// The code of a file without comments and without its unit-test modules (a `#[cfg(...test...)]`
 /// attribute followed by `mod`: tests may use any layer).
 fn code(text: &str) -> String {
@@ -96,6 +124,11 @@ fn code(text: &str) -> String {
         if trimmed.starts_with("#[cfg(") && trimmed.contains("test") {
             if let Some(next) = lines.peek() {
                 let next = next.trim_start();
+                if next.starts_with("mod ") && next.ends_with(';') {
+                    // A test module in a file of its own: `test_only_files` skips that file.
+                    lines.next();
+                    continue;
+                }
                 if next.starts_with("mod ") || next.starts_with("pub(crate) mod ") {
                     // A test module runs to the end of its indentation; those of this crate are
                     // the files' last items.
