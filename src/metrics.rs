@@ -96,21 +96,26 @@ const STATE_LE: [&str; 10] = [
     "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "5.0",
 ];
 
-/// The `code` label of refused sales: the terminal's `error` codes
-/// (docs/serial-protocol.md §3), in the order of [`crate::serial::ErrorCode`].
-pub(crate) const REFUSAL_CODES: [&str; 6] = [
-    "invalid_request",
-    "busy",
-    "not_connected",
-    "not_found",
-    "api_rejected",
-    "api_unavailable",
-];
+/// How many values each label that names another layer's enum has: the terminal's error codes
+/// (`serial::ErrorCode::ALL`), the cancel reasons (`state::CancelReason::ALL`) and the payment
+/// API's endpoints (`paywall::Endpoint::ALL`). A leaf cannot name those enums: the agent hands
+/// their labels to [`render`] in [`Labels`], built from each enum's own list, and a list of
+/// another length does not compile.
+pub(crate) const REFUSAL_CODES: usize = 6;
+pub(crate) const CANCEL_REASONS: usize = 5;
+pub(crate) const API_OPERATIONS: usize = 15;
 
-/// The `reason` label of cancels, in the order of `state::CancelReason::ALL` (a leaf cannot name
-/// the enum; the unit test checks the order).
-pub(crate) const CANCEL_REASONS: [&str; 5] =
-    ["operator", "terminal", "shutdown", "timeout", "abandoned"];
+/// The label values of the counters kept by another layer's enum, each in the order of that
+/// enum's `ALL`, whose place (`index()`) is the counter's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Labels {
+    /// The `code` label of refused sales: the terminal's `error` codes (docs/serial-protocol.md §3).
+    pub(crate) codes: [&'static str; REFUSAL_CODES],
+    /// The `reason` label of cancels.
+    pub(crate) reasons: [&'static str; CANCEL_REASONS],
+    /// The `operation` label of payment API requests.
+    pub(crate) operations: [&'static str; API_OPERATIONS],
+}
 
 /// The `outcome` label of cancels sent to the payment API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,33 +202,13 @@ fn position<T: PartialEq>(all: &[T], value: T) -> usize {
     all.iter().position(|v| *v == value).unwrap_or_default()
 }
 
-/// The `operation` label of payment API requests, in the order of
-/// [`crate::paywall::Endpoint::ALL`].
-pub(crate) const API_OPERATIONS: [&str; 15] = [
-    "establish_connection",
-    "connection_detail",
-    "connection_list",
-    "update_connection",
-    "delete_connection",
-    "reconnect",
-    "disconnect",
-    "terminal_list",
-    "sale",
-    "cancel",
-    "payment_list",
-    "query_payment",
-    "apm_unlink",
-    "masterpass_unlink",
-    "checkout_deactivate",
-];
-
 /// Every counter of the agent (see the module header).
 pub(crate) struct Metrics {
     pub(crate) sales_started: Counter,
-    pub(crate) sales_refused: [Counter; REFUSAL_CODES.len()],
+    pub(crate) sales_refused: [Counter; REFUSAL_CODES],
     pub(crate) sales_abandoned: Counter,
-    cancels: [[Counter; CancelOutcome::ALL.len()]; CANCEL_REASONS.len()],
-    api_requests: [[Counter; ApiOutcome::ALL.len()]; API_OPERATIONS.len()],
+    cancels: [[Counter; CancelOutcome::ALL.len()]; CANCEL_REASONS],
+    api_requests: [[Counter; ApiOutcome::ALL.len()]; API_OPERATIONS],
     pub(crate) api_latency: Histogram,
     /// Unix milliseconds of the last HTTP answer below 500 from the payment API; 0: never.
     api_answered_ms: AtomicU64,
@@ -248,10 +233,10 @@ const API_ROW: [Counter; ApiOutcome::ALL.len()] = [Counter::ZERO; ApiOutcome::AL
 /// The agent's metrics.
 pub(crate) static METRICS: Metrics = Metrics {
     sales_started: Counter::new(),
-    sales_refused: [Counter::ZERO; REFUSAL_CODES.len()],
+    sales_refused: [Counter::ZERO; REFUSAL_CODES],
     sales_abandoned: Counter::new(),
-    cancels: [CANCEL_ROW; CANCEL_REASONS.len()],
-    api_requests: [API_ROW; API_OPERATIONS.len()],
+    cancels: [CANCEL_ROW; CANCEL_REASONS],
+    api_requests: [API_ROW; API_OPERATIONS],
     api_latency: Histogram::new(&API_BOUNDS_US, &API_LE),
     api_answered_ms: AtomicU64::new(0),
     serial_frames_received: Counter::new(),
@@ -281,7 +266,7 @@ fn time_of(ms: u64) -> Option<SystemTime> {
 }
 
 impl Metrics {
-    /// One payment API request: its operation (index in [`API_OPERATIONS`]), outcome and time.
+    /// One payment API request: its operation (its place in `paywall::Endpoint::ALL`), outcome and time.
     pub(crate) fn api_request(&self, operation: usize, outcome: ApiOutcome, elapsed: Duration) {
         if let Some(row) = self.api_requests.get(operation) {
             row[outcome.index()].inc();
@@ -296,14 +281,14 @@ impl Metrics {
         }
     }
 
-    /// One cancel sent to the payment API, by reason (index in [`CANCEL_REASONS`]).
+    /// One cancel sent to the payment API, by reason (its place in `state::CancelReason::ALL`).
     pub(crate) fn cancel(&self, reason: usize, outcome: CancelOutcome) {
         if let Some(row) = self.cancels.get(reason) {
             row[outcome.index()].inc();
         }
     }
 
-    /// A sale refused with the terminal's error code (index in [`REFUSAL_CODES`]).
+    /// A sale refused with the terminal's error code (its place in `serial::ErrorCode::ALL`).
     pub(crate) fn sale_refused(&self, code: usize) {
         if let Some(counter) = self.sales_refused.get(code) {
             counter.inc();
@@ -328,7 +313,7 @@ impl Metrics {
 }
 
 /// What only the daemon knows at the moment of the exposition.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Gauges {
     pub(crate) pending: usize,
     pub(crate) abandoned: usize,
@@ -338,6 +323,8 @@ pub(crate) struct Gauges {
     pub(crate) port_reopens: u64,
     /// Who the terminal said it is, once it did.
     pub(crate) terminal: Option<TerminalInfo>,
+    /// The values of the labels that name another layer's enums.
+    pub(crate) labels: Labels,
 }
 
 /// Who the terminal said it is, as the `pos_agent_terminal_info` labels show it (the agent
@@ -559,7 +546,7 @@ pub(crate) fn render(gauges: &Gauges, format: Format) -> String {
         Kind::Counter,
         "Sales answered with an error, by the terminal's error code.",
     );
-    for (code, counter) in REFUSAL_CODES.iter().zip(&m.sales_refused) {
+    for (code, counter) in gauges.labels.codes.iter().zip(&m.sales_refused) {
         out.sample(
             "pos_agent_sales_refused_total",
             &[("code", code)],
@@ -576,7 +563,7 @@ pub(crate) fn render(gauges: &Gauges, format: Format) -> String {
         Kind::Counter,
         "Cancels sent to the payment API, by reason and outcome.",
     );
-    for (reason, row) in CANCEL_REASONS.iter().zip(&m.cancels) {
+    for (reason, row) in gauges.labels.reasons.iter().zip(&m.cancels) {
         for (outcome, counter) in CancelOutcome::ALL.iter().zip(row) {
             out.sample(
                 "pos_agent_cancels_total",
@@ -590,7 +577,7 @@ pub(crate) fn render(gauges: &Gauges, format: Format) -> String {
         Kind::Counter,
         "Payment API requests (every attempt), by operation and outcome; only those seen.",
     );
-    for (operation, row) in API_OPERATIONS.iter().zip(&m.api_requests) {
+    for (operation, row) in gauges.labels.operations.iter().zip(&m.api_requests) {
         for (outcome, counter) in ApiOutcome::ALL.iter().zip(row) {
             let value = counter.get();
             if value > 0 {
@@ -681,35 +668,6 @@ pub(crate) fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_label_tables_follow_the_enums_they_name() {
-        use crate::serial::ErrorCode;
-        for (i, code) in [
-            ErrorCode::InvalidRequest,
-            ErrorCode::Busy,
-            ErrorCode::NotConnected,
-            ErrorCode::NotFound,
-            ErrorCode::ApiRejected,
-            ErrorCode::ApiUnavailable,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            assert_eq!(code as usize, i);
-            assert_eq!(
-                serde_json::to_value(code).unwrap(),
-                serde_json::json!(REFUSAL_CODES[i])
-            );
-        }
-        for (i, reason) in crate::state::CancelReason::ALL.into_iter().enumerate() {
-            assert_eq!(reason.index(), i);
-            assert_eq!(reason.as_str(), CANCEL_REASONS[i]);
-        }
-        for (i, endpoint) in crate::paywall::Endpoint::ALL.into_iter().enumerate() {
-            assert_eq!(endpoint.index(), i, "{endpoint:?}");
-        }
-    }
 
     #[test]
     fn a_histogram_counts_into_the_first_bucket_that_holds_the_value() {

@@ -15,8 +15,8 @@ use crate::control::{
 };
 use crate::metrics::{self, METRICS};
 use crate::outcome::{ConnectionState, Refusal};
-use crate::paywall::ApmTarget;
-use crate::serial::message::{PaymentResultStatus, Reply, TerminalRequest};
+use crate::paywall::{ApmTarget, Endpoint};
+use crate::serial::message::{ErrorCode, PaymentResultStatus, Reply, TerminalRequest};
 use crate::serial::{self, IncomingRequest};
 use crate::state::CancelReason;
 
@@ -34,7 +34,7 @@ pub(super) async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
             };
             match &reply {
                 Reply::SaleStarted { .. } => METRICS.sales_started.inc(),
-                Reply::Error { code, .. } => METRICS.sale_refused(*code as usize),
+                Reply::Error { code, .. } => METRICS.sale_refused(code.index()),
                 _ => {}
             }
             reply
@@ -247,6 +247,15 @@ fn storage_view(core: &Core) -> StorageView {
 }
 
 /// What the metrics need from the daemon at the moment of the exposition.
+/// The label values of the counters that name another layer's enum, from each enum's own list.
+fn metric_labels() -> metrics::Labels {
+    metrics::Labels {
+        codes: ErrorCode::ALL.map(ErrorCode::as_str),
+        reasons: CancelReason::ALL.map(CancelReason::as_str),
+        operations: Endpoint::ALL.map(Endpoint::label),
+    }
+}
+
 pub(super) fn gauges(core: &Core) -> metrics::Gauges {
     metrics::Gauges {
         pending: core.pending_count(),
@@ -261,5 +270,32 @@ pub(super) fn gauges(core: &Core) -> metrics::Gauges {
                 model: terminal.model,
                 firmware: terminal.firmware,
             }),
+        labels: metric_labels(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_counter_is_labelled_by_the_value_whose_place_it_holds() {
+        let labels = metric_labels();
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(code.index(), i);
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(labels.codes[i]),
+                "the code label is the wire's spelling"
+            );
+        }
+        for (i, reason) in CancelReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i);
+            assert_eq!(labels.reasons[i], reason.as_str());
+        }
+        for (i, endpoint) in Endpoint::ALL.into_iter().enumerate() {
+            assert_eq!(endpoint.index(), i, "{endpoint:?}");
+            assert_eq!(labels.operations[i], endpoint.label());
+        }
     }
 }

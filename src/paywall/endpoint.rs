@@ -88,8 +88,28 @@ impl Endpoint {
         }
     }
 
-    /// Its place in [`ALL`](Self::ALL): its row of counters in the metrics, whose `operation`
-    /// labels (`metrics::API_OPERATIONS`) follow that list.
+    /// The `operation` label of its metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Endpoint::EstablishConnection => "establish_connection",
+            Endpoint::ConnectionDetail => "connection_detail",
+            Endpoint::ListConnections => "connection_list",
+            Endpoint::UpdateConnection => "update_connection",
+            Endpoint::DeleteConnection => "delete_connection",
+            Endpoint::Reconnect => "reconnect",
+            Endpoint::Disconnect => "disconnect",
+            Endpoint::ListTerminals => "terminal_list",
+            Endpoint::Sale => "sale",
+            Endpoint::Cancel => "cancel",
+            Endpoint::ListPayments => "payment_list",
+            Endpoint::QueryPayment => "query_payment",
+            Endpoint::ApmUnlink => "apm_unlink",
+            Endpoint::MasterpassUnlink => "masterpass_unlink",
+            Endpoint::CheckoutDeactivate => "checkout_deactivate",
+        }
+    }
+
+    /// Its place in [`ALL`](Self::ALL): its row of counters in the metrics.
     pub(crate) fn index(self) -> usize {
         Self::ALL
             .iter()

@@ -402,6 +402,38 @@ pub enum ErrorCode {
     ApiUnavailable,
 }
 
+impl ErrorCode {
+    /// Every code, in the order the metrics' `code` label lists them.
+    pub const ALL: [Self; 6] = [
+        Self::InvalidRequest,
+        Self::Busy,
+        Self::NotConnected,
+        Self::NotFound,
+        Self::ApiRejected,
+        Self::ApiUnavailable,
+    ];
+
+    /// The code as the wire spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::Busy => "busy",
+            Self::NotConnected => "not_connected",
+            Self::NotFound => "not_found",
+            Self::ApiRejected => "api_rejected",
+            Self::ApiUnavailable => "api_unavailable",
+        }
+    }
+
+    /// Its place in [`ALL`](Self::ALL).
+    pub(crate) fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|code| *code == self)
+            .unwrap_or_default()
+    }
+}
+
 /// What the link needs to know about the requests of one direction: how to build and recognise
 /// the `ping` it handles itself.
 pub trait LinkMessage: Serialize + DeserializeOwned + Debug + Send + Sync + 'static {

@@ -116,8 +116,7 @@ pub enum CancelReason {
 }
 
 impl CancelReason {
-    /// Every reason: the rows of the metrics' `reason` label (`metrics::CANCEL_REASONS`) follow
-    /// this list.
+    /// Every reason, in the order of the metrics' rows of cancels.
     pub(crate) const ALL: [Self; 5] = [
         Self::Operator,
         Self::Terminal,
