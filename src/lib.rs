@@ -2,8 +2,7 @@
 //! Physical POS payment API. One module per concern; `docs/architecture.md` draws the map.
 //!
 //! The public surface is what the binary (`cli::main`), the tests, the benches and the fuzz
-//! targets use; the modules only the daemon itself needs (`logging`, `retry`, `demo`, the
-//! agent's internals) are private.
+//! targets use (docs/architecture.md, "Lint policy", lists it); every other module is private.
 
 // The lint policy (docs/architecture.md, "Lint policy"). `unsafe_code` warns everywhere but at
 // the two `SAFETY:` blocks that allow it; `unreachable_pub` keeps `pub` for the public surface.
@@ -37,18 +36,18 @@
 mod agent;
 mod audit;
 mod boot_clock;
-pub mod build_info;
+mod build_info;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "simulators")]
-pub mod conformance;
+mod conformance;
 pub mod control;
 #[cfg(feature = "simulators")]
 mod demo;
 mod later;
 mod logging;
 mod metrics;
-pub mod outcome;
+mod outcome;
 pub mod paywall;
 mod retry;
 pub mod serial;

@@ -16,7 +16,7 @@ use crate::serial::message::{AgentRequest, ErrorCode, Reply, TerminalIdentity};
 
 /// The terminal's timers, as its maker configured them (the spec's defaults otherwise).
 #[derive(Debug, Clone)]
-pub struct KitSettings {
+pub(crate) struct KitSettings {
     /// The terminal's T3: how long it waits for an ACK before it sends a frame again.
     pub ack_timeout: Duration,
     /// The terminal's sends of one frame in total.
@@ -40,7 +40,7 @@ impl Default for KitSettings {
 
 /// The outcome of one case.
 #[derive(Debug, Clone, Serialize)]
-pub struct CaseResult {
+pub(crate) struct CaseResult {
     /// The section of docs/serial-protocol.md that states the rule.
     pub section: &'static str,
     /// The rule, in a few words.
@@ -52,7 +52,7 @@ pub struct CaseResult {
 
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
-pub struct KitReport {
+pub(crate) struct KitReport {
     /// Who the terminal said it was in its `ok` to `agent_state` `ready`, if it answered.
     pub terminal: Option<TerminalIdentity>,
     pub cases: Vec<CaseResult>,
@@ -64,7 +64,7 @@ type Outcome = Result<String, String>;
 
 /// Runs every case against the terminal on `transport`, in the order that leaves the link
 /// usable for the next one (the give-up and the dropped link last).
-pub async fn run<T>(transport: T, settings: KitSettings) -> KitReport
+pub(crate) async fn run<T>(transport: T, settings: KitSettings) -> KitReport
 where
     T: AsyncRead + AsyncWrite + Send + 'static,
 {

@@ -10,13 +10,13 @@ mod cases;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use cases::{run, CaseResult, KitReport, KitSettings};
+pub(crate) use cases::{run, KitReport, KitSettings};
 
 use crate::config::{FlowControl, Parity, SerialConfig};
 
 /// Arguments of `pos-agent conformance`.
 #[derive(Debug, clap::Args)]
-pub struct CommandArgs {
+pub(crate) struct CommandArgs {
     /// Serial device the terminal is on (a USB-serial adapter, one end of a virtual pair).
     #[arg(long)]
     pub device: PathBuf,
@@ -69,7 +69,7 @@ fn flow_control(text: &str) -> Result<FlowControl, String> {
 
 /// Runs `pos-agent conformance`: every case once, one line each (or `--json`), a summary;
 /// fails (exit status 1) when a case failed.
-pub async fn run_command(args: CommandArgs) -> anyhow::Result<()> {
+pub(crate) async fn run_command(args: CommandArgs) -> anyhow::Result<()> {
     let config = SerialConfig {
         device: args.device.clone(),
         baud_rate: args.baud_rate,
@@ -101,7 +101,7 @@ pub async fn run_command(args: CommandArgs) -> anyhow::Result<()> {
 
 /// One line per case, `PASS`/`FAIL`, the section, the rule and what was seen; then the
 /// terminal's identity and a summary.
-pub fn human(report: &KitReport) -> String {
+pub(crate) fn human(report: &KitReport) -> String {
     let mut text = String::new();
     for case in &report.cases {
         let verdict = if case.passed { "PASS" } else { "FAIL" };
