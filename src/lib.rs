@@ -45,6 +45,7 @@ pub mod conformance;
 pub mod control;
 #[cfg(feature = "simulators")]
 mod demo;
+pub mod ids;
 mod later;
 mod logging;
 mod metrics;

@@ -8,15 +8,14 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tracing::{error, info, warn};
-use uuid::Uuid;
-
 use super::core::{Core, InFlight};
+use crate::ids::PaymentRequestId;
 use crate::metrics::{CancelOutcome, METRICS};
 use crate::outcome::Refusal;
 use crate::paywall::ApiError;
 use crate::serial::message::AgentRequest;
 use crate::state::{CancelReason, PaymentOutcome};
+use tracing::{error, info, warn};
 
 impl Core {
     /// Cancels one pending payment: marked durable, sent (retried by the client), then
@@ -26,14 +25,13 @@ impl Core {
     /// cancel is sent again (timeouts: with backoff; others: at shutdown, at the next start).
     pub(crate) async fn cancel(
         self: &Arc<Self>,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         reason: CancelReason,
     ) -> Result<(), Refusal> {
         if !self.is_pending(payment_request_id) {
-            return Err(Refusal::NotFound(payment_request_id.to_owned()));
+            return Err(Refusal::NotFound(payment_request_id.to_string()));
         }
-        let Some(_in_flight) =
-            InFlight::enter(&self.cancels_in_flight, payment_request_id.to_owned())
+        let Some(_in_flight) = InFlight::enter(&self.cancels_in_flight, payment_request_id.clone())
         else {
             return Err(Refusal::api_unavailable(format!(
                 "a cancel of {payment_request_id} is already under way"
@@ -41,7 +39,7 @@ impl Core {
         };
         let marked = self
             .mutate_store(|s| {
-                s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
+                s.mark_cancel_requested(payment_request_id.as_str(), reason, SystemTime::now())
             })
             .await;
         match marked {
@@ -55,15 +53,18 @@ impl Core {
 
     async fn send_cancel(
         self: &Arc<Self>,
-        id: &str,
+        id: &PaymentRequestId,
         reason: CancelReason,
         durability: Durability,
     ) -> Result<(), Refusal> {
-        let Ok(payment_request_id) = Uuid::parse_str(id) else {
+        // An id read back from an older state file is used as stored, and may be no GUID.
+        let Some(payment_request_id) = id.uuid() else {
             return Err(Refusal::InvalidRequest(format!(
                 "{id} is not a PaymentRequestId (a GUID)"
             )));
         };
+        // The log lines' fields and the state's look-ups take the id's text.
+        let id = id.as_str();
         let sent = self.client().cancel(payment_request_id).await;
         METRICS.cancel(
             reason.index(),
@@ -196,7 +197,7 @@ impl Core {
         self: &Arc<Self>,
         concurrency: usize,
     ) -> CancelSummary {
-        let ids: Vec<String> = self.with_store(|s| {
+        let ids: Vec<PaymentRequestId> = self.with_store(|s| {
             s.pending()
                 .iter()
                 .filter(|(_, p)| p.cancel_refused.is_none())
@@ -208,7 +209,7 @@ impl Core {
             .mutate_store(|s| {
                 s.update(|state| {
                     for id in &ids {
-                        state.mark_cancel_requested(id, CancelReason::Shutdown, now)?;
+                        state.mark_cancel_requested(id.as_str(), CancelReason::Shutdown, now)?;
                     }
                     Ok(())
                 })
@@ -233,13 +234,13 @@ impl Core {
 
     async fn cancel_many(
         self: &Arc<Self>,
-        ids: Vec<String>,
+        ids: Vec<PaymentRequestId>,
         reason: CancelReason,
         concurrency: usize,
         durability: Durability,
     ) -> CancelSummary {
         use futures_util::stream::{self, StreamExt};
-        let results: Vec<(String, Result<(), Refusal>)> = stream::iter(ids)
+        let results: Vec<(PaymentRequestId, Result<(), Refusal>)> = stream::iter(ids)
             .map(|id| {
                 let core = Arc::clone(self);
                 async move {
@@ -266,7 +267,7 @@ impl Core {
     /// At start and after a reconnect: cancels asked for and not confirmed are sent again.
     pub(crate) async fn resend_requested_cancels(self: &Arc<Self>) {
         use futures_util::stream::{self, StreamExt};
-        let marked: Vec<(String, CancelReason)> = self.with_store(|s| {
+        let marked: Vec<(PaymentRequestId, CancelReason)> = self.with_store(|s| {
             s.pending()
                 .iter()
                 .filter_map(|(id, p)| p.cancel_requested.map(|c| (id.clone(), c.reason)))
@@ -304,8 +305,8 @@ enum Durability {
 /// The outcome of cancelling several payments.
 #[derive(Debug, Default)]
 pub(crate) struct CancelSummary {
-    pub cancelled: Vec<String>,
-    pub failed: Vec<(String, Refusal)>,
+    pub cancelled: Vec<PaymentRequestId>,
+    pub failed: Vec<(PaymentRequestId, Refusal)>,
 }
 
 /// The API's code for "the payment is already completed" (successful or failed): a cancel

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::PaymentRequestId;
+
 use super::*;
 
 /// The snapshot format version this build writes (2: a snapshot with a journal). Version 1
@@ -236,7 +238,9 @@ pub enum SaleStage {
     /// the response, or until recovery finds it by its code or establishes it does not exist.
     Intent,
     /// The API answered with this PaymentRequestId; the payment is pending.
-    Started { payment_request_id: String },
+    Started {
+        payment_request_id: PaymentRequestId,
+    },
     /// The outcome was still unknown when the sale's reply was due, and the terminal was told
     /// `api_unavailable`. Written before that reply leaves. The agent keeps looking the code up:
     /// a payment that turns up is tracked with a cancel (reason `abandoned`) asked for, and the
@@ -244,7 +248,7 @@ pub enum SaleStage {
     Abandoned { at: Timestamp },
     /// Over; kept so a repeated code gets the same answer.
     Final {
-        payment_request_id: Option<String>,
+        payment_request_id: Option<PaymentRequestId>,
         outcome: PaymentOutcome,
         at: Timestamp,
     },
@@ -257,7 +261,7 @@ pub struct AgentState {
     pub version: u32,
     pub connection_id: Option<String>,
     /// Pending payments by PaymentRequestId.
-    pub payments: BTreeMap<String, PendingPayment>,
+    pub payments: BTreeMap<PaymentRequestId, PendingPayment>,
     /// Sales by merchant unique code.
     pub sales: BTreeMap<String, SaleRecord>,
 }
@@ -334,7 +338,7 @@ impl AgentState {
             SaleStage::Intent => {}
             SaleStage::Started {
                 payment_request_id: known,
-            } if known == payment_request_id => return Ok(()),
+            } if known.as_str() == payment_request_id => return Ok(()),
             other => {
                 return Err(StateError::SaleConflict {
                     code: code.to_owned(),
@@ -343,12 +347,12 @@ impl AgentState {
             }
         }
         sale.stage = SaleStage::Started {
-            payment_request_id: payment_request_id.to_owned(),
+            payment_request_id: PaymentRequestId::stored(payment_request_id),
         };
         let (amount_minor, currency_id) = (sale.amount_minor, sale.currency_id);
         let payment = self
             .payments
-            .entry(payment_request_id.to_owned())
+            .entry(PaymentRequestId::stored(payment_request_id))
             .or_insert_with(|| PendingPayment::new(PaymentSource::Terminal, at));
         payment.merchant_unique_code = Some(code.to_owned());
         payment.amount_minor = Some(amount_minor);
@@ -414,7 +418,7 @@ impl AgentState {
         let (amount_minor, currency_id, since) = (sale.amount_minor, sale.currency_id, sale.since);
         let payment = self
             .payments
-            .entry(payment_request_id.to_owned())
+            .entry(PaymentRequestId::stored(payment_request_id))
             .or_insert_with(|| PendingPayment::new(PaymentSource::Terminal, at));
         payment.merchant_unique_code = Some(code.to_owned());
         payment.amount_minor = Some(amount_minor);
@@ -441,7 +445,7 @@ impl AgentState {
         if self.payments.contains_key(id) {
             return false;
         }
-        self.payments.insert(id.to_owned(), payment);
+        self.payments.insert(PaymentRequestId::stored(id), payment);
         true
     }
 
@@ -496,7 +500,7 @@ impl AgentState {
             };
             if !matches!(sale.stage, SaleStage::Final { .. }) {
                 sale.stage = SaleStage::Final {
-                    payment_request_id: Some(id.to_owned()),
+                    payment_request_id: Some(PaymentRequestId::stored(id)),
                     outcome,
                     at: at.into(),
                 };
@@ -512,7 +516,7 @@ impl AgentState {
             self.sales
                 .iter()
                 .find(|(_, sale)| {
-                    matches!(&sale.stage, SaleStage::Started { payment_request_id } if payment_request_id == id)
+                    matches!(&sale.stage, SaleStage::Started { payment_request_id } if payment_request_id.as_str() == id)
                 })
                 .map(|(code, _)| code.clone())
         })

@@ -8,6 +8,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::ids::PaymentRequestId;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::oneshot;
 
@@ -121,14 +122,14 @@ fn diff(old: &AgentState, new: &AgentState) -> Vec<Change> {
 #[derive(Default)]
 struct Touched {
     connection: bool,
-    payments: Vec<String>,
+    payments: Vec<PaymentRequestId>,
     sales: Vec<String>,
 }
 
 impl Touched {
     fn payment(id: &str) -> Self {
         Self {
-            payments: vec![id.to_owned()],
+            payments: vec![PaymentRequestId::stored(id)],
             ..Self::default()
         }
     }
@@ -145,7 +146,7 @@ impl Touched {
         self
     }
 
-    fn with_payment(mut self, id: Option<String>) -> Self {
+    fn with_payment(mut self, id: Option<PaymentRequestId>) -> Self {
         self.payments.extend(id);
         self
     }
@@ -340,7 +341,7 @@ impl StateStore {
     }
 
     /// Pending payments by PaymentRequestId.
-    pub fn pending(&self) -> &BTreeMap<String, PendingPayment> {
+    pub fn pending(&self) -> &BTreeMap<PaymentRequestId, PendingPayment> {
         &self.state.payments
     }
 
@@ -489,7 +490,8 @@ impl StateStore {
         payment_request_id: &str,
         at: SystemTime,
     ) -> Result<(), StateError> {
-        let touched = Touched::sale(code).with_payment(Some(payment_request_id.to_owned()));
+        let touched =
+            Touched::sale(code).with_payment(Some(PaymentRequestId::stored(payment_request_id)));
         self.touch(touched, |state| {
             state.record_sale_started(code, payment_request_id, at)
         })

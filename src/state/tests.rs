@@ -44,7 +44,7 @@ fn sale_goes_from_intent_to_started_to_final() {
     assert_eq!(
         state.sales["m1"].stage,
         SaleStage::Final {
-            payment_request_id: Some("p1".into()),
+            payment_request_id: Some(crate::ids::PaymentRequestId::stored("p1")),
             outcome: PaymentOutcome::Succeeded,
             at: at(2).into()
         }
