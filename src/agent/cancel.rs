@@ -39,7 +39,7 @@ impl Core {
         };
         let marked = self
             .mutate_store(|s| {
-                s.mark_cancel_requested(payment_request_id.as_str(), reason, SystemTime::now())
+                s.mark_cancel_requested(payment_request_id, reason, SystemTime::now())
             })
             .await;
         match marked {
@@ -63,8 +63,6 @@ impl Core {
                 "{id} is not a PaymentRequestId (a GUID)"
             )));
         };
-        // The log lines' fields and the state's look-ups take the id's text.
-        let id = id.as_str();
         let sent = self.client().cancel(payment_request_id).await;
         METRICS.cancel(
             reason.index(),
@@ -90,7 +88,7 @@ impl Core {
                             .await
                         {
                             error!(
-                                payment_request_id = id,
+                                payment_request_id = id.as_str(),
                                 "cannot record the confirmed cancel of payment {id}: {e}"
                             );
                         }
@@ -101,10 +99,10 @@ impl Core {
                         })
                     }),
                 }
-                info!(payment_request_id = id, reason = %reason, "{reason} cancel of payment {id} confirmed: payment cancelled");
+                info!(payment_request_id = id.as_str(), reason = %reason, "{reason} cancel of payment {id} confirmed: payment cancelled");
                 if reason != CancelReason::Terminal {
                     self.tell_terminal(AgentRequest::PaymentCancelled {
-                        payment_request_id: id.to_owned(),
+                        payment_request_id: id.to_string(),
                         reason: reason.into(),
                     });
                 }
@@ -112,7 +110,7 @@ impl Core {
             }
             Err(error) if is_already_final(&error) => {
                 warn!(
-                    payment_request_id = id,
+                    payment_request_id = id.as_str(),
                     "payment {id} is already final at the payment API; it is no longer pending: {error}"
                 );
                 if let Err(e) = self
@@ -122,7 +120,7 @@ impl Core {
                     .await
                 {
                     error!(
-                        payment_request_id = id,
+                        payment_request_id = id.as_str(),
                         "cannot write state for payment {id}: {e}"
                     );
                 }
@@ -130,7 +128,7 @@ impl Core {
             }
             Err(error) if error.agent_rejection().is_some() => {
                 warn!(
-                    payment_request_id = id,
+                    payment_request_id = id.as_str(),
                     "{reason} cancel of payment {id} not sent: the payment API rejects the agent; it stays marked and is sent again once the API accepts it: {error}"
                 );
                 Err(self.refusal(&error))
@@ -138,7 +136,7 @@ impl Core {
             Err(error) if error.is_rejection() || is_answered_refusal(&error) => {
                 let message = error.to_string();
                 warn!(
-                    payment_request_id = id,
+                    payment_request_id = id.as_str(),
                     "{reason} cancel of payment {id} refused by the payment API; it stays pending, flagged cancel_refused, and is not sent again by itself: {message}"
                 );
                 if let Err(e) = self
@@ -146,7 +144,7 @@ impl Core {
                     .await
                 {
                     error!(
-                        payment_request_id = id,
+                        payment_request_id = id.as_str(),
                         "cannot write state for payment {id}: {e}"
                     );
                 }
@@ -163,7 +161,7 @@ impl Core {
             }
             Err(error) => {
                 warn!(
-                    payment_request_id = id,
+                    payment_request_id = id.as_str(),
                     "{reason} cancel of payment {id} not confirmed ({error}); it stays marked and is sent again"
                 );
                 Err(self.refusal(&error))
@@ -209,7 +207,7 @@ impl Core {
             .mutate_store(|s| {
                 s.update(|state| {
                     for id in &ids {
-                        state.mark_cancel_requested(id.as_str(), CancelReason::Shutdown, now)?;
+                        state.mark_cancel_requested(id, CancelReason::Shutdown, now)?;
                     }
                     Ok(())
                 })

@@ -347,7 +347,7 @@ impl Core {
     }
 
     pub(super) fn is_pending(&self, payment_request_id: &PaymentRequestId) -> bool {
-        self.with_store(|s| s.payment(payment_request_id.as_str()).is_some())
+        self.with_store(|s| s.payment(payment_request_id).is_some())
     }
 
     /// The state's last step at a stop: everything durable and folded into the snapshot

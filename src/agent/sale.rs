@@ -453,7 +453,7 @@ impl Core {
                     if let Err(e) = self
                         .mutate_store(|s| {
                             s.update(|state| {
-                                state.abandoned_sale_found(key, id.as_str(), SystemTime::now())
+                                state.abandoned_sale_found(key, &id, SystemTime::now())
                             })
                         })
                         .await
@@ -516,9 +516,7 @@ impl Core {
     ) -> SaleOutcome {
         let key = code.to_string();
         match self
-            .mutate_store(|s| {
-                s.record_sale_started(&key, payment_request_id.as_str(), SystemTime::now())
-            })
+            .mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now()))
             .await
         {
             Ok(()) => {

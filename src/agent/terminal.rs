@@ -24,13 +24,12 @@ impl Core {
         &self,
         payment_request_id: &PaymentRequestId,
     ) -> Result<(), Refusal> {
-        let payment_request_id = payment_request_id.as_str();
         let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
         self.mutate_store(|s| s.track_payment(payment_request_id, payment))
             .await
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         info!(
-            payment_request_id,
+            payment_request_id = payment_request_id.as_str(),
             "tracking payment {payment_request_id}, started elsewhere"
         );
         Ok(())
@@ -42,7 +41,6 @@ impl Core {
         payment_request_id: &PaymentRequestId,
         succeeded: bool,
     ) -> Result<(), Refusal> {
-        let payment_request_id = payment_request_id.as_str();
         let outcome = if succeeded {
             PaymentOutcome::Succeeded
         } else {
@@ -53,10 +51,10 @@ impl Core {
             .await
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         if !was_pending {
-            return Err(Refusal::NotFound(payment_request_id.to_owned()));
+            return Err(Refusal::NotFound(payment_request_id.to_string()));
         }
         info!(
-            payment_request_id,
+            payment_request_id = payment_request_id.as_str(),
             succeeded,
             "payment {payment_request_id} final: {}",
             if succeeded { "succeeded" } else { "failed" }

@@ -57,7 +57,7 @@ impl Core {
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in &expired {
-                    state.mark_cancel_requested(id.as_str(), CancelReason::Timeout, now)?;
+                    state.mark_cancel_requested(id, CancelReason::Timeout, now)?;
                 }
                 Ok(expired)
             })?;

@@ -327,7 +327,7 @@ impl AgentState {
     pub fn record_sale_started(
         &mut self,
         code: &str,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         at: SystemTime,
     ) -> Result<(), StateError> {
         let sale = self
@@ -338,7 +338,7 @@ impl AgentState {
             SaleStage::Intent => {}
             SaleStage::Started {
                 payment_request_id: known,
-            } if known.as_str() == payment_request_id => return Ok(()),
+            } if known == payment_request_id => return Ok(()),
             other => {
                 return Err(StateError::SaleConflict {
                     code: code.to_owned(),
@@ -347,12 +347,12 @@ impl AgentState {
             }
         }
         sale.stage = SaleStage::Started {
-            payment_request_id: PaymentRequestId::stored(payment_request_id),
+            payment_request_id: payment_request_id.clone(),
         };
         let (amount_minor, currency_id) = (sale.amount_minor, sale.currency_id);
         let payment = self
             .payments
-            .entry(PaymentRequestId::stored(payment_request_id))
+            .entry(payment_request_id.clone())
             .or_insert_with(|| PendingPayment::new(PaymentSource::Terminal, at));
         payment.merchant_unique_code = Some(code.to_owned());
         payment.amount_minor = Some(amount_minor);
@@ -402,7 +402,7 @@ impl AgentState {
     pub fn abandoned_sale_found(
         &mut self,
         code: &str,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         at: SystemTime,
     ) -> Result<(), StateError> {
         let sale = self
@@ -418,7 +418,7 @@ impl AgentState {
         let (amount_minor, currency_id, since) = (sale.amount_minor, sale.currency_id, sale.since);
         let payment = self
             .payments
-            .entry(PaymentRequestId::stored(payment_request_id))
+            .entry(payment_request_id.clone())
             .or_insert_with(|| PendingPayment::new(PaymentSource::Terminal, at));
         payment.merchant_unique_code = Some(code.to_owned());
         payment.amount_minor = Some(amount_minor);
@@ -441,11 +441,11 @@ impl AgentState {
 
     /// Tracks a payment that did not start as this agent's sale (`payment_started`, recovery).
     /// Returns false, changing nothing, when it is already pending.
-    pub fn track_payment(&mut self, id: &str, payment: PendingPayment) -> bool {
+    pub fn track_payment(&mut self, id: &PaymentRequestId, payment: PendingPayment) -> bool {
         if self.payments.contains_key(id) {
             return false;
         }
-        self.payments.insert(PaymentRequestId::stored(id), payment);
+        self.payments.insert(id.clone(), payment);
         true
     }
 
@@ -453,14 +453,14 @@ impl AgentState {
     /// time are kept.
     pub fn mark_cancel_requested(
         &mut self,
-        id: &str,
+        id: &PaymentRequestId,
         reason: CancelReason,
         at: SystemTime,
     ) -> Result<(), StateError> {
         let payment = self
             .payments
             .get_mut(id)
-            .ok_or_else(|| StateError::UnknownPayment(id.to_owned()))?;
+            .ok_or_else(|| StateError::UnknownPayment(id.to_string()))?;
         if payment.cancel_requested.is_none() {
             payment.cancel_requested = Some(CancelRequest {
                 reason,
@@ -472,7 +472,12 @@ impl AgentState {
 
     /// The API refused the payment's cancel: the mark is cleared (nothing sends it again by
     /// itself) and the refusal kept. Returns false when the payment is not pending.
-    pub fn mark_cancel_refused(&mut self, id: &str, message: &str, at: SystemTime) -> bool {
+    pub fn mark_cancel_refused(
+        &mut self,
+        id: &PaymentRequestId,
+        message: &str,
+        at: SystemTime,
+    ) -> bool {
         let Some(payment) = self.payments.get_mut(id) else {
             return false;
         };
@@ -486,7 +491,12 @@ impl AgentState {
 
     /// The payment is final: it leaves the pending set, and its sale (if any) is kept as final.
     /// Returns false when it was not pending (a repeated result).
-    pub fn finish_payment(&mut self, id: &str, outcome: PaymentOutcome, at: SystemTime) -> bool {
+    pub fn finish_payment(
+        &mut self,
+        id: &PaymentRequestId,
+        outcome: PaymentOutcome,
+        at: SystemTime,
+    ) -> bool {
         let code = self.sale_code_of(id);
         if self.payments.remove(id).is_none() {
             return false;
@@ -500,7 +510,7 @@ impl AgentState {
             };
             if !matches!(sale.stage, SaleStage::Final { .. }) {
                 sale.stage = SaleStage::Final {
-                    payment_request_id: Some(PaymentRequestId::stored(id)),
+                    payment_request_id: Some(id.clone()),
                     outcome,
                     at: at.into(),
                 };
@@ -510,13 +520,13 @@ impl AgentState {
     }
 
     /// The merchant code of the sale a pending payment belongs to, if any.
-    pub fn sale_code_of(&self, id: &str) -> Option<String> {
+    pub fn sale_code_of(&self, id: &PaymentRequestId) -> Option<String> {
         let payment = self.payments.get(id)?;
         payment.merchant_unique_code.clone().or_else(|| {
             self.sales
                 .iter()
                 .find(|(_, sale)| {
-                    matches!(&sale.stage, SaleStage::Started { payment_request_id } if payment_request_id.as_str() == id)
+                    matches!(&sale.stage, SaleStage::Started { payment_request_id } if payment_request_id == id)
                 })
                 .map(|(code, _)| code.clone())
         })

@@ -127,9 +127,9 @@ struct Touched {
 }
 
 impl Touched {
-    fn payment(id: &str) -> Self {
+    fn payment(id: &PaymentRequestId) -> Self {
         Self {
-            payments: vec![PaymentRequestId::stored(id)],
+            payments: vec![id.clone()],
             ..Self::default()
         }
     }
@@ -345,7 +345,7 @@ impl StateStore {
         &self.state.payments
     }
 
-    pub fn payment(&self, payment_request_id: &str) -> Option<&PendingPayment> {
+    pub fn payment(&self, payment_request_id: &PaymentRequestId) -> Option<&PendingPayment> {
         self.state.payments.get(payment_request_id)
     }
 
@@ -487,11 +487,10 @@ impl StateStore {
     pub fn record_sale_started(
         &mut self,
         code: &str,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         at: SystemTime,
     ) -> Result<(), StateError> {
-        let touched =
-            Touched::sale(code).with_payment(Some(PaymentRequestId::stored(payment_request_id)));
+        let touched = Touched::sale(code).with_payment(Some(payment_request_id.clone()));
         self.touch(touched, |state| {
             state.record_sale_started(code, payment_request_id, at)
         })
@@ -505,7 +504,7 @@ impl StateStore {
     /// See [`AgentState::track_payment`].
     pub fn track_payment(
         &mut self,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         payment: PendingPayment,
     ) -> Result<bool, StateError> {
         self.touch(Touched::payment(payment_request_id), |state| {
@@ -516,7 +515,7 @@ impl StateStore {
     /// See [`AgentState::mark_cancel_requested`].
     pub fn mark_cancel_requested(
         &mut self,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         reason: CancelReason,
         at: SystemTime,
     ) -> Result<(), StateError> {
@@ -528,7 +527,7 @@ impl StateStore {
     /// See [`AgentState::mark_cancel_refused`].
     pub fn mark_cancel_refused(
         &mut self,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         message: &str,
         at: SystemTime,
     ) -> Result<bool, StateError> {
@@ -540,7 +539,7 @@ impl StateStore {
     /// See [`AgentState::finish_payment`].
     pub fn finish_payment(
         &mut self,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         outcome: PaymentOutcome,
         at: SystemTime,
     ) -> Result<bool, StateError> {
