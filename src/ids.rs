@@ -75,12 +75,6 @@ impl Borrow<str> for PaymentRequestId {
     }
 }
 
-impl AsRef<str> for PaymentRequestId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
 /// Text that is no `PaymentRequestId`; the message is the one terminals and operators read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("payment_request_id {0:?} is not a GUID")]
@@ -107,12 +101,6 @@ impl MerchantCode {
 impl From<Uuid> for MerchantCode {
     fn from(uuid: Uuid) -> Self {
         Self(uuid)
-    }
-}
-
-impl From<MerchantCode> for Uuid {
-    fn from(code: MerchantCode) -> Self {
-        code.0
     }
 }
 
