@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
+use pos_agent::ids::PaymentRequestId;
 use pos_agent::serial::message::{PaymentResultStatus, Reply, SaleOrder, TerminalRequest};
 use pos_agent::serial::LinkHandle;
 use pos_agent::state::{CancelReason, PaymentSource, PendingPayment, StateStore};
@@ -181,7 +182,7 @@ fn bytes_per_change(pending: usize) -> (f64, f64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let mut store = StateStore::open(dir.path()).unwrap();
     let now = SystemTime::now();
-    let id = |i: usize| format!("{i:08x}-0000-4000-8000-000000000000");
+    let id = |i: usize| PaymentRequestId::stored(format!("{i:08x}-0000-4000-8000-000000000000"));
     store
         .update(|state| {
             for i in 0..pending {

@@ -3,6 +3,7 @@
 //! The directory decides the filesystem measured (default: a temporary directory).
 use std::time::{Duration, Instant, SystemTime};
 
+use pos_agent::ids::PaymentRequestId;
 use pos_agent::state::{PaymentOutcome, StateStore, MAX_FINAL_SALES};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.update(|state| {
         for i in 0..MAX_FINAL_SALES {
             let code = format!("{:08x}-0000-4000-8000-{i:012x}", i);
-            let id = format!("{:08x}-1111-4000-8000-{i:012x}", i);
+            let id = PaymentRequestId::stored(format!("{:08x}-1111-4000-8000-{i:012x}", i));
             state.record_sale_intent(&code, 1250, 1, now)?;
             state.record_sale_started(&code, &id, now)?;
             state.finish_payment(&id, PaymentOutcome::Succeeded, now);

@@ -44,6 +44,7 @@ mod conformance;
 pub mod control;
 #[cfg(feature = "simulators")]
 mod demo;
+pub mod ids;
 mod later;
 mod logging;
 mod metrics;

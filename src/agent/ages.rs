@@ -20,6 +20,7 @@ use tracing::warn;
 pub(crate) use crate::boot_clock::BootMillis;
 use crate::boot_clock::{millis, now as boot_now};
 
+use crate::ids::PaymentRequestId;
 use crate::state::PendingPayment;
 
 /// The file, in the state directory, that carries the boot-time instants across a restart.
@@ -60,7 +61,7 @@ pub(crate) fn carried_since(
 /// `boot-times`: the boot id on the first line, then one line per pending payment, its
 /// PaymentRequestId and the `CLOCK_BOOTTIME` millisecond it became pending in that boot,
 /// separated by a space.
-fn encode(boot_id: &str, since: &[(String, BootMillis)]) -> String {
+fn encode(boot_id: &str, since: &[(PaymentRequestId, BootMillis)]) -> String {
     let mut text = format!("{boot_id}\n");
     for (id, at) in since {
         let _ = writeln!(text, "{id} {at}");
@@ -71,13 +72,13 @@ fn encode(boot_id: &str, since: &[(String, BootMillis)]) -> String {
 /// Where `id` is in `list`, sorted by id (as [`Ages`] keeps it and [`encode`] writes it), or
 /// where it would go. A file not sorted so (not written by the agent) finds fewer entries: those
 /// payments take the wall-clock rule of [`carried_since`].
-fn find(list: &[(String, BootMillis)], id: &str) -> Result<usize, usize> {
+fn find(list: &[(PaymentRequestId, BootMillis)], id: &str) -> Result<usize, usize> {
     list.binary_search_by(|(known, _)| known.as_str().cmp(id))
 }
 
 /// The instants of `boot-times` when it was written in boot `boot_id`; none when it was not,
 /// or cannot be read.
-fn decode(text: &str, boot_id: &str) -> Option<Vec<(String, BootMillis)>> {
+fn decode(text: &str, boot_id: &str) -> Option<Vec<(PaymentRequestId, BootMillis)>> {
     let mut lines = text.lines();
     if lines.next()? != boot_id {
         return None;
@@ -85,7 +86,7 @@ fn decode(text: &str, boot_id: &str) -> Option<Vec<(String, BootMillis)>> {
     let mut since = Vec::new();
     for line in lines {
         let (id, at) = line.split_once(' ')?;
-        since.push((id.to_owned(), at.parse().ok()?));
+        since.push((PaymentRequestId::stored(id), at.parse().ok()?));
     }
     Some(since)
 }
@@ -94,7 +95,7 @@ fn decode(text: &str, boot_id: &str) -> Option<Vec<(String, BootMillis)>> {
 pub(crate) struct Ages {
     boot_id: Option<String>,
     /// By PaymentRequestId, sorted by it ([`find`]).
-    since: Vec<(String, BootMillis)>,
+    since: Vec<(PaymentRequestId, BootMillis)>,
     file: PathBuf,
     /// Where the next `boot-times` is written before it is renamed over `file`.
     temp: PathBuf,
@@ -105,7 +106,7 @@ impl Ages {
     /// boot, else from the wall clock by [`carried_since`] with `bound`.
     pub(crate) fn load(
         directory: &Path,
-        pending: &BTreeMap<String, PendingPayment>,
+        pending: &BTreeMap<PaymentRequestId, PendingPayment>,
         bound: Duration,
     ) -> Self {
         let file = directory.join(BOOT_TIMES_FILE);
@@ -119,7 +120,7 @@ impl Ages {
         let since = pending
             .iter()
             .map(|(id, payment)| {
-                let stored = find(&stored, id)
+                let stored = find(&stored, id.as_str())
                     .ok()
                     .and_then(|index| stored.get(index))
                     .map(|(_, at)| *at);
@@ -145,13 +146,13 @@ impl Ages {
     /// payments gone from it are forgotten. True when one was added (the file is then due).
     pub(crate) fn follow(
         &mut self,
-        pending: &BTreeMap<String, PendingPayment>,
+        pending: &BTreeMap<PaymentRequestId, PendingPayment>,
         at: BootMillis,
     ) -> bool {
         self.since.retain(|(id, _)| pending.contains_key(id));
         let mut added = false;
         for id in pending.keys() {
-            if let Err(index) = find(&self.since, id) {
+            if let Err(index) = find(&self.since, id.as_str()) {
                 self.since.insert(index, (id.clone(), at));
                 added = true;
             }
@@ -160,8 +161,8 @@ impl Ages {
     }
 
     /// When `payment_request_id` became pending, on this boot's clock.
-    pub(crate) fn since(&self, payment_request_id: &str) -> Option<BootMillis> {
-        let index = find(&self.since, payment_request_id).ok()?;
+    pub(crate) fn since(&self, payment_request_id: &PaymentRequestId) -> Option<BootMillis> {
+        let index = find(&self.since, payment_request_id.as_str()).ok()?;
         self.since.get(index).map(|(_, at)| *at)
     }
 
@@ -237,12 +238,16 @@ mod tests {
 
     #[test]
     fn the_file_reads_back_in_its_boot_only() {
-        let since = vec![("a".to_owned(), -5), ("b".to_owned(), 1_234)];
+        let since = vec![(id("a"), -5), (id("b"), 1_234)];
         let text = encode("boot-1", &since);
         assert_eq!(decode(&text, "boot-1"), Some(since));
         assert_eq!(decode(&text, "boot-2"), None);
         assert_eq!(decode("boot-1\na x\n", "boot-1"), None);
         assert_eq!(decode("", "boot-1"), None);
+    }
+
+    fn id(text: &str) -> PaymentRequestId {
+        PaymentRequestId::stored(text)
     }
 
     #[test]
@@ -254,18 +259,22 @@ mod tests {
             temp: PathBuf::from("/nonexistent/boot-times.tmp"),
         };
         let payment = PendingPayment::new(crate::state::PaymentSource::Terminal, SystemTime::now());
-        let mut pending = BTreeMap::from([("b".to_owned(), payment.clone())]);
+        let mut pending = BTreeMap::from([(id("b"), payment.clone())]);
         assert!(ages.follow(&pending, 100));
-        pending.insert("a".to_owned(), payment.clone());
-        pending.insert("c".to_owned(), payment);
+        pending.insert(id("a"), payment.clone());
+        pending.insert(id("c"), payment);
         assert!(ages.follow(&pending, 200));
         assert!(!ages.follow(&pending, 300));
         assert_eq!(
-            (ages.since("a"), ages.since("b"), ages.since("c")),
+            (
+                ages.since(&id("a")),
+                ages.since(&id("b")),
+                ages.since(&id("c"))
+            ),
             (Some(200), Some(100), Some(200))
         );
         pending.remove("a");
         assert!(!ages.follow(&pending, 400));
-        assert_eq!(ages.since("a"), None);
+        assert_eq!(ages.since(&id("a")), None);
     }
 }

@@ -8,15 +8,14 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tracing::{error, info, warn};
-use uuid::Uuid;
-
 use super::core::{Core, InFlight};
+use crate::ids::PaymentRequestId;
 use crate::metrics::{CancelOutcome, METRICS};
 use crate::outcome::Refusal;
 use crate::paywall::ApiError;
 use crate::serial::message::AgentRequest;
 use crate::state::{CancelReason, PaymentOutcome};
+use tracing::{error, info, warn};
 
 impl Core {
     /// Cancels one pending payment: marked durable, sent (retried by the client), then
@@ -26,14 +25,13 @@ impl Core {
     /// cancel is sent again (timeouts: with backoff; others: at shutdown, at the next start).
     pub(crate) async fn cancel(
         self: &Arc<Self>,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         reason: CancelReason,
     ) -> Result<(), Refusal> {
         if !self.is_pending(payment_request_id) {
-            return Err(Refusal::NotFound(payment_request_id.to_owned()));
+            return Err(Refusal::NotFound(payment_request_id.to_string()));
         }
-        let Some(_in_flight) =
-            InFlight::enter(&self.cancels_in_flight, payment_request_id.to_owned())
+        let Some(_in_flight) = InFlight::enter(&self.cancels_in_flight, payment_request_id.clone())
         else {
             return Err(Refusal::api_unavailable(format!(
                 "a cancel of {payment_request_id} is already under way"
@@ -55,11 +53,12 @@ impl Core {
 
     async fn send_cancel(
         self: &Arc<Self>,
-        id: &str,
+        id: &PaymentRequestId,
         reason: CancelReason,
         durability: Durability,
     ) -> Result<(), Refusal> {
-        let Ok(payment_request_id) = Uuid::parse_str(id) else {
+        // An id read back from an older state file is used as stored, and may be no GUID.
+        let Some(payment_request_id) = id.uuid() else {
             return Err(Refusal::InvalidRequest(format!(
                 "{id} is not a PaymentRequestId (a GUID)"
             )));
@@ -89,7 +88,7 @@ impl Core {
                             .await
                         {
                             error!(
-                                payment_request_id = id,
+                                payment_request_id = id.as_str(),
                                 "cannot record the confirmed cancel of payment {id}: {e}"
                             );
                         }
@@ -100,10 +99,10 @@ impl Core {
                         })
                     }),
                 }
-                info!(payment_request_id = id, reason = %reason, "{reason} cancel of payment {id} confirmed: payment cancelled");
+                info!(payment_request_id = id.as_str(), reason = %reason, "{reason} cancel of payment {id} confirmed: payment cancelled");
                 if reason != CancelReason::Terminal {
                     self.tell_terminal(AgentRequest::PaymentCancelled {
-                        payment_request_id: id.to_owned(),
+                        payment_request_id: id.to_string(),
                         reason: reason.into(),
                     });
                 }
@@ -111,7 +110,7 @@ impl Core {
             }
             Err(error) if is_already_final(&error) => {
                 warn!(
-                    payment_request_id = id,
+                    payment_request_id = id.as_str(),
                     "payment {id} is already final at the payment API; it is no longer pending: {error}"
                 );
                 if let Err(e) = self
@@ -121,7 +120,7 @@ impl Core {
                     .await
                 {
                     error!(
-                        payment_request_id = id,
+                        payment_request_id = id.as_str(),
                         "cannot write state for payment {id}: {e}"
                     );
                 }
@@ -129,7 +128,7 @@ impl Core {
             }
             Err(error) if error.agent_rejection().is_some() => {
                 warn!(
-                    payment_request_id = id,
+                    payment_request_id = id.as_str(),
                     "{reason} cancel of payment {id} not sent: the payment API rejects the agent; it stays marked and is sent again once the API accepts it: {error}"
                 );
                 Err(self.refusal(&error))
@@ -137,7 +136,7 @@ impl Core {
             Err(error) if error.is_rejection() || is_answered_refusal(&error) => {
                 let message = error.to_string();
                 warn!(
-                    payment_request_id = id,
+                    payment_request_id = id.as_str(),
                     "{reason} cancel of payment {id} refused by the payment API; it stays pending, flagged cancel_refused, and is not sent again by itself: {message}"
                 );
                 if let Err(e) = self
@@ -145,7 +144,7 @@ impl Core {
                     .await
                 {
                     error!(
-                        payment_request_id = id,
+                        payment_request_id = id.as_str(),
                         "cannot write state for payment {id}: {e}"
                     );
                 }
@@ -162,7 +161,7 @@ impl Core {
             }
             Err(error) => {
                 warn!(
-                    payment_request_id = id,
+                    payment_request_id = id.as_str(),
                     "{reason} cancel of payment {id} not confirmed ({error}); it stays marked and is sent again"
                 );
                 Err(self.refusal(&error))
@@ -196,7 +195,7 @@ impl Core {
         self: &Arc<Self>,
         concurrency: usize,
     ) -> CancelSummary {
-        let ids: Vec<String> = self.with_store(|s| {
+        let ids: Vec<PaymentRequestId> = self.with_store(|s| {
             s.pending()
                 .iter()
                 .filter(|(_, p)| p.cancel_refused.is_none())
@@ -233,13 +232,13 @@ impl Core {
 
     async fn cancel_many(
         self: &Arc<Self>,
-        ids: Vec<String>,
+        ids: Vec<PaymentRequestId>,
         reason: CancelReason,
         concurrency: usize,
         durability: Durability,
     ) -> CancelSummary {
         use futures_util::stream::{self, StreamExt};
-        let results: Vec<(String, Result<(), Refusal>)> = stream::iter(ids)
+        let results: Vec<(PaymentRequestId, Result<(), Refusal>)> = stream::iter(ids)
             .map(|id| {
                 let core = Arc::clone(self);
                 async move {
@@ -266,7 +265,7 @@ impl Core {
     /// At start and after a reconnect: cancels asked for and not confirmed are sent again.
     pub(crate) async fn resend_requested_cancels(self: &Arc<Self>) {
         use futures_util::stream::{self, StreamExt};
-        let marked: Vec<(String, CancelReason)> = self.with_store(|s| {
+        let marked: Vec<(PaymentRequestId, CancelReason)> = self.with_store(|s| {
             s.pending()
                 .iter()
                 .filter_map(|(id, p)| p.cancel_requested.map(|c| (id.clone(), c.reason)))
@@ -304,8 +303,8 @@ enum Durability {
 /// The outcome of cancelling several payments.
 #[derive(Debug, Default)]
 pub(crate) struct CancelSummary {
-    pub cancelled: Vec<String>,
-    pub failed: Vec<(String, Refusal)>,
+    pub cancelled: Vec<PaymentRequestId>,
+    pub failed: Vec<(PaymentRequestId, Refusal)>,
 }
 
 /// The API's code for "the payment is already completed" (successful or failed): a cancel

@@ -164,7 +164,7 @@ pub(crate) async fn operator_disconnect(
         .await;
     if let Some((payment, why)) = summary.failed.first() {
         warn!(
-            payment_request_id = payment,
+            payment_request_id = payment.as_str(),
             "cancel of payment {payment} before disconnect failed: {why}"
         );
     }

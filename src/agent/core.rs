@@ -16,11 +16,11 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
-use uuid::Uuid;
 
 use super::ages::Ages;
 use crate::boot_clock::{self, BootMillis};
 use crate::config::Config;
+use crate::ids::{MerchantCode, PaymentRequestId};
 use crate::outcome::{AgentRejection, ConnectionState, Refusal};
 use crate::paywall::{ApiError, PaywallClient};
 use crate::retry::{Pacing, RetryPolicy};
@@ -59,7 +59,9 @@ impl<T: Eq + std::hash::Hash> Drop for InFlight<'_, T> {
 /// sale always ends in one of these within `[terminal] sale_reply_deadline`.
 #[derive(Debug, Clone)]
 pub(crate) enum SaleOutcome {
-    Started { payment_request_id: String },
+    Started {
+        payment_request_id: PaymentRequestId,
+    },
     Refused(Refusal),
 }
 
@@ -77,14 +79,14 @@ pub(crate) struct Core {
     /// Why the API refuses the agent, while `connection` is `Rejected`.
     rejection: Mutex<Option<AgentRejection>>,
     stopping: watch::Sender<bool>,
-    pub(super) sales_in_flight: Mutex<HashMap<Uuid, watch::Receiver<Option<SaleOutcome>>>>,
+    pub(super) sales_in_flight: Mutex<HashMap<MerchantCode, watch::Receiver<Option<SaleOutcome>>>>,
     /// Woken whenever a sale leaves `sales_in_flight`.
     pub(super) sale_ended: Notify,
     /// Abandoned sales a task is settling right now.
-    pub(super) settling: Mutex<HashSet<Uuid>>,
+    pub(super) settling: Mutex<HashSet<MerchantCode>>,
     /// Why the connection could not be brought up, while it is not (shown by `status`).
     connection_problem: Mutex<Option<String>>,
-    pub(super) cancels_in_flight: Mutex<HashSet<String>>,
+    pub(super) cancels_in_flight: Mutex<HashSet<PaymentRequestId>>,
     /// Who the terminal on the link said it is, in its answer to the latest `agent_state`
     /// `ready` (docs/serial-protocol.md §3 "Versions"); `None` until it answered.
     pub(super) terminal: Arc<Mutex<Option<TerminalIdentity>>>,
@@ -336,7 +338,7 @@ impl Core {
         self.stopping.subscribe()
     }
 
-    pub(crate) fn pending_ids(&self) -> Vec<String> {
+    pub(crate) fn pending_ids(&self) -> Vec<PaymentRequestId> {
         self.with_store(|s| s.pending().keys().cloned().collect())
     }
 
@@ -344,7 +346,7 @@ impl Core {
         self.with_store(|s| s.pending().len())
     }
 
-    pub(super) fn is_pending(&self, payment_request_id: &str) -> bool {
+    pub(super) fn is_pending(&self, payment_request_id: &PaymentRequestId) -> bool {
         self.with_store(|s| s.payment(payment_request_id).is_some())
     }
 
@@ -356,14 +358,6 @@ impl Core {
             error!("cannot compact state at stop: {e}");
         }
     }
-}
-
-/// PaymentRequestIds are GUIDs; state keys them in one spelling (lower-case, hyphenated), so a
-/// terminal that writes them in upper case still finds its payment.
-pub(crate) fn canonical_payment_id(id: &str) -> Result<String, Refusal> {
-    Uuid::parse_str(id.trim())
-        .map(|uuid| uuid.to_string())
-        .map_err(|_| Refusal::InvalidRequest(format!("payment_request_id {id:?} is not a GUID")))
 }
 
 #[cfg(test)]

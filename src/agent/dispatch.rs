@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::connection;
-use super::core::{canonical_payment_id, Core, SaleOutcome};
+use super::core::{Core, SaleOutcome};
 use crate::build_info;
 use crate::control::{
     self, AbandonedSaleView, ApmAccount, CancelFailure, CancelReport, CancelTarget,
@@ -13,6 +13,7 @@ use crate::control::{
     DisconnectReport, PendingPaymentView, PendingReport, RejectionView, RetryAfterView,
     SerialPortView, StatusReport, StorageView, TerminalLinkStatus, UnlinkReport,
 };
+use crate::ids::PaymentRequestId;
 use crate::metrics::{self, METRICS};
 use crate::outcome::{ConnectionState, Refusal};
 use crate::paywall::{ApmTarget, Endpoint};
@@ -27,7 +28,7 @@ pub(super) async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
             let merchant_unique_code = order.merchant_unique_code;
             let reply = match core.sale(order).await {
                 SaleOutcome::Started { payment_request_id } => Reply::SaleStarted {
-                    payment_request_id,
+                    payment_request_id: payment_request_id.into(),
                     merchant_unique_code,
                 },
                 SaleOutcome::Refused(refusal) => Reply::refused(&refusal),
@@ -40,33 +41,29 @@ pub(super) async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
             reply
         }
         TerminalRequest::PaymentStarted { payment_request_id } => {
-            match core
-                .track_payment_started_elsewhere(&payment_request_id)
-                .await
-            {
-                Ok(()) => Reply::OK,
-                Err(refusal) => Reply::refused(&refusal),
+            match payment_id(&payment_request_id) {
+                Ok(id) => core.track_payment_started_elsewhere(&id).await,
+                Err(refusal) => Err(refusal),
             }
+            .map_or_else(|refusal| Reply::refused(&refusal), |()| Reply::OK)
         }
         TerminalRequest::PaymentResult {
             payment_request_id,
             status,
-        } => match core
-            .payment_result(
-                &payment_request_id,
-                status == PaymentResultStatus::Succeeded,
-            )
-            .await
-        {
-            Ok(()) => Reply::OK,
-            Err(refusal) => Reply::refused(&refusal),
-        },
+        } => match payment_id(&payment_request_id) {
+            Ok(id) => {
+                core.payment_result(&id, status == PaymentResultStatus::Succeeded)
+                    .await
+            }
+            Err(refusal) => Err(refusal),
+        }
+        .map_or_else(|refusal| Reply::refused(&refusal), |()| Reply::OK),
         TerminalRequest::Cancel {
             payment_request_id: Some(id),
-        } => match canonical_payment_id(&id) {
+        } => match payment_id(&id) {
             Err(refusal) => Reply::refused(&refusal),
             Ok(id) => match core.cancel(&id, CancelReason::Terminal).await {
-                Ok(()) => Reply::cancelled(vec![id]),
+                Ok(()) => Reply::cancelled(vec![id.into()]),
                 Err(refusal) => Reply::refused(&refusal),
             },
         },
@@ -78,13 +75,13 @@ pub(super) async fn handle_terminal(core: Arc<Core>, request: IncomingRequest) {
                 .await;
             match summary.failed.into_iter().next() {
                 Some((_, refusal)) if summary.cancelled.is_empty() => Reply::refused(&refusal),
-                _ => Reply::cancelled(summary.cancelled),
+                _ => Reply::cancelled(texts(summary.cancelled)),
             }
         }
         TerminalRequest::Status => Reply::status(
             core.connection_id(),
             core.connection_state() == ConnectionState::Connected,
-            core.pending_ids(),
+            texts(core.pending_ids()),
         ),
         TerminalRequest::Ping => Reply::Pong,
     };
@@ -111,10 +108,10 @@ pub(super) async fn handle_control(core: &Arc<Core>, request: ControlRequest) ->
             abandoned: core.with_store(|s| AbandonedSaleView::all(s.state())),
         })),
         ControlRequest::Cancel(CancelTarget::One(id)) => {
-            let id = id.to_string();
+            let id = PaymentRequestId::from(id);
             core.cancel(&id, CancelReason::Operator).await.map(|()| {
                 ControlReply::Cancel(CancelReport {
-                    cancelled: vec![id],
+                    cancelled: vec![id.into()],
                     failed: Vec::new(),
                 })
             })
@@ -124,7 +121,7 @@ pub(super) async fn handle_control(core: &Arc<Core>, request: ControlRequest) ->
                 .cancel_all(CancelReason::Operator, core.config().shutdown.concurrency)
                 .await;
             Ok(ControlReply::Cancel(CancelReport {
-                cancelled: summary.cancelled,
+                cancelled: texts(summary.cancelled),
                 failed: failures(summary.failed),
             }))
         }
@@ -135,7 +132,7 @@ pub(super) async fn handle_control(core: &Arc<Core>, request: ControlRequest) ->
                     ControlReply::Disconnect(DisconnectReport {
                         connection_id: Some(id),
                         connection: core.connection_state().into(),
-                        cancelled: summary.cancelled,
+                        cancelled: texts(summary.cancelled),
                         failed: failures(summary.failed),
                     })
                 })
@@ -183,11 +180,21 @@ pub(super) async fn handle_control(core: &Arc<Core>, request: ControlRequest) ->
     }
 }
 
-fn failures(failed: Vec<(String, Refusal)>) -> Vec<CancelFailure> {
+/// A payment id as the terminal or the operator wrote it, parsed where it enters the agent.
+fn payment_id(text: &str) -> Result<PaymentRequestId, Refusal> {
+    PaymentRequestId::parse(text).map_err(|e| Refusal::InvalidRequest(e.to_string()))
+}
+
+/// Ids as the wire formats carry them.
+fn texts(ids: Vec<PaymentRequestId>) -> Vec<String> {
+    ids.into_iter().map(String::from).collect()
+}
+
+fn failures(failed: Vec<(PaymentRequestId, Refusal)>) -> Vec<CancelFailure> {
     failed
         .into_iter()
         .map(|(payment_request_id, refusal)| CancelFailure {
-            payment_request_id,
+            payment_request_id: payment_request_id.into(),
             error: ControlError::refused(&refusal),
         })
         .collect()

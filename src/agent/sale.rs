@@ -10,12 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::watch;
-use tracing::{error, info, warn};
-use uuid::Uuid;
-
 use super::core::{Core, InFlight, SaleOutcome};
 use crate::boot_clock::{self, BootMillis};
+use crate::ids::{MerchantCode, PaymentRequestId};
 use crate::metrics::METRICS;
 use crate::outcome::{AgentRejection, ConnectionState, Refusal};
 use crate::paywall::{ApiError, Endpoint, SaleRequest};
@@ -23,13 +20,15 @@ use crate::retry::{retry, Attempt, Ended, Pacing, RetryPolicy};
 use crate::serial::message::SaleOrder;
 use crate::state::{CancelReason, PaymentOutcome, SaleRecord, SaleStage};
 use crate::sync::lock;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
 
 /// A merchant code claimed by one task; released when dropped (also when the task is
 /// cancelled). Its `outcome` reaches the tasks that wanted the same code meanwhile; a claim
 /// released without one lets them claim the code again.
 struct CodeClaim<'a> {
     core: &'a Core,
-    code: Uuid,
+    code: MerchantCode,
     outcome: watch::Sender<Option<SaleOutcome>>,
 }
 
@@ -83,7 +82,7 @@ impl Core {
                 crate::paywall::amount::MAX_MINOR
             )));
         }
-        let code = order.merchant_unique_code;
+        let code = MerchantCode::from(order.merchant_unique_code);
         loop {
             match self.claim_code(code) {
                 Ok(claim) => {
@@ -109,7 +108,7 @@ impl Core {
     /// earlier run), or gives the outcome of the task that holds it.
     fn claim_code(
         &self,
-        code: Uuid,
+        code: MerchantCode,
     ) -> Result<CodeClaim<'_>, watch::Receiver<Option<SaleOutcome>>> {
         let mut in_flight = lock(&self.sales_in_flight);
         if let Some(rx) = in_flight.get(&code) {
@@ -130,7 +129,7 @@ impl Core {
         amount: u64,
         deadline: BootMillis,
     ) -> SaleOutcome {
-        let code = order.merchant_unique_code;
+        let code = MerchantCode::from(order.merchant_unique_code);
         let key = code.to_string();
         let known: Option<SaleRecord> = self.with_store(|s| s.sale(&key).cloned());
         // Whether a sale request with this code may have reached the API: then the outcome is
@@ -152,7 +151,7 @@ impl Core {
                     payment_request_id: Some(payment_request_id),
                     ..
                 } => {
-                    info!(merchant_unique_code = %code, payment_request_id, "repeated sale answered from state: code {code} is payment {payment_request_id}");
+                    info!(merchant_unique_code = %code, payment_request_id = payment_request_id.as_str(), "repeated sale answered from state: code {code} is payment {payment_request_id}");
                     return SaleOutcome::Started { payment_request_id };
                 }
                 SaleStage::Final {
@@ -262,7 +261,7 @@ impl Core {
         since: SystemTime,
         maybe_sent: &AtomicBool,
     ) -> Settled {
-        let code = order.merchant_unique_code;
+        let code = MerchantCode::from(order.merchant_unique_code);
         if maybe_sent.load(Ordering::Relaxed) {
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => return Settled::Created(id),
@@ -306,7 +305,7 @@ impl Core {
     /// when a lookup showed the API holds no payment from a send whose outcome was unknown.
     async fn send_sale_once(
         &self,
-        code: Uuid,
+        code: MerchantCode,
         request: &SaleRequest,
         since: SystemTime,
         maybe_sent: &AtomicBool,
@@ -319,7 +318,7 @@ impl Core {
         maybe_sent.store(true, Ordering::Relaxed);
         let error = match self.client().sale(request).await {
             Ok(accepted) => {
-                return Attempt::Done(Settled::Created(accepted.payment_request_id.to_string()))
+                return Attempt::Done(Settled::Created(accepted.payment_request_id.into()))
             }
             Err(error) => error,
         };
@@ -374,7 +373,7 @@ impl Core {
     /// state before the terminal hears `refusal`, and settled in the background.
     async fn abandon_sale(
         self: &Arc<Self>,
-        code: Uuid,
+        code: MerchantCode,
         why: &str,
         refusal: Refusal,
     ) -> SaleOutcome {
@@ -402,7 +401,7 @@ impl Core {
     /// stops (then at the next start): a payment that turns up is tracked and cancelled with
     /// reason `abandoned` (the terminal hears `payment_cancelled`); a code the payments list
     /// shows absent ends final, still refused for a new sale.
-    pub(crate) async fn settle_abandoned(self: &Arc<Self>, code: Uuid) {
+    pub(crate) async fn settle_abandoned(self: &Arc<Self>, code: MerchantCode) {
         let key = code.to_string();
         let Some(_settling) = InFlight::enter(&self.settling, code) else {
             return;
@@ -420,14 +419,14 @@ impl Core {
     /// One step of [`Core::settle_abandoned`]: done once the sale is no longer abandoned or
     /// its cancel was answered; at once when the lookup found its payment (to cancel it next);
     /// again after a transport failure.
-    async fn settle_step(self: &Arc<Self>, code: Uuid, key: &str) -> Attempt<(), ()> {
+    async fn settle_step(self: &Arc<Self>, code: MerchantCode, key: &str) -> Attempt<(), ()> {
         let Some(sale) = self.with_store(|s| s.sale(key).cloned()) else {
             return Attempt::Done(());
         };
         if !matches!(sale.stage, SaleStage::Abandoned { .. }) {
             return Attempt::Done(());
         }
-        let tracked: Option<String> = self.with_store(|s| {
+        let tracked: Option<PaymentRequestId> = self.with_store(|s| {
             s.pending()
                 .iter()
                 .find(|(_, p)| p.merchant_unique_code.as_deref() == Some(key))
@@ -443,14 +442,14 @@ impl Core {
             None => match boot_clock::timeout(
                 SETTLE_LOOKUP_DEADLINE,
                 self.client()
-                    .find_payment_by_merchant_code(code, sale.since.to_system_time()),
+                    .find_payment_by_merchant_code(code.uuid(), sale.since.to_system_time()),
             )
             .await
             .unwrap_or_else(|| Err(lookup_overran()))
             {
                 Ok(Some(found)) => {
-                    let id = found.payment_request_id.to_string();
-                    warn!(merchant_unique_code = %code, payment_request_id = id, "abandoned sale {code} found at the payment API as payment {id}: cancelling it");
+                    let id = PaymentRequestId::from(found.payment_request_id);
+                    warn!(merchant_unique_code = %code, payment_request_id = id.as_str(), "abandoned sale {code} found at the payment API as payment {id}: cancelling it");
                     if let Err(e) = self
                         .mutate_store(|s| {
                             s.update(|state| {
@@ -459,7 +458,7 @@ impl Core {
                         })
                         .await
                     {
-                        error!(merchant_unique_code = %code, payment_request_id = id, "cannot record payment {id} of the abandoned sale {code}: {e}");
+                        error!(merchant_unique_code = %code, payment_request_id = id.as_str(), "cannot record payment {id} of the abandoned sale {code}: {e}");
                     }
                     Attempt::Now
                 }
@@ -485,10 +484,10 @@ impl Core {
 
     /// At start and after a reconnect: every abandoned sale is settled in the background.
     pub(crate) fn settle_all_abandoned(self: &Arc<Self>) {
-        let codes: Vec<Uuid> = self.with_store(|s| {
+        let codes: Vec<MerchantCode> = self.with_store(|s| {
             s.state()
                 .abandoned_sales()
-                .filter_map(|(code, _)| Uuid::parse_str(code).ok())
+                .filter_map(|(code, _)| MerchantCode::parse(code))
                 .collect()
         });
         for code in codes {
@@ -510,7 +509,11 @@ impl Core {
         }
     }
 
-    async fn sale_started(self: &Arc<Self>, code: Uuid, payment_request_id: String) -> SaleOutcome {
+    async fn sale_started(
+        self: &Arc<Self>,
+        code: MerchantCode,
+        payment_request_id: PaymentRequestId,
+    ) -> SaleOutcome {
         let key = code.to_string();
         match self
             .mutate_store(|s| s.record_sale_started(&key, &payment_request_id, SystemTime::now()))
@@ -525,7 +528,7 @@ impl Core {
                     .unwrap_or_default();
                 info!(
                     merchant_unique_code = %code,
-                    payment_request_id,
+                    payment_request_id = payment_request_id.as_str(),
                     amount_minor,
                     currency_id,
                     "sale started: payment {payment_request_id}, {amount_minor} minor units of currency {currency_id}, code {code}"
@@ -535,9 +538,9 @@ impl Core {
             Err(e) => {
                 // The payment exists but cannot be made durable: the terminal must not run a
                 // card dialogue for it. Cancel it and say so.
-                error!(merchant_unique_code = %code, payment_request_id, "cannot record the started sale {code} (payment {payment_request_id}): {e}; cancelling it");
+                error!(merchant_unique_code = %code, payment_request_id = payment_request_id.as_str(), "cannot record the started sale {code} (payment {payment_request_id}): {e}; cancelling it");
                 let core = Arc::clone(self);
-                let Ok(id) = Uuid::parse_str(&payment_request_id) else {
+                let Some(id) = payment_request_id.uuid() else {
                     return refused(Refusal::Internal(format!(
                         "the agent cannot write its state ({e})"
                     )));
@@ -554,7 +557,7 @@ impl Core {
         }
     }
 
-    async fn forget_intent(&self, code: Uuid) {
+    async fn forget_intent(&self, code: MerchantCode) {
         if let Err(e) = self
             .mutate_store(|s| s.forget_sale_intent(&code.to_string()))
             .await
@@ -565,17 +568,17 @@ impl Core {
 
     /// Establishes whether the API holds a payment with this merchant code, through the
     /// payments list, retried with the common [`RetryPolicy`] until it answers or the agent stops.
-    async fn resolve_sale(&self, code: Uuid, since: SystemTime) -> Resolution {
+    async fn resolve_sale(&self, code: MerchantCode, since: SystemTime) -> Resolution {
         let looked_up = retry(
             &mut self.outage_pacing(),
             || async {
                 match self
                     .client()
-                    .find_payment_by_merchant_code(code, since)
+                    .find_payment_by_merchant_code(code.uuid(), since)
                     .await
                 {
                     Ok(Some(found)) => {
-                        Attempt::Done(Resolution::Found(found.payment_request_id.to_string()))
+                        Attempt::Done(Resolution::Found(found.payment_request_id.into()))
                     }
                     Ok(None) => Attempt::Done(Resolution::Absent),
                     Err(e) => {
@@ -606,7 +609,7 @@ impl Core {
                 .collect()
         });
         for (key, since) in intents {
-            let Ok(code) = Uuid::parse_str(&key) else {
+            let Some(code) = MerchantCode::parse(&key) else {
                 continue;
             };
             // Claimed, so that a sale with the same code waits for the resolution instead of
@@ -623,7 +626,7 @@ impl Core {
             }
             match self.resolve_sale(code, since).await {
                 Resolution::Found(id) => {
-                    info!(merchant_unique_code = %code, payment_request_id = id, "recovered sale {code}: the API created payment {id}");
+                    info!(merchant_unique_code = %code, payment_request_id = id.as_str(), "recovered sale {code}: the API created payment {id}");
                     let _ = self.sale_started(code, id).await;
                 }
                 Resolution::Absent => {
@@ -644,21 +647,21 @@ fn refused(refusal: Refusal) -> SaleOutcome {
 /// the outcome unknown because the API refuses the agent itself.
 enum Settled {
     /// The API holds the sale's payment: its id is recorded, whatever the deadline.
-    Created(String),
+    Created(PaymentRequestId),
     Outcome(SaleOutcome),
     Stopping,
     Rejected(AgentRejection),
 }
 
 /// What the terminal hears for a sale abandoned at its deadline.
-fn abandoned_refusal(code: Uuid, why: &str) -> Refusal {
+fn abandoned_refusal(code: MerchantCode, why: &str) -> Refusal {
     Refusal::api_unavailable(format!(
         "{why}; the sale is abandoned (a payment made with merchant_unique_code {code} is cancelled); use a new code"
     ))
 }
 
 enum Resolution {
-    Found(String),
+    Found(PaymentRequestId),
     Absent,
     /// The API refuses the agent (keys, base URL): unknown until it accepts it again.
     Rejected(AgentRejection),

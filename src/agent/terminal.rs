@@ -9,7 +9,8 @@ use std::time::SystemTime;
 
 use tracing::{info, warn};
 
-use super::core::{canonical_payment_id, Core};
+use super::core::Core;
+use crate::ids::PaymentRequestId;
 use crate::outcome::Refusal;
 use crate::serial::message::{
     AgentReadiness, AgentRequest, Reply, TerminalIdentity, PROTOCOL_VERSION,
@@ -21,15 +22,14 @@ impl Core {
     /// `payment_started`: track a payment started elsewhere.
     pub(crate) async fn track_payment_started_elsewhere(
         &self,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
     ) -> Result<(), Refusal> {
-        let payment_request_id = &canonical_payment_id(payment_request_id)?;
         let payment = PendingPayment::new(PaymentSource::Elsewhere, SystemTime::now());
         self.mutate_store(|s| s.track_payment(payment_request_id, payment))
             .await
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         info!(
-            payment_request_id,
+            payment_request_id = payment_request_id.as_str(),
             "tracking payment {payment_request_id}, started elsewhere"
         );
         Ok(())
@@ -38,10 +38,9 @@ impl Core {
     /// `payment_result`: the payment is final.
     pub(crate) async fn payment_result(
         &self,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         succeeded: bool,
     ) -> Result<(), Refusal> {
-        let payment_request_id = &canonical_payment_id(payment_request_id)?;
         let outcome = if succeeded {
             PaymentOutcome::Succeeded
         } else {
@@ -52,10 +51,10 @@ impl Core {
             .await
             .map_err(|e| Refusal::Internal(format!("cannot write state: {e}")))?;
         if !was_pending {
-            return Err(Refusal::NotFound(payment_request_id.to_owned()));
+            return Err(Refusal::NotFound(payment_request_id.to_string()));
         }
         info!(
-            payment_request_id,
+            payment_request_id = payment_request_id.as_str(),
             succeeded,
             "payment {payment_request_id} final: {}",
             if succeeded { "succeeded" } else { "failed" }

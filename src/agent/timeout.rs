@@ -12,6 +12,7 @@ use tracing::{error, info};
 
 use super::core::Core;
 use crate::boot_clock::{self, BootMillis};
+use crate::ids::PaymentRequestId;
 use crate::outcome::Refusal;
 use crate::retry::{retry, Attempt};
 use crate::state::{CancelReason, Commit, StateError};
@@ -36,14 +37,14 @@ impl Core {
     /// with reason `timeout`, and returns their ids with the commit to await before the
     /// cancels leave. Called from the main loop, so the payment timer (which skips marked
     /// payments) moves on before the cancels are even sent.
-    pub(crate) fn mark_timed_out(&self) -> (Vec<String>, Option<Commit>) {
+    pub(crate) fn mark_timed_out(&self) -> (Vec<PaymentRequestId>, Option<Commit>) {
         let timeout = self.config().terminal.payment_timeout;
         let now = SystemTime::now();
         let boot_now = boot_clock::now();
         let marked = self.with_store_mut(|s| {
             let ages = lock(&self.ages);
             let expired = s.update(|state| {
-                let expired: Vec<String> = state
+                let expired: Vec<PaymentRequestId> = state
                     .payments
                     .iter()
                     .filter(|(id, p)| {
@@ -76,7 +77,7 @@ impl Core {
     /// the agent stops: the shutdown then sends it); an answer, a refusal included, ends it.
     pub(crate) async fn cancel_timed_out(
         self: &Arc<Self>,
-        expired: Vec<String>,
+        expired: Vec<PaymentRequestId>,
         commit: Option<Commit>,
     ) {
         use futures_util::stream::{self, StreamExt};
@@ -92,7 +93,7 @@ impl Core {
                 let core = Arc::clone(self);
                 async move {
                     info!(
-                        payment_request_id = id,
+                        payment_request_id = id.as_str(),
                         "payment {id} pending longer than payment_timeout; cancelling it"
                     );
                     // Ends once the API answered the cancel, or at the stop (the shutdown

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{AgentState, PendingPayment, SaleRecord, FORMAT_VERSION};
+use crate::ids::PaymentRequestId;
 
 /// The snapshot in the state directory.
 pub const STATE_FILE: &str = "state.json";
@@ -37,11 +38,11 @@ pub enum Change {
         connection_id: Option<String>,
     },
     PutPayment {
-        payment_request_id: String,
+        payment_request_id: PaymentRequestId,
         payment: PendingPayment,
     },
     RemovePayment {
-        payment_request_id: String,
+        payment_request_id: PaymentRequestId,
     },
     PutSale {
         merchant_unique_code: String,

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::PaymentRequestId;
+
 use super::*;
 
 /// The snapshot format version this build writes (2: a snapshot with a journal). Version 1
@@ -235,7 +237,9 @@ pub enum SaleStage {
     /// the response, or until recovery finds it by its code or establishes it does not exist.
     Intent,
     /// The API answered with this PaymentRequestId; the payment is pending.
-    Started { payment_request_id: String },
+    Started {
+        payment_request_id: PaymentRequestId,
+    },
     /// The outcome was still unknown when the sale's reply was due, and the terminal was told
     /// `api_unavailable`. Written before that reply leaves. The agent keeps looking the code up:
     /// a payment that turns up is tracked with a cancel (reason `abandoned`) asked for, and the
@@ -243,7 +247,7 @@ pub enum SaleStage {
     Abandoned { at: Timestamp },
     /// Over; kept so a repeated code gets the same answer.
     Final {
-        payment_request_id: Option<String>,
+        payment_request_id: Option<PaymentRequestId>,
         outcome: PaymentOutcome,
         at: Timestamp,
     },
@@ -256,7 +260,7 @@ pub struct AgentState {
     pub version: u32,
     pub connection_id: Option<String>,
     /// Pending payments by PaymentRequestId.
-    pub payments: BTreeMap<String, PendingPayment>,
+    pub payments: BTreeMap<PaymentRequestId, PendingPayment>,
     /// Sales by merchant unique code.
     pub sales: BTreeMap<String, SaleRecord>,
 }
@@ -322,7 +326,7 @@ impl AgentState {
     pub fn record_sale_started(
         &mut self,
         code: &str,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         at: SystemTime,
     ) -> Result<(), StateError> {
         let sale = self
@@ -342,12 +346,12 @@ impl AgentState {
             }
         }
         sale.stage = SaleStage::Started {
-            payment_request_id: payment_request_id.to_owned(),
+            payment_request_id: payment_request_id.clone(),
         };
         let (amount_minor, currency_id) = (sale.amount_minor, sale.currency_id);
         let payment = self
             .payments
-            .entry(payment_request_id.to_owned())
+            .entry(payment_request_id.clone())
             .or_insert_with(|| PendingPayment::new(PaymentSource::Terminal, at));
         payment.merchant_unique_code = Some(code.to_owned());
         payment.amount_minor = Some(amount_minor);
@@ -397,7 +401,7 @@ impl AgentState {
     pub fn abandoned_sale_found(
         &mut self,
         code: &str,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         at: SystemTime,
     ) -> Result<(), StateError> {
         let sale = self
@@ -413,7 +417,7 @@ impl AgentState {
         let (amount_minor, currency_id, since) = (sale.amount_minor, sale.currency_id, sale.since);
         let payment = self
             .payments
-            .entry(payment_request_id.to_owned())
+            .entry(payment_request_id.clone())
             .or_insert_with(|| PendingPayment::new(PaymentSource::Terminal, at));
         payment.merchant_unique_code = Some(code.to_owned());
         payment.amount_minor = Some(amount_minor);
@@ -436,11 +440,11 @@ impl AgentState {
 
     /// Tracks a payment that did not start as this agent's sale (`payment_started`, recovery).
     /// Returns false, changing nothing, when it is already pending.
-    pub fn track_payment(&mut self, id: &str, payment: PendingPayment) -> bool {
+    pub fn track_payment(&mut self, id: &PaymentRequestId, payment: PendingPayment) -> bool {
         if self.payments.contains_key(id) {
             return false;
         }
-        self.payments.insert(id.to_owned(), payment);
+        self.payments.insert(id.clone(), payment);
         true
     }
 
@@ -448,14 +452,14 @@ impl AgentState {
     /// time are kept.
     pub fn mark_cancel_requested(
         &mut self,
-        id: &str,
+        id: &PaymentRequestId,
         reason: CancelReason,
         at: SystemTime,
     ) -> Result<(), StateError> {
         let payment = self
             .payments
             .get_mut(id)
-            .ok_or_else(|| StateError::UnknownPayment(id.to_owned()))?;
+            .ok_or_else(|| StateError::UnknownPayment(id.to_string()))?;
         if payment.cancel_requested.is_none() {
             payment.cancel_requested = Some(CancelRequest {
                 reason,
@@ -467,7 +471,12 @@ impl AgentState {
 
     /// The API refused the payment's cancel: the mark is cleared (nothing sends it again by
     /// itself) and the refusal kept. Returns false when the payment is not pending.
-    pub fn mark_cancel_refused(&mut self, id: &str, message: &str, at: SystemTime) -> bool {
+    pub fn mark_cancel_refused(
+        &mut self,
+        id: &PaymentRequestId,
+        message: &str,
+        at: SystemTime,
+    ) -> bool {
         let Some(payment) = self.payments.get_mut(id) else {
             return false;
         };
@@ -481,7 +490,12 @@ impl AgentState {
 
     /// The payment is final: it leaves the pending set, and its sale (if any) is kept as final.
     /// Returns false when it was not pending (a repeated result).
-    pub fn finish_payment(&mut self, id: &str, outcome: PaymentOutcome, at: SystemTime) -> bool {
+    pub fn finish_payment(
+        &mut self,
+        id: &PaymentRequestId,
+        outcome: PaymentOutcome,
+        at: SystemTime,
+    ) -> bool {
         let code = self.sale_code_of(id);
         if self.payments.remove(id).is_none() {
             return false;
@@ -495,7 +509,7 @@ impl AgentState {
             };
             if !matches!(sale.stage, SaleStage::Final { .. }) {
                 sale.stage = SaleStage::Final {
-                    payment_request_id: Some(id.to_owned()),
+                    payment_request_id: Some(id.clone()),
                     outcome,
                     at: at.into(),
                 };
@@ -505,7 +519,7 @@ impl AgentState {
     }
 
     /// The merchant code of the sale a pending payment belongs to, if any.
-    pub fn sale_code_of(&self, id: &str) -> Option<String> {
+    pub fn sale_code_of(&self, id: &PaymentRequestId) -> Option<String> {
         let payment = self.payments.get(id)?;
         payment.merchant_unique_code.clone().or_else(|| {
             self.sales

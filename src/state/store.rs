@@ -8,6 +8,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::ids::PaymentRequestId;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::oneshot;
 
@@ -121,14 +122,14 @@ fn diff(old: &AgentState, new: &AgentState) -> Vec<Change> {
 #[derive(Default)]
 struct Touched {
     connection: bool,
-    payments: Vec<String>,
+    payments: Vec<PaymentRequestId>,
     sales: Vec<String>,
 }
 
 impl Touched {
-    fn payment(id: &str) -> Self {
+    fn payment(id: &PaymentRequestId) -> Self {
         Self {
-            payments: vec![id.to_owned()],
+            payments: vec![id.clone()],
             ..Self::default()
         }
     }
@@ -145,7 +146,7 @@ impl Touched {
         self
     }
 
-    fn with_payment(mut self, id: Option<String>) -> Self {
+    fn with_payment(mut self, id: Option<PaymentRequestId>) -> Self {
         self.payments.extend(id);
         self
     }
@@ -340,11 +341,11 @@ impl StateStore {
     }
 
     /// Pending payments by PaymentRequestId.
-    pub fn pending(&self) -> &BTreeMap<String, PendingPayment> {
+    pub fn pending(&self) -> &BTreeMap<PaymentRequestId, PendingPayment> {
         &self.state.payments
     }
 
-    pub fn payment(&self, payment_request_id: &str) -> Option<&PendingPayment> {
+    pub fn payment(&self, payment_request_id: &PaymentRequestId) -> Option<&PendingPayment> {
         self.state.payments.get(payment_request_id)
     }
 
@@ -486,10 +487,10 @@ impl StateStore {
     pub fn record_sale_started(
         &mut self,
         code: &str,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         at: SystemTime,
     ) -> Result<(), StateError> {
-        let touched = Touched::sale(code).with_payment(Some(payment_request_id.to_owned()));
+        let touched = Touched::sale(code).with_payment(Some(payment_request_id.clone()));
         self.touch(touched, |state| {
             state.record_sale_started(code, payment_request_id, at)
         })
@@ -503,7 +504,7 @@ impl StateStore {
     /// See [`AgentState::track_payment`].
     pub fn track_payment(
         &mut self,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         payment: PendingPayment,
     ) -> Result<bool, StateError> {
         self.touch(Touched::payment(payment_request_id), |state| {
@@ -514,7 +515,7 @@ impl StateStore {
     /// See [`AgentState::mark_cancel_requested`].
     pub fn mark_cancel_requested(
         &mut self,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         reason: CancelReason,
         at: SystemTime,
     ) -> Result<(), StateError> {
@@ -526,7 +527,7 @@ impl StateStore {
     /// See [`AgentState::mark_cancel_refused`].
     pub fn mark_cancel_refused(
         &mut self,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         message: &str,
         at: SystemTime,
     ) -> Result<bool, StateError> {
@@ -538,7 +539,7 @@ impl StateStore {
     /// See [`AgentState::finish_payment`].
     pub fn finish_payment(
         &mut self,
-        payment_request_id: &str,
+        payment_request_id: &PaymentRequestId,
         outcome: PaymentOutcome,
         at: SystemTime,
     ) -> Result<bool, StateError> {

@@ -31,7 +31,7 @@ fn sale_goes_from_intent_to_started_to_final() {
     assert_eq!(state.sales["m1"].stage, SaleStage::Intent);
     assert!(state.payments.is_empty());
 
-    state.record_sale_started("m1", "p1", at(1)).unwrap();
+    state.record_sale_started("m1", &pid("p1"), at(1)).unwrap();
     let payment = &state.payments["p1"];
     assert_eq!(payment.merchant_unique_code.as_deref(), Some("m1"));
     assert_eq!(payment.amount_minor, Some(1250));
@@ -39,17 +39,17 @@ fn sale_goes_from_intent_to_started_to_final() {
     assert_eq!(payment.source, PaymentSource::Terminal);
     assert_eq!(payment.since, at(1).into());
 
-    assert!(state.finish_payment("p1", PaymentOutcome::Succeeded, at(2)));
+    assert!(state.finish_payment(&pid("p1"), PaymentOutcome::Succeeded, at(2)));
     assert!(state.payments.is_empty());
     assert_eq!(
         state.sales["m1"].stage,
         SaleStage::Final {
-            payment_request_id: Some("p1".into()),
+            payment_request_id: Some(pid("p1")),
             outcome: PaymentOutcome::Succeeded,
             at: at(2).into()
         }
     );
-    assert!(!state.finish_payment("p1", PaymentOutcome::Failed, at(3)));
+    assert!(!state.finish_payment(&pid("p1"), PaymentOutcome::Failed, at(3)));
 }
 
 #[test]
@@ -64,11 +64,13 @@ fn repeated_sale_code_is_a_conflict_naming_the_stage() {
             ..
         }
     ));
-    state.record_sale_started("m1", "p1", at(1)).unwrap();
+    state.record_sale_started("m1", &pid("p1"), at(1)).unwrap();
     // The same answer again is no change; a different id is a conflict.
-    state.record_sale_started("m1", "p1", at(2)).unwrap();
-    assert!(state.record_sale_started("m1", "p2", at(2)).is_err());
-    assert!(state.record_sale_started("unknown", "p3", at(2)).is_err());
+    state.record_sale_started("m1", &pid("p1"), at(2)).unwrap();
+    assert!(state.record_sale_started("m1", &pid("p2"), at(2)).is_err());
+    assert!(state
+        .record_sale_started("unknown", &pid("p3"), at(2))
+        .is_err());
 }
 
 #[test]
@@ -79,7 +81,7 @@ fn only_an_intent_can_be_forgotten() {
     assert!(state.sales.is_empty());
     state.forget_sale_intent("m1").unwrap();
     state.record_sale_intent("m2", 1, 1, at(0)).unwrap();
-    state.record_sale_started("m2", "p2", at(0)).unwrap();
+    state.record_sale_started("m2", &pid("p2"), at(0)).unwrap();
     assert!(state.forget_sale_intent("m2").is_err());
     assert!(state.sales.contains_key("m2"));
 }
@@ -87,14 +89,20 @@ fn only_an_intent_can_be_forgotten() {
 #[test]
 fn cancel_request_keeps_the_first_reason() {
     let mut state = AgentState::default();
-    assert!(state.track_payment("p1", PendingPayment::new(PaymentSource::Elsewhere, at(0))));
-    assert!(!state.track_payment("p1", PendingPayment::new(PaymentSource::Recovered, at(9))));
+    assert!(state.track_payment(
+        &pid("p1"),
+        PendingPayment::new(PaymentSource::Elsewhere, at(0))
+    ));
+    assert!(!state.track_payment(
+        &pid("p1"),
+        PendingPayment::new(PaymentSource::Recovered, at(9))
+    ));
     assert_eq!(state.payments["p1"].source, PaymentSource::Elsewhere);
     state
-        .mark_cancel_requested("p1", CancelReason::Operator, at(1))
+        .mark_cancel_requested(&pid("p1"), CancelReason::Operator, at(1))
         .unwrap();
     state
-        .mark_cancel_requested("p1", CancelReason::Shutdown, at(2))
+        .mark_cancel_requested(&pid("p1"), CancelReason::Shutdown, at(2))
         .unwrap();
     assert_eq!(
         state.payments["p1"].cancel_requested,
@@ -104,7 +112,7 @@ fn cancel_request_keeps_the_first_reason() {
         })
     );
     assert!(matches!(
-        state.mark_cancel_requested("p9", CancelReason::Timeout, at(3)),
+        state.mark_cancel_requested(&pid("p9"), CancelReason::Timeout, at(3)),
         Err(StateError::UnknownPayment(_))
     ));
 }
@@ -130,7 +138,7 @@ fn rejected_sale_is_final_without_a_payment() {
 fn finishing_a_started_sale_ends_its_payment() {
     let mut state = AgentState::default();
     state.record_sale_intent("m1", 1, 1, at(0)).unwrap();
-    state.record_sale_started("m1", "p1", at(0)).unwrap();
+    state.record_sale_started("m1", &pid("p1"), at(0)).unwrap();
     state
         .finish_sale("m1", PaymentOutcome::Cancelled, at(1))
         .unwrap();
@@ -144,7 +152,9 @@ fn pruning_drops_old_and_excess_final_sales_but_never_intents_or_started() {
     let old = at(0);
     state.record_sale_intent("old-intent", 1, 1, old).unwrap();
     state.record_sale_intent("old-started", 1, 1, old).unwrap();
-    state.record_sale_started("old-started", "p", old).unwrap();
+    state
+        .record_sale_started("old-started", &pid("p"), old)
+        .unwrap();
     state.record_sale_intent("old-final", 1, 1, old).unwrap();
     state
         .finish_sale("old-final", PaymentOutcome::Succeeded, old)
@@ -170,4 +180,8 @@ fn pruning_drops_old_and_excess_final_sales_but_never_intents_or_started() {
     // The oldest went first.
     assert!(!state.sales.contains_key("recent-00004"));
     assert!(state.sales.contains_key("recent-00005"));
+}
+
+fn pid(text: &str) -> crate::ids::PaymentRequestId {
+    crate::ids::PaymentRequestId::stored(text)
 }

@@ -21,6 +21,7 @@ use crate::support::daemon::{Agent, Setup};
 use crate::support::paths::SALE;
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
+use pos_agent::ids::PaymentRequestId;
 use pos_agent::serial::message::{PaymentResultStatus, Reply, SaleOrder, TerminalRequest};
 use pos_agent::state::{
     encode_snapshot, load_from_bytes, read_directory, AgentState, SaleStage, RECORD_HEADER_LEN,
@@ -774,7 +775,7 @@ fn kept_as_told(
             }) => payment_request_id.as_ref(),
             _ => None,
         };
-        if sale_id.map(String::as_str) != Some(id) {
+        if sale_id.map(PaymentRequestId::as_str) != Some(id) {
             return Err(format!("sale {} lost its payment {id}: {sale:?}", t.code));
         }
         let is_final = matches!(sale, Some(SaleStage::Final { .. }));
@@ -883,7 +884,12 @@ async fn a_power_cut_at_any_instant_loses_nothing_and_never_stops_the_start() {
                 ))
             }
             Ok(loaded) => {
-                let pending: Vec<String> = loaded.state.payments.keys().cloned().collect();
+                let pending: Vec<String> = loaded
+                    .state
+                    .payments
+                    .keys()
+                    .map(|id| id.to_string())
+                    .collect();
                 if let Err(why) = kept_as_told(state, &pending, &loaded.state) {
                     failures.push(format!(
                         "cut {} ({}): as read: {why}",

@@ -4,6 +4,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pos_agent::ids::PaymentRequestId;
 use pos_agent::state::{
     read_directory, AgentState, CancelReason, PaymentOutcome, PaymentSource, PendingPayment,
     SaleStage, StateError, StateStore, FORMAT_VERSION, JOURNAL_FILE, STATE_FILE, TEMP_FILE,
@@ -40,19 +41,22 @@ fn every_mutation_survives_a_reopen() {
     let steps: Vec<Step> = vec![
         Box::new(|s| s.set_connection_id(Some("c-1".into())).unwrap()),
         Box::new(|s| s.record_sale_intent("m1", 1250, 1, at(1)).unwrap()),
-        Box::new(|s| s.record_sale_started("m1", "p1", at(2)).unwrap()),
+        Box::new(|s| s.record_sale_started("m1", &pid("p1"), at(2)).unwrap()),
         Box::new(|s| {
-            s.track_payment("p2", PendingPayment::new(PaymentSource::Elsewhere, at(3)))
-                .unwrap();
+            s.track_payment(
+                &pid("p2"),
+                PendingPayment::new(PaymentSource::Elsewhere, at(3)),
+            )
+            .unwrap();
         }),
         Box::new(|s| {
-            s.mark_cancel_requested("p2", CancelReason::Terminal, at(4))
+            s.mark_cancel_requested(&pid("p2"), CancelReason::Terminal, at(4))
                 .unwrap()
         }),
         Box::new(|s| s.record_sale_intent("m3", 99, 2, at(5)).unwrap()),
         Box::new(|s| s.forget_sale_intent("m3").unwrap()),
         Box::new(|s| {
-            s.finish_payment("p1", PaymentOutcome::Succeeded, at(6))
+            s.finish_payment(&pid("p1"), PaymentOutcome::Succeeded, at(6))
                 .unwrap();
         }),
         Box::new(|s| s.set_connection_id(None).unwrap()),
@@ -129,7 +133,7 @@ fn truncated_state_file_is_refused_and_left_untouched() {
     {
         let mut store = StateStore::open(root.path()).unwrap();
         store.record_sale_intent("m1", 1, 1, at(0)).unwrap();
-        store.record_sale_started("m1", "p1", at(0)).unwrap();
+        store.record_sale_started("m1", &pid("p1"), at(0)).unwrap();
     }
     let full = std::fs::read(root.path().join(STATE_FILE)).unwrap();
     assert_refused_and_untouched(&full[..full.len() / 2], false);
@@ -273,7 +277,7 @@ fn three_changes(dir: &Path) -> Vec<AgentState> {
     store.record_sale_intent("m1", 1, 1, at(0)).unwrap();
     store.commit().wait().unwrap();
     states.push(store.state().clone());
-    store.record_sale_started("m1", "p1", at(1)).unwrap();
+    store.record_sale_started("m1", &pid("p1"), at(1)).unwrap();
     store.commit().wait().unwrap();
     states.push(store.state().clone());
     states
@@ -329,7 +333,7 @@ fn a_version_1_state_file_is_read_and_migrated_at_the_first_start() {
     std::fs::write(root.path().join(STATE_FILE), legacy).unwrap();
     let mut store = StateStore::open(root.path()).unwrap();
     assert_eq!(store.connection_id(), Some("c-1"));
-    assert!(store.payment("p1").is_some());
+    assert!(store.payment(&pid("p1")).is_some());
     store.commit().wait().unwrap();
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.path().join(STATE_FILE)).unwrap()).unwrap();
@@ -347,7 +351,7 @@ fn bytes_written_per_change_do_not_grow_with_the_pending_payments() {
         store
             .update(|state| {
                 for i in 0..=pending {
-                    let id = format!("{i:08}-0000-4000-8000-000000000000");
+                    let id = pid(format!("{i:08}-0000-4000-8000-000000000000"));
                     state.track_payment(&id, PendingPayment::new(PaymentSource::Elsewhere, at(0)));
                 }
                 Ok(())
@@ -355,7 +359,7 @@ fn bytes_written_per_change_do_not_grow_with_the_pending_payments() {
             .unwrap();
         store.commit().wait().unwrap();
         let before = store.writer_stats().bytes_written;
-        let id = format!("{pending:08}-0000-4000-8000-000000000000");
+        let id = pid(format!("{pending:08}-0000-4000-8000-000000000000"));
         store
             .mark_cancel_requested(&id, CancelReason::Operator, at(1))
             .unwrap();
@@ -374,8 +378,11 @@ fn batch_update_applies_several_changes_with_one_write() {
     store
         .update(|state| {
             state.set_connection_id(Some("c-1".into()));
-            state.track_payment("p1", PendingPayment::new(PaymentSource::Recovered, at(0)));
-            state.mark_cancel_requested("p1", CancelReason::Shutdown, at(1))
+            state.track_payment(
+                &pid("p1"),
+                PendingPayment::new(PaymentSource::Recovered, at(0)),
+            );
+            state.mark_cancel_requested(&pid("p1"), CancelReason::Shutdown, at(1))
         })
         .unwrap();
     drop(store);
@@ -428,7 +435,7 @@ fn outcome(n: u8) -> PaymentOutcome {
 
 fn apply(store: &mut StateStore, change: &Change) {
     let code = |c: &u8| format!("merchant-{c}");
-    let id = |i: &u8| format!("payment-{i}");
+    let id = |i: &u8| pid(format!("payment-{i}"));
     // Refused changes (conflicts, unknown ids) are part of the sequence too.
     let _ = match change {
         Change::Connection(c) => store.set_connection_id(c.map(|c| format!("conn-{c}"))),
@@ -477,4 +484,8 @@ proptest! {
         drop(store);
         prop_assert_eq!(reopened(root.path()), in_memory);
     }
+}
+
+fn pid(text: impl Into<String>) -> PaymentRequestId {
+    PaymentRequestId::stored(text)
 }

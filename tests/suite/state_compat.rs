@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::support::daemon::{Agent, Setup};
 use nix::sys::signal::Signal;
+use pos_agent::ids::PaymentRequestId;
 use pos_agent::state::{load_from_bytes, AgentState, PaymentOutcome, SaleStage};
 
 const EXIT_STATE_UNREADABLE: i32 = 74;
@@ -166,10 +167,10 @@ async fn a_clean_stop_that_keeps_pending_payments_compacts_too() {
     agent.signal(Signal::SIGTERM);
     assert_eq!(agent.wait_exit().await.code(), Some(0), "{}", agent.log());
     let state = snapshot_alone(&agent);
-    assert!(state.payments.contains_key(&id), "{state:?}");
+    assert!(state.payments.contains_key(id.as_str()), "{state:?}");
     assert!(state.sales.values().any(|sale| sale.stage
         == SaleStage::Started {
-            payment_request_id: id.clone()
+            payment_request_id: PaymentRequestId::stored(id.clone())
         }));
     agent.forget_notifications();
     agent.spawn();
@@ -191,7 +192,7 @@ async fn a_compaction_that_fails_at_the_stop_is_logged_and_loses_nothing() {
     assert!(log.contains("cannot compact state at stop"), "{log}");
     assert!(journal_len(&agent) > 0, "the journal keeps the changes");
     let state = pos_agent::state::read_directory(&agent.state_dir).unwrap();
-    assert!(state.payments.contains_key(&id), "{state:?}");
+    assert!(state.payments.contains_key(id.as_str()), "{state:?}");
     agent.forget_notifications();
     agent.spawn();
     agent.wait_notification("READY=1").await;

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use pos_agent::ids::PaymentRequestId;
 use pos_agent::state::{
     encode_record, encode_snapshot, load_from_bytes, AgentState, CancelReason, CancelRefused,
     CancelRequest, Change, Loaded, PaymentOutcome, PaymentSource, PendingPayment, Record,
@@ -77,13 +78,13 @@ fn sale(amount_minor: u64, currency_id: i64, since: &str, stage: SaleStage) -> S
 
 fn started(id: &str) -> SaleStage {
     SaleStage::Started {
-        payment_request_id: id.into(),
+        payment_request_id: PaymentRequestId::stored(id),
     }
 }
 
 fn ended(id: Option<&str>, outcome: PaymentOutcome, when: &str) -> SaleStage {
     SaleStage::Final {
-        payment_request_id: id.map(str::to_owned),
+        payment_request_id: id.map(PaymentRequestId::stored),
         outcome,
         at: at(when),
     }
@@ -96,7 +97,7 @@ fn first_model() -> AgentState {
     use PaymentSource::*;
     let payments = BTreeMap::from([
         (
-            P_STARTED.into(),
+            PaymentRequestId::stored(P_STARTED),
             payment(
                 Some(M_STARTED),
                 Some((1250, 1)),
@@ -106,7 +107,7 @@ fn first_model() -> AgentState {
             ),
         ),
         (
-            P_ELSEWHERE.into(),
+            PaymentRequestId::stored(P_ELSEWHERE),
             payment(
                 None,
                 None,
@@ -116,7 +117,7 @@ fn first_model() -> AgentState {
             ),
         ),
         (
-            P_RECOVERED.into(),
+            PaymentRequestId::stored(P_RECOVERED),
             payment(
                 None,
                 None,
@@ -126,7 +127,7 @@ fn first_model() -> AgentState {
             ),
         ),
         (
-            P_SHUTDOWN.into(),
+            PaymentRequestId::stored(P_SHUTDOWN),
             payment(
                 None,
                 None,
@@ -136,7 +137,7 @@ fn first_model() -> AgentState {
             ),
         ),
         (
-            P_TIMEOUT.into(),
+            PaymentRequestId::stored(P_TIMEOUT),
             payment(
                 Some(M_TIMEOUT),
                 Some((99, 2)),
@@ -221,9 +222,11 @@ fn everything() -> AgentState {
         message: "Payment cannot be cancelled in its current state".into(),
         at: at("2026-11-21T13:23:00.000Z"),
     });
-    state.payments.insert(P_REFUSED.into(), refused);
+    state
+        .payments
+        .insert(PaymentRequestId::stored(P_REFUSED), refused);
     state.payments.insert(
-        P_ABANDONED.into(),
+        PaymentRequestId::stored(P_ABANDONED),
         payment(
             Some(M_ABANDONED_FOUND),
             Some((650, 1)),
@@ -366,12 +369,21 @@ fn assert_means_everything(name: &str, migrate: bool) -> Loaded {
         other => panic!("{name}: sale {code} is {other:?}"),
     };
     use PaymentOutcome::*;
-    assert_eq!(outcome(M_SUCCEEDED), (Some(F_SUCCEEDED.into()), Succeeded));
-    assert_eq!(outcome(M_FAILED), (Some(F_FAILED.into()), Failed));
-    assert_eq!(outcome(M_CANCELLED), (Some(F_CANCELLED.into()), Cancelled));
+    assert_eq!(
+        outcome(M_SUCCEEDED),
+        (Some(PaymentRequestId::stored(F_SUCCEEDED)), Succeeded)
+    );
+    assert_eq!(
+        outcome(M_FAILED),
+        (Some(PaymentRequestId::stored(F_FAILED)), Failed)
+    );
+    assert_eq!(
+        outcome(M_CANCELLED),
+        (Some(PaymentRequestId::stored(F_CANCELLED)), Cancelled)
+    );
     assert_eq!(
         outcome(M_FINAL_AT_API),
-        (Some(F_FINAL_AT_API.into()), FinalAtApi)
+        (Some(PaymentRequestId::stored(F_FINAL_AT_API)), FinalAtApi)
     );
     assert_eq!(outcome(M_REJECTED), (None, Rejected));
     assert_eq!(outcome(M_ABANDONED_FINAL), (None, Abandoned));
@@ -619,7 +631,10 @@ fn state_strategy() -> impl Strategy<Value = AgentState> {
         .prop_map(|(connection_id, payments, sales)| AgentState {
             version: 2,
             connection_id,
-            payments,
+            payments: payments
+                .into_iter()
+                .map(|(id, payment)| (PaymentRequestId::stored(id), payment))
+                .collect(),
             sales,
         })
 }
@@ -629,10 +644,12 @@ fn change_strategy() -> impl Strategy<Value = Change> {
     prop_oneof![
         proptest::option::of(id()).prop_map(|connection_id| Change::ConnectionId { connection_id }),
         (id(), payment_strategy()).prop_map(|(payment_request_id, payment)| Change::PutPayment {
-            payment_request_id,
+            payment_request_id: PaymentRequestId::stored(payment_request_id),
             payment
         }),
-        id().prop_map(|payment_request_id| Change::RemovePayment { payment_request_id }),
+        id().prop_map(|payment_request_id| Change::RemovePayment {
+            payment_request_id: PaymentRequestId::stored(payment_request_id)
+        }),
         (id(), sale_strategy()).prop_map(|(merchant_unique_code, sale)| Change::PutSale {
             merchant_unique_code,
             sale
@@ -671,7 +688,7 @@ fn every_form_the_writer_can_emit_a_fixture_holds() {
             connection_id: Some(C.into()),
         },
         Change::RemovePayment {
-            payment_request_id: P_OLD.into(),
+            payment_request_id: PaymentRequestId::stored(P_OLD),
         },
         Change::RemoveSale {
             merchant_unique_code: M_OLD.into(),
@@ -698,11 +715,12 @@ fn every_form_the_writer_can_emit_a_fixture_holds() {
     });
     forms.push(refused);
     for (i, payment) in forms.into_iter().enumerate() {
-        state
-            .payments
-            .insert(format!("payment-{i}"), payment.clone());
+        state.payments.insert(
+            PaymentRequestId::stored(format!("payment-{i}")),
+            payment.clone(),
+        );
         changes.push(Change::PutPayment {
-            payment_request_id: format!("payment-{i}"),
+            payment_request_id: PaymentRequestId::stored(format!("payment-{i}")),
             payment,
         });
     }

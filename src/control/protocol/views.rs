@@ -217,7 +217,7 @@ impl PendingPaymentView {
             .payments
             .iter()
             .map(|(id, p)| Self {
-                payment_request_id: id.clone(),
+                payment_request_id: id.to_string(),
                 merchant_unique_code: p.merchant_unique_code.clone(),
                 amount_minor: p.amount_minor.and_then(|a| i64::try_from(a).ok()),
                 since: rfc3339(p.since.to_system_time()),
@@ -246,7 +246,7 @@ impl AbandonedSaleView {
                     .payments
                     .iter()
                     .find(|(_, p)| p.merchant_unique_code.as_deref() == Some(code))
-                    .map(|(id, _)| id.clone()),
+                    .map(|(id, _)| id.to_string()),
             })
             .collect()
     }
